@@ -1,0 +1,13 @@
+//! `rotors`: what a rotator needs to know about secrets, and nothing about how they are stored.
+//!
+//! This crate is the boundary between the rotor engine and the code that changes credentials on
+//! real systems. It owns the secret types and sub-types ([`kind`]) with their rotation bounds, and
+//! the value formats each type stores ([`value`]), so that the engine validates exactly what a
+//! rotator will later read. The `Rotator` contract itself (create / set / test / finish) lands
+//! here with the rotation engine; this crate knows nothing of jobs, cron, the store or HTTP.
+
+pub mod kind;
+pub mod value;
+
+pub use kind::{KindError, SecretKind, SecretType, SubType};
+pub use value::{SecretValue, ValueError, MAX_VALUE_BYTES};

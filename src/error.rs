@@ -1,0 +1,68 @@
+//! The engine's error type. Messages are one line, start lower-case, name what they are about
+//! and never contain a secret value; each kind maps to an exit code scripts can rely on.
+
+/// What went wrong, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input that breaks a rule (name, tag, value format, bounds, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A secret, version, stage or key that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that contradicts the store's state (existing name, version id reuse, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// A ciphertext that does not open, or a master key that does not fit the store.
+    #[error("{0}")]
+    Crypto(String),
+    /// Setup problems: data directory, key file, store URL.
+    #[error("{0}")]
+    Config(String),
+    /// The database failed.
+    #[error("store failed: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The store's schema could not be brought up to date.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Exit codes of the `rotor` binary, by error kind (documented in the README).
+pub mod exit {
+    pub const FAILURE: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const NOT_FOUND: i32 = 3;
+    pub const CONFLICT: i32 = 4;
+    pub const CRYPTO: i32 = 5;
+}
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Error::NotFound(msg.into())
+    }
+
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Error::Conflict(msg.into())
+    }
+
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) => exit::INVALID,
+            Error::NotFound(_) => exit::NOT_FOUND,
+            Error::Conflict(_) => exit::CONFLICT,
+            Error::Crypto(_) => exit::CRYPTO,
+            Error::Config(_) | Error::Store(_) | Error::Migrate(_) => exit::FAILURE,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

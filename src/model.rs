@@ -1,0 +1,478 @@
+//! The domain model's validated newtypes: names, version ids, stages, tags, descriptions and
+//! rotation policies. Each is checked once, at construction, so the store and the CLI can take a
+//! value of these types as proof that the input was good.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rotors::SecretKind;
+
+use crate::error::Error;
+
+const NAME_MAX: usize = 192;
+const VERSION_ID_MAX: usize = 64;
+const STAGE_MAX: usize = 64;
+const TAG_MAX: usize = 128;
+const TAGS_PER_SECRET: usize = 20;
+const DESCRIPTION_MAX: usize = 1024;
+const KEY_NAME_MAX: usize = 128;
+
+/// A secret's unique name: 1–192 of `A-Z a-z 0-9 _ / + = . @ -`; user names may not start with
+/// `acs/` (reserved for names rotor generates).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretName(String);
+
+impl SecretName {
+    /// A name given by a user: the `acs/` prefix is refused.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let name = Self::parse_any(s)?;
+        if name.0.starts_with("acs/") {
+            return Err(Error::invalid(format!(
+                "secret name '{s}' starts with 'acs/', which is reserved"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// A name as stored, including rotor's own `acs/` names.
+    pub fn parse_any(s: &str) -> Result<Self, Error> {
+        if s.is_empty() {
+            return Err(Error::invalid("secret name is empty"));
+        }
+        if s.chars().count() > NAME_MAX {
+            return Err(Error::invalid(format!(
+                "secret name is {} characters; the limit is {NAME_MAX}",
+                s.chars().count()
+            )));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "_/+=.@-".contains(*c)))
+        {
+            return Err(Error::invalid(format!(
+                "secret name '{}' contains '{}'; allowed are letters, digits and _ / + = . @ -",
+                s.escape_debug(),
+                c.escape_debug()
+            )));
+        }
+        Ok(SecretName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A version id: 1–64 of `A-Z a-z 0-9 _ - .` (`v1` for a secret's first version by default).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionId(String);
+
+impl VersionId {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        check_label("version id", s, VERSION_ID_MAX)?;
+        Ok(VersionId(s.to_owned()))
+    }
+
+    /// The id rotor gives the `n`th version when the caller names none.
+    pub fn numbered(n: i64) -> Self {
+        VersionId(format!("v{n}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn check_label(what: &str, s: &str, max: usize) -> Result<(), Error> {
+    if s.is_empty() {
+        return Err(Error::invalid(format!("{what} is empty")));
+    }
+    if s.len() > max {
+        return Err(Error::invalid(format!(
+            "{what} is {} characters; the limit is {max}",
+            s.chars().count()
+        )));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+    {
+        return Err(Error::invalid(format!(
+            "{what} '{}' contains '{}'; allowed are letters, digits and _ - .",
+            s.escape_debug(),
+            c.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A version stage label. The three `ACS` stages are rotor's; custom ones belong to users of
+/// generic secrets. A stage is on at most one version of a secret at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// The version applications get by default; on exactly one version once a value exists.
+    Current,
+    /// The version that was current before; on at most one version.
+    Previous,
+    /// A rotation in flight: created but not yet promoted. Managed by the rotation engine.
+    Pending,
+    /// A user's own label (generic secrets only).
+    Custom(String),
+}
+
+impl Stage {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Stage::Current => "ACSCurrent",
+            Stage::Previous => "ACSPrevious",
+            Stage::Pending => "ACSPending",
+            Stage::Custom(s) => s,
+        }
+    }
+
+    pub fn is_custom(&self) -> bool {
+        matches!(self, Stage::Custom(_))
+    }
+}
+
+impl FromStr for Stage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "ACSCurrent" => Stage::Current,
+            "ACSPrevious" => Stage::Previous,
+            "ACSPending" => Stage::Pending,
+            _ => {
+                check_label("stage", s, STAGE_MAX)?;
+                if s.to_ascii_lowercase().starts_with("acs") {
+                    return Err(Error::invalid(format!(
+                        "stage '{s}' is reserved: custom stages may not start with 'ACS'"
+                    )));
+                }
+                Stage::Custom(s.to_owned())
+            }
+        })
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One tag: key 1–128 and value 0–128 of letters, digits, space and `/ \ _ - . + = : @`; the key
+/// may not start with `aliyun` or `acs:`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub tag_key: String,
+    pub tag_value: String,
+}
+
+impl Tag {
+    pub fn new(key: &str, value: &str) -> Result<Self, Error> {
+        if key.is_empty() {
+            return Err(Error::invalid("tag key is empty"));
+        }
+        check_tag_text("tag key", key)?;
+        check_tag_text("tag value", value)?;
+        let lower = key.to_ascii_lowercase();
+        if lower.starts_with("aliyun") || lower.starts_with("acs:") {
+            return Err(Error::invalid(format!(
+                "tag key '{key}' starts with a reserved prefix ('aliyun' or 'acs:')"
+            )));
+        }
+        Ok(Tag {
+            tag_key: key.to_owned(),
+            tag_value: value.to_owned(),
+        })
+    }
+
+    /// Parses the CLI form `KEY=VALUE` (split at the first `=`).
+    pub fn parse_pair(s: &str) -> Result<Self, Error> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| Error::invalid(format!("tag '{s}' is not of the form KEY=VALUE")))?;
+        Tag::new(k, v)
+    }
+}
+
+fn check_tag_text(what: &str, s: &str) -> Result<(), Error> {
+    let n = s.chars().count();
+    if n > TAG_MAX {
+        return Err(Error::invalid(format!(
+            "{what} is {n} characters; the limit is {TAG_MAX}"
+        )));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || " /\\_-.+=:@".contains(*c)))
+    {
+        return Err(Error::invalid(format!(
+            "{what} '{}' contains '{}'; allowed are letters, digits, space and / \\ _ - . + = : @",
+            s.escape_debug(),
+            c.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a secret's full tag set: at most 20, keys unique.
+pub fn check_tags(tags: &[Tag]) -> Result<(), Error> {
+    if tags.len() > TAGS_PER_SECRET {
+        return Err(Error::invalid(format!(
+            "{} tags given; a secret may have at most {TAGS_PER_SECRET}",
+            tags.len()
+        )));
+    }
+    let mut keys: Vec<&str> = tags.iter().map(|t| t.tag_key.as_str()).collect();
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::invalid(format!("tag key '{}' is given twice", w[0])));
+    }
+    Ok(())
+}
+
+/// Checks a description: at most 1,024 characters.
+pub fn check_description(s: &str) -> Result<(), Error> {
+    let n = s.chars().count();
+    if n > DESCRIPTION_MAX {
+        return Err(Error::invalid(format!(
+            "description is {n} characters; the limit is {DESCRIPTION_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a master key (CMK) name: 1–128 of letters, digits and `_ - . /`.
+pub fn check_key_name(s: &str) -> Result<(), Error> {
+    if s.is_empty() || s.len() > KEY_NAME_MAX {
+        return Err(Error::invalid(format!(
+            "key name must be 1 to {KEY_NAME_MAX} characters"
+        )));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-./".contains(*c)))
+    {
+        return Err(Error::invalid(format!(
+            "key name '{}' contains '{}'; allowed are letters, digits and _ - . /",
+            s.escape_debug(),
+            c.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// When a secret rotates automatically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationSchedule {
+    /// Every `interval`, counted from the last rotation (or from when rotation was enabled).
+    Interval(Duration),
+    /// At the times of a cron expression; a rotation may start up to `window` after a fire time,
+    /// and a missed window waits for the next fire time.
+    Cron {
+        expression: String,
+        window: Option<Duration>,
+    },
+}
+
+impl RotationSchedule {
+    /// Builds a cron schedule. Accepts the standard five fields (minute to weekday) or the `cron`
+    /// crate's six or seven (with seconds, and year).
+    pub fn cron(expression: &str, window: Option<Duration>) -> Result<Self, Error> {
+        let expression = expression.trim().to_owned();
+        parse_cron(&expression)?;
+        Ok(RotationSchedule::Cron { expression, window })
+    }
+
+    /// Checks the schedule against the bounds of `kind`: generic secrets never rotate; an
+    /// interval, or the gap between cron fire times, must lie within the type's bounds.
+    pub fn check_for(&self, kind: SecretKind, now: DateTime<Utc>) -> Result<(), Error> {
+        let Some((min, max)) = kind.ty.rotation_bounds() else {
+            return Err(Error::invalid(format!(
+                "{} secrets do not rotate automatically; put new versions instead",
+                kind.ty
+            )));
+        };
+        let bounds = || {
+            format!(
+                "{} secrets rotate every {} to {}",
+                kind.ty,
+                fmt_duration(min),
+                fmt_duration(max)
+            )
+        };
+        match self {
+            RotationSchedule::Interval(interval) => {
+                if *interval < min || *interval > max {
+                    return Err(Error::invalid(format!(
+                        "rotation interval {} is out of bounds: {}",
+                        fmt_duration(*interval),
+                        bounds()
+                    )));
+                }
+            }
+            RotationSchedule::Cron { expression, window } => {
+                let schedule = parse_cron(expression)?;
+                // Fire times over the next two years: every gap must respect the bounds.
+                let horizon = now + chrono::Duration::days(2 * 365);
+                let mut times = schedule.after(&now).take_while(|t| *t < horizon);
+                let Some(first) = times.next() else {
+                    return Err(Error::invalid(format!(
+                        "cron expression '{expression}' never fires in the next two years"
+                    )));
+                };
+                let mut last = first;
+                let mut min_gap: Option<Duration> = None;
+                for t in times.take(1000) {
+                    let gap = (t - last).to_std().unwrap_or_default();
+                    min_gap = Some(min_gap.map_or(gap, |g| g.min(gap)));
+                    last = t;
+                }
+                match min_gap {
+                    Some(gap) if gap < min => {
+                        return Err(Error::invalid(format!(
+                            "cron expression '{expression}' fires every {}, too often: {}",
+                            fmt_duration(gap),
+                            bounds()
+                        )))
+                    }
+                    None if (first - now).to_std().unwrap_or_default() > max => {
+                        return Err(Error::invalid(format!(
+                            "cron expression '{expression}' fires less often than {}",
+                            fmt_duration(max)
+                        )))
+                    }
+                    _ => {}
+                }
+                if let Some(window) = window {
+                    if window.is_zero() {
+                        return Err(Error::invalid("rotation window must be longer than zero"));
+                    }
+                    if let Some(gap) = min_gap.filter(|gap| window > gap) {
+                        return Err(Error::invalid(format!(
+                            "rotation window {} is longer than the {} between fire times",
+                            fmt_duration(*window),
+                            fmt_duration(gap)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first time after `now` that the schedule asks for a rotation.
+    pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            RotationSchedule::Interval(interval) => {
+                Some(now + chrono::Duration::from_std(*interval).ok()?)
+            }
+            RotationSchedule::Cron { expression, .. } => {
+                parse_cron(expression).ok()?.after(&now).next()
+            }
+        }
+    }
+}
+
+fn parse_cron(expression: &str) -> Result<cron::Schedule, Error> {
+    let fields = expression.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {expression}")
+    } else {
+        expression.to_owned()
+    };
+    cron::Schedule::from_str(&full).map_err(|e| {
+        Error::invalid(format!(
+            "malformed cron expression '{expression}': {e} (expected 5 fields: minute hour day-of-month month day-of-week)"
+        ))
+    })
+}
+
+/// Parses a duration such as `7d`, `6h`, `90m` or `1d 12h`.
+pub fn parse_duration(s: &str) -> Result<Duration, Error> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| Error::invalid(format!("malformed duration '{s}': {e} (examples: 7d, 6h, 90m)")))
+}
+
+/// Formats a duration the way users type it (`7d`, `6h`, `1d 12h`).
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rotors::{SecretType, SubType};
+
+    #[test]
+    fn secret_names() {
+        assert!(SecretName::parse("db/prod-app_1+x=y.z@w").is_ok());
+        assert!(SecretName::parse(&"a".repeat(192)).is_ok());
+        assert!(SecretName::parse(&"a".repeat(193)).is_err());
+        assert!(SecretName::parse("has space").is_err());
+        assert!(SecretName::parse("acs/ram/user").is_err());
+        assert!(SecretName::parse_any("acs/ram/user").is_ok());
+        assert!(SecretName::parse("").is_err());
+    }
+
+    #[test]
+    fn stages() {
+        assert_eq!("ACSCurrent".parse::<Stage>().unwrap(), Stage::Current);
+        assert_eq!("blue".parse::<Stage>().unwrap(), Stage::Custom("blue".into()));
+        assert!("ACSOther".parse::<Stage>().is_err());
+        assert!("with space".parse::<Stage>().is_err());
+    }
+
+    #[test]
+    fn tags() {
+        assert!(Tag::parse_pair("team=platform / core:x@y").is_ok());
+        assert!(Tag::parse_pair("aliyunx=1").is_err());
+        assert!(Tag::parse_pair("acs:x=1").is_err());
+        assert!(Tag::parse_pair(&format!("{}=v", "k".repeat(129))).is_err());
+        assert!(Tag::parse_pair(&format!("k={}", "v".repeat(129))).is_err());
+        assert!(Tag::parse_pair("novalue").is_err());
+        let many: Vec<Tag> = (0..21).map(|i| Tag::new(&format!("k{i}"), "v").unwrap()).collect();
+        assert!(check_tags(&many[..20]).is_ok());
+        assert!(check_tags(&many).is_err());
+    }
+
+    #[test]
+    fn rotation_bounds() {
+        let now = Utc::now();
+        let rds = SecretKind::new(SecretType::Rds, None).unwrap();
+        let generic = SecretKind::new(SecretType::Generic, None).unwrap();
+        let ecs = SecretKind::new(SecretType::ECS, Some(SubType::Password)).unwrap();
+        let interval = |s| RotationSchedule::Interval(parse_duration(s).unwrap());
+        assert!(interval("7d").check_for(rds, now).is_ok());
+        assert!(interval("6h").check_for(rds, now).is_ok());
+        assert!(interval("5h").check_for(rds, now).is_err());
+        assert!(interval("366d").check_for(rds, now).is_err());
+        assert!(interval("1h").check_for(ecs, now).is_ok());
+        assert!(interval("7d").check_for(generic, now).is_err());
+        let daily = RotationSchedule::cron("0 3 * * *", Some(parse_duration("2h").unwrap())).unwrap();
+        assert!(daily.check_for(rds, now).is_ok());
+        let often = RotationSchedule::cron("*/5 * * * *", None).unwrap();
+        assert!(often.check_for(rds, now).is_err());
+        let wide = RotationSchedule::cron("0 3 * * *", Some(parse_duration("25h").unwrap())).unwrap();
+        assert!(wide.check_for(rds, now).is_err());
+        assert!(RotationSchedule::cron("not a cron", None).is_err());
+        assert!(RotationSchedule::cron("61 * * * *", None).is_err());
+    }
+}

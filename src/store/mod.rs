@@ -1,0 +1,367 @@
+//! The secret store: one abstraction over two sqlx backends, the embedded SQLite default and a
+//! shared PostgreSQL.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver (`$N` placeholders work on both);
+//! where they differ — write transactions and row locks — [`Backend`] says how. Every value is
+//! sealed by [`crate::crypto`] before it reaches SQL, and writes that belong together (a new
+//! version and its stage moves) commit in one transaction: on SQLite `BEGIN IMMEDIATE` takes the
+//! write lock up front, on PostgreSQL the secret's row is locked `FOR UPDATE`.
+
+mod keys;
+mod secrets;
+mod types;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::clock::Clock;
+use crate::crypto::{self, KeyMaterial};
+use crate::error::{Error, Result};
+
+pub use secrets::{NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED};
+pub use types::{DeleteMode, KeyInfo, PutOutcome, SecretInfo, SecretVersion, VersionInfo};
+
+/// The name of the master key `rotor init` creates and secrets use unless told otherwise.
+pub const DEFAULT_KEY: &str = "default";
+/// File names inside the data directory.
+pub const DB_FILE: &str = "rotor.db";
+pub const KEY_FILE: &str = "master.key";
+
+/// Where the store lives and where its master key comes from.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Holds the SQLite database and the master key file.
+    pub data_dir: PathBuf,
+    /// `postgres://…` for a shared PostgreSQL store; `None` for SQLite in `data_dir`.
+    pub url: Option<String>,
+    /// Master key given directly (from `ROTOR_MASTER_KEY`) instead of the key file.
+    pub master_key: Option<KeyMaterial>,
+    /// The clock the store stamps times with.
+    pub clock: Clock,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            url: None,
+            master_key: None,
+            clock: Clock::system(),
+        }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join(KEY_FILE)
+    }
+}
+
+/// Whether opening may create what is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the data directory, store, key file and default key if they do not exist.
+    Init,
+    /// Refuse a store that `rotor init` has not prepared.
+    Existing,
+}
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The statement that opens a write transaction.
+    fn begin_write(self) -> &'static str {
+        match self {
+            // Take the write lock at once: a deferred transaction that reads first and writes
+            // later fails with SQLITE_BUSY instead of waiting when another process writes.
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// The suffix that locks selected rows for the rest of a write transaction.
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A named master key (CMK) unwrapped in memory.
+#[derive(Clone, Debug)]
+struct Cmk {
+    name: String,
+    material: KeyMaterial,
+}
+
+/// An open store. Cheap to clone; clones share the pool and key cache.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    master: KeyMaterial,
+    /// CMKs by id, unwrapped at open and on creation.
+    cmks: Arc<RwLock<HashMap<i64, Cmk>>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store, running migrations; with [`OpenMode::Init`] creates what is missing.
+    pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = resolve_url(config, mode)?;
+        let pool = connect(backend, &url).await?;
+        migrator(backend).run(&pool).await?;
+
+        let check: Option<Vec<u8>> = sqlx::query("SELECT value FROM meta WHERE key = 'master_key_check'")
+            .fetch_optional(&pool)
+            .await?
+            .map(|row| row.try_get("value"))
+            .transpose()?;
+        let master = match (check, mode) {
+            (Some(check), _) => {
+                let master = load_master_key(config)?;
+                if master.open(&check, &crypto::aad_key_check()).is_none() {
+                    return Err(Error::Crypto(format!(
+                        "the master key does not fit this store ({}): it was initialised with another key",
+                        describe_location(config)
+                    )));
+                }
+                master
+            }
+            (None, OpenMode::Existing) => {
+                return Err(Error::config(format!(
+                    "the store ({}) is not initialised; run: rotor init",
+                    describe_location(config)
+                )))
+            }
+            (None, OpenMode::Init) => initialise(&pool, config).await?,
+        };
+
+        let store = Store {
+            pool,
+            backend,
+            master,
+            cmks: Arc::default(),
+            clock: config.clock.clone(),
+        };
+        store.load_cmks().await?;
+        if mode == OpenMode::Init && store.cmk_id(DEFAULT_KEY).is_none() {
+            store.create_key_if_missing(DEFAULT_KEY).await?;
+        }
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
+    }
+}
+
+/// Picks the backend and URL from the configuration, creating the data directory if allowed.
+fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)> {
+    if let Some(url) = &config.url {
+        return if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok((Backend::Postgres, url.clone()))
+        } else {
+            Err(Error::config(
+                "unsupported store URL: expected postgres://… (or no --store for SQLite in the data directory)",
+            ))
+        };
+    }
+    let dir = &config.data_dir;
+    let db = dir.join(DB_FILE);
+    match mode {
+        OpenMode::Init => create_data_dir(dir)?,
+        OpenMode::Existing if !db.exists() => {
+            return Err(Error::config(format!(
+                "no rotor store at {}; run: rotor init (or pass --data-dir / ROTOR_DATA_DIR)",
+                dir.display()
+            )))
+        }
+        OpenMode::Existing => {}
+    }
+    let abs = std::path::absolute(&db)
+        .map_err(|e| Error::config(format!("cannot resolve {}: {e}", db.display())))?;
+    let path = abs
+        .to_str()
+        .ok_or_else(|| Error::config(format!("data directory {} is not valid UTF-8", dir.display())))?;
+    // sqlx percent-decodes the path, so `%`, `?` and `#` in directory names must be encoded.
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#').add(b' ');
+    let encoded = percent_encoding::utf8_percent_encode(path, SET);
+    Ok((Backend::Sqlite, format!("sqlite://{encoded}?mode=rwc")))
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| Error::config(format!("cannot create data directory {}: {e}", dir.display())))
+}
+
+async fn connect(backend: Backend, url: &str) -> Result<AnyPool> {
+    let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+    let pool = match backend {
+        Backend::Sqlite => {
+            options
+                .max_connections(4)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the one writer; FULL makes every commit
+                        // durable; a writer waits up to 30 s for another process's lock.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 30000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            conn.execute(pragma).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await
+        }
+        Backend::Postgres => options.max_connections(8).connect(url).await,
+    };
+    pool.map_err(|e| {
+        let what = match backend {
+            Backend::Sqlite => "the SQLite store".to_string(),
+            Backend::Postgres => format!("the PostgreSQL store at {}", redact_url(url)),
+        };
+        Error::config(format!("cannot open {what}: {e}"))
+    })
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn describe_location(config: &StoreConfig) -> String {
+    match &config.url {
+        Some(url) => redact_url(url),
+        None => config.data_dir.join(DB_FILE).display().to_string(),
+    }
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let sql = match backend {
+        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_store.sql"),
+        Backend::Postgres => include_str!("../../migrations/postgres/0001_store.sql"),
+    };
+    let mut migrator = Migrator::DEFAULT;
+    migrator.migrations = vec![Migration::new(
+        1,
+        "store".into(),
+        MigrationType::Simple,
+        sql.into(),
+        false,
+    )]
+    .into();
+    migrator
+}
+
+/// The master key from `ROTOR_MASTER_KEY` or the key file.
+fn load_master_key(config: &StoreConfig) -> Result<KeyMaterial> {
+    if let Some(key) = &config.master_key {
+        return Ok(key.clone());
+    }
+    let path = config.key_file();
+    if !path.exists() {
+        return Err(Error::config(format!(
+            "the store is initialised but its master key file {} is missing; restore it or set ROTOR_MASTER_KEY",
+            path.display()
+        )));
+    }
+    crypto::read_key_file(&path)
+}
+
+/// First open of a fresh store: find or create the master key and record its check value.
+async fn initialise(pool: &AnyPool, config: &StoreConfig) -> Result<KeyMaterial> {
+    let path = config.key_file();
+    let master = match &config.master_key {
+        Some(key) => key.clone(),
+        None if path.exists() => crypto::read_key_file(&path)?,
+        None => {
+            create_data_dir(&config.data_dir)?;
+            crypto::create_key_file(&path)?
+        }
+    };
+    let check = master.seal(b"rotor", &crypto::aad_key_check());
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('master_key_check', $1) ON CONFLICT (key) DO NOTHING")
+        .bind(check)
+        .execute(pool)
+        .await?;
+    // Another process may have initialised the store at the same moment: the stored check wins.
+    let stored: Vec<u8> = sqlx::query("SELECT value FROM meta WHERE key = 'master_key_check'")
+        .fetch_one(pool)
+        .await?
+        .try_get("value")?;
+    if master.open(&stored, &crypto::aad_key_check()).is_none() {
+        return Err(Error::Crypto(
+            "the store was initialised with another master key at the same time".into(),
+        ));
+    }
+    Ok(master)
+}
+
+/// True when a database error is a unique-constraint violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Reads an optional text column.
+fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>> {
+    Ok(row.try_get::<Option<String>, _>(col)?)
+}

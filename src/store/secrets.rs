@@ -1,0 +1,807 @@
+//! Secrets, versions and stages: create, put, get, describe, list, stage moves, rotation
+//! settings, deletion and restore.
+//!
+//! Invariants kept here: a stage is on at most one version (the table's key); `ACSCurrent` is on
+//! exactly one version from creation on; moving `ACSCurrent` makes the old current
+//! `ACSPrevious`; at most [`KEEP_UNSTAGED`] unstaged versions survive a write. Each write runs
+//! in one transaction that first takes the secret's write lock.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rotors::{SecretKind, SecretType, SecretValue, SubType};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use subtle::ConstantTimeEq;
+
+use super::{is_unique_violation, opt_text, DeleteMode, PutOutcome, SecretInfo, SecretVersion, Store, VersionInfo};
+use crate::clock::format_ms;
+use crate::crypto::{self, KeyMaterial};
+use crate::error::{Error, Result};
+use crate::model::{check_description, check_tags, RotationSchedule, SecretName, Stage, Tag, VersionId};
+
+/// Unstaged versions kept per secret; older ones are pruned.
+pub const KEEP_UNSTAGED: i64 = 10;
+/// Days a deleted secret can be restored, unless told otherwise.
+pub const DEFAULT_RECOVERY_DAYS: u32 = 30;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// A secret to create, with its first version.
+#[derive(Debug)]
+pub struct NewSecret {
+    pub name: SecretName,
+    pub kind: SecretKind,
+    pub value: SecretValue,
+    /// The first version's id; `v1` when `None`.
+    pub version_id: Option<VersionId>,
+    pub tags: Vec<Tag>,
+    pub description: String,
+    /// The CMK that protects the secret; the default key when `None`.
+    pub key: Option<String>,
+}
+
+/// A new version for an existing secret.
+#[derive(Debug)]
+pub struct PutValue {
+    pub value: SecretValue,
+    /// The version's id; generated (`v<n>`) when `None`.
+    pub version_id: Option<VersionId>,
+    /// Stages to put on the new version; `[ACSCurrent]` when empty.
+    pub stages: Vec<Stage>,
+}
+
+/// Which version to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    Stage(Stage),
+    Version(VersionId),
+}
+
+impl Default for Selector {
+    fn default() -> Self {
+        Selector::Stage(Stage::Current)
+    }
+}
+
+/// Columns of a secret row, read by [`SecretRow::from_row`]; the table is aliased `s`, its key `k`.
+const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_type, s.description, \
+    s.key_id, k.name AS key_name, s.wrapped_data_key, s.version_seq, s.created_at, s.updated_at, \
+    s.rotation_enabled, s.rotation_interval_s, s.rotation_cron, s.rotation_window_s, \
+    s.next_rotation_at, s.last_rotation_at, s.planned_delete_at";
+const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id";
+
+/// A secret's row as stored.
+struct SecretRow {
+    id: i64,
+    uid: String,
+    name: SecretName,
+    kind: SecretKind,
+    description: String,
+    key_id: i64,
+    key_name: String,
+    wrapped_data_key: Vec<u8>,
+    version_seq: i64,
+    created_at: i64,
+    updated_at: i64,
+    rotation: Option<RotationSchedule>,
+    next_rotation_at: Option<i64>,
+    last_rotation_at: Option<i64>,
+    planned_delete_at: Option<i64>,
+}
+
+impl SecretRow {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        let corrupt = |what: String| Error::config(format!("store holds an unreadable secret row: {what}"));
+        let name: String = row.try_get("name")?;
+        let ty: SecretType = row
+            .try_get::<String, _>("secret_type")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e}")))?;
+        let sub: Option<SubType> = opt_text(row, "sub_type")?
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| corrupt(format!("{e}")))?;
+        let rotation = if row.try_get::<i64, _>("rotation_enabled")? != 0 {
+            let window = row.try_get::<Option<i64>, _>("rotation_window_s")?;
+            match (row.try_get::<Option<i64>, _>("rotation_interval_s")?, opt_text(row, "rotation_cron")?) {
+                (Some(secs), _) => Some(RotationSchedule::Interval(Duration::from_secs(secs as u64))),
+                (None, Some(expression)) => Some(RotationSchedule::Cron {
+                    expression,
+                    window: window.map(|w| Duration::from_secs(w as u64)),
+                }),
+                (None, None) => None,
+            }
+        } else {
+            None
+        };
+        Ok(SecretRow {
+            id: row.try_get("id")?,
+            uid: row.try_get("uid")?,
+            name: SecretName::parse_any(&name).map_err(|e| corrupt(e.to_string()))?,
+            kind: SecretKind { ty, sub },
+            description: row.try_get("description")?,
+            key_id: row.try_get("key_id")?,
+            key_name: row.try_get("key_name")?,
+            wrapped_data_key: row.try_get("wrapped_data_key")?,
+            version_seq: row.try_get("version_seq")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            rotation,
+            next_rotation_at: row.try_get("next_rotation_at")?,
+            last_rotation_at: row.try_get("last_rotation_at")?,
+            planned_delete_at: row.try_get("planned_delete_at")?,
+        })
+    }
+
+    /// Refuses changes and reads of a secret scheduled for deletion.
+    fn ensure_live(&self) -> Result<()> {
+        match self.planned_delete_at {
+            Some(at) => Err(Error::conflict(format!(
+                "secret '{}' is scheduled for deletion at {}; restore it first (rotor secret restore {})",
+                self.name,
+                format_ms(at),
+                self.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn info(self, tags: Vec<Tag>) -> SecretInfo {
+        SecretInfo {
+            name: self.name,
+            kind: self.kind,
+            description: self.description,
+            key_name: self.key_name,
+            tags,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            planned_delete_at: self.planned_delete_at,
+            rotation: self.rotation,
+            next_rotation_at: self.next_rotation_at,
+            last_rotation_at: self.last_rotation_at,
+        }
+    }
+}
+
+fn not_found(name: &SecretName) -> Error {
+    Error::not_found(format!("secret '{name}' does not exist"))
+}
+
+impl Store {
+    /// Reads a secret's row; with `lock`, holds it for the rest of the transaction.
+    async fn secret_row(&self, conn: &mut AnyConnection, name: &SecretName, lock: bool) -> Result<SecretRow> {
+        let sql = format!(
+            "SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE s.name = $1{}",
+            if lock { self.backend.for_update() } else { "" }
+        );
+        let row = sqlx::query(&sql)
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| not_found(name))?;
+        SecretRow::from_row(&row)
+    }
+
+    /// Unwraps a secret's data key with its CMK.
+    async fn data_key(&self, row: &SecretRow) -> Result<KeyMaterial> {
+        let cmk = self.cmk(row.key_id).await?;
+        cmk.material
+            .unwrap_key(&row.wrapped_data_key, &crypto::aad_data_key(&row.uid, row.name.as_str()))
+            .ok_or_else(|| {
+                Error::Crypto(format!(
+                    "the data key of secret '{}' does not decrypt: it belongs to another secret or was altered",
+                    row.name
+                ))
+            })
+    }
+
+    fn open_value(&self, row: &SecretRow, dk: &KeyMaterial, version: &VersionId, sealed: &[u8]) -> Result<SecretValue> {
+        let plain = dk
+            .open(sealed, &crypto::aad_value(&row.uid, row.name.as_str(), version.as_str()))
+            .ok_or_else(|| {
+                Error::Crypto(format!(
+                    "version '{version}' of secret '{}' does not decrypt: its ciphertext belongs to another secret or version, or was altered",
+                    row.name
+                ))
+            })?;
+        Ok(SecretValue::new(plain.to_vec()))
+    }
+
+    /// Creates a secret and its first version, which becomes `ACSCurrent`.
+    pub async fn create_secret(&self, new: NewSecret) -> Result<PutOutcome> {
+        let name = &new.name;
+        rotors::value::validate(new.kind, new.value.expose())
+            .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+        check_tags(&new.tags)?;
+        check_description(&new.description)?;
+        let key_id = self.resolve_key(new.key.as_deref().unwrap_or(super::DEFAULT_KEY)).await?;
+        let cmk = self.cmk(key_id).await?;
+        let version_id = new.version_id.clone().unwrap_or_else(|| VersionId::numbered(1));
+        let uid = crypto::random_id();
+        let data_key = KeyMaterial::generate();
+        let wrapped = cmk.material.wrap(&data_key, &crypto::aad_data_key(&uid, name.as_str()));
+        let sealed = data_key.seal(new.value.expose(), &crypto::aad_value(&uid, name.as_str(), version_id.as_str()));
+        let now = self.clock.now_ms();
+
+        let mut tx = self.begin_write().await?;
+        // A secret whose recovery window has ended is gone, even if no purge has run yet.
+        sqlx::query("DELETE FROM secrets WHERE name = $1 AND planned_delete_at <= $2")
+            .bind(name.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(row) = sqlx::query("SELECT planned_delete_at FROM secrets WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Err(match row.try_get::<Option<i64>, _>("planned_delete_at")? {
+                Some(at) => Error::conflict(format!(
+                    "secret '{name}' already exists and is scheduled for deletion at {}; restore it or delete it with --force first",
+                    format_ms(at)
+                )),
+                None => Error::conflict(format!("secret '{name}' already exists")),
+            });
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO secrets (uid, name, secret_type, sub_type, description, key_id, wrapped_data_key, \
+                                  version_seq, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) RETURNING id",
+        )
+        .bind(&uid)
+        .bind(name.as_str())
+        .bind(new.kind.ty.as_str())
+        .bind(new.kind.sub.map(|s| s.as_str()))
+        .bind(&new.description)
+        .bind(key_id)
+        .bind(wrapped)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict(format!("secret '{name}' already exists"))
+            } else {
+                e.into()
+            }
+        })?;
+        let id: i64 = inserted.try_get("id")?;
+        insert_version(&mut tx, id, &version_id, 1, &sealed, &new.value, now).await?;
+        set_stage(&mut tx, id, &Stage::Current, &version_id).await?;
+        for tag in &new.tags {
+            sqlx::query("INSERT INTO secret_tags (secret_id, tag_key, tag_value) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(&tag.tag_key)
+                .bind(&tag.tag_value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(PutOutcome {
+            secret_name: name.clone(),
+            version_id,
+            version_stages: vec![Stage::Current],
+            created: true,
+        })
+    }
+
+    /// Stores a new version. Without stages it becomes `ACSCurrent` and the old current becomes
+    /// `ACSPrevious`. The same version id with the same data again is a no-op; with other data,
+    /// a conflict.
+    pub async fn put_value(&self, name: &SecretName, put: PutValue) -> Result<PutOutcome> {
+        let mut stages = if put.stages.is_empty() { vec![Stage::Current] } else { put.stages };
+        stages.sort();
+        stages.dedup();
+
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        row.ensure_live()?;
+        for stage in &stages {
+            check_user_stage(&row, stage)?;
+        }
+        rotors::value::validate(row.kind, put.value.expose())
+            .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+        let data_key = self.data_key(&row).await?;
+
+        if let Some(id) = &put.version_id {
+            if let Some(existing) = sqlx::query("SELECT ciphertext FROM versions WHERE secret_id = $1 AND version_id = $2")
+                .bind(row.id)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                let stored = self.open_value(&row, &data_key, id, &existing.try_get::<Vec<u8>, _>("ciphertext")?)?;
+                let same = stored.len() == put.value.len() && bool::from(stored.expose().ct_eq(put.value.expose()));
+                if !same {
+                    return Err(Error::conflict(format!(
+                        "version '{id}' of secret '{name}' already exists with other data; choose another version id"
+                    )));
+                }
+                let version_stages = stages_of(&mut tx, row.id, id).await?;
+                return Ok(PutOutcome {
+                    secret_name: name.clone(),
+                    version_id: id.clone(),
+                    version_stages,
+                    created: false,
+                });
+            }
+        }
+
+        let seq = row.version_seq + 1;
+        let version_id = match put.version_id {
+            Some(id) => id,
+            None => next_free_version_id(&mut tx, row.id, seq).await?,
+        };
+        let sealed = data_key.seal(
+            put.value.expose(),
+            &crypto::aad_value(&row.uid, name.as_str(), version_id.as_str()),
+        );
+        let now = self.clock.now_ms();
+        insert_version(&mut tx, row.id, &version_id, seq, &sealed, &put.value, now).await?;
+        for stage in &stages {
+            match stage {
+                Stage::Current => move_current(&mut tx, row.id, &version_id).await?,
+                other => set_stage(&mut tx, row.id, other, &version_id).await?,
+            }
+        }
+        sqlx::query("UPDATE secrets SET version_seq = $1, updated_at = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(now)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        prune(&mut tx, row.id).await?;
+        tx.commit().await?;
+        Ok(PutOutcome {
+            secret_name: name.clone(),
+            version_id,
+            version_stages: stages,
+            created: true,
+        })
+    }
+
+    /// Reads and decrypts one version (by default the `ACSCurrent` one).
+    pub async fn get_value(&self, name: &SecretName, selector: &Selector) -> Result<SecretVersion> {
+        let mut conn = self.pool.acquire().await?;
+        let (join, key) = match selector {
+            Selector::Stage(stage) => (
+                "LEFT JOIN version_stages st ON st.secret_id = s.id AND st.stage = $2 \
+                 LEFT JOIN versions v ON v.secret_id = s.id AND v.version_id = st.version_id",
+                stage.as_str(),
+            ),
+            Selector::Version(id) => (
+                "LEFT JOIN versions v ON v.secret_id = s.id AND v.version_id = $2",
+                id.as_str(),
+            ),
+        };
+        let sql = format!(
+            "SELECT {SECRET_COLS}, v.version_id AS v_id, v.ciphertext AS v_ciphertext, v.created_at AS v_created_at \
+             FROM {SECRET_FROM} {join} WHERE s.name = $1"
+        );
+        let found = sqlx::query(&sql)
+            .bind(name.as_str())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| not_found(name))?;
+        let row = SecretRow::from_row(&found)?;
+        row.ensure_live()?;
+        let Some(version) = opt_text(&found, "v_id")? else {
+            return Err(Error::not_found(match selector {
+                Selector::Stage(stage) => format!("secret '{name}' has no version with stage {stage}"),
+                Selector::Version(id) => format!("secret '{name}' has no version '{id}'"),
+            }));
+        };
+        let version_id = VersionId::parse(&version)?;
+        let sealed: Vec<u8> = found.try_get("v_ciphertext")?;
+        let created_at: i64 = found.try_get("v_created_at")?;
+        let stages = stages_of(&mut conn, row.id, &version_id).await?;
+        let data_key = self.data_key(&row).await?;
+        let value = self.open_value(&row, &data_key, &version_id, &sealed)?;
+        Ok(SecretVersion {
+            name: row.name,
+            kind: row.kind,
+            version_id,
+            stages,
+            created_at,
+            value,
+        })
+    }
+
+    /// A secret's metadata, including one scheduled for deletion.
+    pub async fn describe(&self, name: &SecretName) -> Result<SecretInfo> {
+        let mut conn = self.pool.acquire().await?;
+        let row = self.secret_row(&mut conn, name, false).await?;
+        let tags = sqlx::query("SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1 ORDER BY tag_key")
+            .bind(row.id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(tag_from_row)
+            .collect::<Result<_>>()?;
+        Ok(row.info(tags))
+    }
+
+    /// Lists secrets carrying all of `tags`, by name; those scheduled for deletion only when asked.
+    pub async fn list(&self, tags: &[Tag], include_deleted: bool) -> Result<Vec<SecretInfo>> {
+        let mut filter = String::new();
+        if !include_deleted {
+            filter.push_str(" AND s.planned_delete_at IS NULL");
+        }
+        for i in 0..tags.len() {
+            filter.push_str(&format!(
+                " AND s.id IN (SELECT secret_id FROM secret_tags WHERE tag_key = ${} AND tag_value = ${})",
+                2 * i + 1,
+                2 * i + 2
+            ));
+        }
+        let sql = format!("SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE 1 = 1{filter} ORDER BY s.name");
+        let mut query = sqlx::query(&sql);
+        for tag in tags {
+            query = query.bind(&tag.tag_key).bind(&tag.tag_value);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let rows = query.fetch_all(&mut *conn).await?;
+        let mut all_tags: HashMap<i64, Vec<Tag>> = HashMap::new();
+        for row in sqlx::query("SELECT secret_id, tag_key, tag_value FROM secret_tags ORDER BY secret_id, tag_key")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            all_tags.entry(row.try_get("secret_id")?).or_default().push(tag_from_row(&row)?);
+        }
+        rows.iter()
+            .map(|row| {
+                let row = SecretRow::from_row(row)?;
+                let tags = all_tags.remove(&row.id).unwrap_or_default();
+                Ok(row.info(tags))
+            })
+            .collect()
+    }
+
+    /// A secret's versions, newest first, with their stages.
+    pub async fn versions(&self, name: &SecretName) -> Result<Vec<VersionInfo>> {
+        let mut conn = self.pool.acquire().await?;
+        let row = self.secret_row(&mut conn, name, false).await?;
+        let mut stages: HashMap<String, Vec<Stage>> = HashMap::new();
+        for r in sqlx::query("SELECT stage, version_id FROM version_stages WHERE secret_id = $1")
+            .bind(row.id)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let stage: String = r.try_get("stage")?;
+            stages.entry(r.try_get("version_id")?).or_default().push(stage.parse()?);
+        }
+        sqlx::query("SELECT version_id, created_at FROM versions WHERE secret_id = $1 ORDER BY seq DESC")
+            .bind(row.id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get("version_id")?;
+                let mut version_stages = stages.remove(&id).unwrap_or_default();
+                version_stages.sort();
+                Ok(VersionInfo {
+                    version_id: VersionId::parse(&id)?,
+                    version_stages,
+                    create_time: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a stage to a version and/or removes it from one (KMS `UpdateSecretVersionStage`).
+    /// `remove_from`, when given, must be the version that holds the stage now. Moving
+    /// `ACSCurrent` makes the old current `ACSPrevious`; `ACSCurrent` can only be moved.
+    pub async fn update_stage(
+        &self,
+        name: &SecretName,
+        stage: &Stage,
+        move_to: Option<&VersionId>,
+        remove_from: Option<&VersionId>,
+    ) -> Result<Vec<VersionInfo>> {
+        if move_to.is_none() && remove_from.is_none() {
+            return Err(Error::invalid("give a version to move the stage to, or one to remove it from"));
+        }
+        if *stage == Stage::Current && move_to.is_none() {
+            return Err(Error::invalid(format!(
+                "ACSCurrent cannot be removed from secret '{name}'; move it to another version instead"
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        row.ensure_live()?;
+        check_user_stage(&row, stage)?;
+        for id in move_to.into_iter().chain(remove_from) {
+            let exists = sqlx::query("SELECT 1 AS one FROM versions WHERE secret_id = $1 AND version_id = $2")
+                .bind(row.id)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(Error::not_found(format!("secret '{name}' has no version '{id}'")));
+            }
+        }
+        let holder = stage_holder(&mut tx, row.id, stage).await?;
+        if let Some(from) = remove_from {
+            if holder.as_ref() != Some(from) {
+                return Err(Error::conflict(match &holder {
+                    Some(h) => format!("stage {stage} of secret '{name}' is on version '{h}', not '{from}'"),
+                    None => format!("stage {stage} of secret '{name}' is not on any version"),
+                }));
+            }
+        }
+        match (stage, move_to) {
+            (Stage::Current, Some(to)) => move_current(&mut tx, row.id, to).await?,
+            (_, Some(to)) => set_stage(&mut tx, row.id, stage, to).await?,
+            (_, None) => {
+                sqlx::query("DELETE FROM version_stages WHERE secret_id = $1 AND stage = $2")
+                    .bind(row.id)
+                    .bind(stage.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        touch(&mut tx, row.id, self.clock.now_ms()).await?;
+        prune(&mut tx, row.id).await?;
+        tx.commit().await?;
+        self.versions(name).await
+    }
+
+    /// Sets (or, with `None`, disables) a secret's automatic rotation. The first rotation is
+    /// one schedule step away: enabling rotation never rotates at once.
+    pub async fn set_rotation(&self, name: &SecretName, schedule: Option<RotationSchedule>) -> Result<SecretInfo> {
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        row.ensure_live()?;
+        let now = self.clock.now();
+        let (enabled, interval, cron, window, next) = match &schedule {
+            None => (0, None, None, None, None),
+            Some(s) => {
+                s.check_for(row.kind, now)
+                    .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+                let next = s.next_after(now).map(|t| t.timestamp_millis());
+                match s {
+                    RotationSchedule::Interval(d) => (1, Some(d.as_secs() as i64), None, None, next),
+                    RotationSchedule::Cron { expression, window } => (
+                        1,
+                        None,
+                        Some(expression.clone()),
+                        window.map(|w| w.as_secs() as i64),
+                        next,
+                    ),
+                }
+            }
+        };
+        sqlx::query(
+            "UPDATE secrets SET rotation_enabled = $1, rotation_interval_s = $2, rotation_cron = $3, \
+                                rotation_window_s = $4, next_rotation_at = $5, updated_at = $6 \
+             WHERE id = $7",
+        )
+        .bind(enabled)
+        .bind(interval)
+        .bind(cron)
+        .bind(window)
+        .bind(next)
+        .bind(now.timestamp_millis())
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.describe(name).await
+    }
+
+    /// Deletes a secret: scheduled after a recovery window (7–30 days), or at once with
+    /// [`DeleteMode::Force`]. Returns the planned deletion time, if scheduled.
+    pub async fn delete(&self, name: &SecretName, mode: DeleteMode) -> Result<Option<i64>> {
+        if let DeleteMode::RecoveryWindow(days) = mode {
+            if !(7..=30).contains(&days) {
+                return Err(Error::invalid(format!("recovery window must be 7 to 30 days (got {days})")));
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        let planned = match mode {
+            DeleteMode::Force => {
+                sqlx::query("DELETE FROM secrets WHERE id = $1")
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+                None
+            }
+            DeleteMode::RecoveryWindow(days) => {
+                if let Some(at) = row.planned_delete_at {
+                    return Err(Error::conflict(format!(
+                        "secret '{name}' is already scheduled for deletion at {}",
+                        format_ms(at)
+                    )));
+                }
+                let now = self.clock.now_ms();
+                let at = now + i64::from(days) * DAY_MS;
+                sqlx::query("UPDATE secrets SET planned_delete_at = $1, updated_at = $2 WHERE id = $3")
+                    .bind(at)
+                    .bind(now)
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(at)
+            }
+        };
+        tx.commit().await?;
+        Ok(planned)
+    }
+
+    /// Cancels a scheduled deletion.
+    pub async fn restore(&self, name: &SecretName) -> Result<SecretInfo> {
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        let now = self.clock.now_ms();
+        match row.planned_delete_at {
+            None => return Err(Error::conflict(format!("secret '{name}' is not scheduled for deletion"))),
+            Some(at) if at <= now => {
+                return Err(Error::not_found(format!(
+                    "secret '{name}' was deleted at {}: its recovery window has ended",
+                    format_ms(at)
+                )))
+            }
+            Some(_) => {}
+        }
+        sqlx::query("UPDATE secrets SET planned_delete_at = NULL, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.describe(name).await
+    }
+
+    /// Deletes the secrets whose recovery window has ended; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM secrets WHERE planned_delete_at <= $1")
+            .bind(self.clock.now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Stage rules for users: `ACSPending` is the engine's, `ACSPrevious` follows `ACSCurrent` (it
+/// may be moved or removed, not put), custom stages only on generic secrets.
+fn check_user_stage(row: &SecretRow, stage: &Stage) -> Result<()> {
+    match stage {
+        Stage::Pending => Err(Error::invalid(
+            "stage ACSPending is managed by the rotation engine and cannot be set by hand",
+        )),
+        Stage::Custom(s) if row.kind.ty != SecretType::Generic => Err(Error::invalid(format!(
+            "custom stage '{s}' is only allowed on Generic secrets; '{}' is {}",
+            row.name, row.kind.ty
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn insert_version(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    version_id: &VersionId,
+    seq: i64,
+    sealed: &[u8],
+    value: &SecretValue,
+    now: i64,
+) -> Result<()> {
+    let data_type = if value.as_text().is_some() { "text" } else { "binary" };
+    sqlx::query(
+        "INSERT INTO versions (secret_id, version_id, seq, ciphertext, data_type, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(secret_id)
+    .bind(version_id.as_str())
+    .bind(seq)
+    .bind(sealed)
+    .bind(data_type)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `v<seq>`, or the next free `v<n>` after it when a user already took that id.
+async fn next_free_version_id(conn: &mut AnyConnection, secret_id: i64, seq: i64) -> Result<VersionId> {
+    let taken: Vec<String> = sqlx::query("SELECT version_id FROM versions WHERE secret_id = $1")
+        .bind(secret_id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get("version_id"))
+        .collect::<Result<_, _>>()?;
+    let mut n = seq;
+    loop {
+        let id = VersionId::numbered(n);
+        if !taken.iter().any(|t| t == id.as_str()) {
+            return Ok(id);
+        }
+        n += 1;
+    }
+}
+
+async fn stage_holder(conn: &mut AnyConnection, secret_id: i64, stage: &Stage) -> Result<Option<VersionId>> {
+    let row = sqlx::query("SELECT version_id FROM version_stages WHERE secret_id = $1 AND stage = $2")
+        .bind(secret_id)
+        .bind(stage.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| VersionId::parse(&r.try_get::<String, _>("version_id")?))
+        .transpose()
+}
+
+async fn stages_of(conn: &mut AnyConnection, secret_id: i64, version_id: &VersionId) -> Result<Vec<Stage>> {
+    let mut stages = sqlx::query("SELECT stage FROM version_stages WHERE secret_id = $1 AND version_id = $2")
+        .bind(secret_id)
+        .bind(version_id.as_str())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("stage")?.parse())
+        .collect::<Result<Vec<Stage>>>()?;
+    stages.sort();
+    Ok(stages)
+}
+
+/// Puts `stage` on `version_id`, taking it from whichever version had it.
+async fn set_stage(conn: &mut AnyConnection, secret_id: i64, stage: &Stage, version_id: &VersionId) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO version_stages (secret_id, stage, version_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (secret_id, stage) DO UPDATE SET version_id = excluded.version_id",
+    )
+    .bind(secret_id)
+    .bind(stage.as_str())
+    .bind(version_id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves `ACSCurrent` to `to`; the version that had it becomes `ACSPrevious`.
+async fn move_current(conn: &mut AnyConnection, secret_id: i64, to: &VersionId) -> Result<()> {
+    let old = stage_holder(conn, secret_id, &Stage::Current).await?;
+    if old.as_ref() == Some(to) {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        set_stage(conn, secret_id, &Stage::Previous, &old).await?;
+    }
+    set_stage(conn, secret_id, &Stage::Current, to).await
+}
+
+async fn touch(conn: &mut AnyConnection, secret_id: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE secrets SET updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(secret_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes unstaged versions beyond the newest [`KEEP_UNSTAGED`].
+async fn prune(conn: &mut AnyConnection, secret_id: i64) -> Result<()> {
+    sqlx::query(&format!(
+        "DELETE FROM versions WHERE secret_id = $1 \
+           AND NOT EXISTS (SELECT 1 FROM version_stages st \
+                           WHERE st.secret_id = versions.secret_id AND st.version_id = versions.version_id) \
+           AND seq <= (SELECT v.seq FROM versions v \
+                       WHERE v.secret_id = $1 \
+                         AND NOT EXISTS (SELECT 1 FROM version_stages st \
+                                         WHERE st.secret_id = v.secret_id AND st.version_id = v.version_id) \
+                       ORDER BY v.seq DESC LIMIT 1 OFFSET {KEEP_UNSTAGED})"
+    ))
+    .bind(secret_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn tag_from_row(row: &AnyRow) -> Result<Tag> {
+    Ok(Tag {
+        tag_key: row.try_get("tag_key")?,
+        tag_value: row.try_get("tag_value")?,
+    })
+}

@@ -1,0 +1,171 @@
+//! What the store hands back: metadata views shaped like the cloud KMS responses (PascalCase
+//! field names when serialised), and the one type that carries a plaintext value.
+
+use rotors::{SecretKind, SecretValue};
+use serde::Serialize;
+
+use crate::clock::format_ms;
+use crate::model::{fmt_duration, RotationSchedule, SecretName, Stage, Tag, VersionId};
+
+/// A secret's metadata, as `describe` and `list` show it.
+#[derive(Clone, Debug)]
+pub struct SecretInfo {
+    pub name: SecretName,
+    pub kind: SecretKind,
+    pub description: String,
+    pub key_name: String,
+    pub tags: Vec<Tag>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub planned_delete_at: Option<i64>,
+    pub rotation: Option<RotationSchedule>,
+    pub next_rotation_at: Option<i64>,
+    pub last_rotation_at: Option<i64>,
+}
+
+/// The KMS-shaped JSON form of [`SecretInfo`].
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SecretInfoJson<'a> {
+    secret_name: &'a str,
+    secret_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_type: Option<&'a str>,
+    description: &'a str,
+    encryption_key_id: &'a str,
+    create_time: String,
+    update_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planned_delete_time: Option<String>,
+    tags: &'a [Tag],
+    automatic_rotation: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_cron: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_window: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_rotation_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_rotation_date: Option<String>,
+}
+
+impl Serialize for SecretInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (interval, cron, window) = match &self.rotation {
+            None => (None, None, None),
+            Some(RotationSchedule::Interval(d)) => (Some(format!("{}s", d.as_secs())), None, None),
+            Some(RotationSchedule::Cron { expression, window }) => (
+                None,
+                Some(expression.as_str()),
+                window.map(|w| format!("{}s", w.as_secs())),
+            ),
+        };
+        SecretInfoJson {
+            secret_name: self.name.as_str(),
+            secret_type: self.kind.ty.as_str(),
+            sub_type: self.kind.sub.map(|s| s.as_str()),
+            description: &self.description,
+            encryption_key_id: &self.key_name,
+            create_time: format_ms(self.created_at),
+            update_time: format_ms(self.updated_at),
+            planned_delete_time: self.planned_delete_at.map(format_ms),
+            tags: &self.tags,
+            automatic_rotation: if self.rotation.is_some() { "Enabled" } else { "Disabled" },
+            rotation_interval: interval,
+            rotation_cron: cron,
+            rotation_window: window,
+            next_rotation_date: self.next_rotation_at.map(format_ms),
+            last_rotation_date: self.last_rotation_at.map(format_ms),
+        }
+        .serialize(s)
+    }
+}
+
+impl SecretInfo {
+    /// A short human description of the rotation policy.
+    pub fn rotation_summary(&self) -> String {
+        match &self.rotation {
+            None => "disabled".into(),
+            Some(RotationSchedule::Interval(d)) => format!("every {}", fmt_duration(*d)),
+            Some(RotationSchedule::Cron { expression, window: None }) => format!("cron '{expression}'"),
+            Some(RotationSchedule::Cron { expression, window: Some(w) }) => {
+                format!("cron '{expression}' within {}", fmt_duration(*w))
+            }
+        }
+    }
+}
+
+/// One version's metadata (never its value).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VersionInfo {
+    pub version_id: VersionId,
+    #[serde(serialize_with = "ser_stages")]
+    pub version_stages: Vec<Stage>,
+    #[serde(serialize_with = "ser_time")]
+    pub create_time: i64,
+}
+
+/// A version with its decrypted value, as `get` returns it.
+#[derive(Debug)]
+pub struct SecretVersion {
+    pub name: SecretName,
+    pub kind: SecretKind,
+    pub version_id: VersionId,
+    pub stages: Vec<Stage>,
+    pub created_at: i64,
+    pub value: SecretValue,
+}
+
+/// What a put did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutOutcome {
+    pub secret_name: SecretName,
+    pub version_id: VersionId,
+    #[serde(serialize_with = "ser_stages")]
+    pub version_stages: Vec<Stage>,
+    /// False when the same version id with the same data was already stored.
+    pub created: bool,
+}
+
+/// A master key's metadata (never its material).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyInfo {
+    pub key_id: String,
+    #[serde(serialize_with = "ser_time")]
+    pub creation_date: i64,
+    pub secret_count: i64,
+}
+
+/// How to delete a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Schedule deletion after this many days (7–30), restorable until then.
+    RecoveryWindow(u32),
+    /// Delete now, with every version.
+    Force,
+}
+
+fn ser_stages<S: serde::Serializer>(stages: &[Stage], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(stages.iter().map(Stage::as_str))
+}
+
+fn ser_time<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_ms(*ms))
+}
+
+impl Serialize for SecretName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for VersionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
