@@ -1,1 +1,28 @@
-fn main(){}
+//! The `rotor` binary: parses the command line, sets up logging, runs the command and turns its
+//! error into a one-line message and an exit code.
+
+use clap::Parser;
+use rotor::cli::{Cli, LogFormat};
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    if let Err(e) = runtime.block_on(rotor::cli::run(cli)) {
+        eprintln!("rotor: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROTOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
