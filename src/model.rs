@@ -293,8 +293,7 @@ pub enum RotationSchedule {
 }
 
 impl RotationSchedule {
-    /// Builds a cron schedule. Accepts the standard five fields (minute to weekday) or the `cron`
-    /// crate's six or seven (with seconds, and year).
+    /// Builds a cron schedule from a standard five-field expression (UTC).
     pub fn cron(expression: &str, window: Option<Duration>) -> Result<Self, Error> {
         let expression = expression.trim().to_owned();
         parse_cron(&expression)?;
@@ -391,18 +390,62 @@ impl RotationSchedule {
     }
 }
 
+/// Parses a standard five-field cron expression (minute hour day-of-month month day-of-week,
+/// Sunday = 0 or 7) into the `cron` crate's form, which has a seconds field and counts weekdays
+/// from Sunday = 1.
 fn parse_cron(expression: &str) -> Result<cron::Schedule, Error> {
-    let fields = expression.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expression}")
-    } else {
-        expression.to_owned()
-    };
-    cron::Schedule::from_str(&full).map_err(|e| {
+    let malformed = |why: &str| {
         Error::invalid(format!(
-            "malformed cron expression '{expression}': {e} (expected 5 fields: minute hour day-of-month month day-of-week)"
+            "malformed cron expression '{expression}': {why} (expected 5 fields: minute hour day-of-month month day-of-week)"
         ))
+    };
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(malformed(&format!("{} fields", fields.len())));
+    }
+    let full = format!(
+        "0 {} {} {} {} {}",
+        fields[0],
+        fields[1],
+        fields[2],
+        fields[3],
+        standard_weekdays(fields[4])
+    );
+    cron::Schedule::from_str(&full).map_err(|e| {
+        // The crate's message spans lines (expression, caret, reason): keep the reason.
+        let text = e.to_string();
+        malformed(text.lines().last().unwrap_or_default().trim())
     })
+}
+
+/// Rewrites numeric weekdays (0–7, Sunday twice) as names, which the `cron` crate reads the
+/// same way standard cron does.
+fn standard_weekdays(field: &str) -> String {
+    const NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
+    let day = |s: &str| s.parse::<usize>().ok().filter(|n| *n <= 7);
+    field
+        .split(',')
+        .map(|item| {
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (item, None),
+            };
+            let range = match range.split_once('-') {
+                // A range ending on Sunday-as-7 becomes "...-SAT" plus Sunday.
+                Some((a, b)) => match (day(a), day(b)) {
+                    (Some(a), Some(7)) if a > 0 && step.is_none() => format!("{}-SAT,SUN", NAMES[a]),
+                    (Some(a), Some(b)) => format!("{}-{}", NAMES[a], NAMES[b.min(6)]),
+                    _ => range.to_owned(),
+                },
+                None => day(range).map_or_else(|| range.to_owned(), |n| NAMES[n].to_owned()),
+            };
+            match step {
+                Some(step) => format!("{range}/{step}"),
+                None => range,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses a duration such as `7d`, `6h`, `90m` or `1d 12h`.
@@ -474,5 +517,24 @@ mod tests {
         assert!(wide.check_for(rds, now).is_err());
         assert!(RotationSchedule::cron("not a cron", None).is_err());
         assert!(RotationSchedule::cron("61 * * * *", None).is_err());
+        assert!(RotationSchedule::cron("0 0 3 * * *", None).is_err(), "five fields only");
+    }
+
+    #[test]
+    fn cron_weekdays_count_like_standard_cron() {
+        // 2026-11-28 is a Saturday.
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        let next = |expr: &str| {
+            let t = RotationSchedule::cron(expr, None).unwrap().next_after(now).unwrap();
+            t.format("%a %d %H:%M").to_string()
+        };
+        assert_eq!(next("0 3 * * 0"), "Sun 29 03:00");
+        assert_eq!(next("0 3 * * 7"), "Sun 29 03:00");
+        assert_eq!(next("0 3 * * 1-5"), "Mon 30 03:00");
+        assert_eq!(next("0 3 * * 5-7"), "Sun 29 03:00");
+        assert_eq!(next("0 3 * * MON"), "Mon 30 03:00");
+        assert_eq!(next("30 2 1 * *"), "Tue 01 02:30");
+        let err = RotationSchedule::cron("0 3 * * 9", None).unwrap_err().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 }

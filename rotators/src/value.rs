@@ -119,11 +119,14 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
     let Value::Object(map) = parsed else {
         return Err(format_error("the value is not a JSON object".into()));
     };
-    if let Some(unknown) = map.keys().find(|k| !fields.contains(&k.as_str())) {
-        return Err(format_error(format!(
-            "unexpected field '{}'",
-            shorten(unknown)
-        )));
+    let unknown: Vec<String> = map
+        .keys()
+        .filter(|k| !fields.contains(&k.as_str()))
+        .map(|k| format!("'{}'", shorten(k)))
+        .collect();
+    if !unknown.is_empty() {
+        let plural = if unknown.len() == 1 { "" } else { "s" };
+        return Err(format_error(format!("unexpected field{plural} {}", unknown.join(", "))));
     }
     for field in fields {
         match map.get(*field) {

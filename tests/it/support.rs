@@ -113,19 +113,29 @@ impl TestEnv {
     }
 
     /// Everything the store holds that a command could change: keys, secrets with their
-    /// metadata (including update times), tags and versions with stages.
-    pub fn snapshot(&self) -> Value {
-        let secrets = self.json(&["secret", "list", "--include-deleted"]);
-        let versions: Vec<Value> = secrets
-            .as_array()
-            .expect("list is an array")
-            .iter()
-            .map(|s| {
-                let name = s["SecretName"].as_str().expect("name");
-                json!({ name: self.json(&["secret", "versions", name]) })
-            })
-            .collect();
-        json!({ "keys": self.json(&["key", "list"]), "secrets": secrets, "versions": versions })
+    /// metadata (including update times), tags, versions with stages, and every current value.
+    pub async fn snapshot(&self) -> Value {
+        let store = Store::open(&self.config(), OpenMode::Existing).await.expect("store opens");
+        let secrets = store.list(&[], true).await.expect("list");
+        let mut versions = Vec::new();
+        for s in &secrets {
+            let current = match store.get_value(&s.name, &Default::default()).await {
+                Ok(v) => format!("{} {}", v.version_id, String::from_utf8_lossy(v.value.expose())),
+                Err(e) => e.to_string(),
+            };
+            versions.push(json!({
+                "name": s.name,
+                "versions": store.versions(&s.name).await.expect("versions"),
+                "current": current,
+            }));
+        }
+        let snapshot = json!({
+            "keys": store.list_keys().await.expect("keys"),
+            "secrets": secrets,
+            "versions": versions,
+        });
+        store.close().await;
+        snapshot
     }
 
     /// The files and dumps where a plaintext could leak: the SQLite database with its WAL, or a
