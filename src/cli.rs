@@ -18,8 +18,8 @@ use crate::crypto::KeyMaterial;
 use crate::error::{Error, Result};
 use crate::model::{parse_duration, RotationSchedule, SecretName, Stage, Tag, VersionId};
 use crate::store::{
-    DeleteMode, NewSecret, OpenMode, PutValue, SecretInfo, Selector, Store, StoreConfig, VersionInfo,
-    DEFAULT_RECOVERY_DAYS,
+    DeleteMode, NewSecret, OpenMode, PutValue, SecretInfo, Selector, Store, StoreConfig,
+    VersionInfo, DEFAULT_RECOVERY_DAYS,
 };
 
 /// rotor: a secrets store and rotation engine worker.
@@ -27,10 +27,20 @@ use crate::store::{
 #[command(name = "rotor", version, about, propagate_version = true)]
 pub struct Cli {
     /// Directory holding the embedded store and the master key file.
-    #[arg(long, global = true, env = "ROTOR_DATA_DIR", default_value = "./rotor-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROTOR_DATA_DIR",
+        default_value = "./rotor-data"
+    )]
     pub data_dir: PathBuf,
     /// Shared store URL (postgres://user@host/db); the embedded SQLite store when absent.
-    #[arg(long = "store", global = true, env = "ROTOR_STORE", hide_env_values = true)]
+    #[arg(
+        long = "store",
+        global = true,
+        env = "ROTOR_STORE",
+        hide_env_values = true
+    )]
     pub store: Option<String>,
     /// Print results as JSON.
     #[arg(long, global = true)]
@@ -206,11 +216,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     let out = Output { json: cli.json };
     match cli.command {
         Command::Init => {
-            let existed = config.url.is_some() || config.data_dir.join(crate::store::DB_FILE).exists();
+            let existed =
+                config.url.is_some() || config.data_dir.join(crate::store::DB_FILE).exists();
             let store = Store::open(&config, OpenMode::Init).await?;
             let location = match &config.url {
                 Some(_) => "PostgreSQL".to_string(),
-                None => config.data_dir.join(crate::store::DB_FILE).display().to_string(),
+                None => config
+                    .data_dir
+                    .join(crate::store::DB_FILE)
+                    .display()
+                    .to_string(),
             };
             let key = if config.master_key.is_some() {
                 "from ROTOR_MASTER_KEY".to_string()
@@ -238,14 +253,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             secret_command(&store, cmd, &out).await?;
             store.close().await;
         }
-        Command::Rotation(RotationCommand::Set { name, interval, cron, window, disable }) => {
+        Command::Rotation(RotationCommand::Set {
+            name,
+            interval,
+            cron,
+            window,
+            disable,
+        }) => {
             let store = Store::open(&config, OpenMode::Existing).await?;
             let name = SecretName::parse_any(&name)?;
             let schedule = match (interval, cron, disable) {
                 (Some(i), _, _) => Some(RotationSchedule::Interval(parse_duration(&i)?)),
-                (_, Some(c), _) => Some(RotationSchedule::cron(&c, window.as_deref().map(parse_duration).transpose()?)?),
+                (_, Some(c), _) => Some(RotationSchedule::cron(
+                    &c,
+                    window.as_deref().map(parse_duration).transpose()?,
+                )?),
                 (_, _, true) => None,
-                _ => return Err(Error::invalid("give one of --interval, --cron or --disable")),
+                _ => {
+                    return Err(Error::invalid(
+                        "give one of --interval, --cron or --disable",
+                    ))
+                }
             };
             let info = store.set_rotation(&name, schedule).await?;
             out.print(&info, || match info.next_rotation_at {
@@ -272,7 +300,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                         table(
                             &["KEY", "CREATED", "SECRETS"],
                             keys.iter()
-                                .map(|k| vec![k.key_id.clone(), format_ms(k.creation_date), k.secret_count.to_string()])
+                                .map(|k| {
+                                    vec![
+                                        k.key_id.clone(),
+                                        format_ms(k.creation_date),
+                                        k.secret_count.to_string(),
+                                    ]
+                                })
                                 .collect(),
                         )
                     });
@@ -286,8 +320,19 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Result<()> {
     match cmd {
-        SecretCommand::Create { name, secret_type, sub_type, value, version_id, tags, description, key } => {
-            let ty = secret_type.parse().map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
+        SecretCommand::Create {
+            name,
+            secret_type,
+            sub_type,
+            value,
+            version_id,
+            tags,
+            description,
+            key,
+        } => {
+            let ty = secret_type
+                .parse()
+                .map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
             let sub = sub_type
                 .map(|s| s.parse())
                 .transpose()
@@ -298,26 +343,41 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
                 kind,
                 value: read_value(&value)?,
                 version_id: version_id.as_deref().map(VersionId::parse).transpose()?,
-                tags: tags.iter().map(|t| Tag::parse_pair(t)).collect::<Result<_>>()?,
+                tags: tags
+                    .iter()
+                    .map(|t| Tag::parse_pair(t))
+                    .collect::<Result<_>>()?,
                 description,
                 key,
             };
             let done = store.create_secret(new).await?;
             out.print(&done, || {
-                format!("created secret '{}' ({kind}); version {} is ACSCurrent", done.secret_name, done.version_id)
+                format!(
+                    "created secret '{}' ({kind}); version {} is ACSCurrent",
+                    done.secret_name, done.version_id
+                )
             });
         }
-        SecretCommand::Get { name, stage, version_id } => {
+        SecretCommand::Get {
+            name,
+            stage,
+            version_id,
+        } => {
             let selector = match (stage, version_id) {
                 (_, Some(v)) => Selector::Version(VersionId::parse(&v)?),
                 (Some(s), None) => Selector::Stage(s.parse()?),
                 (None, None) => Selector::default(),
             };
-            let version = store.get_value(&SecretName::parse_any(&name)?, &selector).await?;
+            let version = store
+                .get_value(&SecretName::parse_any(&name)?, &selector)
+                .await?;
             if out.json {
                 let (data, data_type) = match version.value.as_text() {
                     Some(text) => (text.to_owned(), "text"),
-                    None => (base64::engine::general_purpose::STANDARD.encode(version.value.expose()), "binary"),
+                    None => (
+                        base64::engine::general_purpose::STANDARD.encode(version.value.expose()),
+                        "binary",
+                    ),
                 };
                 out.print(
                     json!({
@@ -335,7 +395,12 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
                 write_value(&version.value)?;
             }
         }
-        SecretCommand::Put { name, value, version_id, stages } => {
+        SecretCommand::Put {
+            name,
+            value,
+            version_id,
+            stages,
+        } => {
             let put = PutValue {
                 value: read_value(&value)?,
                 version_id: version_id.as_deref().map(VersionId::parse).transpose()?,
@@ -345,7 +410,10 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
             out.print(&done, || {
                 let stages = join_stages(&done.version_stages);
                 if done.created {
-                    format!("secret '{}': stored version {} ({stages})", done.secret_name, done.version_id)
+                    format!(
+                        "secret '{}': stored version {} ({stages})",
+                        done.secret_name, done.version_id
+                    )
                 } else {
                     format!(
                         "secret '{}': version {} already holds this value; nothing changed",
@@ -354,8 +422,14 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
                 }
             });
         }
-        SecretCommand::List { tags, include_deleted } => {
-            let tags: Vec<Tag> = tags.iter().map(|t| Tag::parse_pair(t)).collect::<Result<_>>()?;
+        SecretCommand::List {
+            tags,
+            include_deleted,
+        } => {
+            let tags: Vec<Tag> = tags
+                .iter()
+                .map(|t| Tag::parse_pair(t))
+                .collect::<Result<_>>()?;
             let secrets = store.list(&tags, include_deleted).await?;
             out.print(&secrets, || {
                 table(
@@ -367,7 +441,9 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
                                 s.name.to_string(),
                                 s.kind.to_string(),
                                 s.rotation_summary(),
-                                s.next_rotation_at.map(format_ms).unwrap_or_else(|| "-".into()),
+                                s.next_rotation_at
+                                    .map(format_ms)
+                                    .unwrap_or_else(|| "-".into()),
                                 match s.planned_delete_at {
                                     Some(at) => format!("deleting at {}", format_ms(at)),
                                     None => "active".into(),
@@ -386,15 +462,29 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
             let versions = store.versions(&SecretName::parse_any(&name)?).await?;
             out.print(&versions, || versions_table(&versions));
         }
-        SecretCommand::Stage { name, stage, move_to, remove_from } => {
+        SecretCommand::Stage {
+            name,
+            stage,
+            move_to,
+            remove_from,
+        } => {
             let move_to = move_to.as_deref().map(VersionId::parse).transpose()?;
             let remove_from = remove_from.as_deref().map(VersionId::parse).transpose()?;
             let versions = store
-                .update_stage(&SecretName::parse_any(&name)?, &stage.parse()?, move_to.as_ref(), remove_from.as_ref())
+                .update_stage(
+                    &SecretName::parse_any(&name)?,
+                    &stage.parse()?,
+                    move_to.as_ref(),
+                    remove_from.as_ref(),
+                )
                 .await?;
             out.print(&versions, || versions_table(&versions));
         }
-        SecretCommand::Delete { name, recovery_days, force } => {
+        SecretCommand::Delete {
+            name,
+            recovery_days,
+            force,
+        } => {
             let name = SecretName::parse_any(&name)?;
             let mode = if force {
                 DeleteMode::Force
@@ -427,9 +517,9 @@ fn read_value(source: &ValueSource) -> Result<SecretValue> {
         (Some(text), _) => Ok(SecretValue::from(text.as_str())),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| Error::invalid(format!("cannot read the value from standard input: {e}")))?;
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+                Error::invalid(format!("cannot read the value from standard input: {e}"))
+            })?;
             Ok(SecretValue::new(buf))
         }
         (None, Some(path)) => std::fs::read(path)
@@ -460,7 +550,10 @@ struct Output {
 impl Output {
     fn print<T: serde::Serialize>(&self, value: T, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&value).expect("serialisable output"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("serialisable output")
+            );
         } else {
             let text = human();
             if !text.is_empty() {
@@ -474,7 +567,11 @@ fn join_stages(stages: &[Stage]) -> String {
     if stages.is_empty() {
         "no stages".into()
     } else {
-        stages.iter().map(Stage::as_str).collect::<Vec<_>>().join(", ")
+        stages
+            .iter()
+            .map(Stage::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -483,7 +580,13 @@ fn versions_table(versions: &[VersionInfo]) -> String {
         &["VERSION", "STAGES", "CREATED"],
         versions
             .iter()
-            .map(|v| vec![v.version_id.to_string(), join_stages(&v.version_stages), format_ms(v.create_time)])
+            .map(|v| {
+                vec![
+                    v.version_id.to_string(),
+                    join_stages(&v.version_stages),
+                    format_ms(v.create_time),
+                ]
+            })
             .collect(),
     )
 }
@@ -514,7 +617,11 @@ fn describe_text(info: &SecretInfo) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     lines.push(("Tags", tags));
-    lines.iter().map(|(k, v)| format!("{:<14}{v}", format!("{k}:"))).collect::<Vec<_>>().join("\n")
+    lines
+        .iter()
+        .map(|(k, v)| format!("{:<14}{v}", format!("{k}:")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A plain text table with a header row.

@@ -10,11 +10,11 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -58,7 +58,13 @@ impl KeyMaterial {
         let cipher = Aes256Gcm::new(self.0.as_ref().into());
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption of a bounded message cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(FORMAT_V1);
@@ -77,7 +83,13 @@ impl KeyMaterial {
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let cipher = Aes256Gcm::new(self.0.as_ref().into());
         cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .ok()
             .map(Zeroizing::new)
     }
@@ -129,7 +141,10 @@ pub fn aad_value(secret_uid: &str, secret_name: &str, version_id: &str) -> Vec<u
 /// Reads the master key file, refusing one that others could read.
 pub fn read_key_file(path: &Path) -> Result<KeyMaterial> {
     let meta = std::fs::metadata(path).map_err(|e| {
-        Error::config(format!("cannot read master key file {}: {e}", path.display()))
+        Error::config(format!(
+            "cannot read master key file {}: {e}",
+            path.display()
+        ))
     })?;
     #[cfg(unix)]
     {
@@ -144,7 +159,10 @@ pub fn read_key_file(path: &Path) -> Result<KeyMaterial> {
         }
     }
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        Error::config(format!("cannot read master key file {}: {e}", path.display()))
+        Error::config(format!(
+            "cannot read master key file {}: {e}",
+            path.display()
+        ))
     })?);
     KeyMaterial::from_base64(&text).ok_or_else(|| {
         Error::config(format!(
@@ -165,7 +183,10 @@ pub fn create_key_file(path: &Path) -> Result<KeyMaterial> {
         options.mode(0o600);
     }
     let io_err = |e: std::io::Error| {
-        Error::config(format!("cannot create master key file {}: {e}", path.display()))
+        Error::config(format!(
+            "cannot create master key file {}: {e}",
+            path.display()
+        ))
     };
     let mut file = options.open(path).map_err(io_err)?;
     let text = key.to_base64();
@@ -199,7 +220,10 @@ mod tests {
         let key = create_key_file(&path).unwrap();
         let again = read_key_file(&path).unwrap();
         assert_eq!(key.to_base64(), again.to_base64());
-        assert!(create_key_file(&path).is_err(), "never overwrites a key file");
+        assert!(
+            create_key_file(&path).is_err(),
+            "never overwrites a key file"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -433,7 +433,9 @@ fn standard_weekdays(field: &str) -> String {
             let range = match range.split_once('-') {
                 // A range ending on Sunday-as-7 becomes "...-SAT" plus Sunday.
                 Some((a, b)) => match (day(a), day(b)) {
-                    (Some(a), Some(7)) if a > 0 && step.is_none() => format!("{}-SAT,SUN", NAMES[a]),
+                    (Some(a), Some(7)) if a > 0 && step.is_none() => {
+                        format!("{}-SAT,SUN", NAMES[a])
+                    }
                     (Some(a), Some(b)) => format!("{}-{}", NAMES[a], NAMES[b.min(6)]),
                     _ => range.to_owned(),
                 },
@@ -450,8 +452,11 @@ fn standard_weekdays(field: &str) -> String {
 
 /// Parses a duration such as `7d`, `6h`, `90m` or `1d 12h`.
 pub fn parse_duration(s: &str) -> Result<Duration, Error> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| Error::invalid(format!("malformed duration '{s}': {e} (examples: 7d, 6h, 90m)")))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        Error::invalid(format!(
+            "malformed duration '{s}': {e} (examples: 7d, 6h, 90m)"
+        ))
+    })
 }
 
 /// Formats a duration the way users type it (`7d`, `6h`, `1d 12h`).
@@ -478,7 +483,10 @@ mod tests {
     #[test]
     fn stages() {
         assert_eq!("ACSCurrent".parse::<Stage>().unwrap(), Stage::Current);
-        assert_eq!("blue".parse::<Stage>().unwrap(), Stage::Custom("blue".into()));
+        assert_eq!(
+            "blue".parse::<Stage>().unwrap(),
+            Stage::Custom("blue".into())
+        );
         assert!("ACSOther".parse::<Stage>().is_err());
         assert!("with space".parse::<Stage>().is_err());
     }
@@ -491,7 +499,9 @@ mod tests {
         assert!(Tag::parse_pair(&format!("{}=v", "k".repeat(129))).is_err());
         assert!(Tag::parse_pair(&format!("k={}", "v".repeat(129))).is_err());
         assert!(Tag::parse_pair("novalue").is_err());
-        let many: Vec<Tag> = (0..21).map(|i| Tag::new(&format!("k{i}"), "v").unwrap()).collect();
+        let many: Vec<Tag> = (0..21)
+            .map(|i| Tag::new(&format!("k{i}"), "v").unwrap())
+            .collect();
         assert!(check_tags(&many[..20]).is_ok());
         assert!(check_tags(&many).is_err());
     }
@@ -509,23 +519,33 @@ mod tests {
         assert!(interval("366d").check_for(rds, now).is_err());
         assert!(interval("1h").check_for(ecs, now).is_ok());
         assert!(interval("7d").check_for(generic, now).is_err());
-        let daily = RotationSchedule::cron("0 3 * * *", Some(parse_duration("2h").unwrap())).unwrap();
+        let daily =
+            RotationSchedule::cron("0 3 * * *", Some(parse_duration("2h").unwrap())).unwrap();
         assert!(daily.check_for(rds, now).is_ok());
         let often = RotationSchedule::cron("*/5 * * * *", None).unwrap();
         assert!(often.check_for(rds, now).is_err());
-        let wide = RotationSchedule::cron("0 3 * * *", Some(parse_duration("25h").unwrap())).unwrap();
+        let wide =
+            RotationSchedule::cron("0 3 * * *", Some(parse_duration("25h").unwrap())).unwrap();
         assert!(wide.check_for(rds, now).is_err());
         assert!(RotationSchedule::cron("not a cron", None).is_err());
         assert!(RotationSchedule::cron("61 * * * *", None).is_err());
-        assert!(RotationSchedule::cron("0 0 3 * * *", None).is_err(), "five fields only");
+        assert!(
+            RotationSchedule::cron("0 0 3 * * *", None).is_err(),
+            "five fields only"
+        );
     }
 
     #[test]
     fn cron_weekdays_count_like_standard_cron() {
         // 2026-11-28 is a Saturday.
-        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let next = |expr: &str| {
-            let t = RotationSchedule::cron(expr, None).unwrap().next_after(now).unwrap();
+            let t = RotationSchedule::cron(expr, None)
+                .unwrap()
+                .next_after(now)
+                .unwrap();
             t.format("%a %d %H:%M").to_string()
         };
         assert_eq!(next("0 3 * * 0"), "Sun 29 03:00");
@@ -534,7 +554,9 @@ mod tests {
         assert_eq!(next("0 3 * * 5-7"), "Sun 29 03:00");
         assert_eq!(next("0 3 * * MON"), "Mon 30 03:00");
         assert_eq!(next("30 2 1 * *"), "Tue 01 02:30");
-        let err = RotationSchedule::cron("0 3 * * 9", None).unwrap_err().to_string();
+        let err = RotationSchedule::cron("0 3 * * 9", None)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }

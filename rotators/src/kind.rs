@@ -43,7 +43,9 @@ pub enum SubType {
 /// Bad type or sub-type input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KindError {
-    #[error("unknown secret type '{0}' (expected Generic, Rds, PolarDB, Redis, RAMCredentials or ECS)")]
+    #[error(
+        "unknown secret type '{0}' (expected Generic, Rds, PolarDB, Redis, RAMCredentials or ECS)"
+    )]
     UnknownType(String),
     #[error("unknown sub-type '{0}' (expected DoubleUsers, SingleUser, Password or SSHKey)")]
     UnknownSubType(String),
@@ -193,12 +195,18 @@ mod tests {
     #[test]
     fn parses_case_insensitively_and_defaults_sub_types() {
         assert_eq!("rds".parse::<SecretType>().unwrap(), SecretType::Rds);
-        assert_eq!("ramcredentials".parse::<SecretType>().unwrap(), SecretType::RAMCredentials);
+        assert_eq!(
+            "ramcredentials".parse::<SecretType>().unwrap(),
+            SecretType::RAMCredentials
+        );
         let k = SecretKind::new(SecretType::Rds, None).unwrap();
         assert_eq!(k.sub, Some(SubType::DoubleUsers));
         let k = SecretKind::new(SecretType::ECS, Some(SubType::SSHKey)).unwrap();
         assert_eq!(k.to_string(), "ECS/SSHKey");
-        assert_eq!(SecretKind::new(SecretType::Generic, None).unwrap().sub, None);
+        assert_eq!(
+            SecretKind::new(SecretType::Generic, None).unwrap().sub,
+            None
+        );
     }
 
     #[test]

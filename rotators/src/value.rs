@@ -126,7 +126,10 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
         .collect();
     if !unknown.is_empty() {
         let plural = if unknown.len() == 1 { "" } else { "s" };
-        return Err(format_error(format!("unexpected field{plural} {}", unknown.join(", "))));
+        return Err(format_error(format!(
+            "unexpected field{plural} {}",
+            unknown.join(", ")
+        )));
     }
     for field in fields {
         match map.get(*field) {
@@ -210,7 +213,9 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
         assert_eq!(validate(g, &vec![b'a'; MAX_VALUE_BYTES]), Ok(()));
         assert_eq!(
             validate(g, &vec![b'a'; MAX_VALUE_BYTES + 1]),
-            Err(ValueError::TooLarge { len: MAX_VALUE_BYTES + 1 })
+            Err(ValueError::TooLarge {
+                len: MAX_VALUE_BYTES + 1
+            })
         );
         assert_eq!(validate(g, b""), Err(ValueError::Empty));
     }
@@ -218,7 +223,10 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
     #[test]
     fn account_values_need_exactly_their_fields() {
         let rds = kind(SecretType::Rds, None);
-        assert_eq!(validate(rds, br#"{"AccountName":"app","AccountPassword":"pw"}"#), Ok(()));
+        assert_eq!(
+            validate(rds, br#"{"AccountName":"app","AccountPassword":"pw"}"#),
+            Ok(())
+        );
         for bad in [
             &br#"{"AccountName":"app"}"#[..],
             br#"{"AccountName":"app","AccountPassword":"pw","Extra":1}"#,
@@ -227,7 +235,11 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
             br#"["AccountName"]"#,
             b"not json",
         ] {
-            assert!(validate(rds, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                validate(rds, bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -254,7 +266,10 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
             Ok(())
         );
         let pw = kind(SecretType::ECS, None);
-        assert_eq!(validate(pw, br#"{"UserName":"root","Password":"pw"}"#), Ok(()));
+        assert_eq!(
+            validate(pw, br#"{"UserName":"root","Password":"pw"}"#),
+            Ok(())
+        );
         let ssh = kind(SecretType::ECS, Some(SubType::SSHKey));
         assert!(validate(ssh, br#"{"UserName":"root","Password":"pw"}"#).is_err());
     }
@@ -266,7 +281,10 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
             serde_json::json!({"UserName": "root", "PublicKey": public, "PrivateKey": private})
                 .to_string()
         };
-        assert_eq!(validate(ssh, value(ED25519_PUBLIC, ED25519_PRIVATE).as_bytes()), Ok(()));
+        assert_eq!(
+            validate(ssh, value(ED25519_PUBLIC, ED25519_PRIVATE).as_bytes()),
+            Ok(())
+        );
         let err = validate(ssh, value(OTHER_PUBLIC, ED25519_PRIVATE).as_bytes()).unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
         assert!(validate(ssh, value("ssh-ed25519 AAAA", ED25519_PRIVATE).as_bytes()).is_err());

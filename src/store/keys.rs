@@ -23,11 +23,16 @@ impl Store {
                 .master
                 .unwrap_key(&wrapped, &crypto::aad_cmk(&name))
                 .ok_or_else(|| {
-                    Error::Crypto(format!("master key '{name}' does not decrypt: its stored material was altered"))
+                    Error::Crypto(format!(
+                        "master key '{name}' does not decrypt: its stored material was altered"
+                    ))
                 })?;
             loaded.push((id, Cmk { name, material }));
         }
-        self.cmks.write().expect("cmk cache poisoned").extend(loaded);
+        self.cmks
+            .write()
+            .expect("cmk cache poisoned")
+            .extend(loaded);
         Ok(())
     }
 
@@ -58,8 +63,9 @@ impl Store {
             return Ok(id);
         }
         self.load_cmks().await?;
-        self.cmk_id(name)
-            .ok_or_else(|| Error::not_found(format!("key '{name}' does not exist (see: rotor key list)")))
+        self.cmk_id(name).ok_or_else(|| {
+            Error::not_found(format!("key '{name}' does not exist (see: rotor key list)"))
+        })
     }
 
     /// Creates a new CMK.

@@ -124,7 +124,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,11 +138,12 @@ impl Store {
         let pool = connect(backend, &url).await?;
         migrator(backend).run(&pool).await?;
 
-        let check: Option<Vec<u8>> = sqlx::query("SELECT value FROM meta WHERE key = 'master_key_check'")
-            .fetch_optional(&pool)
-            .await?
-            .map(|row| row.try_get("value"))
-            .transpose()?;
+        let check: Option<Vec<u8>> =
+            sqlx::query("SELECT value FROM meta WHERE key = 'master_key_check'")
+                .fetch_optional(&pool)
+                .await?
+                .map(|row| row.try_get("value"))
+                .transpose()?;
         let master = match (check, mode) {
             (Some(check), _) => {
                 let master = load_master_key(config)?;
@@ -218,12 +221,18 @@ fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)
     }
     let abs = std::path::absolute(&db)
         .map_err(|e| Error::config(format!("cannot resolve {}: {e}", db.display())))?;
-    let path = abs
-        .to_str()
-        .ok_or_else(|| Error::config(format!("data directory {} is not valid UTF-8", dir.display())))?;
+    let path = abs.to_str().ok_or_else(|| {
+        Error::config(format!(
+            "data directory {} is not valid UTF-8",
+            dir.display()
+        ))
+    })?;
     // sqlx percent-decodes the path, so `%`, `?` and `#` in directory names must be encoded.
-    const SET: &percent_encoding::AsciiSet =
-        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#').add(b' ');
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b'%')
+        .add(b'?')
+        .add(b'#')
+        .add(b' ');
     let encoded = percent_encoding::utf8_percent_encode(path, SET);
     Ok((Backend::Sqlite, format!("sqlite://{encoded}?mode=rwc")))
 }
@@ -236,9 +245,12 @@ fn create_data_dir(dir: &Path) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder
-        .create(dir)
-        .map_err(|e| Error::config(format!("cannot create data directory {}: {e}", dir.display())))
+    builder.create(dir).map_err(|e| {
+        Error::config(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })
 }
 
 async fn connect(backend: Backend, url: &str) -> Result<AnyPool> {

@@ -14,11 +14,16 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
 
-use super::{is_unique_violation, opt_text, DeleteMode, PutOutcome, SecretInfo, SecretVersion, Store, VersionInfo};
+use super::{
+    is_unique_violation, opt_text, DeleteMode, PutOutcome, SecretInfo, SecretVersion, Store,
+    VersionInfo,
+};
 use crate::clock::format_ms;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
-use crate::model::{check_description, check_tags, RotationSchedule, SecretName, Stage, Tag, VersionId};
+use crate::model::{
+    check_description, check_tags, RotationSchedule, SecretName, Stage, Tag, VersionId,
+};
 
 /// Unstaged versions kept per secret; older ones are pruned.
 pub const KEEP_UNSTAGED: i64 = 10;
@@ -91,7 +96,8 @@ struct SecretRow {
 
 impl SecretRow {
     fn from_row(row: &AnyRow) -> Result<Self> {
-        let corrupt = |what: String| Error::config(format!("store holds an unreadable secret row: {what}"));
+        let corrupt =
+            |what: String| Error::config(format!("store holds an unreadable secret row: {what}"));
         let name: String = row.try_get("name")?;
         let ty: SecretType = row
             .try_get::<String, _>("secret_type")?
@@ -103,8 +109,13 @@ impl SecretRow {
             .map_err(|e| corrupt(format!("{e}")))?;
         let rotation = if row.try_get::<i64, _>("rotation_enabled")? != 0 {
             let window = row.try_get::<Option<i64>, _>("rotation_window_s")?;
-            match (row.try_get::<Option<i64>, _>("rotation_interval_s")?, opt_text(row, "rotation_cron")?) {
-                (Some(secs), _) => Some(RotationSchedule::Interval(Duration::from_secs(secs as u64))),
+            match (
+                row.try_get::<Option<i64>, _>("rotation_interval_s")?,
+                opt_text(row, "rotation_cron")?,
+            ) {
+                (Some(secs), _) => {
+                    Some(RotationSchedule::Interval(Duration::from_secs(secs as u64)))
+                }
                 (None, Some(expression)) => Some(RotationSchedule::Cron {
                     expression,
                     window: window.map(|w| Duration::from_secs(w as u64)),
@@ -169,7 +180,12 @@ fn not_found(name: &SecretName) -> Error {
 
 impl Store {
     /// Reads a secret's row; with `lock`, holds it for the rest of the transaction.
-    async fn secret_row(&self, conn: &mut AnyConnection, name: &SecretName, lock: bool) -> Result<SecretRow> {
+    async fn secret_row(
+        &self,
+        conn: &mut AnyConnection,
+        name: &SecretName,
+        lock: bool,
+    ) -> Result<SecretRow> {
         let sql = format!(
             "SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE s.name = $1{}",
             if lock { self.backend.for_update() } else { "" }
@@ -195,7 +211,13 @@ impl Store {
             })
     }
 
-    fn open_value(&self, row: &SecretRow, dk: &KeyMaterial, version: &VersionId, sealed: &[u8]) -> Result<SecretValue> {
+    fn open_value(
+        &self,
+        row: &SecretRow,
+        dk: &KeyMaterial,
+        version: &VersionId,
+        sealed: &[u8],
+    ) -> Result<SecretValue> {
         let plain = dk
             .open(sealed, &crypto::aad_value(&row.uid, row.name.as_str(), version.as_str()))
             .ok_or_else(|| {
@@ -214,13 +236,23 @@ impl Store {
             .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
         check_tags(&new.tags)?;
         check_description(&new.description)?;
-        let key_id = self.resolve_key(new.key.as_deref().unwrap_or(super::DEFAULT_KEY)).await?;
+        let key_id = self
+            .resolve_key(new.key.as_deref().unwrap_or(super::DEFAULT_KEY))
+            .await?;
         let cmk = self.cmk(key_id).await?;
-        let version_id = new.version_id.clone().unwrap_or_else(|| VersionId::numbered(1));
+        let version_id = new
+            .version_id
+            .clone()
+            .unwrap_or_else(|| VersionId::numbered(1));
         let uid = crypto::random_id();
         let data_key = KeyMaterial::generate();
-        let wrapped = cmk.material.wrap(&data_key, &crypto::aad_data_key(&uid, name.as_str()));
-        let sealed = data_key.seal(new.value.expose(), &crypto::aad_value(&uid, name.as_str(), version_id.as_str()));
+        let wrapped = cmk
+            .material
+            .wrap(&data_key, &crypto::aad_data_key(&uid, name.as_str()));
+        let sealed = data_key.seal(
+            new.value.expose(),
+            &crypto::aad_value(&uid, name.as_str(), version_id.as_str()),
+        );
         let now = self.clock.now_ms();
 
         let mut tx = self.begin_write().await?;
@@ -269,12 +301,14 @@ impl Store {
         insert_version(&mut tx, id, &version_id, 1, &sealed, &new.value, now).await?;
         set_stage(&mut tx, id, &Stage::Current, &version_id).await?;
         for tag in &new.tags {
-            sqlx::query("INSERT INTO secret_tags (secret_id, tag_key, tag_value) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(&tag.tag_key)
-                .bind(&tag.tag_value)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO secret_tags (secret_id, tag_key, tag_value) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(&tag.tag_key)
+            .bind(&tag.tag_value)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(PutOutcome {
@@ -289,7 +323,11 @@ impl Store {
     /// `ACSPrevious`. The same version id with the same data again is a no-op; with other data,
     /// a conflict.
     pub async fn put_value(&self, name: &SecretName, put: PutValue) -> Result<PutOutcome> {
-        let mut stages = if put.stages.is_empty() { vec![Stage::Current] } else { put.stages };
+        let mut stages = if put.stages.is_empty() {
+            vec![Stage::Current]
+        } else {
+            put.stages
+        };
         stages.sort();
         stages.dedup();
 
@@ -304,14 +342,22 @@ impl Store {
         let data_key = self.data_key(&row).await?;
 
         if let Some(id) = &put.version_id {
-            if let Some(existing) = sqlx::query("SELECT ciphertext FROM versions WHERE secret_id = $1 AND version_id = $2")
-                .bind(row.id)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
+            if let Some(existing) = sqlx::query(
+                "SELECT ciphertext FROM versions WHERE secret_id = $1 AND version_id = $2",
+            )
+            .bind(row.id)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
             {
-                let stored = self.open_value(&row, &data_key, id, &existing.try_get::<Vec<u8>, _>("ciphertext")?)?;
-                let same = stored.len() == put.value.len() && bool::from(stored.expose().ct_eq(put.value.expose()));
+                let stored = self.open_value(
+                    &row,
+                    &data_key,
+                    id,
+                    &existing.try_get::<Vec<u8>, _>("ciphertext")?,
+                )?;
+                let same = stored.len() == put.value.len()
+                    && bool::from(stored.expose().ct_eq(put.value.expose()));
                 if !same {
                     return Err(Error::conflict(format!(
                         "version '{id}' of secret '{name}' already exists with other data; choose another version id"
@@ -388,7 +434,9 @@ impl Store {
         row.ensure_live()?;
         let Some(version) = opt_text(&found, "v_id")? else {
             return Err(Error::not_found(match selector {
-                Selector::Stage(stage) => format!("secret '{name}' has no version with stage {stage}"),
+                Selector::Stage(stage) => {
+                    format!("secret '{name}' has no version with stage {stage}")
+                }
                 Selector::Version(id) => format!("secret '{name}' has no version '{id}'"),
             }));
         };
@@ -412,13 +460,15 @@ impl Store {
     pub async fn describe(&self, name: &SecretName) -> Result<SecretInfo> {
         let mut conn = self.pool.acquire().await?;
         let row = self.secret_row(&mut conn, name, false).await?;
-        let tags = sqlx::query("SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1 ORDER BY tag_key")
-            .bind(row.id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(tag_from_row)
-            .collect::<Result<_>>()?;
+        let tags = sqlx::query(
+            "SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1 ORDER BY tag_key",
+        )
+        .bind(row.id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(tag_from_row)
+        .collect::<Result<_>>()?;
         Ok(row.info(tags))
     }
 
@@ -435,7 +485,8 @@ impl Store {
                 2 * i + 2
             ));
         }
-        let sql = format!("SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE 1 = 1{filter} ORDER BY s.name");
+        let sql =
+            format!("SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE 1 = 1{filter} ORDER BY s.name");
         let mut query = sqlx::query(&sql);
         for tag in tags {
             query = query.bind(&tag.tag_key).bind(&tag.tag_value);
@@ -443,11 +494,16 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let rows = query.fetch_all(&mut *conn).await?;
         let mut all_tags: HashMap<i64, Vec<Tag>> = HashMap::new();
-        for row in sqlx::query("SELECT secret_id, tag_key, tag_value FROM secret_tags ORDER BY secret_id, tag_key")
-            .fetch_all(&mut *conn)
-            .await?
+        for row in sqlx::query(
+            "SELECT secret_id, tag_key, tag_value FROM secret_tags ORDER BY secret_id, tag_key",
+        )
+        .fetch_all(&mut *conn)
+        .await?
         {
-            all_tags.entry(row.try_get("secret_id")?).or_default().push(tag_from_row(&row)?);
+            all_tags
+                .entry(row.try_get("secret_id")?)
+                .or_default()
+                .push(tag_from_row(&row)?);
         }
         rows.iter()
             .map(|row| {
@@ -469,24 +525,29 @@ impl Store {
             .await?
         {
             let stage: String = r.try_get("stage")?;
-            stages.entry(r.try_get("version_id")?).or_default().push(stage.parse()?);
+            stages
+                .entry(r.try_get("version_id")?)
+                .or_default()
+                .push(stage.parse()?);
         }
-        sqlx::query("SELECT version_id, created_at FROM versions WHERE secret_id = $1 ORDER BY seq DESC")
-            .bind(row.id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| {
-                let id: String = r.try_get("version_id")?;
-                let mut version_stages = stages.remove(&id).unwrap_or_default();
-                version_stages.sort();
-                Ok(VersionInfo {
-                    version_id: VersionId::parse(&id)?,
-                    version_stages,
-                    create_time: r.try_get("created_at")?,
-                })
+        sqlx::query(
+            "SELECT version_id, created_at FROM versions WHERE secret_id = $1 ORDER BY seq DESC",
+        )
+        .bind(row.id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            let id: String = r.try_get("version_id")?;
+            let mut version_stages = stages.remove(&id).unwrap_or_default();
+            version_stages.sort();
+            Ok(VersionInfo {
+                version_id: VersionId::parse(&id)?,
+                version_stages,
+                create_time: r.try_get("created_at")?,
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// Moves a stage to a version and/or removes it from one (KMS `UpdateSecretVersionStage`).
@@ -500,7 +561,9 @@ impl Store {
         remove_from: Option<&VersionId>,
     ) -> Result<Vec<VersionInfo>> {
         if move_to.is_none() && remove_from.is_none() {
-            return Err(Error::invalid("give a version to move the stage to, or one to remove it from"));
+            return Err(Error::invalid(
+                "give a version to move the stage to, or one to remove it from",
+            ));
         }
         if *stage == Stage::Current && move_to.is_none() {
             return Err(Error::invalid(format!(
@@ -512,20 +575,26 @@ impl Store {
         row.ensure_live()?;
         check_user_stage(&row, stage)?;
         for id in move_to.into_iter().chain(remove_from) {
-            let exists = sqlx::query("SELECT 1 AS one FROM versions WHERE secret_id = $1 AND version_id = $2")
-                .bind(row.id)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists = sqlx::query(
+                "SELECT 1 AS one FROM versions WHERE secret_id = $1 AND version_id = $2",
+            )
+            .bind(row.id)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
             if exists.is_none() {
-                return Err(Error::not_found(format!("secret '{name}' has no version '{id}'")));
+                return Err(Error::not_found(format!(
+                    "secret '{name}' has no version '{id}'"
+                )));
             }
         }
         let holder = stage_holder(&mut tx, row.id, stage).await?;
         if let Some(from) = remove_from {
             if holder.as_ref() != Some(from) {
                 return Err(Error::conflict(match &holder {
-                    Some(h) => format!("stage {stage} of secret '{name}' is on version '{h}', not '{from}'"),
+                    Some(h) => format!(
+                        "stage {stage} of secret '{name}' is on version '{h}', not '{from}'"
+                    ),
                     None => format!("stage {stage} of secret '{name}' is not on any version"),
                 }));
             }
@@ -549,7 +618,11 @@ impl Store {
 
     /// Sets (or, with `None`, disables) a secret's automatic rotation. The first rotation is
     /// one schedule step away: enabling rotation never rotates at once.
-    pub async fn set_rotation(&self, name: &SecretName, schedule: Option<RotationSchedule>) -> Result<SecretInfo> {
+    pub async fn set_rotation(
+        &self,
+        name: &SecretName,
+        schedule: Option<RotationSchedule>,
+    ) -> Result<SecretInfo> {
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
@@ -561,7 +634,9 @@ impl Store {
                     .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
                 let next = s.next_after(now).map(|t| t.timestamp_millis());
                 match s {
-                    RotationSchedule::Interval(d) => (1, Some(d.as_secs() as i64), None, None, next),
+                    RotationSchedule::Interval(d) => {
+                        (1, Some(d.as_secs() as i64), None, None, next)
+                    }
                     RotationSchedule::Cron { expression, window } => (
                         1,
                         None,
@@ -595,7 +670,9 @@ impl Store {
     pub async fn delete(&self, name: &SecretName, mode: DeleteMode) -> Result<Option<i64>> {
         if let DeleteMode::RecoveryWindow(days) = mode {
             if !(7..=30).contains(&days) {
-                return Err(Error::invalid(format!("recovery window must be 7 to 30 days (got {days})")));
+                return Err(Error::invalid(format!(
+                    "recovery window must be 7 to 30 days (got {days})"
+                )));
             }
         }
         let mut tx = self.begin_write().await?;
@@ -617,12 +694,14 @@ impl Store {
                 }
                 let now = self.clock.now_ms();
                 let at = now + i64::from(days) * DAY_MS;
-                sqlx::query("UPDATE secrets SET planned_delete_at = $1, updated_at = $2 WHERE id = $3")
-                    .bind(at)
-                    .bind(now)
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE secrets SET planned_delete_at = $1, updated_at = $2 WHERE id = $3",
+                )
+                .bind(at)
+                .bind(now)
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
                 Some(at)
             }
         };
@@ -636,7 +715,11 @@ impl Store {
         let row = self.secret_row(&mut tx, name, true).await?;
         let now = self.clock.now_ms();
         match row.planned_delete_at {
-            None => return Err(Error::conflict(format!("secret '{name}' is not scheduled for deletion"))),
+            None => {
+                return Err(Error::conflict(format!(
+                    "secret '{name}' is not scheduled for deletion"
+                )))
+            }
             Some(at) if at <= now => {
                 return Err(Error::not_found(format!(
                     "secret '{name}' was deleted at {}: its recovery window has ended",
@@ -688,7 +771,11 @@ async fn insert_version(
     value: &SecretValue,
     now: i64,
 ) -> Result<()> {
-    let data_type = if value.as_text().is_some() { "text" } else { "binary" };
+    let data_type = if value.as_text().is_some() {
+        "text"
+    } else {
+        "binary"
+    };
     sqlx::query(
         "INSERT INTO versions (secret_id, version_id, seq, ciphertext, data_type, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -705,7 +792,11 @@ async fn insert_version(
 }
 
 /// `v<seq>`, or the next free `v<n>` after it when a user already took that id.
-async fn next_free_version_id(conn: &mut AnyConnection, secret_id: i64, seq: i64) -> Result<VersionId> {
+async fn next_free_version_id(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    seq: i64,
+) -> Result<VersionId> {
     let taken: Vec<String> = sqlx::query("SELECT version_id FROM versions WHERE secret_id = $1")
         .bind(secret_id)
         .fetch_all(conn)
@@ -723,31 +814,46 @@ async fn next_free_version_id(conn: &mut AnyConnection, secret_id: i64, seq: i64
     }
 }
 
-async fn stage_holder(conn: &mut AnyConnection, secret_id: i64, stage: &Stage) -> Result<Option<VersionId>> {
-    let row = sqlx::query("SELECT version_id FROM version_stages WHERE secret_id = $1 AND stage = $2")
-        .bind(secret_id)
-        .bind(stage.as_str())
-        .fetch_optional(conn)
-        .await?;
+async fn stage_holder(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    stage: &Stage,
+) -> Result<Option<VersionId>> {
+    let row =
+        sqlx::query("SELECT version_id FROM version_stages WHERE secret_id = $1 AND stage = $2")
+            .bind(secret_id)
+            .bind(stage.as_str())
+            .fetch_optional(conn)
+            .await?;
     row.map(|r| VersionId::parse(&r.try_get::<String, _>("version_id")?))
         .transpose()
 }
 
-async fn stages_of(conn: &mut AnyConnection, secret_id: i64, version_id: &VersionId) -> Result<Vec<Stage>> {
-    let mut stages = sqlx::query("SELECT stage FROM version_stages WHERE secret_id = $1 AND version_id = $2")
-        .bind(secret_id)
-        .bind(version_id.as_str())
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("stage")?.parse())
-        .collect::<Result<Vec<Stage>>>()?;
+async fn stages_of(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    version_id: &VersionId,
+) -> Result<Vec<Stage>> {
+    let mut stages =
+        sqlx::query("SELECT stage FROM version_stages WHERE secret_id = $1 AND version_id = $2")
+            .bind(secret_id)
+            .bind(version_id.as_str())
+            .fetch_all(conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("stage")?.parse())
+            .collect::<Result<Vec<Stage>>>()?;
     stages.sort();
     Ok(stages)
 }
 
 /// Puts `stage` on `version_id`, taking it from whichever version had it.
-async fn set_stage(conn: &mut AnyConnection, secret_id: i64, stage: &Stage, version_id: &VersionId) -> Result<()> {
+async fn set_stage(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    stage: &Stage,
+    version_id: &VersionId,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO version_stages (secret_id, stage, version_id) VALUES ($1, $2, $3) \
          ON CONFLICT (secret_id, stage) DO UPDATE SET version_id = excluded.version_id",

@@ -72,7 +72,11 @@ impl Serialize for SecretInfo {
             update_time: format_ms(self.updated_at),
             planned_delete_time: self.planned_delete_at.map(format_ms),
             tags: &self.tags,
-            automatic_rotation: if self.rotation.is_some() { "Enabled" } else { "Disabled" },
+            automatic_rotation: if self.rotation.is_some() {
+                "Enabled"
+            } else {
+                "Disabled"
+            },
             rotation_interval: interval,
             rotation_cron: cron,
             rotation_window: window,
@@ -89,8 +93,14 @@ impl SecretInfo {
         match &self.rotation {
             None => "disabled".into(),
             Some(RotationSchedule::Interval(d)) => format!("every {}", fmt_duration(*d)),
-            Some(RotationSchedule::Cron { expression, window: None }) => format!("cron '{expression}'"),
-            Some(RotationSchedule::Cron { expression, window: Some(w) }) => {
+            Some(RotationSchedule::Cron {
+                expression,
+                window: None,
+            }) => format!("cron '{expression}'"),
+            Some(RotationSchedule::Cron {
+                expression,
+                window: Some(w),
+            }) => {
                 format!("cron '{expression}' within {}", fmt_duration(*w))
             }
         }

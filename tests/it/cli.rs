@@ -13,14 +13,35 @@ const RDS_VALUE: &str = r#"{"AccountName":"app","AccountPassword":"Pw-5d1f0c2a9e
 
 both_backends!(a_short_session, |t: TestEnv| async move {
     t.ok(&["init"]);
-    let out = t.ok(&["secret", "create", "app/api-token", "--type", "Generic", "--value", "tok-one",
-        "--tag", "team=platform", "--description", "API token"]);
+    let out = t.ok(&[
+        "secret",
+        "create",
+        "app/api-token",
+        "--type",
+        "Generic",
+        "--value",
+        "tok-one",
+        "--tag",
+        "team=platform",
+        "--description",
+        "API token",
+    ]);
     assert!(out.contains("version v1 is ACSCurrent"), "{out}");
-    assert_eq!(t.ok(&["secret", "get", "app/api-token"]), "tok-one", "get prints the value itself");
+    assert_eq!(
+        t.ok(&["secret", "get", "app/api-token"]),
+        "tok-one",
+        "get prints the value itself"
+    );
     t.ok(&["secret", "put", "app/api-token", "--value", "tok-two"]);
     assert_eq!(t.ok(&["secret", "get", "app/api-token"]), "tok-two");
-    assert_eq!(t.ok(&["secret", "get", "app/api-token", "--stage", "ACSPrevious"]), "tok-one");
-    assert_eq!(t.ok(&["secret", "get", "app/api-token", "--version-id", "v1"]), "tok-one");
+    assert_eq!(
+        t.ok(&["secret", "get", "app/api-token", "--stage", "ACSPrevious"]),
+        "tok-one"
+    );
+    assert_eq!(
+        t.ok(&["secret", "get", "app/api-token", "--version-id", "v1"]),
+        "tok-one"
+    );
 
     let got = t.json(&["secret", "get", "app/api-token"]);
     assert_eq!(got["SecretName"], "app/api-token");
@@ -34,29 +55,55 @@ both_backends!(a_short_session, |t: TestEnv| async move {
     assert_eq!(described["Description"], "API token");
     assert_eq!(described["Tags"][0]["TagKey"], "team");
     assert_eq!(described["AutomaticRotation"], "Disabled");
-    assert!(!described.to_string().contains("tok-"), "describe never shows values");
+    assert!(
+        !described.to_string().contains("tok-"),
+        "describe never shows values"
+    );
 
     let versions = t.json(&["secret", "versions", "app/api-token"]);
     assert_eq!(versions.as_array().unwrap().len(), 2);
     let listed = t.json(&["secret", "list", "--tag", "team=platform"]);
     assert_eq!(listed[0]["SecretName"], "app/api-token");
 
-    t.ok(&["secret", "create", "db/app", "--type", "Rds", "--value", RDS_VALUE]);
+    t.ok(&[
+        "secret", "create", "db/app", "--type", "Rds", "--value", RDS_VALUE,
+    ]);
     let rotation = t.json(&["rotation", "set", "db/app", "--interval", "7d"]);
     assert_eq!(rotation["RotationInterval"], "604800s");
-    let rotation = t.json(&["rotation", "set", "db/app", "--cron", "0 3 * * 0", "--window", "2h"]);
+    let rotation = t.json(&[
+        "rotation",
+        "set",
+        "db/app",
+        "--cron",
+        "0 3 * * 0",
+        "--window",
+        "2h",
+    ]);
     assert_eq!(rotation["RotationCron"], "0 3 * * 0");
     assert_eq!(rotation["RotationWindow"], "7200s");
     t.ok(&["rotation", "set", "db/app", "--disable"]);
 
-    t.ok(&["secret", "stage", "app/api-token", "--stage", "ACSCurrent", "--move-to", "v1"]);
+    t.ok(&[
+        "secret",
+        "stage",
+        "app/api-token",
+        "--stage",
+        "ACSCurrent",
+        "--move-to",
+        "v1",
+    ]);
     assert_eq!(t.ok(&["secret", "get", "app/api-token"]), "tok-one");
 
     let deleted = t.json(&["secret", "delete", "app/api-token", "--recovery-days", "7"]);
     assert!(deleted["PlannedDeleteTime"].is_string());
     t.ok(&["secret", "restore", "app/api-token"]);
     t.ok(&["secret", "delete", "app/api-token", "--force"]);
-    assert_refused(&t.run(&["secret", "describe", "app/api-token"]), 3, "does not exist", None);
+    assert_refused(
+        &t.run(&["secret", "describe", "app/api-token"]),
+        3,
+        "does not exist",
+        None,
+    );
 
     t.ok(&["key", "create", "payments"]);
     let keys = t.json(&["key", "list"]);
@@ -67,128 +114,436 @@ both_backends!(value_files_and_stdin, |t: TestEnv| async move {
     t.ok(&["init"]);
     let binary: Vec<u8> = (0..=255u8).rev().collect();
     let file = write_file(t.dir.path(), "blob.bin", &binary);
-    t.ok(&["secret", "create", "blob", "--type", "Generic", "--value-file", file.to_str().unwrap()]);
+    t.ok(&[
+        "secret",
+        "create",
+        "blob",
+        "--type",
+        "Generic",
+        "--value-file",
+        file.to_str().unwrap(),
+    ]);
     let out = t.rotor().args(["secret", "get", "blob"]).output().unwrap();
     assert_eq!(out.stdout, binary, "binary values come back byte for byte");
     let got = t.json(&["secret", "get", "blob"]);
     assert_eq!(got["SecretDataType"], "binary");
 
-    let mut child = t.rotor()
+    let mut child = t
+        .rotor()
         .args(["secret", "put", "blob", "--value-file", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(t.ok(&["secret", "get", "blob"]), "from stdin");
 });
 
-both_backends!(bad_input_is_refused_and_changes_nothing, |t: TestEnv| async move {
-    t.ok(&["init"]);
-    t.ok(&["secret", "create", "db/app", "--type", "Rds", "--value", RDS_VALUE]);
-    t.ok(&["secret", "create", "plain", "--type", "Generic", "--value", "Keep-Me-77", "--version-id", "v1"]);
-    let too_big = write_file(t.dir.path(), "big", &vec![b'x'; 30_721]);
-    let long = "n".repeat(193);
-    let k129 = format!("{}=v", "k".repeat(129));
-    let v129 = format!("k={}", "v".repeat(129));
-    let mut many_tags = vec!["secret", "create", "tagged", "--type", "Generic", "--value", "Sekrit-21"];
-    let tags: Vec<String> = (0..21).map(|i| format!("k{i}=v")).collect();
-    for tag in &tags {
-        many_tags.extend(["--tag", tag.as_str()]);
-    }
-    let create = |name: &'static str, extra: &'static [&'static str]| -> Vec<&'static str> {
-        let mut args = vec!["secret", "create", name, "--type", "Generic", "--value", "Sekrit-21"];
-        args.extend_from_slice(extra);
-        args
-    };
-
-    // (arguments, exit code, what the message must name)
-    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (vec!["secret", "create", long.as_str(), "--type", "Generic", "--value", "Sekrit-21"], 2, "limit is 192"),
-        (create("bad name!", &[]), 2, "contains ' '"),
-        (create("acs/mine", &[]), 2, "reserved"),
-        (many_tags.clone(), 2, "at most 20"),
-        (create("t", &["--tag", "placeholder"]), 2, "KEY=VALUE"),
-        (vec!["secret", "create", "t", "--type", "Generic", "--value", "Sekrit-21", "--tag", k129.as_str()], 2, "tag key is 129 characters"),
-        (vec!["secret", "create", "t", "--type", "Generic", "--value", "Sekrit-21", "--tag", v129.as_str()], 2, "tag value is 129 characters"),
-        (create("t", &["--tag", "aliyun:env=x"]), 2, "reserved prefix"),
-        (create("t", &["--tag", "acs:env=x"]), 2, "reserved prefix"),
-        (vec!["secret", "create", "t", "--type", "Generic", "--value-file", too_big.to_str().unwrap()], 2, "30721 bytes"),
-        (vec!["secret", "create", "t", "--type", "Rds", "--value", r#"{"User":"app","Password":"Sekrit-21"}"#], 2, "unexpected fields 'Password', 'User'"),
-        (vec!["secret", "create", "t", "--type", "Rds", "--value", r#"{"AccountName":"app"}"#], 2, "missing field 'AccountPassword'"),
-        (vec!["secret", "create", "t", "--type", "ECS", "--sub-type", "SSHKey", "--value", r#"{"UserName":"u","Password":"Sekrit-21"}"#], 2, "unexpected field 'Password'"),
-        (vec!["secret", "create", "t", "--type", "Vault", "--value", "Sekrit-21"], 2, "unknown secret type"),
-        (vec!["secret", "create", "t", "--type", "Redis", "--sub-type", "SingleUser", "--value", "Sekrit-21"], 2, "does not support sub-type"),
-        (vec!["secret", "create", "t", "--type", "Generic", "--value", "Sekrit-21", "--key", "nope"], 3, "key 'nope' does not exist"),
-        (vec!["secret", "create", "plain", "--type", "Generic", "--value", "Sekrit-21"], 4, "already exists"),
-        (vec!["rotation", "set", "db/app", "--interval", "1h"], 2, "out of bounds"),
-        (vec!["rotation", "set", "db/app", "--interval", "400d"], 2, "out of bounds"),
-        (vec!["rotation", "set", "plain", "--interval", "7d"], 2, "do not rotate automatically"),
-        (vec!["rotation", "set", "db/app", "--cron", "0 3 * *"], 2, "malformed cron"),
-        (vec!["rotation", "set", "db/app", "--cron", "*/10 * * * *"], 2, "too often"),
-        (vec!["rotation", "set", "db/app", "--interval", "soon"], 2, "malformed duration"),
-        (vec!["secret", "get", "nope"], 3, "secret 'nope' does not exist"),
-        (vec!["secret", "get", "plain", "--version-id", "v9"], 3, "no version 'v9'"),
-        (vec!["secret", "put", "nope", "--value", "Sekrit-21"], 3, "does not exist"),
-        (vec!["secret", "put", "plain", "--value", "Sekrit-21", "--version-id", "v1"], 4, "already exists with other data"),
-        (vec!["secret", "put", "db/app", "--value", "Sekrit-21"], 2, "must be a JSON object"),
-        (vec!["secret", "put", "db/app", "--value", RDS_VALUE, "--stage", "blue"], 2, "only allowed on Generic"),
-        (vec!["secret", "put", "plain", "--value", "Sekrit-21", "--stage", "ACSPending"], 2, "ACSPending is managed"),
-        (vec!["secret", "stage", "plain", "--stage", "ACSCurrent", "--move-to", "v7"], 3, "no version 'v7'"),
-        (vec!["secret", "delete", "plain", "--recovery-days", "3"], 2, "7 to 30 days"),
-        (vec!["secret", "restore", "plain"], 4, "not scheduled for deletion"),
-        (vec!["key", "create", "default"], 4, "already exists"),
-    ];
-    let before = t.snapshot().await;
-    for (args, code, expect) in cases {
-        let out = t.run(&args);
-        assert_refused(&out, code, expect, Some("Sekrit-21"));
-        assert_eq!(t.snapshot().await, before, "rotor {args:?} changed the store");
-    }
-});
-
-both_backends!(commands_need_an_initialised_store, |t: TestEnv| async move {
-    let out = t.run(&["secret", "list"]);
-    let expect = if t.pg_db.is_some() { "rotor init" } else { "no rotor store" };
-    assert_refused(&out, 1, expect, None);
-});
-
-both_backends!(worker_starts_fresh_and_stops_on_signals, |t: TestEnv| async move {
-    for signal in ["TERM", "INT"] {
-        let mut child = t.rotor().arg("worker").stderr(Stdio::piped()).spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let line = rx.recv_timeout(deadline - Instant::now()).expect("worker logs that it started");
-            if line.contains("worker started") {
-                break;
-            }
+both_backends!(
+    bad_input_is_refused_and_changes_nothing,
+    |t: TestEnv| async move {
+        t.ok(&["init"]);
+        t.ok(&[
+            "secret", "create", "db/app", "--type", "Rds", "--value", RDS_VALUE,
+        ]);
+        t.ok(&[
+            "secret",
+            "create",
+            "plain",
+            "--type",
+            "Generic",
+            "--value",
+            "Keep-Me-77",
+            "--version-id",
+            "v1",
+        ]);
+        let too_big = write_file(t.dir.path(), "big", &vec![b'x'; 30_721]);
+        let long = "n".repeat(193);
+        let k129 = format!("{}=v", "k".repeat(129));
+        let v129 = format!("k={}", "v".repeat(129));
+        let mut many_tags = vec![
+            "secret",
+            "create",
+            "tagged",
+            "--type",
+            "Generic",
+            "--value",
+            "Sekrit-21",
+        ];
+        let tags: Vec<String> = (0..21).map(|i| format!("k{i}=v")).collect();
+        for tag in &tags {
+            many_tags.extend(["--tag", tag.as_str()]);
         }
-        assert!(t.data_dir().join("master.key").exists(), "the worker initialised a fresh data directory");
-        let kill = std::process::Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(0), "worker exits 0 on SIG{signal}");
+        let create = |name: &'static str, extra: &'static [&'static str]| -> Vec<&'static str> {
+            let mut args = vec![
+                "secret",
+                "create",
+                name,
+                "--type",
+                "Generic",
+                "--value",
+                "Sekrit-21",
+            ];
+            args.extend_from_slice(extra);
+            args
+        };
+
+        // (arguments, exit code, what the message must name)
+        let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+            (
+                vec![
+                    "secret",
+                    "create",
+                    long.as_str(),
+                    "--type",
+                    "Generic",
+                    "--value",
+                    "Sekrit-21",
+                ],
+                2,
+                "limit is 192",
+            ),
+            (create("bad name!", &[]), 2, "contains ' '"),
+            (create("acs/mine", &[]), 2, "reserved"),
+            (many_tags.clone(), 2, "at most 20"),
+            (create("t", &["--tag", "placeholder"]), 2, "KEY=VALUE"),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Generic",
+                    "--value",
+                    "Sekrit-21",
+                    "--tag",
+                    k129.as_str(),
+                ],
+                2,
+                "tag key is 129 characters",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Generic",
+                    "--value",
+                    "Sekrit-21",
+                    "--tag",
+                    v129.as_str(),
+                ],
+                2,
+                "tag value is 129 characters",
+            ),
+            (
+                create("t", &["--tag", "aliyun:env=x"]),
+                2,
+                "reserved prefix",
+            ),
+            (create("t", &["--tag", "acs:env=x"]), 2, "reserved prefix"),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Generic",
+                    "--value-file",
+                    too_big.to_str().unwrap(),
+                ],
+                2,
+                "30721 bytes",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Rds",
+                    "--value",
+                    r#"{"User":"app","Password":"Sekrit-21"}"#,
+                ],
+                2,
+                "unexpected fields 'Password', 'User'",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Rds",
+                    "--value",
+                    r#"{"AccountName":"app"}"#,
+                ],
+                2,
+                "missing field 'AccountPassword'",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "ECS",
+                    "--sub-type",
+                    "SSHKey",
+                    "--value",
+                    r#"{"UserName":"u","Password":"Sekrit-21"}"#,
+                ],
+                2,
+                "unexpected field 'Password'",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Vault",
+                    "--value",
+                    "Sekrit-21",
+                ],
+                2,
+                "unknown secret type",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Redis",
+                    "--sub-type",
+                    "SingleUser",
+                    "--value",
+                    "Sekrit-21",
+                ],
+                2,
+                "does not support sub-type",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "t",
+                    "--type",
+                    "Generic",
+                    "--value",
+                    "Sekrit-21",
+                    "--key",
+                    "nope",
+                ],
+                3,
+                "key 'nope' does not exist",
+            ),
+            (
+                vec![
+                    "secret",
+                    "create",
+                    "plain",
+                    "--type",
+                    "Generic",
+                    "--value",
+                    "Sekrit-21",
+                ],
+                4,
+                "already exists",
+            ),
+            (
+                vec!["rotation", "set", "db/app", "--interval", "1h"],
+                2,
+                "out of bounds",
+            ),
+            (
+                vec!["rotation", "set", "db/app", "--interval", "400d"],
+                2,
+                "out of bounds",
+            ),
+            (
+                vec!["rotation", "set", "plain", "--interval", "7d"],
+                2,
+                "do not rotate automatically",
+            ),
+            (
+                vec!["rotation", "set", "db/app", "--cron", "0 3 * *"],
+                2,
+                "malformed cron",
+            ),
+            (
+                vec!["rotation", "set", "db/app", "--cron", "*/10 * * * *"],
+                2,
+                "too often",
+            ),
+            (
+                vec!["rotation", "set", "db/app", "--interval", "soon"],
+                2,
+                "malformed duration",
+            ),
+            (
+                vec!["secret", "get", "nope"],
+                3,
+                "secret 'nope' does not exist",
+            ),
+            (
+                vec!["secret", "get", "plain", "--version-id", "v9"],
+                3,
+                "no version 'v9'",
+            ),
+            (
+                vec!["secret", "put", "nope", "--value", "Sekrit-21"],
+                3,
+                "does not exist",
+            ),
+            (
+                vec![
+                    "secret",
+                    "put",
+                    "plain",
+                    "--value",
+                    "Sekrit-21",
+                    "--version-id",
+                    "v1",
+                ],
+                4,
+                "already exists with other data",
+            ),
+            (
+                vec!["secret", "put", "db/app", "--value", "Sekrit-21"],
+                2,
+                "must be a JSON object",
+            ),
+            (
+                vec![
+                    "secret", "put", "db/app", "--value", RDS_VALUE, "--stage", "blue",
+                ],
+                2,
+                "only allowed on Generic",
+            ),
+            (
+                vec![
+                    "secret",
+                    "put",
+                    "plain",
+                    "--value",
+                    "Sekrit-21",
+                    "--stage",
+                    "ACSPending",
+                ],
+                2,
+                "ACSPending is managed",
+            ),
+            (
+                vec![
+                    "secret",
+                    "stage",
+                    "plain",
+                    "--stage",
+                    "ACSCurrent",
+                    "--move-to",
+                    "v7",
+                ],
+                3,
+                "no version 'v7'",
+            ),
+            (
+                vec!["secret", "delete", "plain", "--recovery-days", "3"],
+                2,
+                "7 to 30 days",
+            ),
+            (
+                vec!["secret", "restore", "plain"],
+                4,
+                "not scheduled for deletion",
+            ),
+            (vec!["key", "create", "default"], 4, "already exists"),
+        ];
+        let before = t.snapshot().await;
+        for (args, code, expect) in cases {
+            let out = t.run(&args);
+            assert_refused(&out, code, expect, Some("Sekrit-21"));
+            assert_eq!(
+                t.snapshot().await,
+                before,
+                "rotor {args:?} changed the store"
+            );
+        }
     }
-});
+);
+
+both_backends!(
+    commands_need_an_initialised_store,
+    |t: TestEnv| async move {
+        let out = t.run(&["secret", "list"]);
+        let expect = if t.pg_db.is_some() {
+            "rotor init"
+        } else {
+            "no rotor store"
+        };
+        assert_refused(&out, 1, expect, None);
+    }
+);
+
+both_backends!(
+    worker_starts_fresh_and_stops_on_signals,
+    |t: TestEnv| async move {
+        for signal in ["TERM", "INT"] {
+            let mut child = t
+                .rotor()
+                .arg("worker")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let line = rx
+                    .recv_timeout(deadline - Instant::now())
+                    .expect("worker logs that it started");
+                if line.contains("worker started") {
+                    break;
+                }
+            }
+            assert!(
+                t.data_dir().join("master.key").exists(),
+                "the worker initialised a fresh data directory"
+            );
+            let kill = std::process::Command::new("kill")
+                .args([format!("-{signal}"), child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            let status = child.wait().unwrap();
+            assert_eq!(status.code(), Some(0), "worker exits 0 on SIG{signal}");
+        }
+    }
+);
 
 both_backends!(values_stay_out_of_logs, |t: TestEnv| async move {
     // ROTOR_LOG=trace is set for every command the tests run: nothing may print a value.
     t.ok(&["init"]);
     let value = "Leak-Canary-3141";
     for args in [
-        vec!["secret", "create", "c", "--type", "Generic", "--value", value],
+        vec![
+            "secret", "create", "c", "--type", "Generic", "--value", value,
+        ],
         vec!["secret", "put", "c", "--value", "Leak-Canary-2718"],
         vec!["--json", "secret", "describe", "c"],
         vec!["--json", "secret", "versions", "c"],
@@ -196,8 +551,15 @@ both_backends!(values_stay_out_of_logs, |t: TestEnv| async move {
     ] {
         let out = t.run(&args);
         assert!(out.status.success());
-        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!all.contains("Leak-Canary"), "rotor {args:?} printed a value: {all}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains("Leak-Canary"),
+            "rotor {args:?} printed a value: {all}"
+        );
     }
     let out = t.run(&["secret", "get", "c"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Leak-Canary"));

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 /// The PostgreSQL the tests create their databases on.
 pub fn pg_admin_url() -> String {
-    std::env::var("ROTOR_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("ROTOR_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +42,6 @@ macro_rules! both_backends {
 
 /// One test's store: its data directory and, on PostgreSQL, its own database.
 pub struct TestEnv {
-    pub backend: Backend,
     pub dir: tempfile::TempDir,
     pub pg_db: Option<String>,
 }
@@ -53,7 +53,7 @@ impl TestEnv {
             Backend::Sqlite => None,
             Backend::Postgres => Some(create_pg_database().await),
         };
-        TestEnv { backend, dir, pg_db }
+        TestEnv { dir, pg_db }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -72,7 +72,9 @@ impl TestEnv {
 
     /// Opens (initialising on first use) the store through the library.
     pub async fn store(&self) -> Store {
-        Store::open(&self.config(), OpenMode::Init).await.expect("store opens")
+        Store::open(&self.config(), OpenMode::Init)
+            .await
+            .expect("store opens")
     }
 
     /// The `rotor` binary, pointed at this store.
@@ -115,12 +117,18 @@ impl TestEnv {
     /// Everything the store holds that a command could change: keys, secrets with their
     /// metadata (including update times), tags, versions with stages, and every current value.
     pub async fn snapshot(&self) -> Value {
-        let store = Store::open(&self.config(), OpenMode::Existing).await.expect("store opens");
+        let store = Store::open(&self.config(), OpenMode::Existing)
+            .await
+            .expect("store opens");
         let secrets = store.list(&[], true).await.expect("list");
         let mut versions = Vec::new();
         for s in &secrets {
             let current = match store.get_value(&s.name, &Default::default()).await {
-                Ok(v) => format!("{} {}", v.version_id, String::from_utf8_lossy(v.value.expose())),
+                Ok(v) => format!(
+                    "{} {}",
+                    v.version_id,
+                    String::from_utf8_lossy(v.value.expose())
+                ),
                 Err(e) => e.to_string(),
             };
             versions.push(json!({
@@ -146,7 +154,10 @@ impl TestEnv {
                 let mut bytes = Vec::new();
                 for entry in std::fs::read_dir(self.data_dir()).expect("data dir") {
                     let path = entry.expect("entry").path();
-                    if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rotor.db")) {
+                    if path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("rotor.db"))
+                    {
                         bytes.extend(std::fs::read(&path).expect("store file"));
                     }
                 }
@@ -158,7 +169,11 @@ impl TestEnv {
                     .arg(db_url(db))
                     .output()
                     .expect("pg_dump runs (install postgresql-client)");
-                assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "pg_dump failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 out.stdout
             }
         }
@@ -170,7 +185,10 @@ impl Drop for TestEnv {
         if let Some(db) = self.pg_db.take() {
             // Drop runs inside the test's runtime: use a thread with its own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(mut conn) = pg_admin().await {
                         let _ = sqlx::Executor::execute(
@@ -215,17 +233,25 @@ async fn create_pg_database() -> String {
 /// `expect`, and no trace of `secret` anywhere in its output.
 pub fn assert_refused(out: &Output, code: i32, expect: &str, secret: Option<&str>) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rotor: ")).collect();
+    let error_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("rotor: "))
+        .collect();
     assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
     assert_eq!(error_lines.len(), 1, "one error line; stderr: {stderr}");
     assert!(
-        error_lines[0].to_lowercase().contains(&expect.to_lowercase()),
+        error_lines[0]
+            .to_lowercase()
+            .contains(&expect.to_lowercase()),
         "error {:?} should mention {expect:?}",
         error_lines[0]
     );
     if let Some(secret) = secret {
         assert!(!stderr.contains(secret), "stderr leaks the value: {stderr}");
-        assert!(!String::from_utf8_lossy(&out.stdout).contains(secret), "stdout leaks the value");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(secret),
+            "stdout leaks the value"
+        );
     }
 }
 
