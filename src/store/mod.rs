@@ -88,11 +88,12 @@ impl Backend {
         }
     }
 
-    /// The suffix that locks selected rows for the rest of a write transaction.
+    /// The suffix that locks the selected secret row (table alias `s`, not the joined key row)
+    /// for the rest of a write transaction.
     fn for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
+            Backend::Postgres => " FOR UPDATE OF s",
         }
     }
 
@@ -309,8 +310,8 @@ fn describe_location(config: &StoreConfig) -> String {
 
 fn migrator(backend: Backend) -> Migrator {
     let sql = match backend {
-        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_store.sql"),
-        Backend::Postgres => include_str!("../../migrations/postgres/0001_store.sql"),
+        Backend::Sqlite => include_str!("migrations/sqlite/0001_store.sql"),
+        Backend::Postgres => include_str!("migrations/postgres/0001_store.sql"),
     };
     let mut migrator = Migrator::DEFAULT;
     migrator.migrations = vec![Migration::new(
