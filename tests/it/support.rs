@@ -164,11 +164,15 @@ impl TestEnv {
                 bytes
             }
             Some(db) => {
-                let out = Command::new("pg_dump")
+                // ROTOR_TEST_PG_DUMP: another pg_dump command, e.g. one inside a container.
+                let dump = std::env::var("ROTOR_TEST_PG_DUMP").unwrap_or_else(|_| "pg_dump".into());
+                let mut words = dump.split_whitespace();
+                let out = Command::new(words.next().expect("a pg_dump command"))
+                    .args(words)
                     .arg("--dbname")
                     .arg(db_url(db))
                     .output()
-                    .expect("pg_dump runs (install postgresql-client)");
+                    .expect("pg_dump runs (install the PostgreSQL client tools)");
                 assert!(
                     out.status.success(),
                     "pg_dump failed: {}",
