@@ -211,7 +211,10 @@ fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)
     let dir = &config.data_dir;
     let db = dir.join(DB_FILE);
     match mode {
-        OpenMode::Init => create_data_dir(dir)?,
+        OpenMode::Init => {
+            create_data_dir(dir)?;
+            create_private_file(&db)?;
+        }
         OpenMode::Existing if !db.exists() => {
             return Err(Error::config(format!(
                 "no rotor store at {}; run: rotor init (or pass --data-dir / ROTOR_DATA_DIR)",
@@ -252,6 +255,26 @@ fn create_data_dir(dir: &Path) -> Result<()> {
             dir.display()
         ))
     })
+}
+
+/// Creates an empty file readable only by its owner, unless it exists. SQLite gives its WAL and
+/// shared-memory files the database file's mode, so the whole store stays private.
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::config(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 async fn connect(backend: Backend, url: &str) -> Result<AnyPool> {

@@ -336,6 +336,11 @@ impl Store {
         row.ensure_live()?;
         for stage in &stages {
             check_user_stage(&row, stage)?;
+            if *stage == Stage::Previous {
+                return Err(Error::invalid(
+                    "a new version cannot be put as ACSPrevious: ACSPrevious follows ACSCurrent",
+                ));
+            }
         }
         rotors::value::validate(row.kind, put.value.expose())
             .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;

@@ -143,8 +143,16 @@ both_backends!(master_key_rules, |t: TestEnv| async move {
     let out = t.ok(&["init"]);
     assert!(out.contains("master key"), "{out}");
     let key_file = t.data_dir().join("master.key");
-    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "key file mode");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key_file), 0o600, "key file mode");
+    assert_eq!(mode(&t.data_dir()), 0o700, "data directory mode");
+    if t.pg_db.is_none() {
+        assert_eq!(
+            mode(&t.data_dir().join("rotor.db")),
+            0o600,
+            "store file mode"
+        );
+    }
     t.ok(&[
         "secret", "create", "s", "--type", "Generic", "--value", "guarded",
     ]);
