@@ -47,16 +47,13 @@ impl SecretName {
                 s.chars().count()
             )));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "_/+=.@-".contains(*c)))
-        {
-            return Err(Error::invalid(format!(
-                "secret name '{}' contains '{}'; allowed are letters, digits and _ / + = . @ -",
-                s.escape_debug(),
-                c.escape_debug()
-            )));
-        }
+        check_chars(
+            "secret name",
+            s,
+            char::is_ascii_alphanumeric,
+            "_/+=.@-",
+            "letters, digits and _ / + = . @ -",
+        )?;
         Ok(SecretName(s.to_owned()))
     }
 
@@ -107,17 +104,32 @@ fn check_label(what: &str, s: &str, max: usize) -> Result<(), Error> {
             s.chars().count()
         )));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
-    {
-        return Err(Error::invalid(format!(
-            "{what} '{}' contains '{}'; allowed are letters, digits and _ - .",
+    check_chars(
+        what,
+        s,
+        char::is_ascii_alphanumeric,
+        "_-.",
+        "letters, digits and _ - .",
+    )
+}
+
+/// Refuses `s` if it holds a character that is neither a letter or digit (as `letters` says)
+/// nor one of `extra`; `allowed` describes the rule for the message.
+fn check_chars(
+    what: &str,
+    s: &str,
+    letters: fn(&char) -> bool,
+    extra: &str,
+    allowed: &str,
+) -> Result<(), Error> {
+    match s.chars().find(|c| !(letters(c) || extra.contains(*c))) {
+        None => Ok(()),
+        Some(c) => Err(Error::invalid(format!(
+            "{what} '{}' contains '{}'; allowed are {allowed}",
             s.escape_debug(),
             c.escape_debug()
-        )));
+        ))),
     }
-    Ok(())
 }
 
 /// A version stage label. The three `ACS` stages are rotor's; custom ones belong to users of
@@ -219,17 +231,13 @@ fn check_tag_text(what: &str, s: &str) -> Result<(), Error> {
             "{what} is {n} characters; the limit is {TAG_MAX}"
         )));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_alphanumeric() || " /\\_-.+=:@".contains(*c)))
-    {
-        return Err(Error::invalid(format!(
-            "{what} '{}' contains '{}'; allowed are letters, digits, space and / \\ _ - . + = : @",
-            s.escape_debug(),
-            c.escape_debug()
-        )));
-    }
-    Ok(())
+    check_chars(
+        what,
+        s,
+        |c| c.is_alphanumeric(),
+        " /\\_-.+=:@",
+        "letters, digits, space and / \\ _ - . + = : @",
+    )
 }
 
 /// Checks a secret's full tag set: at most 20, keys unique.
@@ -266,17 +274,13 @@ pub fn check_key_name(s: &str) -> Result<(), Error> {
             "key name must be 1 to {KEY_NAME_MAX} characters"
         )));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-./".contains(*c)))
-    {
-        return Err(Error::invalid(format!(
-            "key name '{}' contains '{}'; allowed are letters, digits and _ - . /",
-            s.escape_debug(),
-            c.escape_debug()
-        )));
-    }
-    Ok(())
+    check_chars(
+        "key name",
+        s,
+        char::is_ascii_alphanumeric,
+        "_-./",
+        "letters, digits and _ - . /",
+    )
 }
 
 /// When a secret rotates automatically.
