@@ -6,21 +6,27 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use rotors::{SecretKind, SecretValue};
+use rotors::{Registry, SecretKind, SecretValue};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{format_ms, Clock};
 use crate::crypto::KeyMaterial;
+use crate::engine::{Engine, EngineConfig, Outcome};
 use crate::error::{Error, Result};
-use crate::model::{parse_duration, RotationSchedule, SecretName, Stage, Tag, VersionId};
+use crate::model::{
+    parse_duration, RotationPolicy, RotationSchedule, SecretName, Stage, Tag, VersionId,
+};
 use crate::store::{
-    DeleteMode, NewSecret, OpenMode, PutValue, SecretInfo, Selector, Store, StoreConfig,
+    Backend, DeleteMode, NewSecret, OpenMode, PutValue, SecretInfo, Selector, Store, StoreConfig,
     VersionInfo, DEFAULT_RECOVERY_DAYS,
 };
+use crate::worker::WorkerConfig;
 
 /// rotor: a secrets store and rotation engine worker.
 #[derive(Debug, Parser)]
@@ -63,7 +69,9 @@ pub enum Command {
     /// Create the data directory, the store and the master key file.
     Init,
     /// Run the background worker until SIGINT or SIGTERM.
-    Worker,
+    Worker(EngineArgs),
+    /// Rotate now: one secret, or everything due; or check one without changing it.
+    Rotate(RotateArgs),
     /// Manage secrets and their versions.
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -73,6 +81,85 @@ pub enum Command {
     /// Manage the master keys (CMKs) that protect secrets.
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+/// How rotations run (worker and one-shot runs).
+#[derive(Clone, Debug, Args)]
+pub struct EngineArgs {
+    /// Rotations in flight at once.
+    #[arg(long, env = "ROTOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Rotations in flight at once on one target.
+    #[arg(long, env = "ROTOR_PER_TARGET", default_value_t = 2)]
+    pub per_target: usize,
+    /// How long a claimed secret stays this process's without a heartbeat.
+    #[arg(long, env = "ROTOR_LEASE", default_value = "30s", value_parser = duration_arg)]
+    pub lease: Duration,
+    /// How often an idle worker looks for due secrets.
+    #[arg(long, env = "ROTOR_POLL", default_value = "500ms", value_parser = duration_arg)]
+    pub poll: Duration,
+    /// On shutdown, how long in-flight steps may take to finish.
+    #[arg(long, env = "ROTOR_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration_arg)]
+    pub drain_timeout: Duration,
+    /// Attempts per rotation cycle before the secret is marked failed.
+    #[arg(long, env = "ROTOR_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (with jitter) up to --backoff-cap.
+    #[arg(long, env = "ROTOR_BACKOFF_BASE", default_value = "30s", value_parser = duration_arg)]
+    pub backoff_base: Duration,
+    #[arg(long, env = "ROTOR_BACKOFF_CAP", default_value = "1h", value_parser = duration_arg)]
+    pub backoff_cap: Duration,
+    /// A rotator step that runs longer fails (and is retried).
+    #[arg(long, env = "ROTOR_STEP_TIMEOUT", default_value = "5m", value_parser = duration_arg)]
+    pub step_timeout: Duration,
+    /// Extra tries of the test step, for changes that take a moment to propagate.
+    #[arg(long, env = "ROTOR_TEST_RETRIES", default_value_t = 3)]
+    pub test_retries: u32,
+    #[arg(long, env = "ROTOR_TEST_RETRY_DELAY", default_value = "1s", value_parser = duration_arg)]
+    pub test_retry_delay: Duration,
+}
+
+impl EngineArgs {
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            lease: self.lease,
+            max_attempts: self.max_attempts.max(1),
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            step_timeout: self.step_timeout,
+            test_retries: self.test_retries,
+            test_retry_delay: self.test_retry_delay,
+            ..EngineConfig::default()
+        }
+    }
+
+    fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: self.concurrency.max(1),
+            per_target: self.per_target.max(1),
+            poll: self.poll,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The secret to rotate now.
+    #[arg(required_unless_present = "due", conflicts_with = "due")]
+    pub name: Option<String>,
+    /// Make one pass over every secret that is due, then exit.
+    #[arg(long)]
+    pub due: bool,
+    /// Check that the current credential works and the target answers; change nothing.
+    #[arg(long, requires = "name")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +267,12 @@ pub enum RotationCommand {
         /// With --cron: how long after a fire time a rotation may still start.
         #[arg(long, requires = "cron")]
         window: Option<String>,
+        /// Start each rotation up to this much later, at random, to spread secrets out.
+        #[arg(long, conflicts_with = "disable")]
+        jitter: Option<String>,
+        /// Rotate once now rather than at the first scheduled time.
+        #[arg(long, conflicts_with = "disable")]
+        rotate_now: bool,
         /// Turn automatic rotation off.
         #[arg(long, group = "schedule")]
         disable: bool,
@@ -210,8 +303,56 @@ pub fn store_config(cli: &Cli) -> Result<StoreConfig> {
     })
 }
 
+/// The `rotor` binary's whole life: parse, log, run with `registry`'s rotators, and turn an
+/// error into one line on stderr and its exit code. Test builds call it with rotators of their own.
+pub fn main_with(registry: Registry) {
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    if let Err(e) = runtime.block_on(run(cli, registry)) {
+        eprintln!("rotor: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+/// Help and version print as clap prints them; a usage error becomes one line and exit code 2,
+/// like every other invalid input.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    eprintln!(
+        "rotor: {} (see: rotor --help)",
+        first.trim_start_matches("error: ")
+    );
+    std::process::exit(crate::error::exit::INVALID)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROTOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 /// Runs one command to completion.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(cli: Cli, registry: Registry) -> Result<()> {
     let config = store_config(&cli)?;
     let out = Output { json: cli.json };
     match cli.command {
@@ -241,12 +382,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             store.close().await;
         }
-        Command::Worker => {
+        Command::Worker(args) => {
             let store = Store::open(&config, OpenMode::Init).await?;
+            let _lock = match store.backend() {
+                Backend::Sqlite => Some(lock_sqlite_worker(&config)?),
+                Backend::Postgres => None,
+            };
             let shutdown = CancellationToken::new();
             tokio::spawn(crate::worker::cancel_on_signal(shutdown.clone()));
-            crate::worker::run(store.clone(), shutdown).await?;
+            let engine = Arc::new(Engine::new(store.clone(), registry, args.engine_config()));
+            crate::worker::run(engine, args.worker_config(), shutdown).await?;
             store.close().await;
+        }
+        Command::Rotate(args) => {
+            let store = Store::open(&config, OpenMode::Existing).await?;
+            let result = rotate_command(&store, registry, &args, &out).await;
+            store.close().await;
+            result?;
         }
         Command::Secret(cmd) => {
             let store = Store::open(&config, OpenMode::Existing).await?;
@@ -258,6 +410,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             interval,
             cron,
             window,
+            jitter,
+            rotate_now,
             disable,
         }) => {
             let store = Store::open(&config, OpenMode::Existing).await?;
@@ -275,7 +429,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                     ))
                 }
             };
-            let info = store.set_rotation(&name, schedule).await?;
+            let policy = match schedule {
+                Some(schedule) => Some(RotationPolicy {
+                    schedule,
+                    jitter: jitter.as_deref().map(parse_duration).transpose()?,
+                    rotate_now,
+                }),
+                None => None,
+            };
+            let info = store.set_rotation(&name, policy).await?;
             out.print(&info, || match info.next_rotation_at {
                 Some(next) => format!(
                     "secret '{}' rotates {}; next rotation at {}",
@@ -316,6 +478,148 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `rotor rotate`: one secret now, a pass over everything due, or a dry run.
+async fn rotate_command(
+    store: &Store,
+    registry: Registry,
+    args: &RotateArgs,
+    out: &Output,
+) -> Result<()> {
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        registry,
+        args.engine.engine_config(),
+    ));
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::worker::cancel_on_signal(stop.clone()));
+    if args.due {
+        let results = crate::worker::run_due(engine, &args.engine.worker_config(), &stop).await?;
+        let rotated = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Outcome::Rotated { .. })))
+            .count();
+        let failed = results
+            .iter()
+            .filter(|(_, r)| {
+                !matches!(
+                    r,
+                    Ok(Outcome::Rotated { .. }) | Ok(Outcome::MissedWindow { .. })
+                )
+            })
+            .count();
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(name, r)| outcome_json(name, r))
+            .collect();
+        out.print(&rows, || {
+            let mut lines: Vec<String> = results
+                .iter()
+                .map(|(name, r)| outcome_line(name, r))
+                .collect();
+            lines.push(format!(
+                "{} due, {rotated} rotated, {failed} not rotated",
+                results.len()
+            ));
+            lines.join("\n")
+        });
+        if failed > 0 {
+            return Err(Error::Rotation(format!(
+                "{failed} of {} due rotations did not complete",
+                results.len()
+            )));
+        }
+        return Ok(());
+    }
+    let name = SecretName::parse_any(args.name.as_deref().unwrap_or_default())?;
+    if args.dry_run {
+        engine.dry_run(&name).await?;
+        out.print(json!({"SecretName": name, "DryRun": "ok"}), || {
+            format!("secret '{name}': the current credential works and the target answers")
+        });
+        return Ok(());
+    }
+    let info = store.describe(&name).await?;
+    if info.kind.ty == rotors::SecretType::Generic {
+        return Err(Error::invalid(format!(
+            "secret '{name}' is Generic: it does not rotate; put a new version instead"
+        )));
+    }
+    let claim = store
+        .claim_now(&engine.config().owner, &name, engine.config().lease)
+        .await?;
+    let result = engine.rotate(&claim, true, &stop).await;
+    store.release_leases(&engine.config().owner).await?;
+    match result? {
+        Outcome::Rotated { version_id } => {
+            out.print(
+                json!({"SecretName": name, "Outcome": "Rotated", "VersionId": version_id}),
+                || format!("secret '{name}' rotated: version {version_id} is ACSCurrent"),
+            );
+            Ok(())
+        }
+        other => Err(Error::Rotation(outcome_line(&name, &Ok(other)))),
+    }
+}
+
+fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
+    match result {
+        Ok(Outcome::Rotated { version_id }) => {
+            format!("secret '{name}' rotated: version {version_id} is ACSCurrent")
+        }
+        Ok(Outcome::Retrying {
+            error,
+            attempts,
+            next_at,
+        }) => format!(
+            "rotation of secret '{name}' failed (attempt {attempts}): {error}; retrying at {}",
+            format_ms(*next_at)
+        ),
+        Ok(Outcome::Failed { error, attempts }) => {
+            format!("rotation of secret '{name}' failed after {attempts} attempt(s): {error}")
+        }
+        Ok(Outcome::MissedWindow { .. }) => {
+            format!("secret '{name}': rotation window missed; waiting for the next")
+        }
+        Ok(Outcome::Interrupted { step }) => {
+            format!("rotation of secret '{name}' interrupted before its {step} step")
+        }
+        Ok(Outcome::LeaseLost) => format!("rotation of secret '{name}' passed to another worker"),
+        Err(e) => format!("rotation of secret '{name}' failed: {e}"),
+    }
+}
+
+fn outcome_json(name: &SecretName, result: &Result<Outcome>) -> serde_json::Value {
+    let (outcome, version) = match result {
+        Ok(Outcome::Rotated { version_id }) => ("Rotated", Some(version_id.to_string())),
+        Ok(Outcome::Retrying { .. }) => ("Retrying", None),
+        Ok(Outcome::Failed { .. }) => ("Failed", None),
+        Ok(Outcome::MissedWindow { .. }) => ("MissedWindow", None),
+        Ok(Outcome::Interrupted { .. }) => ("Interrupted", None),
+        Ok(Outcome::LeaseLost) => ("LeaseLost", None),
+        Err(_) => ("Error", None),
+    };
+    json!({"SecretName": name, "Outcome": outcome, "VersionId": version, "Message": outcome_line(name, result)})
+}
+
+/// The embedded store serves one worker: a second one on the same data directory refuses.
+fn lock_sqlite_worker(config: &StoreConfig) -> Result<std::fs::File> {
+    let path = config.data_dir.join("worker.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::config(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::conflict(format!(
+            "another rotor worker is already running on the SQLite store in {}; the embedded store serves one worker (use --store postgres://… for several)",
+            config.data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::config(format!("cannot lock {}: {e}", path.display()))),
+    }
 }
 
 async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Result<()> {

@@ -13,6 +13,13 @@ pub enum Error {
     /// A request that contradicts the store's state (existing name, version id reuse, ...).
     #[error("{0}")]
     Conflict(String),
+    /// This worker no longer holds the lease of the secret it was rotating (it expired and may
+    /// have passed to another worker): stop, the new holder resumes.
+    #[error("{0}")]
+    Lease(String),
+    /// A rotation that did not complete (its reason is on the secret too).
+    #[error("{0}")]
+    Rotation(String),
     /// A ciphertext that does not open, or a master key that does not fit the store.
     #[error("{0}")]
     Crypto(String),
@@ -34,6 +41,7 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 3;
     pub const CONFLICT: i32 = 4;
     pub const CRYPTO: i32 = 5;
+    pub const ROTATION_FAILED: i32 = 6;
 }
 
 impl Error {
@@ -58,8 +66,9 @@ impl Error {
         match self {
             Error::Invalid(_) => exit::INVALID,
             Error::NotFound(_) => exit::NOT_FOUND,
-            Error::Conflict(_) => exit::CONFLICT,
+            Error::Conflict(_) | Error::Lease(_) => exit::CONFLICT,
             Error::Crypto(_) => exit::CRYPTO,
+            Error::Rotation(_) => exit::ROTATION_FAILED,
             Error::Config(_) | Error::Store(_) | Error::Migrate(_) => exit::FAILURE,
         }
     }

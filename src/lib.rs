@@ -8,9 +8,16 @@
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod store;
 pub mod worker;
 
 pub use error::{Error, Result};
+
+/// The rotators this build ships. Empty until the rotator issues land: database, SSH and RAM
+/// rotators register here.
+pub fn builtin_rotators() -> rotors::Registry {
+    rotors::Registry::new()
+}

@@ -283,6 +283,17 @@ pub fn check_key_name(s: &str) -> Result<(), Error> {
     )
 }
 
+/// A secret's automatic rotation settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub schedule: RotationSchedule,
+    /// Up to this much later than scheduled, at random, so that secrets sharing a target and a
+    /// schedule do not all rotate at the same instant.
+    pub jitter: Option<Duration>,
+    /// Rotate once now instead of waiting for the first scheduled time.
+    pub rotate_now: bool,
+}
+
 /// When a secret rotates automatically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotationSchedule {
@@ -381,6 +392,49 @@ impl RotationSchedule {
         Ok(())
     }
 
+    /// Plans the next rotation after `now`: its time, pushed later by a random share of
+    /// `jitter` so that secrets on one schedule spread out, and for a cron window the deadline
+    /// after which that rotation is missed and waits for the next fire time.
+    pub fn plan(&self, jitter: Option<Duration>, now: DateTime<Utc>) -> Option<Planned> {
+        let base = self.next_after(now)?;
+        let spread = match jitter {
+            Some(j) if !j.is_zero() => {
+                Duration::from_millis(rand::random_range(0..j.as_millis().max(1) as u64))
+            }
+            _ => Duration::ZERO,
+        };
+        let deadline = match self {
+            RotationSchedule::Cron {
+                window: Some(w), ..
+            } => Some(base + chrono::Duration::from_std(*w).ok()?),
+            _ => None,
+        };
+        Some(Planned {
+            at: base + chrono::Duration::from_std(spread).ok()?,
+            deadline,
+        })
+    }
+
+    /// Checks a jitter against the schedule: it must leave the rotation inside a cron window,
+    /// and be shorter than an interval.
+    pub fn check_jitter(&self, jitter: Duration) -> Result<(), Error> {
+        let limit = match self {
+            RotationSchedule::Interval(d) => Some(*d),
+            RotationSchedule::Cron { window, .. } => *window,
+        };
+        match limit {
+            Some(limit) if jitter >= limit => Err(Error::invalid(format!(
+                "jitter {} must be shorter than the {} it spreads rotations over",
+                fmt_duration(jitter),
+                match self {
+                    RotationSchedule::Interval(_) => "interval",
+                    RotationSchedule::Cron { .. } => "window",
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The first time after `now` that the schedule asks for a rotation.
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
@@ -397,6 +451,13 @@ impl RotationSchedule {
 /// Parses a standard five-field cron expression (minute hour day-of-month month day-of-week,
 /// Sunday = 0 or 7) into the `cron` crate's form, which has a seconds field and counts weekdays
 /// from Sunday = 1.
+/// When the next rotation is planned, and (cron windows) when it is missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+}
+
 fn parse_cron(expression: &str) -> Result<cron::Schedule, Error> {
     let malformed = |why: &str| {
         Error::invalid(format!(

@@ -1,24 +1,107 @@
-//! The background worker: runs until its shutdown token is cancelled (SIGINT or SIGTERM for the
-//! binary). Today it keeps the store tidy — secrets whose recovery window has ended are purged;
-//! the rotation scheduler and executor join it with the rotation engine.
+//! The background worker: claims due secrets and runs their rotations with a global and a
+//! per-target concurrency limit, keeps its leases alive, and purges expired deletions.
+//!
+//! Shutdown (the token is cancelled, by SIGINT/SIGTERM in the binary): it stops claiming, asks
+//! in-flight rotations to stop after their current step, waits up to the drain timeout, aborts
+//! what is left (each job's progress is saved after every step), releases its leases so another
+//! worker resumes at once, and returns. [`run_due`] is the one-shot variant behind
+//! `rotor rotate --due`.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{Engine, Outcome};
 use crate::error::Result;
-use crate::store::Store;
+use crate::model::SecretName;
+use crate::store::{Claim, Store};
 
 /// How often the worker purges secrets whose recovery window has ended.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
+/// How the worker schedules rotations.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Rotations in flight at once, in all.
+    pub concurrency: usize,
+    /// Rotations in flight at once on one target.
+    pub per_target: usize,
+    /// How often to look for due secrets when idle (bounds the pick-up delay).
+    pub poll: Duration,
+    /// How long in-flight steps may take to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 16,
+            per_target: 2,
+            poll: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One finished rotation task: the secret and how it ended.
+pub type Finished = (SecretName, Result<Outcome>);
+
 /// Runs the worker until `shutdown` is cancelled.
-pub async fn run(store: Store, shutdown: CancellationToken) -> Result<()> {
-    tracing::info!(store = store.backend().name(), "worker started");
+pub async fn run(
+    engine: Arc<Engine>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let store = engine.store().clone();
+    let owner = engine.config().owner.clone();
+    let lease = engine.config().lease;
+    tracing::info!(owner = %owner, store = store.backend().name(), concurrency = config.concurrency, "worker started");
+    let heartbeat = Heartbeat::start(store.clone(), owner.clone(), lease);
+    let stop_steps = CancellationToken::new();
+    let global = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let gates = Gates::new(config.per_target);
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut purge = tokio::time::interval(PURGE_EVERY);
+
     loop {
+        while let Some(done) = tasks.try_join_next() {
+            report(done);
+        }
+        let free = global.available_permits();
+        let mut full_batch = false;
+        if free > 0 && !shutdown.is_cancelled() {
+            match store.claim_due(&owner, lease, free).await {
+                Ok(claims) => {
+                    full_batch = claims.len() == free;
+                    for claim in claims {
+                        let permit = global
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("a permit per free slot");
+                        spawn_rotation(
+                            &mut tasks,
+                            &engine,
+                            &gates,
+                            &stop_steps,
+                            claim,
+                            Some(permit),
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming due secrets failed"),
+            }
+        }
+        if full_batch {
+            continue; // more may be due right now
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(config.poll) => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
             _ = purge.tick() => match store.purge_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(secrets = n, "purged secrets whose recovery window ended"),
@@ -26,8 +109,162 @@ pub async fn run(store: Store, shutdown: CancellationToken) -> Result<()> {
             },
         }
     }
-    tracing::info!("worker stopped");
+
+    tracing::info!(
+        in_flight = tasks.len(),
+        "stopping: in-flight rotations finish their current step"
+    );
+    stop_steps.cancel();
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while let Some(done) = tasks.join_next().await {
+            report(done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            aborted = tasks.len(),
+            "drain timeout: aborting steps still running"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    heartbeat.stop().await;
+    let released = store.release_leases(&owner).await?;
+    tracing::info!(released, "worker stopped");
     Ok(())
+}
+
+/// One pass over everything due: rotates it (with the same limits as the worker) and returns
+/// how each rotation ended. Secrets that become due again during the pass wait for the next.
+pub async fn run_due(
+    engine: Arc<Engine>,
+    config: &WorkerConfig,
+    stop: &CancellationToken,
+) -> Result<Vec<Finished>> {
+    let store = engine.store().clone();
+    let owner = engine.config().owner.clone();
+    let heartbeat = Heartbeat::start(store.clone(), owner.clone(), engine.config().lease);
+    let gates = Gates::new(config.per_target);
+    let mut seen = HashSet::new();
+    let mut results = Vec::new();
+    let outcome = async {
+        while !stop.is_cancelled() {
+            let claims = store
+                .claim_due(&owner, engine.config().lease, config.concurrency.max(1))
+                .await?;
+            let fresh: Vec<Claim> = claims
+                .into_iter()
+                .filter(|c| seen.insert(c.secret_id))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            let mut tasks = JoinSet::new();
+            for claim in fresh {
+                spawn_rotation(&mut tasks, &engine, &gates, stop, claim, None);
+            }
+            while let Some(done) = tasks.join_next().await {
+                match done {
+                    Ok(finished) => results.push(finished),
+                    Err(e) => tracing::error!(error = %e, "rotation task panicked"),
+                }
+            }
+        }
+        Ok::<_, crate::Error>(())
+    }
+    .await;
+    heartbeat.stop().await;
+    store.release_leases(&owner).await?;
+    outcome.map(|_| results)
+}
+
+fn spawn_rotation(
+    tasks: &mut JoinSet<Finished>,
+    engine: &Arc<Engine>,
+    gates: &Gates,
+    stop: &CancellationToken,
+    claim: Claim,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let (engine, gates, stop) = (engine.clone(), gates.clone(), stop.clone());
+    tasks.spawn(async move {
+        let _permit = permit;
+        let _gate = gates.enter(claim.target.as_deref()).await;
+        let outcome = engine.rotate(&claim, false, &stop).await;
+        (claim.name, outcome)
+    });
+}
+
+fn report(done: std::result::Result<Finished, tokio::task::JoinError>) {
+    match done {
+        Ok((name, Ok(outcome))) => tracing::debug!(secret = %name, ?outcome, "rotation task ended"),
+        Ok((name, Err(e))) => tracing::warn!(secret = %name, error = %e, "rotation task failed"),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(error = %e, "rotation task panicked"),
+    }
+}
+
+/// Per-target concurrency limits.
+#[derive(Clone)]
+struct Gates {
+    per_target: usize,
+    targets: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl Gates {
+    fn new(per_target: usize) -> Self {
+        Gates {
+            per_target: per_target.max(1),
+            targets: Arc::default(),
+        }
+    }
+
+    /// Waits for a slot on `target`; secrets without a target pass freely.
+    async fn enter(&self, target: Option<&str>) -> Option<OwnedSemaphorePermit> {
+        let target = target?;
+        let gate = {
+            let mut targets = self.targets.lock().expect("gates poisoned");
+            targets
+                .entry(target.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_target)))
+                .clone()
+        };
+        gate.acquire_owned().await.ok()
+    }
+}
+
+/// Renews this process's leases every third of their length until stopped.
+struct Heartbeat {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(store: Store, owner: String, lease: Duration) -> Self {
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lease / 3);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = store.renew_leases(&owner, lease).await {
+                            tracing::warn!(error = %e, "lease heartbeat failed");
+                        }
+                    }
+                }
+            }
+        });
+        Heartbeat { token, task }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        let _ = self.task.await;
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

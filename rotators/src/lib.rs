@@ -3,11 +3,13 @@
 //! This crate is the boundary between the rotor engine and the code that changes credentials on
 //! real systems. It owns the secret types and sub-types ([`kind`]) with their rotation bounds, and
 //! the value formats each type stores ([`value`]), so that the engine validates exactly what a
-//! rotator will later read. The `Rotator` contract itself (create / set / test / finish) lands
-//! here with the rotation engine; this crate knows nothing of jobs, cron, the store or HTTP.
+//! rotator will later read, and the [`rotator`] contract: four idempotent steps (create / set /
+//! test / finish) that the engine drives. It knows nothing of jobs, cron, the store or HTTP.
 
 pub mod kind;
+pub mod rotator;
 pub mod value;
 
 pub use kind::{KindError, SecretKind, SecretType, SubType};
+pub use rotator::{Registry, RotateError, RotationContext, Rotator, TargetContext, VersionValue};
 pub use value::{SecretValue, ValueError, MAX_VALUE_BYTES};

@@ -8,6 +8,7 @@
 //! write lock up front, on PostgreSQL the secret's row is locked `FOR UPDATE`.
 
 mod keys;
+mod rotation;
 mod secrets;
 mod types;
 
@@ -24,8 +25,12 @@ use crate::clock::Clock;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
 
+pub use rotation::{Claim, Job, RotationState};
 pub use secrets::{NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED};
-pub use types::{DeleteMode, KeyInfo, PutOutcome, SecretInfo, SecretVersion, VersionInfo};
+pub use types::{
+    DeleteMode, KeyInfo, PutOutcome, RotationFailure, RotationStatus, SecretInfo, SecretVersion,
+    VersionInfo,
+};
 
 /// The name of the master key `rotor init` creates and secrets use unless told otherwise.
 pub const DEFAULT_KEY: &str = "default";
@@ -94,6 +99,15 @@ impl Backend {
         match self {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE OF s",
+        }
+    }
+
+    /// The suffix that makes a due query pass over rows another worker has locked.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            // One writer at a time: nothing to skip.
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         }
     }
 
@@ -332,19 +346,37 @@ fn describe_location(config: &StoreConfig) -> String {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let sql = match backend {
-        Backend::Sqlite => include_str!("migrations/sqlite/0001_store.sql"),
-        Backend::Postgres => include_str!("migrations/postgres/0001_store.sql"),
+    let scripts: [(&str, &str); 2] = match backend {
+        Backend::Sqlite => [
+            ("store", include_str!("migrations/sqlite/0001_store.sql")),
+            (
+                "rotation",
+                include_str!("migrations/sqlite/0002_rotation.sql"),
+            ),
+        ],
+        Backend::Postgres => [
+            ("store", include_str!("migrations/postgres/0001_store.sql")),
+            (
+                "rotation",
+                include_str!("migrations/postgres/0002_rotation.sql"),
+            ),
+        ],
     };
     let mut migrator = Migrator::DEFAULT;
-    migrator.migrations = vec![Migration::new(
-        1,
-        "store".into(),
-        MigrationType::Simple,
-        sql.into(),
-        false,
-    )]
-    .into();
+    migrator.migrations = scripts
+        .into_iter()
+        .zip(1..)
+        .map(|((name, sql), version)| {
+            Migration::new(
+                version,
+                name.into(),
+                MigrationType::Simple,
+                sql.into(),
+                false,
+            )
+        })
+        .collect::<Vec<_>>()
+        .into();
     migrator
 }
 

@@ -14,6 +14,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
 
+use super::rotation::Job;
+use super::types::{RotationFailure, RotationStatus};
 use super::{
     is_unique_violation, opt_text, DeleteMode, PutOutcome, SecretInfo, SecretVersion, Store,
     VersionInfo,
@@ -22,7 +24,8 @@ use crate::clock::format_ms;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
 use crate::model::{
-    check_description, check_tags, RotationSchedule, SecretName, Stage, Tag, VersionId,
+    check_description, check_tags, Planned, RotationPolicy, RotationSchedule, SecretName, Stage,
+    Tag, VersionId,
 };
 
 /// Unstaged versions kept per secret; older ones are pruned.
@@ -69,33 +72,44 @@ impl Default for Selector {
 }
 
 /// Columns of a secret row, read by [`SecretRow::from_row`]; the table is aliased `s`, its key `k`.
-const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_type, s.description, \
+pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_type, s.description, \
     s.key_id, k.name AS key_name, s.wrapped_data_key, s.version_seq, s.created_at, s.updated_at, \
     s.rotation_enabled, s.rotation_interval_s, s.rotation_cron, s.rotation_window_s, \
-    s.next_rotation_at, s.last_rotation_at, s.planned_delete_at";
-const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id";
+    s.rotation_jitter_s, s.next_rotation_at, s.rotation_deadline_at, s.last_rotation_at, \
+    s.planned_delete_at, s.target, s.lease_owner, s.lease_expires_at, \
+    s.failure_reason, s.failure_attempts, s.failure_at, \
+    j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error";
+pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
+    LEFT JOIN rotation_jobs j ON j.secret_id = s.id";
 
-/// A secret's row as stored.
-struct SecretRow {
-    id: i64,
-    uid: String,
-    name: SecretName,
-    kind: SecretKind,
+/// A secret's row as stored, with its rotation job if one is in flight.
+pub(super) struct SecretRow {
+    pub(super) id: i64,
+    pub(super) uid: String,
+    pub(super) name: SecretName,
+    pub(super) kind: SecretKind,
     description: String,
     key_id: i64,
     key_name: String,
     wrapped_data_key: Vec<u8>,
-    version_seq: i64,
+    pub(super) version_seq: i64,
     created_at: i64,
     updated_at: i64,
-    rotation: Option<RotationSchedule>,
-    next_rotation_at: Option<i64>,
+    pub(super) rotation: Option<RotationSchedule>,
+    pub(super) jitter: Option<Duration>,
+    pub(super) next_rotation_at: Option<i64>,
+    pub(super) deadline_at: Option<i64>,
     last_rotation_at: Option<i64>,
-    planned_delete_at: Option<i64>,
+    pub(super) planned_delete_at: Option<i64>,
+    pub(super) target: Option<String>,
+    pub(super) lease_owner: Option<String>,
+    pub(super) lease_expires_at: Option<i64>,
+    failure: Option<RotationFailure>,
+    pub(super) job: Option<Job>,
 }
 
 impl SecretRow {
-    fn from_row(row: &AnyRow) -> Result<Self> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
         let corrupt =
             |what: String| Error::config(format!("store holds an unreadable secret row: {what}"));
         let name: String = row.try_get("name")?;
@@ -125,7 +139,40 @@ impl SecretRow {
         } else {
             None
         };
+        let secs = |col: &str| -> Result<Option<Duration>> {
+            Ok(row
+                .try_get::<Option<i64>, _>(col)?
+                .map(|s| Duration::from_secs(s as u64)))
+        };
+        let failure = match opt_text(row, "failure_reason")? {
+            Some(reason) => Some(RotationFailure {
+                reason,
+                attempts: row
+                    .try_get::<Option<i64>, _>("failure_attempts")?
+                    .unwrap_or(0) as u32,
+                at: row.try_get::<Option<i64>, _>("failure_at")?.unwrap_or(0),
+            }),
+            None => None,
+        };
+        let job = match opt_text(row, "job_step")? {
+            Some(step) => Some(Job {
+                step: step.parse().map_err(|e: Error| corrupt(e.to_string()))?,
+                version_id: opt_text(row, "job_version_id")?
+                    .map(|v| VersionId::parse(&v))
+                    .transpose()?,
+                attempts: row.try_get::<Option<i64>, _>("job_attempts")?.unwrap_or(0) as u32,
+                last_error: opt_text(row, "job_last_error")?,
+            }),
+            None => None,
+        };
         Ok(SecretRow {
+            jitter: secs("rotation_jitter_s")?,
+            deadline_at: row.try_get("rotation_deadline_at")?,
+            target: opt_text(row, "target")?,
+            lease_owner: opt_text(row, "lease_owner")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            failure,
+            job,
             id: row.try_get("id")?,
             uid: row.try_get("uid")?,
             name: SecretName::parse_any(&name).map_err(|e| corrupt(e.to_string()))?,
@@ -145,7 +192,7 @@ impl SecretRow {
     }
 
     /// Refuses changes and reads of a secret scheduled for deletion.
-    fn ensure_live(&self) -> Result<()> {
+    pub(super) fn ensure_live(&self) -> Result<()> {
         match self.planned_delete_at {
             Some(at) => Err(Error::conflict(format!(
                 "secret '{}' is scheduled for deletion at {}; restore it first (rotor secret restore {})",
@@ -158,7 +205,20 @@ impl SecretRow {
     }
 
     fn info(self, tags: Vec<Tag>) -> SecretInfo {
+        let status = match (&self.failure, &self.job) {
+            (Some(_), _) => RotationStatus::Failed,
+            (None, Some(job)) if job.attempts > 0 => RotationStatus::Retrying,
+            (None, Some(_)) => RotationStatus::Rotating,
+            (None, None) => RotationStatus::Idle,
+        };
         SecretInfo {
+            rotation_jitter: self.jitter,
+            rotation_status: status,
+            rotation_step: self.job.as_ref().map(|j| j.step),
+            rotation_attempts: self.job.as_ref().map_or(0, |j| j.attempts),
+            rotation_error: self.job.as_ref().and_then(|j| j.last_error.clone()),
+            rotation_failure: self.failure,
+            target: self.target,
             name: self.name,
             kind: self.kind,
             description: self.description,
@@ -174,13 +234,13 @@ impl SecretRow {
     }
 }
 
-fn not_found(name: &SecretName) -> Error {
+pub(super) fn not_found(name: &SecretName) -> Error {
     Error::not_found(format!("secret '{name}' does not exist"))
 }
 
 impl Store {
     /// Reads a secret's row; with `lock`, holds it for the rest of the transaction.
-    async fn secret_row(
+    pub(super) async fn secret_row(
         &self,
         conn: &mut AnyConnection,
         name: &SecretName,
@@ -199,7 +259,7 @@ impl Store {
     }
 
     /// Unwraps a secret's data key with its CMK.
-    async fn data_key(&self, row: &SecretRow) -> Result<KeyMaterial> {
+    pub(super) async fn data_key(&self, row: &SecretRow) -> Result<KeyMaterial> {
         let cmk = self.cmk(row.key_id).await?;
         cmk.material
             .unwrap_key(&row.wrapped_data_key, &crypto::aad_data_key(&row.uid, row.name.as_str()))
@@ -211,7 +271,7 @@ impl Store {
             })
     }
 
-    fn open_value(
+    pub(super) fn open_value(
         &self,
         row: &SecretRow,
         dk: &KeyMaterial,
@@ -621,47 +681,72 @@ impl Store {
         self.versions(name).await
     }
 
-    /// Sets (or, with `None`, disables) a secret's automatic rotation. The first rotation is
-    /// one schedule step away: enabling rotation never rotates at once.
+    /// Sets (or, with `None`, disables) a secret's automatic rotation; it takes effect at once.
+    /// The first rotation is one schedule step away unless `rotate_now` asks for one now. A
+    /// rotation in flight keeps its timing and finishes; the new policy applies after it.
     pub async fn set_rotation(
         &self,
         name: &SecretName,
-        schedule: Option<RotationSchedule>,
+        policy: Option<RotationPolicy>,
     ) -> Result<SecretInfo> {
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
         let now = self.clock.now();
-        let (enabled, interval, cron, window, next) = match &schedule {
-            None => (0, None, None, None, None),
-            Some(s) => {
-                s.check_for(row.kind, now)
-                    .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
-                let next = s.next_after(now).map(|t| t.timestamp_millis());
-                match s {
+        let invalid = |e: Error| Error::invalid(format!("secret '{name}': {e}"));
+        let (enabled, interval, cron, window, jitter, planned) = match &policy {
+            None => (0, None, None, None, None, None),
+            Some(p) => {
+                p.schedule.check_for(row.kind, now).map_err(invalid)?;
+                if let Some(j) = p.jitter {
+                    p.schedule.check_jitter(j).map_err(invalid)?;
+                }
+                let planned = if p.rotate_now {
+                    Some(Planned {
+                        at: now,
+                        deadline: None,
+                    })
+                } else {
+                    p.schedule.plan(p.jitter, now)
+                };
+                let jitter = p.jitter.map(|j| j.as_secs() as i64);
+                match &p.schedule {
                     RotationSchedule::Interval(d) => {
-                        (1, Some(d.as_secs() as i64), None, None, next)
+                        (1, Some(d.as_secs() as i64), None, None, jitter, planned)
                     }
                     RotationSchedule::Cron { expression, window } => (
                         1,
                         None,
                         Some(expression.clone()),
                         window.map(|w| w.as_secs() as i64),
-                        next,
+                        jitter,
+                        planned,
                     ),
                 }
             }
         };
+        let (next, deadline) = match &row.job {
+            Some(_) => (row.next_rotation_at, row.deadline_at),
+            None => (
+                planned.map(|p| p.at.timestamp_millis()),
+                planned
+                    .and_then(|p| p.deadline)
+                    .map(|d| d.timestamp_millis()),
+            ),
+        };
         sqlx::query(
             "UPDATE secrets SET rotation_enabled = $1, rotation_interval_s = $2, rotation_cron = $3, \
-                                rotation_window_s = $4, next_rotation_at = $5, updated_at = $6 \
-             WHERE id = $7",
+                                rotation_window_s = $4, rotation_jitter_s = $5, next_rotation_at = $6, \
+                                rotation_deadline_at = $7, updated_at = $8 \
+             WHERE id = $9",
         )
         .bind(enabled)
         .bind(interval)
         .bind(cron)
         .bind(window)
+        .bind(jitter)
         .bind(next)
+        .bind(deadline)
         .bind(now.timestamp_millis())
         .bind(row.id)
         .execute(&mut *tx)
@@ -699,8 +784,10 @@ impl Store {
                 }
                 let now = self.clock.now_ms();
                 let at = now + i64::from(days) * DAY_MS;
+                // A secret awaiting deletion is never due: its schedule resumes on restore.
                 sqlx::query(
-                    "UPDATE secrets SET planned_delete_at = $1, updated_at = $2 WHERE id = $3",
+                    "UPDATE secrets SET planned_delete_at = $1, updated_at = $2, \
+                            next_rotation_at = NULL, rotation_deadline_at = NULL WHERE id = $3",
                 )
                 .bind(at)
                 .bind(now)
@@ -733,11 +820,29 @@ impl Store {
             }
             Some(_) => {}
         }
-        sqlx::query("UPDATE secrets SET planned_delete_at = NULL, updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
+        // A rotation in flight resumes at once; otherwise the schedule plans the next one.
+        let planned = match (&row.job, &row.rotation) {
+            (Some(_), _) => Some(Planned {
+                at: self.clock.now(),
+                deadline: None,
+            }),
+            (None, Some(schedule)) => schedule.plan(row.jitter, self.clock.now()),
+            (None, None) => None,
+        };
+        sqlx::query(
+            "UPDATE secrets SET planned_delete_at = NULL, updated_at = $1, next_rotation_at = $2, \
+                    rotation_deadline_at = $3 WHERE id = $4",
+        )
+        .bind(now)
+        .bind(planned.map(|p| p.at.timestamp_millis()))
+        .bind(
+            planned
+                .and_then(|p| p.deadline)
+                .map(|d| d.timestamp_millis()),
+        )
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.describe(name).await
     }
@@ -767,7 +872,7 @@ fn check_user_stage(row: &SecretRow, stage: &Stage) -> Result<()> {
     }
 }
 
-async fn insert_version(
+pub(super) async fn insert_version(
     conn: &mut AnyConnection,
     secret_id: i64,
     version_id: &VersionId,
@@ -797,7 +902,7 @@ async fn insert_version(
 }
 
 /// `v<seq>`, or the next free `v<n>` after it when a user already took that id.
-async fn next_free_version_id(
+pub(super) async fn next_free_version_id(
     conn: &mut AnyConnection,
     secret_id: i64,
     seq: i64,
@@ -819,7 +924,7 @@ async fn next_free_version_id(
     }
 }
 
-async fn stage_holder(
+pub(super) async fn stage_holder(
     conn: &mut AnyConnection,
     secret_id: i64,
     stage: &Stage,
@@ -834,7 +939,7 @@ async fn stage_holder(
         .transpose()
 }
 
-async fn stages_of(
+pub(super) async fn stages_of(
     conn: &mut AnyConnection,
     secret_id: i64,
     version_id: &VersionId,
@@ -853,7 +958,7 @@ async fn stages_of(
 }
 
 /// Puts `stage` on `version_id`, taking it from whichever version had it.
-async fn set_stage(
+pub(super) async fn set_stage(
     conn: &mut AnyConnection,
     secret_id: i64,
     stage: &Stage,
@@ -872,7 +977,11 @@ async fn set_stage(
 }
 
 /// Moves `ACSCurrent` to `to`; the version that had it becomes `ACSPrevious`.
-async fn move_current(conn: &mut AnyConnection, secret_id: i64, to: &VersionId) -> Result<()> {
+pub(super) async fn move_current(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    to: &VersionId,
+) -> Result<()> {
     let old = stage_holder(conn, secret_id, &Stage::Current).await?;
     if old.as_ref() == Some(to) {
         return Ok(());
@@ -893,7 +1002,7 @@ async fn touch(conn: &mut AnyConnection, secret_id: i64, now: i64) -> Result<()>
 }
 
 /// Deletes unstaged versions beyond the newest [`KEEP_UNSTAGED`].
-async fn prune(conn: &mut AnyConnection, secret_id: i64) -> Result<()> {
+pub(super) async fn prune(conn: &mut AnyConnection, secret_id: i64) -> Result<()> {
     sqlx::query(&format!(
         "DELETE FROM versions WHERE secret_id = $1 \
            AND NOT EXISTS (SELECT 1 FROM version_stages st \

@@ -1,10 +1,13 @@
 //! What the store hands back: metadata views shaped like the cloud KMS responses (PascalCase
 //! field names when serialised), and the one type that carries a plaintext value.
 
+use std::time::Duration;
+
 use rotors::{SecretKind, SecretValue};
 use serde::Serialize;
 
 use crate::clock::format_ms;
+use crate::engine::Step;
 use crate::model::{fmt_duration, RotationSchedule, SecretName, Stage, Tag, VersionId};
 
 /// A secret's metadata, as `describe` and `list` show it.
@@ -19,8 +22,43 @@ pub struct SecretInfo {
     pub updated_at: i64,
     pub planned_delete_at: Option<i64>,
     pub rotation: Option<RotationSchedule>,
+    pub rotation_jitter: Option<Duration>,
     pub next_rotation_at: Option<i64>,
     pub last_rotation_at: Option<i64>,
+    pub rotation_status: RotationStatus,
+    /// The step a rotation in flight runs next.
+    pub rotation_step: Option<Step>,
+    /// Failed attempts of the rotation in flight.
+    pub rotation_attempts: u32,
+    /// The last error of the rotation in flight.
+    pub rotation_error: Option<String>,
+    /// Set when the last rotation cycle failed, until a rotation succeeds.
+    pub rotation_failure: Option<RotationFailure>,
+    pub target: Option<String>,
+}
+
+/// Where a secret's rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RotationStatus {
+    /// No rotation in flight.
+    Idle,
+    /// A rotation in flight, no failure yet.
+    Rotating,
+    /// A rotation in flight that failed and waits for its next attempt.
+    Retrying,
+    /// The last cycle ran out of attempts (or hit a fatal error); the current credential is
+    /// untouched and the next cycle or a manual rotate tries again.
+    Failed,
+}
+
+/// Why the last rotation cycle failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationFailure {
+    pub reason: String,
+    pub attempts: u32,
+    #[serde(serialize_with = "ser_time")]
+    pub at: i64,
 }
 
 /// The KMS-shaped JSON form of [`SecretInfo`].
@@ -49,6 +87,23 @@ struct SecretInfoJson<'a> {
     next_rotation_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_rotation_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_jitter: Option<String>,
+    rotation_status: RotationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_step: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    rotation_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_failure: Option<&'a RotationFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Serialize for SecretInfo {
@@ -82,6 +137,13 @@ impl Serialize for SecretInfo {
             rotation_window: window,
             next_rotation_date: self.next_rotation_at.map(format_ms),
             last_rotation_date: self.last_rotation_at.map(format_ms),
+            rotation_jitter: self.rotation_jitter.map(|j| format!("{}s", j.as_secs())),
+            rotation_status: self.rotation_status,
+            rotation_step: self.rotation_step.map(|s| s.as_str()),
+            rotation_attempts: self.rotation_attempts,
+            rotation_error: self.rotation_error.as_deref(),
+            rotation_failure: self.rotation_failure.as_ref(),
+            target: self.target.as_deref(),
         }
         .serialize(s)
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rotor::model::{RotationSchedule, SecretName, Stage, Tag, VersionId};
+use rotor::model::{RotationPolicy, RotationSchedule, SecretName, Stage, Tag, VersionId};
 use rotor::store::{DeleteMode, NewSecret, PutValue, Selector, Store};
 use rotor::Error;
 use rotors::{SecretKind, SecretType, SecretValue, SubType};
@@ -13,6 +13,14 @@ use crate::support::TestEnv;
 
 fn name(s: &str) -> SecretName {
     SecretName::parse(s).unwrap()
+}
+
+fn policy(schedule: RotationSchedule) -> RotationPolicy {
+    RotationPolicy {
+        schedule,
+        jitter: None,
+        rotate_now: false,
+    }
 }
 
 fn vid(s: &str) -> VersionId {
@@ -444,7 +452,7 @@ both_backends!(
         store.create_secret(generic("plain", "x")).await.unwrap();
         let week = Duration::from_secs(7 * 86_400);
         let info = store
-            .set_rotation(&name("db"), Some(RotationSchedule::Interval(week)))
+            .set_rotation(&name("db"), Some(policy(RotationSchedule::Interval(week))))
             .await
             .unwrap();
         assert_eq!(info.rotation, Some(RotationSchedule::Interval(week)));
@@ -456,11 +464,16 @@ both_backends!(
 
         let too_short = RotationSchedule::Interval(Duration::from_secs(5 * 3600));
         assert!(matches!(
-            store.set_rotation(&name("db"), Some(too_short)).await,
+            store
+                .set_rotation(&name("db"), Some(policy(too_short)))
+                .await,
             Err(Error::Invalid(_))
         ));
         let generic_err = store
-            .set_rotation(&name("plain"), Some(RotationSchedule::Interval(week)))
+            .set_rotation(
+                &name("plain"),
+                Some(policy(RotationSchedule::Interval(week))),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -475,7 +488,7 @@ both_backends!(
 
         let cron = RotationSchedule::cron("0 3 * * *", Some(Duration::from_secs(7200))).unwrap();
         let info = store
-            .set_rotation(&name("db"), Some(cron.clone()))
+            .set_rotation(&name("db"), Some(policy(cron.clone())))
             .await
             .unwrap();
         assert_eq!(info.rotation, Some(cron));

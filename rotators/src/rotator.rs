@@ -1,0 +1,139 @@
+//! The Rotator contract: four idempotent steps the engine drives, the context a rotator sees,
+//! the error that says whether to retry, and the registry that picks a rotator for a secret.
+//!
+//! The engine owns the state machine and persistence; a rotator only changes credentials on its
+//! target. Every step may run more than once (after a crash, or when a lease passes to another
+//! worker), so each must be safe to repeat: `set` does nothing if the pending credential already
+//! works, `finish` (clean-up after promotion) tolerates what is already gone.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::kind::{SecretKind, SecretType, SubType};
+use crate::value::SecretValue;
+
+/// One stored version handed to a rotator.
+#[derive(Clone, Debug)]
+pub struct VersionValue {
+    pub version_id: String,
+    pub value: SecretValue,
+}
+
+/// The target a secret's credentials live on, with its admin credential (filled in by the
+/// rotator issues; `None` until the secret names a target).
+#[derive(Clone, Debug)]
+pub struct TargetContext {
+    pub name: String,
+    /// Address and settings, as the target kind defines them.
+    pub config: serde_json::Value,
+    /// The admin account's current value (itself a secret in the store).
+    pub admin: Option<SecretValue>,
+}
+
+/// What a rotator knows about the secret it rotates. No store, no jobs, no clock.
+#[derive(Clone, Debug)]
+pub struct RotationContext {
+    pub secret_name: String,
+    pub kind: SecretKind,
+    /// Rotator settings stored with the secret (e.g. password length), as JSON.
+    pub settings: serde_json::Value,
+    pub current: Option<VersionValue>,
+    pub previous: Option<VersionValue>,
+    /// The version being rotated to, once `create` has stored it.
+    pub pending: Option<VersionValue>,
+    pub target: Option<TargetContext>,
+}
+
+/// A step's failure. Messages name the secret's account or target, never a credential.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RotateError {
+    /// Worth trying again later: the target is down, busy, or slow to apply a change.
+    #[error("{0}")]
+    Retryable(String),
+    /// Will not get better by waiting: wrong configuration, missing privileges, a mismatch.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl RotateError {
+    pub fn retryable(msg: impl Into<String>) -> Self {
+        RotateError::Retryable(msg.into())
+    }
+
+    pub fn fatal(msg: impl Into<String>) -> Self {
+        RotateError::Fatal(msg.into())
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RotateError::Retryable(_))
+    }
+}
+
+/// The four steps of a rotation. The engine saves its progress after each one.
+#[async_trait]
+pub trait Rotator: Send + Sync {
+    /// Makes the new credential. The engine stores it as `ACSPending` before anything on the
+    /// target changes.
+    async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError>;
+
+    /// Applies the pending credential to the target. Must check it is aimed at the right
+    /// account first, and do nothing if the pending credential already works.
+    async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError>;
+
+    /// Logs in with the pending credential through the target's own protocol.
+    async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError>;
+
+    /// Clean-up that is safe only after promotion (e.g. removing a key that is no longer current
+    /// or previous). `promoted` is the new `ACSCurrent`.
+    async fn finish(
+        &self,
+        _cx: &RotationContext,
+        _promoted: &SecretValue,
+    ) -> Result<(), RotateError> {
+        Ok(())
+    }
+
+    /// A dry run: checks that the current credential works and the target answers, changing
+    /// nothing.
+    async fn check(&self, _cx: &RotationContext) -> Result<(), RotateError> {
+        Ok(())
+    }
+}
+
+/// Maps a secret's type and sub-type to its rotator.
+#[derive(Clone, Default)]
+pub struct Registry {
+    rotators: HashMap<(SecretType, Option<SubType>), Arc<dyn Rotator>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers `rotator` for secrets of `kind` (replacing any earlier one).
+    pub fn register(&mut self, kind: SecretKind, rotator: Arc<dyn Rotator>) -> &mut Self {
+        self.rotators.insert((kind.ty, kind.sub), rotator);
+        self
+    }
+
+    /// The rotator for `kind`, if one is registered.
+    pub fn get(&self, kind: SecretKind) -> Option<Arc<dyn Rotator>> {
+        self.rotators.get(&(kind.ty, kind.sub)).cloned()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kinds: Vec<String> = self
+            .rotators
+            .keys()
+            .map(|(ty, sub)| SecretKind { ty: *ty, sub: *sub }.to_string())
+            .collect();
+        kinds.sort();
+        f.debug_struct("Registry").field("kinds", &kinds).finish()
+    }
+}

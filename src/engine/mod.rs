@@ -1,0 +1,458 @@
+//! The rotation engine: the four-step state machine that drives a [`Rotator`] for one claimed
+//! secret, saving progress after every step so that a crash at any instant resumes where it
+//! stopped.
+//!
+//! `create` → the new value is stored as `ACSPending` (with the job moving to `set`) in one
+//! transaction, before the target changes; `set` and `test` run on the target and are recorded
+//! as done; `finish` promotes the pending version in one transaction, then lets the rotator clean
+//! up, then completes the job and schedules the next rotation. Every step may run twice: on
+//! resume, a pending version that is already `ACSCurrent` is not promoted again. Failures are
+//! retried with exponential backoff and jitter; after `max_attempts` (or a fatal error) the cycle
+//! fails with its reason on the secret, the current credential untouched, and the next cycle or
+//! a manual rotation resumes the same job — a stale pending version never blocks rotation.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rotors::{Registry, RotateError, RotationContext, Rotator, SecretValue, VersionValue};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::model::{Planned, SecretName, VersionId};
+use crate::store::{Claim, Job, RotationState, Store};
+
+/// The step a rotation job runs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    Create,
+    Set,
+    Test,
+    Finish,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Set => "set",
+            Step::Test => "test",
+            Step::Finish => "finish",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Step {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "create" => Step::Create,
+            "set" => Step::Set,
+            "test" => Step::Test,
+            "finish" => Step::Finish,
+            other => return Err(Error::invalid(format!("unknown rotation step '{other}'"))),
+        })
+    }
+}
+
+/// How the engine runs rotations.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This process's name in leases.
+    pub owner: String,
+    /// How long a claim lasts without a heartbeat; a dead worker's secrets are taken over after it.
+    pub lease: Duration,
+    /// Attempts per cycle before the secret is marked failed.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter, up to `backoff_cap`.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// A rotator step that takes longer fails (retryable).
+    pub step_timeout: Duration,
+    /// Extra tries of the `test` step, for changes that take a moment to propagate.
+    pub test_retries: u32,
+    pub test_retry_delay: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            owner: default_owner(),
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(3600),
+            step_timeout: Duration::from_secs(300),
+            test_retries: 3,
+            test_retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in `describe` and logs.
+pub fn default_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "rotor".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &crate::crypto::random_id()[..6]
+    )
+}
+
+/// How one run of [`Engine::rotate`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pending version was promoted to `ACSCurrent`.
+    Rotated { version_id: VersionId },
+    /// An attempt failed; the job waits for its retry at `next_at`.
+    Retrying {
+        error: String,
+        attempts: u32,
+        next_at: i64,
+    },
+    /// The cycle failed; the current credential is untouched.
+    Failed { error: String, attempts: u32 },
+    /// A cron window passed before the rotation could start; it waits for the next one.
+    MissedWindow { next_at: Option<i64> },
+    /// Stopped between steps on shutdown; whoever claims the secret next resumes it.
+    Interrupted { step: Step },
+    /// The lease passed to another worker, which resumes the job.
+    LeaseLost,
+}
+
+/// Drives rotators for claimed secrets.
+pub struct Engine {
+    store: Store,
+    registry: Registry,
+    config: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(store: Store, registry: Registry, config: EngineConfig) -> Self {
+        Engine {
+            store,
+            registry,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Runs (or resumes) the rotation of a claimed secret until it is promoted, fails, or `stop`
+    /// asks it to stop between steps. `manual` rotations ignore cron windows.
+    pub async fn rotate(
+        &self,
+        claim: &Claim,
+        manual: bool,
+        stop: &CancellationToken,
+    ) -> Result<Outcome> {
+        let span = tracing::info_span!("rotation", secret = %claim.name);
+        match self.drive(claim, manual, stop).instrument(span).await {
+            Err(Error::Lease(reason)) => {
+                tracing::warn!(secret = %claim.name, %reason, "lease lost; the new holder resumes the rotation");
+                Ok(Outcome::LeaseLost)
+            }
+            other => other,
+        }
+    }
+
+    /// Checks that the current credential works and the target answers, changing nothing.
+    pub async fn dry_run(&self, name: &SecretName) -> Result<()> {
+        let claim = self.store.claim_for_reading(name).await?;
+        let state = self.store.load_rotation_unleased(&claim).await?;
+        let rotator = self.rotator(&state)?;
+        rotator
+            .check(&context(&state))
+            .await
+            .map_err(|e| Error::Conflict(format!("secret '{name}': dry run failed: {e}")))
+    }
+
+    fn rotator(&self, state: &RotationState) -> Result<std::sync::Arc<dyn Rotator>> {
+        self.registry.get(state.kind).ok_or_else(|| {
+            Error::invalid(format!(
+                "secret '{}': no rotator for {} secrets in this build",
+                state.claim.name, state.kind
+            ))
+        })
+    }
+
+    async fn drive(
+        &self,
+        claim: &Claim,
+        manual: bool,
+        stop: &CancellationToken,
+    ) -> Result<Outcome> {
+        let owner = self.config.owner.as_str();
+        let mut state = self.store.load_rotation(owner, claim).await?;
+        let rotator = match self.rotator(&state) {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .fail(&state, Step::Create, RotateError::fatal(e.to_string()))
+                    .await
+            }
+        };
+        if state.job.is_none() {
+            let now = self.store.clock().now_ms();
+            if let Some(deadline) = state.deadline_at.filter(|d| !manual && now > *d) {
+                let next = self.plan_next(&state);
+                tracing::info!(deadline = %crate::clock::format_ms(deadline), "rotation window missed; waiting for the next one");
+                self.store.reschedule(owner, claim, next).await?;
+                return Ok(Outcome::MissedWindow {
+                    next_at: next.map(|p| p.at.timestamp_millis()),
+                });
+            }
+            self.store.start_job(owner, claim).await?;
+            state.job = Some(Job {
+                step: Step::Create,
+                version_id: None,
+                attempts: 0,
+                last_error: None,
+            });
+        }
+
+        loop {
+            let step = state.job.as_ref().map(|j| j.step).unwrap_or(Step::Create);
+            if stop.is_cancelled() {
+                tracing::info!(%step, "stopping between steps");
+                return Ok(Outcome::Interrupted { step });
+            }
+            tracing::info!(%step, "step starts");
+            let cx = context(&state);
+            let result = match step {
+                Step::Create => match self.timed(rotator.create(&cx)).await {
+                    Ok(value) => {
+                        let version_id = self.store.store_pending(owner, claim, &value).await?;
+                        state.pending = Some(VersionValue {
+                            version_id: version_id.to_string(),
+                            value,
+                        });
+                        set_job(&mut state, Step::Set, Some(version_id));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                Step::Set => match pending_value(&state) {
+                    Ok(pending) => match self.timed(rotator.set(&cx, &pending)).await {
+                        Ok(()) => {
+                            self.store
+                                .advance_job(owner, claim, Step::Set, Step::Test)
+                                .await?;
+                            set_job(&mut state, Step::Test, None);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+                Step::Test => match pending_value(&state) {
+                    Ok(pending) => match self
+                        .test_with_retries(rotator.as_ref(), &cx, &pending)
+                        .await
+                    {
+                        Ok(()) => {
+                            self.store
+                                .advance_job(owner, claim, Step::Test, Step::Finish)
+                                .await?;
+                            set_job(&mut state, Step::Finish, None);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+                Step::Finish => return self.finish(rotator.as_ref(), &mut state).await,
+            };
+            match result {
+                Ok(()) => tracing::info!(%step, "step done"),
+                Err(e) => return self.fail(&state, step, e).await,
+            }
+        }
+    }
+
+    /// Promotes (unless a previous run already did), cleans up, completes the job.
+    async fn finish(&self, rotator: &dyn Rotator, state: &mut RotationState) -> Result<Outcome> {
+        let owner = self.config.owner.as_str();
+        let claim = state.claim.clone();
+        let version_id = state
+            .job
+            .as_ref()
+            .and_then(|j| j.version_id.clone())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "secret '{}': rotation job at finish has no version",
+                    claim.name
+                ))
+            })?;
+        let already = state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.version_id == version_id.as_str());
+        if !already {
+            self.store.promote(owner, &claim, &version_id).await?;
+            let promoted = state.pending.take();
+            state.previous = state.current.take();
+            state.current = promoted;
+            tracing::info!(version = %version_id, "promoted to ACSCurrent");
+        }
+        let cx = context(state);
+        let promoted = match state.current.as_ref() {
+            Some(c) => c.value.clone(),
+            None => {
+                return self
+                    .fail(
+                        state,
+                        Step::Finish,
+                        RotateError::fatal("the promoted version is missing"),
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = self.timed(rotator.finish(&cx, &promoted)).await {
+            return self.fail(state, Step::Finish, e).await;
+        }
+        self.store
+            .complete_job(owner, &claim, self.plan_next(state))
+            .await?;
+        tracing::info!(version = %version_id, "rotation complete");
+        Ok(Outcome::Rotated { version_id })
+    }
+
+    async fn test_with_retries(
+        &self,
+        rotator: &dyn Rotator,
+        cx: &RotationContext,
+        pending: &SecretValue,
+    ) -> Result<(), RotateError> {
+        let mut tries = 0;
+        loop {
+            match self.timed(rotator.test(cx, pending)).await {
+                Err(RotateError::Retryable(msg)) if tries < self.config.test_retries => {
+                    tries += 1;
+                    tracing::debug!(tries, error = %msg, "test failed; retrying for propagation");
+                    tokio::time::sleep(self.config.test_retry_delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, RotateError>>,
+    ) -> Result<T, RotateError> {
+        tokio::time::timeout(self.config.step_timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RotateError::retryable(format!(
+                    "timed out after {}",
+                    crate::model::fmt_duration(self.config.step_timeout)
+                )))
+            })
+    }
+
+    /// Counts a failed attempt: back off and retry, or fail the cycle.
+    async fn fail(&self, state: &RotationState, step: Step, e: RotateError) -> Result<Outcome> {
+        let attempts = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
+        let error = format!("{step} step failed: {e}");
+        let now = self.store.clock().now();
+        if e.is_retryable() && attempts < self.config.max_attempts {
+            let at = now + chrono::Duration::from_std(self.backoff(attempts)).unwrap_or_default();
+            tracing::warn!(%step, attempts, error = %e, retry_at = %at, "attempt failed; will retry");
+            let next = Planned { at, deadline: None };
+            self.store
+                .record_failure(
+                    &self.config.owner,
+                    &state.claim,
+                    &error,
+                    attempts,
+                    false,
+                    Some(next),
+                )
+                .await?;
+            Ok(Outcome::Retrying {
+                error,
+                attempts,
+                next_at: at.timestamp_millis(),
+            })
+        } else {
+            tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential is untouched");
+            let next = self.plan_next(state);
+            self.store
+                .record_failure(
+                    &self.config.owner,
+                    &state.claim,
+                    &error,
+                    attempts,
+                    true,
+                    next,
+                )
+                .await?;
+            Ok(Outcome::Failed { error, attempts })
+        }
+    }
+
+    /// The delay before retry `attempts`: base × 2^(attempts−1), capped, the upper half jittered.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1));
+        let full = self
+            .config
+            .backoff_base
+            .saturating_mul(factor)
+            .min(self.config.backoff_cap);
+        let half = full / 2;
+        half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64))
+    }
+
+    fn plan_next(&self, state: &RotationState) -> Option<Planned> {
+        let schedule = state.schedule.as_ref()?;
+        schedule.plan(state.jitter, self.store.clock().now())
+    }
+}
+
+fn set_job(state: &mut RotationState, step: Step, version_id: Option<VersionId>) {
+    if let Some(job) = state.job.as_mut() {
+        job.step = step;
+        if version_id.is_some() {
+            job.version_id = version_id;
+        }
+    }
+}
+
+fn pending_value(state: &RotationState) -> Result<SecretValue, RotateError> {
+    state
+        .pending
+        .as_ref()
+        .map(|p| p.value.clone())
+        .ok_or_else(|| RotateError::fatal("the job's ACSPending version is missing"))
+}
+
+fn context(state: &RotationState) -> RotationContext {
+    RotationContext {
+        secret_name: state.claim.name.to_string(),
+        kind: state.kind,
+        settings: serde_json::Value::Null,
+        current: state.current.clone(),
+        previous: state.previous.clone(),
+        pending: state.pending.clone(),
+        target: None,
+    }
+}

@@ -1,0 +1,488 @@
+//! The rotation engine's persistence: leases on due secrets, the per-secret rotation job (its
+//! step and pending version), promotion, failures and rescheduling.
+//!
+//! Every write that advances a rotation checks that the caller still holds the secret's lease
+//! (`lease_owner`), so a worker whose lease expired and passed to another cannot move the job
+//! behind the new owner's back; it gets [`Error::Lease`] and stops. `next_rotation_at` is when a
+//! worker should next look at a secret: the scheduled rotation, a retry after backoff, or a job
+//! to resume; the due query reads it through its index, so its cost follows the number due.
+
+use std::time::Duration;
+
+use rotors::{SecretKind, SecretValue, VersionValue};
+use sqlx::{AnyConnection, Row};
+
+use super::secrets::{
+    insert_version, move_current, next_free_version_id, not_found, prune, set_stage, SecretRow,
+    SECRET_COLS, SECRET_FROM,
+};
+use super::Store;
+use crate::clock::format_ms;
+use crate::engine::Step;
+use crate::error::{Error, Result};
+use crate::model::{Planned, RotationSchedule, SecretName, Stage, VersionId};
+
+/// A secret whose lease this worker holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub secret_id: i64,
+    pub name: SecretName,
+    /// The target it rotates on, for per-target concurrency limits.
+    pub target: Option<String>,
+}
+
+/// A rotation in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// The step to run next.
+    pub step: Step,
+    /// The `ACSPending` version, once `create` has stored it.
+    pub version_id: Option<VersionId>,
+    /// Failed attempts in this cycle.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Everything the engine needs to run a claimed secret's rotation, values decrypted.
+#[derive(Debug)]
+pub struct RotationState {
+    pub claim: Claim,
+    pub kind: SecretKind,
+    pub schedule: Option<RotationSchedule>,
+    pub jitter: Option<Duration>,
+    pub next_rotation_at: Option<i64>,
+    /// A cron window's end: no new rotation starts after it.
+    pub deadline_at: Option<i64>,
+    pub target: Option<String>,
+    pub job: Option<Job>,
+    pub current: Option<VersionValue>,
+    pub previous: Option<VersionValue>,
+    pub pending: Option<VersionValue>,
+}
+
+impl Store {
+    /// Leases up to `limit` due secrets, oldest due first, skipping those another worker holds.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Claim>> {
+        let now = self.clock.now_ms();
+        let sql = format!(
+            "UPDATE secrets SET lease_owner = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM secrets \
+                          WHERE next_rotation_at <= $3 \
+                            AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
+                          ORDER BY next_rotation_at LIMIT $4{}) \
+             RETURNING id, name, target",
+            self.backend.skip_locked()
+        );
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Claim {
+                    secret_id: r.try_get("id")?,
+                    name: SecretName::parse_any(&r.try_get::<String, _>("name")?)?,
+                    target: r.try_get("target")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Leases one secret for a manual rotation: due at once (so a worker resumes it if this
+    /// process dies), and a failed job gets its attempts back.
+    pub async fn claim_now(
+        &self,
+        owner: &str,
+        name: &SecretName,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let now = self.clock.now_ms();
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        row.ensure_live()?;
+        if let (Some(other), Some(until)) = (&row.lease_owner, row.lease_expires_at) {
+            if other != owner && until >= now {
+                return Err(Error::conflict(format!(
+                    "secret '{name}' is being rotated by worker {other} (lease until {}); try again later",
+                    format_ms(until)
+                )));
+            }
+        }
+        sqlx::query(
+            "UPDATE secrets SET lease_owner = $1, lease_expires_at = $2, \
+                    next_rotation_at = CASE WHEN next_rotation_at IS NULL OR next_rotation_at > $3 \
+                                            THEN $3 ELSE next_rotation_at END \
+             WHERE id = $4",
+        )
+        .bind(owner)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE rotation_jobs SET attempts = 0 WHERE secret_id = $1")
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Claim {
+            secret_id: row.id,
+            name: row.name,
+            target: row.target,
+        })
+    }
+
+    /// Extends every lease `owner` holds; returns how many.
+    pub async fn renew_leases(&self, owner: &str, lease: Duration) -> Result<u64> {
+        let done = sqlx::query("UPDATE secrets SET lease_expires_at = $1 WHERE lease_owner = $2")
+            .bind(self.clock.now_ms() + lease.as_millis() as i64)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives up every lease `owner` holds (a worker shutting down); returns how many.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE secrets SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Names a secret for a read-only look at its rotation state (a dry run).
+    pub async fn claim_for_reading(&self, name: &SecretName) -> Result<Claim> {
+        let mut conn = self.pool.acquire().await?;
+        let row = self.secret_row(&mut conn, name, false).await?;
+        row.ensure_live()?;
+        Ok(Claim {
+            secret_id: row.id,
+            name: row.name,
+            target: row.target,
+        })
+    }
+
+    /// Reads a claimed secret's rotation state; fails with [`Error::Lease`] if the lease is gone.
+    pub async fn load_rotation(&self, owner: &str, claim: &Claim) -> Result<RotationState> {
+        self.load_state(Some(owner), claim).await
+    }
+
+    /// Reads a secret's rotation state without holding its lease, to look, not to change.
+    pub async fn load_rotation_unleased(&self, claim: &Claim) -> Result<RotationState> {
+        self.load_state(None, claim).await
+    }
+
+    async fn load_state(&self, owner: Option<&str>, claim: &Claim) -> Result<RotationState> {
+        let mut conn = self.pool.acquire().await?;
+        let row = self.row_by_id(&mut conn, claim, false).await?;
+        if let Some(owner) = owner {
+            check_lease(&row, owner)?;
+        }
+        let staged = sqlx::query(
+            "SELECT st.stage, v.version_id, v.ciphertext FROM version_stages st \
+             JOIN versions v ON v.secret_id = st.secret_id AND v.version_id = st.version_id \
+             WHERE st.secret_id = $1 AND st.stage IN ('ACSCurrent', 'ACSPrevious', 'ACSPending')",
+        )
+        .bind(row.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let data_key = self.data_key(&row).await?;
+        let (mut current, mut previous, mut pending) = (None, None, None);
+        for r in staged {
+            let version_id = VersionId::parse(&r.try_get::<String, _>("version_id")?)?;
+            let value = self.open_value(
+                &row,
+                &data_key,
+                &version_id,
+                &r.try_get::<Vec<u8>, _>("ciphertext")?,
+            )?;
+            let slot = match r.try_get::<String, _>("stage")?.parse()? {
+                Stage::Current => &mut current,
+                Stage::Previous => &mut previous,
+                _ => &mut pending,
+            };
+            *slot = Some(VersionValue {
+                version_id: version_id.to_string(),
+                value,
+            });
+        }
+        Ok(RotationState {
+            claim: claim.clone(),
+            kind: row.kind,
+            schedule: row.rotation,
+            jitter: row.jitter,
+            next_rotation_at: row.next_rotation_at,
+            deadline_at: row.deadline_at,
+            target: row.target,
+            job: row.job,
+            current,
+            previous,
+            pending,
+        })
+    }
+
+    async fn row_by_id(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Claim,
+        lock: bool,
+    ) -> Result<SecretRow> {
+        let sql = format!(
+            "SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE s.id = $1{}",
+            if lock { self.backend.for_update() } else { "" }
+        );
+        let row = sqlx::query(&sql)
+            .bind(claim.secret_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| not_found(&claim.name))?;
+        SecretRow::from_row(&row)
+    }
+
+    /// Starts a rotation job at `create`, unless one is already in flight.
+    pub async fn start_job(&self, owner: &str, claim: &Claim) -> Result<()> {
+        let now = self.clock.now_ms();
+        let done = sqlx::query(
+            "INSERT INTO rotation_jobs (secret_id, step, attempts, started_at, updated_at) \
+             SELECT id, 'create', 0, $2, $2 FROM secrets WHERE id = $1 AND lease_owner = $3 \
+             ON CONFLICT (secret_id) DO NOTHING",
+        )
+        .bind(claim.secret_id)
+        .bind(now)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            // Either a job exists (fine) or the lease is gone.
+            let mut conn = self.pool.acquire().await?;
+            check_lease(&self.row_by_id(&mut conn, claim, false).await?, owner)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a rotator's new credential as the `ACSPending` version and moves the job to
+    /// `set`, in one transaction — before anything on the target changes.
+    pub async fn store_pending(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        value: &SecretValue,
+    ) -> Result<VersionId> {
+        let mut tx = self.begin_write().await?;
+        let row = self.row_by_id(&mut tx, claim, true).await?;
+        check_lease(&row, owner)?;
+        rotors::value::validate(row.kind, value.expose()).map_err(|e| {
+            Error::invalid(format!(
+                "secret '{}': the rotator's new value is malformed: {e}",
+                row.name
+            ))
+        })?;
+        let data_key = self.data_key(&row).await?;
+        let seq = row.version_seq + 1;
+        let version_id = next_free_version_id(&mut tx, row.id, seq).await?;
+        let sealed = data_key.seal(
+            value.expose(),
+            &crate::crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str()),
+        );
+        let now = self.clock.now_ms();
+        insert_version(&mut tx, row.id, &version_id, seq, &sealed, value, now).await?;
+        set_stage(&mut tx, row.id, &Stage::Pending, &version_id).await?;
+        sqlx::query("UPDATE secrets SET version_seq = $1, updated_at = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(now)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        let moved = sqlx::query(
+            "UPDATE rotation_jobs SET step = 'set', version_id = $1, updated_at = $2 \
+             WHERE secret_id = $3 AND step = 'create'",
+        )
+        .bind(version_id.as_str())
+        .bind(now)
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::Lease(format!(
+                "the rotation job of secret '{}' moved on without this worker",
+                row.name
+            )));
+        }
+        tx.commit().await?;
+        Ok(version_id)
+    }
+
+    /// Records that step `from` is done and the job goes on with `to`.
+    pub async fn advance_job(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        from: Step,
+        to: Step,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE rotation_jobs SET step = $1, updated_at = $2 \
+             WHERE secret_id = $3 AND step = $4 \
+               AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_owner = $5)",
+        )
+        .bind(to.as_str())
+        .bind(self.clock.now_ms())
+        .bind(claim.secret_id)
+        .bind(from.as_str())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(Error::Lease(format!(
+                "secret '{}': the rotation job is no longer at step {from} under this worker",
+                claim.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Promotes the pending version in one transaction: it becomes `ACSCurrent`, the old current
+    /// `ACSPrevious`, `ACSPending` goes, the last rotation time is set and a failure cleared.
+    /// Harmless to repeat. The job stays (at `finish`) until [`complete_job`](Self::complete_job).
+    pub async fn promote(&self, owner: &str, claim: &Claim, version: &VersionId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let row = self.row_by_id(&mut tx, claim, true).await?;
+        check_lease(&row, owner)?;
+        let now = self.clock.now_ms();
+        move_current(&mut tx, row.id, version).await?;
+        sqlx::query("DELETE FROM version_stages WHERE secret_id = $1 AND stage = 'ACSPending' AND version_id = $2")
+            .bind(row.id)
+            .bind(version.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE secrets SET last_rotation_at = $1, updated_at = $1, failure_reason = NULL, \
+                    failure_attempts = NULL, failure_at = NULL \
+             WHERE id = $2",
+        )
+        .bind(now)
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+        prune(&mut tx, row.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a rotation: deletes the job, schedules the next rotation and gives up the lease.
+    pub async fn complete_job(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        next: Option<Planned>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        self.reschedule_in(&mut tx, owner, claim, next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Schedules the next look at a secret and gives up its lease, leaving any job in place
+    /// (a missed cron window, or a job to retry later).
+    pub async fn reschedule(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        next: Option<Planned>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.reschedule_in(&mut tx, owner, claim, next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reschedule_in(
+        &self,
+        conn: &mut AnyConnection,
+        owner: &str,
+        claim: &Claim,
+        next: Option<Planned>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
+                    lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $3 AND lease_owner = $4",
+        )
+        .bind(next.map(|p| p.at.timestamp_millis()))
+        .bind(next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()))
+        .bind(claim.secret_id)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(Error::Lease(format!(
+                "secret '{}': this worker no longer holds its lease",
+                claim.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt: the job keeps its step and counts the attempt; the secret is
+    /// looked at again at `next` (a backoff retry, or the next cycle). With `failed`, the cycle
+    /// is over: the reason and attempt count are kept on the secret until a rotation succeeds,
+    /// and the job's attempts start again from zero for the next cycle.
+    pub async fn record_failure(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        error: &str,
+        attempts: u32,
+        failed: bool,
+        next: Option<Planned>,
+    ) -> Result<()> {
+        let now = self.clock.now_ms();
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE rotation_jobs SET attempts = $1, last_error = $2, updated_at = $3 WHERE secret_id = $4")
+            .bind(if failed { 0 } else { i64::from(attempts) })
+            .bind(error)
+            .bind(now)
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        if failed {
+            sqlx::query("UPDATE secrets SET failure_reason = $1, failure_attempts = $2, failure_at = $3 WHERE id = $4")
+                .bind(error)
+                .bind(i64::from(attempts))
+                .bind(now)
+                .bind(claim.secret_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.reschedule_in(&mut tx, owner, claim, next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn check_lease(row: &SecretRow, owner: &str) -> Result<()> {
+    match &row.lease_owner {
+        Some(o) if o == owner => Ok(()),
+        _ => Err(Error::Lease(format!(
+            "secret '{}': this worker no longer holds its lease",
+            row.name
+        ))),
+    }
+}
