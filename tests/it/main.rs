@@ -2,8 +2,11 @@
 //! tests run once on SQLite and once on PostgreSQL (`both_backends!`).
 
 mod support;
+#[path = "../testkit/rotator.rs"]
+mod testkit_rotator;
 
 mod cli;
 mod concurrency;
 mod encryption;
+mod rotation;
 mod store;
