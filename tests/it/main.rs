@@ -10,3 +10,4 @@ mod concurrency;
 mod encryption;
 mod rotation;
 mod store;
+mod workers;

@@ -90,6 +90,33 @@ impl TestEnv {
         cmd
     }
 
+    /// `rotor-testkit` (the rotor CLI with the file-host test rotator for `ECS`/`Password`),
+    /// pointed at this store and at the host files in `hosts`.
+    pub fn testkit(&self, hosts: &Path) -> Command {
+        let exe = std::env::current_exe().expect("test binary path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory")
+            .join("examples/rotor-testkit");
+        assert!(
+            bin.exists(),
+            "{} is missing: cargo test builds it (example rotor-testkit)",
+            bin.display()
+        );
+        let mut cmd = Command::new(bin);
+        cmd.env_remove("ROTOR_MASTER_KEY")
+            .env_remove("ROTOR_TEST_FAULT")
+            .env("ROTOR_DATA_DIR", self.data_dir())
+            .env("ROTOR_TEST_TARGET_DIR", hosts)
+            .env("ROTOR_LOG", "info");
+        match self.store_url() {
+            Some(url) => cmd.env("ROTOR_STORE", url),
+            None => cmd.env_remove("ROTOR_STORE"),
+        };
+        cmd
+    }
+
     /// Runs `rotor ARGS...` and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         self.rotor().args(args).output().expect("rotor runs")

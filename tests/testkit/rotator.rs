@@ -62,13 +62,20 @@ pub struct FileRotator {
 
 impl FileRotator {
     pub fn new(dir: &Path, fault: Option<Fault>) -> Arc<Self> {
-        Arc::new(FileRotator { dir: dir.to_owned(), fault, fired: AtomicU32::new(0) })
+        Arc::new(FileRotator {
+            dir: dir.to_owned(),
+            fault,
+            fired: AtomicU32::new(0),
+        })
     }
 
     /// The binary's rotator: `ROTOR_TEST_TARGET_DIR` and `ROTOR_TEST_FAULT`.
     pub fn from_env() -> Arc<Self> {
         let dir = std::env::var("ROTOR_TEST_TARGET_DIR").expect("ROTOR_TEST_TARGET_DIR is set");
-        let fault = std::env::var("ROTOR_TEST_FAULT").ok().filter(|f| !f.is_empty()).map(|f| Fault::parse(&f));
+        let fault = std::env::var("ROTOR_TEST_FAULT")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .map(|f| Fault::parse(&f));
         FileRotator::new(Path::new(&dir), fault)
     }
 
@@ -98,20 +105,35 @@ impl FileRotator {
             .lines()
             .map(|l| {
                 let mut w = l.split(' ');
-                (w.next().unwrap().into(), w.next().unwrap().into(), w.next().unwrap_or("").into())
+                (
+                    w.next().unwrap().into(),
+                    w.next().unwrap().into(),
+                    w.next().unwrap_or("").into(),
+                )
             })
             .collect()
     }
 
     fn record(&self, cx: &RotationContext, step: &str) {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("steps.log")).unwrap();
-        writeln!(f, "{} {step} {}", cx.secret_name, std::process::id()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("steps.log"))
+            .unwrap();
+        // One write per line: O_APPEND keeps lines from several processes whole.
+        let line = format!("{} {step} {}\n", cx.secret_name, std::process::id());
+        f.write_all(line.as_bytes()).unwrap();
     }
 
     /// Applies the fault planned at `when` of `step`, if any.
     async fn fault(&self, step: &str, when: Mode) -> Result<(), RotateError> {
-        let Some(f) = self.fault.as_ref().filter(|f| f.step == step) else { return Ok(()) };
-        let at_start = matches!(f.mode, Mode::Fail | Mode::Fatal | Mode::Hang | Mode::CrashBefore);
+        let Some(f) = self.fault.as_ref().filter(|f| f.step == step) else {
+            return Ok(());
+        };
+        let at_start = matches!(
+            f.mode,
+            Mode::Fail | Mode::Fatal | Mode::Hang | Mode::CrashBefore
+        );
         if (when == Mode::CrashBefore) != at_start || (!at_start && f.mode != when) {
             return Ok(());
         }
@@ -121,12 +143,18 @@ impl FileRotator {
             }
         }
         match f.mode {
-            Mode::Fail => Err(RotateError::retryable(format!("host refused the {step} step (injected)"))),
-            Mode::Fatal => Err(RotateError::fatal(format!("host rejected the {step} step for good (injected)"))),
+            Mode::Fail => Err(RotateError::retryable(format!(
+                "host refused the {step} step (injected)"
+            ))),
+            Mode::Fatal => Err(RotateError::fatal(format!(
+                "host rejected the {step} step for good (injected)"
+            ))),
             Mode::Hang => std::future::pending().await,
             _ => {
                 // SIGKILL ourselves: no destructor, no flush, like a power cut for the process.
-                let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &std::process::id().to_string()])
+                    .status();
                 std::future::pending().await
             }
         }
@@ -139,7 +167,10 @@ fn field(value: &SecretValue, name: &str) -> String {
 }
 
 fn user(cx: &RotationContext) -> String {
-    field(&cx.current.as_ref().expect("a current version").value, "UserName")
+    field(
+        &cx.current.as_ref().expect("a current version").value,
+        "UserName",
+    )
 }
 
 #[async_trait]
@@ -149,7 +180,11 @@ impl Rotator for FileRotator {
         self.record(cx, "create");
         let password = format!("pw-{}", rotor::crypto::random_id());
         self.fault("create", Mode::CrashDuring).await?;
-        let value = SecretValue::new(json!({"UserName": user(cx), "Password": password}).to_string().into_bytes());
+        let value = SecretValue::new(
+            json!({"UserName": user(cx), "Password": password})
+                .to_string()
+                .into_bytes(),
+        );
         self.fault("create", Mode::CrashAfter).await?;
         Ok(value)
     }
@@ -174,12 +209,18 @@ impl Rotator for FileRotator {
         let ok = Self::passwords(&self.dir, &user(cx)).contains(&field(pending, "Password"));
         self.fault("test", Mode::CrashDuring).await?;
         if !ok {
-            return Err(RotateError::retryable("the pending password does not log in"));
+            return Err(RotateError::retryable(
+                "the pending password does not log in",
+            ));
         }
         self.fault("test", Mode::CrashAfter).await
     }
 
-    async fn finish(&self, cx: &RotationContext, promoted: &SecretValue) -> Result<(), RotateError> {
+    async fn finish(
+        &self,
+        cx: &RotationContext,
+        promoted: &SecretValue,
+    ) -> Result<(), RotateError> {
         self.fault("finish", Mode::CrashBefore).await?;
         self.record(cx, "finish");
         let user = user(cx);
@@ -196,7 +237,10 @@ impl Rotator for FileRotator {
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
-        let current = field(&cx.current.as_ref().expect("a current version").value, "Password");
+        let current = field(
+            &cx.current.as_ref().expect("a current version").value,
+            "Password",
+        );
         if Self::passwords(&self.dir, &user(cx)).contains(&current) {
             Ok(())
         } else {

@@ -1,0 +1,386 @@
+//! Worker processes: killed with SIGKILL at every step boundary and in the middle of every step,
+//! then restarted; four workers sharing one PostgreSQL store; the SQLite single-worker rule; and
+//! the one-shot `rotor rotate` runs. The workers are `rotor-testkit` processes: the rotor CLI
+//! with the file-host test rotator.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use rotor::model::{SecretName, Stage};
+use rotor::store::{OpenMode, Selector, Store};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::support::{assert_refused, TestEnv};
+use crate::testkit_rotator::FileRotator;
+
+/// Quick polling and short leases, so that a restarted worker takes over within a second.
+const FAST: [&str; 4] = ["--poll", "100ms", "--test-retry-delay", "50ms"];
+
+/// Creates an `ECS`/`Password` secret through the CLI, with its host accepting the password.
+fn ecs_secret(t: &TestEnv, hosts: &Path, name: &str) {
+    let password = format!("initial-{name}");
+    let value = json!({"UserName": name, "Password": password}).to_string();
+    let out = t
+        .testkit(hosts)
+        .args(["secret", "create", name, "--type", "ECS", "--value", &value])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    FileRotator::set_passwords(hosts, name, &[password]);
+}
+
+fn testkit_ok(t: &TestEnv, hosts: &Path, args: &[&str]) -> String {
+    let out = t.testkit(hosts).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rotor-testkit {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn_worker(t: &TestEnv, hosts: &Path, fault: Option<&str>, extra: &[&str]) -> Child {
+    let mut cmd = t.testkit(hosts);
+    cmd.arg("worker")
+        .args(FAST)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if !extra.contains(&"--lease") {
+        cmd.args(["--lease", "1s"]);
+    }
+    if let Some(fault) = fault {
+        cmd.env("ROTOR_TEST_FAULT", fault);
+    }
+    cmd.spawn().expect("worker starts")
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "worker exits 0 on SIGTERM");
+}
+
+/// (version id, stages), newest first.
+async fn versions(store: &Store, name: &str) -> Vec<(String, Vec<Stage>)> {
+    let name = SecretName::parse(name).unwrap();
+    store
+        .versions(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version_id.to_string(), v.version_stages))
+        .collect()
+}
+
+async fn password(store: &Store, name: &str, stage: Stage) -> String {
+    let v = store
+        .get_value(&SecretName::parse(name).unwrap(), &Selector::Stage(stage))
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(v.value.expose()).unwrap();
+    json["Password"].as_str().unwrap().to_owned()
+}
+
+/// Waits until `name`'s rotation has completed (promoted, cleaned up, job gone).
+async fn wait_rotated(store: &Store, name: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let name = SecretName::parse(name).unwrap();
+    loop {
+        let info = store.describe(&name).await.unwrap();
+        if info.last_rotation_at.is_some()
+            && info.rotation_status == rotor::store::RotationStatus::Idle
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} was not rotated within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+both_backends!(
+    workers_killed_at_any_instant_lose_nothing,
+    |t: TestEnv| async move {
+        let hosts = tempfile::tempdir().unwrap();
+        let hosts = hosts.path();
+        testkit_ok(&t, hosts, &["init"]);
+        let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
+        for step in ["create", "set", "test", "finish"] {
+            for when in ["crash-before", "crash-during", "crash-after"] {
+                let name = format!("{step}-{when}");
+                ecs_secret(&t, hosts, &name);
+                testkit_ok(
+                    &t,
+                    hosts,
+                    &["rotation", "set", &name, "--interval", "1d", "--rotate-now"],
+                );
+                let mut doomed = spawn_worker(&t, hosts, Some(&format!("{step}:{when}")), &[]);
+                let status = wait_exit(&mut doomed, Duration::from_secs(30));
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "{name}: the worker was SIGKILLed mid-rotation"
+                );
+
+                let mut survivor = spawn_worker(&t, hosts, None, &[]);
+                wait_rotated(&store, &name, Duration::from_secs(30)).await;
+                terminate(&mut survivor);
+
+                assert_eq!(
+                    versions(&store, &name).await,
+                    vec![
+                        ("v2".into(), vec![Stage::Current]),
+                        ("v1".into(), vec![Stage::Previous])
+                    ],
+                    "{name}: one new version, promoted once, nothing lost"
+                );
+                let host = FileRotator::passwords(hosts, &name);
+                assert!(
+                    host.contains(&password(&store, &name, Stage::Current).await),
+                    "{name}: current logs in"
+                );
+                assert!(
+                    host.contains(&password(&store, &name, Stage::Previous).await),
+                    "{name}: previous logs in"
+                );
+                let info = store
+                    .describe(&SecretName::parse(&name).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    info.rotation_status,
+                    rotor::store::RotationStatus::Idle,
+                    "{name}"
+                );
+            }
+        }
+    }
+);
+
+mod shared_postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn four_workers_rotate_each_of_500_secrets_exactly_once() {
+        let t = TestEnv::new(crate::support::Backend::Postgres).await;
+        let hosts = tempfile::tempdir().unwrap();
+        let hosts = hosts.path();
+        testkit_ok(&t, hosts, &["init"]);
+        let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
+        let kind =
+            rotors::SecretKind::new(rotors::SecretType::ECS, Some(rotors::SubType::Password))
+                .unwrap();
+        let names: Vec<String> = (0..500).map(|i| format!("fleet-{i:03}")).collect();
+        for name in &names {
+            let password = format!("initial-{name}");
+            store
+                .create_secret(rotor::store::NewSecret {
+                    name: SecretName::parse(name).unwrap(),
+                    kind,
+                    value: rotors::SecretValue::new(
+                        json!({"UserName": name, "Password": password})
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                    version_id: None,
+                    tags: vec![],
+                    description: String::new(),
+                    key: None,
+                })
+                .await
+                .unwrap();
+            FileRotator::set_passwords(hosts, name, &[password]);
+            let policy = rotor::model::RotationPolicy {
+                schedule: rotor::model::RotationSchedule::Interval(Duration::from_secs(86_400)),
+                jitter: None,
+                rotate_now: true,
+            };
+            store
+                .set_rotation(&SecretName::parse(name).unwrap(), Some(policy))
+                .await
+                .unwrap();
+        }
+
+        let mut workers: Vec<Child> = (0..4)
+            .map(|_| spawn_worker(&t, hosts, None, &["--concurrency", "8", "--lease", "10s"]))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let rotated = store
+                .list(&[], false)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|s| s.last_rotation_at.is_some())
+                .count();
+            if rotated == names.len() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "only {rotated} of 500 rotated");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for w in &mut workers {
+            terminate(w);
+        }
+
+        let log = FileRotator::log(hosts);
+        let mut pids = std::collections::HashSet::new();
+        for name in &names {
+            let steps: Vec<&(String, String, String)> =
+                log.iter().filter(|(s, _, _)| s == name).collect();
+            let kinds: Vec<&str> = steps.iter().map(|(_, step, _)| step.as_str()).collect();
+            assert_eq!(
+                kinds,
+                ["create", "set", "test", "finish"],
+                "{name}: each step once"
+            );
+            let owners: std::collections::HashSet<&str> =
+                steps.iter().map(|(_, _, pid)| pid.as_str()).collect();
+            assert_eq!(owners.len(), 1, "{name}: one worker ran the whole rotation");
+            pids.extend(owners.into_iter().map(str::to_owned));
+            assert_eq!(
+                versions(&store, name).await,
+                vec![
+                    ("v2".into(), vec![Stage::Current]),
+                    ("v1".into(), vec![Stage::Previous])
+                ]
+            );
+        }
+        assert!(
+            pids.len() > 1,
+            "the work was shared between workers: {pids:?}"
+        );
+    }
+}
+
+mod sqlite_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_worker_on_one_sqlite_store_refuses_to_start() {
+        let t = TestEnv::new(crate::support::Backend::Sqlite).await;
+        let hosts = tempfile::tempdir().unwrap();
+        testkit_ok(&t, hosts.path(), &["init"]);
+        let mut first = spawn_worker(&t, hosts.path(), None, &[]);
+        std::thread::sleep(Duration::from_millis(500));
+        let out = t.testkit(hosts.path()).args(["worker"]).output().unwrap();
+        assert_refused(&out, 4, "another rotor worker is already running", None);
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first worker runs on"
+        );
+        terminate(&mut first);
+    }
+}
+
+both_backends!(one_shot_rotations, |t: TestEnv| async move {
+    let hosts = tempfile::tempdir().unwrap();
+    let hosts = hosts.path();
+    testkit_ok(&t, hosts, &["init"]);
+    ecs_secret(&t, hosts, "ops");
+    let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
+
+    // Dry run: checks and changes nothing.
+    let out = testkit_ok(&t, hosts, &["rotate", "ops", "--dry-run"]);
+    assert!(out.contains("the current credential works"), "{out}");
+    assert_eq!(versions(&store, "ops").await.len(), 1);
+
+    // A failing manual rotation: non-zero exit with the reason, state on describe.
+    let out = t
+        .testkit(hosts)
+        .env("ROTOR_TEST_FAULT", "set:fatal")
+        .args(["rotate", "ops"])
+        .output()
+        .unwrap();
+    assert_refused(&out, 6, "set step failed", None);
+    let described = testkit_ok(&t, hosts, &["--json", "secret", "describe", "ops"]);
+    let described: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(described["RotationStatus"], "Failed");
+    assert_eq!(described["RotationFailure"]["Attempts"], 1);
+    assert_eq!(
+        password(&store, "ops", Stage::Current).await,
+        "initial-ops",
+        "current untouched"
+    );
+
+    // A manual rotation of the failed secret retries it.
+    let out = testkit_ok(&t, hosts, &["rotate", "ops"]);
+    assert!(out.contains("version v2 is ACSCurrent"), "{out}");
+    let described: serde_json::Value = serde_json::from_str(&testkit_ok(
+        &t,
+        hosts,
+        &["--json", "secret", "describe", "ops"],
+    ))
+    .unwrap();
+    assert_eq!(described["RotationStatus"], "Idle");
+
+    // --due: one pass over everything due.
+    ecs_secret(&t, hosts, "due-a");
+    ecs_secret(&t, hosts, "due-b");
+    ecs_secret(&t, hosts, "not-due");
+    for name in ["due-a", "due-b"] {
+        testkit_ok(
+            &t,
+            hosts,
+            &["rotation", "set", name, "--interval", "1d", "--rotate-now"],
+        );
+    }
+    testkit_ok(
+        &t,
+        hosts,
+        &["rotation", "set", "not-due", "--interval", "1d"],
+    );
+    let out = testkit_ok(&t, hosts, &["rotate", "--due"]);
+    assert!(out.contains("2 due, 2 rotated, 0 not rotated"), "{out}");
+    assert_eq!(versions(&store, "not-due").await.len(), 1);
+    let out = testkit_ok(&t, hosts, &["rotate", "--due"]);
+    assert!(out.contains("0 due"), "{out}");
+
+    // A broken host fails the dry run; generic secrets do not rotate.
+    FileRotator::set_passwords(hosts, "due-a", &[]);
+    let out = t
+        .testkit(hosts)
+        .args(["rotate", "due-a", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_refused(&out, 4, "dry run failed", None);
+    testkit_ok(
+        &t,
+        hosts,
+        &[
+            "secret", "create", "plain", "--type", "Generic", "--value", "x",
+        ],
+    );
+    let out = t.testkit(hosts).args(["rotate", "plain"]).output().unwrap();
+    assert_refused(&out, 2, "does not rotate", None);
+    let out = t.run(&["rotate", "ops"]);
+    assert_refused(&out, 6, "no rotator for ECS/Password", None);
+});
