@@ -1,0 +1,328 @@
+//! Rotation engine benchmark: 100,000 stored secrets of which 1,000 are due, rotated by an
+//! in-process worker with a rotator that does no I/O. Prints rotations per second, the due
+//! query's cost, the pick-up delay, the process's peak resident memory and its idle CPU.
+//! Not a test: it asserts nothing about speed.
+//!
+//! ```text
+//! cargo bench --bench rotation                        # both backends
+//! cargo bench --bench rotation -- --backend postgres --stored 100000 --due 1000 --concurrency 32
+//! ```
+//! PostgreSQL: a throwaway database on `ROTOR_TEST_PG` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rotor::engine::{Engine, EngineConfig};
+use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
+use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
+use rotor::worker::WorkerConfig;
+use rotors::{
+    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
+};
+use sqlx::{AnyPool, Connection, Executor, Row};
+use tokio_util::sync::CancellationToken;
+
+struct Options {
+    backends: Vec<&'static str>,
+    stored: usize,
+    due: usize,
+    concurrency: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        backends: vec!["sqlite", "postgres"],
+        stored: 100_000,
+        due: 1_000,
+        concurrency: 16,
+    };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--backend" => {
+                o.backends = vec![if value == "sqlite" {
+                    "sqlite"
+                } else {
+                    "postgres"
+                }]
+            }
+            "--stored" => o.stored = value.parse().expect("--stored N"),
+            "--due" => o.due = value.parse().expect("--due N"),
+            "--concurrency" => o.concurrency = value.parse().expect("--concurrency N"),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+/// Makes a new password and touches nothing.
+struct NoIo;
+
+#[async_trait]
+impl Rotator for NoIo {
+    async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
+        let value =
+            serde_json::json!({"UserName": cx.secret_name, "Password": rotor::crypto::random_id()});
+        Ok(SecretValue::new(value.to_string().into_bytes()))
+    }
+    async fn set(&self, _: &RotationContext, _: &SecretValue) -> Result<(), RotateError> {
+        Ok(())
+    }
+    async fn test(&self, _: &RotationContext, _: &SecretValue) -> Result<(), RotateError> {
+        Ok(())
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("ROTOR_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn ecs() -> SecretKind {
+    SecretKind::new(SecretType::ECS, Some(SubType::Password)).unwrap()
+}
+
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds this process has used.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// How many secrets are still due (an index range, cheap beside the worker).
+async fn count_due(raw: &AnyPool, now: i64) -> i64 {
+    sqlx::query("SELECT COUNT(*) AS n FROM secrets WHERE next_rotation_at <= $1")
+        .bind(now)
+        .fetch_one(raw)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
+
+async fn bench(backend: &str, o: &Options) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path().join("data"));
+    let mut pg = None;
+    if backend == "postgres" {
+        let db = format!("rotor_bench_{}", rotor::crypto::random_id());
+        let mut admin = sqlx::PgConnection::connect(&admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is not reachable: {e}", admin_url()));
+        admin
+            .execute(format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+        config.url = Some(format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0));
+        pg = Some((admin, db));
+    }
+    let store = Store::open(&config, OpenMode::Init).await.unwrap();
+    let raw_url = config
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("data/rotor.db").display()));
+    let raw = AnyPool::connect(&raw_url).await.unwrap();
+
+    // The due secrets: real ones, through the store.
+    let setup = Instant::now();
+    let policy = RotationPolicy {
+        schedule: RotationSchedule::Interval(Duration::from_secs(86_400)),
+        jitter: None,
+        rotate_now: false,
+    };
+    for i in 0..o.due {
+        let name = SecretName::parse(&format!("due-{i:05}")).unwrap();
+        let value = serde_json::json!({"UserName": format!("u{i}"), "Password": "initial"});
+        store
+            .create_secret(NewSecret {
+                name: name.clone(),
+                kind: ecs(),
+                value: SecretValue::new(value.to_string().into_bytes()),
+                version_id: None,
+                tags: vec![],
+                description: String::new(),
+                key: None,
+            })
+            .await
+            .unwrap();
+        store
+            .set_rotation(&name, Some(policy.clone()))
+            .await
+            .unwrap();
+    }
+    // The rest: copies of one secret's row under other names, scheduled 1–30 days out.
+    let filler = o.stored.saturating_sub(o.due) as i64;
+    let now = store.clock().now_ms();
+    let series = match backend {
+        "postgres" => "SELECT generate_series(1, $1) AS n".to_string(),
+        _ => "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < $1) SELECT n FROM seq".to_string(),
+    };
+    let insert = format!(
+        "INSERT INTO secrets (uid, name, secret_type, sub_type, description, key_id, wrapped_data_key, version_seq, \
+                              created_at, updated_at, rotation_enabled, rotation_interval_s, next_rotation_at) \
+         SELECT 'filler-' || CAST(g.n AS TEXT), 'filler-' || CAST(g.n AS TEXT), s.secret_type, s.sub_type, '', s.key_id, \
+                s.wrapped_data_key, 1, $2, $2, 1, 2592000, $2 + 86400000 * (1 + g.n % 30) \
+         FROM ({series}) g, secrets s WHERE s.name = 'due-00000'"
+    );
+    sqlx::query(&insert)
+        .bind(filler)
+        .bind(now)
+        .execute(&raw)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO versions (secret_id, version_id, seq, ciphertext, data_type, created_at) \
+         SELECT f.id, 'v1', 1, v.ciphertext, 'text', $1 FROM secrets f, versions v, secrets s \
+         WHERE f.name LIKE 'filler-%' AND s.name = 'due-00000' AND v.secret_id = s.id",
+    )
+    .bind(now)
+    .execute(&raw)
+    .await
+    .unwrap();
+    if backend == "postgres" {
+        raw.execute("ANALYZE").await.unwrap();
+    }
+    let setup = setup.elapsed();
+
+    // Cost of the due query with nothing due among everything stored.
+    let probe = Instant::now();
+    for _ in 0..100 {
+        assert!(store
+            .claim_due("probe", Duration::from_secs(30), 16)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    let empty_claim = probe.elapsed() / 100;
+
+    // Make the 1,000 due at once and let a worker rotate them.
+    sqlx::query("UPDATE secrets SET next_rotation_at = $1 WHERE name LIKE 'due-%'")
+        .bind(now)
+        .execute(&raw)
+        .await
+        .unwrap();
+    let mut registry = Registry::new();
+    registry.register(ecs(), Arc::new(NoIo));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        registry,
+        EngineConfig {
+            ..EngineConfig::default()
+        },
+    ));
+    // The default poll interval (500 ms): the pick-up delay users get.
+    let worker_config = WorkerConfig {
+        concurrency: o.concurrency,
+        ..WorkerConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let worker = tokio::spawn(rotor::worker::run(engine, worker_config, shutdown.clone()));
+    while count_due(&raw, now).await > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let batch = started.elapsed();
+
+    // Pick-up delay: a secret becomes due while the worker idles.
+    let mut delays = vec![];
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(137 * (i % 3 + 1))).await;
+        let name = format!("due-{i:05}");
+        let before: i64 = sqlx::query("SELECT last_rotation_at FROM secrets WHERE name = $1")
+            .bind(&name)
+            .fetch_one(&raw)
+            .await
+            .unwrap()
+            .try_get("last_rotation_at")
+            .unwrap();
+        let due_at = Instant::now();
+        sqlx::query("UPDATE secrets SET next_rotation_at = $1 WHERE name = $2")
+            .bind(store.clock().now_ms())
+            .bind(&name)
+            .execute(&raw)
+            .await
+            .unwrap();
+        loop {
+            let row =
+                sqlx::query("SELECT lease_owner, last_rotation_at FROM secrets WHERE name = $1")
+                    .bind(&name)
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+            let owner: Option<String> = row.try_get("lease_owner").unwrap();
+            let last: i64 = row.try_get("last_rotation_at").unwrap();
+            if owner.is_some() || last != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        delays.push(due_at.elapsed());
+    }
+    delays.sort();
+
+    // Idle CPU over 10 s with 100,000 stored and nothing due.
+    let cpu0 = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu = (cpu_seconds() - cpu0) / 10.0 * 100.0;
+
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    println!(
+        "{backend:<9} stored {:>7}  due {:>5}  rotations/s {:>7.0}  batch {:>6.2} s  empty due query {:>6.2} ms  \
+         pick-up median {:>4} ms max {:>4} ms  peak RSS {:>4} MB  idle CPU {:>4.1}%  (setup {:.0} s)",
+        o.stored,
+        o.due,
+        o.due as f64 / batch.as_secs_f64(),
+        batch.as_secs_f64(),
+        empty_claim.as_secs_f64() * 1000.0,
+        delays[delays.len() / 2].as_millis(),
+        delays[delays.len() - 1].as_millis(),
+        proc_status("VmHWM:") / 1024,
+        idle_cpu,
+        setup.as_secs_f64(),
+    );
+    raw.close().await;
+    store.close().await;
+    if let Some((mut admin, db)) = pg {
+        admin
+            .execute(format!("DROP DATABASE {db} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    sqlx::any::install_default_drivers();
+    let o = options();
+    println!(
+        "rotation benchmark: {} stored, {} due, no-I/O rotator, worker concurrency {}, poll 500 ms",
+        o.stored, o.due, o.concurrency
+    );
+    for backend in o.backends.clone() {
+        bench(backend, &o).await;
+    }
+}
