@@ -911,6 +911,21 @@ fn describe_text(info: &SecretInfo) -> String {
     if let Some(last) = info.last_rotation_at {
         lines.push(("Last rotation", format_ms(last)));
     }
+    let status = match (&info.rotation_failure, &info.rotation_error) {
+        (Some(f), _) => format!(
+            "{:?} after {} attempt(s): {}",
+            info.rotation_status, f.attempts, f.reason
+        ),
+        (None, Some(e)) => format!(
+            "{:?} (attempt {}): {e}",
+            info.rotation_status, info.rotation_attempts
+        ),
+        (None, None) => format!("{:?}", info.rotation_status),
+    };
+    lines.push(("Status", status));
+    if let Some(step) = info.rotation_step {
+        lines.push(("Next step", step.to_string()));
+    }
     if let Some(at) = info.planned_delete_at {
         lines.push(("Deletion", format!("scheduled at {}", format_ms(at))));
     }

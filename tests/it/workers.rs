@@ -342,6 +342,29 @@ both_backends!(one_shot_rotations, |t: TestEnv| async move {
     .unwrap();
     assert_eq!(described["RotationStatus"], "Idle");
 
+    // Step logs never carry a credential, not even at trace level.
+    let out = t
+        .testkit(hosts)
+        .env("ROTOR_LOG", "trace")
+        .args(["rotate", "ops"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("step starts") && all.contains("promoted to ACSCurrent"),
+        "steps are logged"
+    );
+    for stage in [Stage::Current, Stage::Previous] {
+        let secret = password(&store, "ops", stage).await;
+        assert!(!all.contains(&secret), "a password reached the logs");
+    }
+    assert!(!all.contains("initial-ops"));
+
     // --due: one pass over everything due.
     ecs_secret(&t, hosts, "due-a");
     ecs_secret(&t, hosts, "due-b");
