@@ -236,55 +236,56 @@ impl Engine {
                 return Ok(Outcome::Interrupted { step });
             }
             tracing::info!(%step, "step starts");
-            let cx = context(&state);
-            let result = match step {
-                Step::Create => match self.timed(rotator.create(&cx)).await {
-                    Ok(value) => {
-                        let version_id = self.store.store_pending(owner, claim, &value).await?;
-                        state.pending = Some(VersionValue {
-                            version_id: version_id.to_string(),
-                            value,
-                        });
-                        set_job(&mut state, Step::Set, Some(version_id));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                Step::Set => match pending_value(&state) {
-                    Ok(pending) => match self.timed(rotator.set(&cx, &pending)).await {
-                        Ok(()) => {
-                            self.store
-                                .advance_job(owner, claim, Step::Set, Step::Test)
-                                .await?;
-                            set_job(&mut state, Step::Test, None);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
-                Step::Test => match pending_value(&state) {
-                    Ok(pending) => match self
-                        .test_with_retries(rotator.as_ref(), &cx, &pending)
-                        .await
-                    {
-                        Ok(()) => {
-                            self.store
-                                .advance_job(owner, claim, Step::Test, Step::Finish)
-                                .await?;
-                            set_job(&mut state, Step::Finish, None);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
-                Step::Finish => return self.finish(rotator.as_ref(), &mut state).await,
-            };
-            match result {
-                Ok(()) => tracing::info!(%step, "step done"),
-                Err(e) => return self.fail(&state, step, e).await,
+            if step == Step::Finish {
+                return self.finish(rotator.as_ref(), &mut state).await;
             }
+            // The rotator's part of the step...
+            let cx = context(&state);
+            let ran: Result<Option<SecretValue>, RotateError> = async {
+                match step {
+                    Step::Create => Ok(Some(self.timed(rotator.create(&cx)).await?)),
+                    Step::Set => {
+                        let pending = pending_value(&state)?;
+                        self.timed(rotator.set(&cx, &pending)).await?;
+                        Ok(None)
+                    }
+                    _ => {
+                        let pending = pending_value(&state)?;
+                        self.test_with_retries(rotator.as_ref(), &cx, &pending)
+                            .await?;
+                        Ok(None)
+                    }
+                }
+            }
+            .await;
+            let created = match ran {
+                Ok(created) => created,
+                Err(e) => return self.fail(&state, step, e).await,
+            };
+            // ...then the engine saves that it is done.
+            match (step, created) {
+                (Step::Create, Some(value)) => {
+                    let version_id = self.store.store_pending(owner, claim, &value).await?;
+                    state.pending = Some(VersionValue {
+                        version_id: version_id.to_string(),
+                        value,
+                    });
+                    set_job(&mut state, Step::Set, Some(version_id));
+                }
+                (Step::Set, _) => {
+                    self.store
+                        .advance_job(owner, claim, Step::Set, Step::Test)
+                        .await?;
+                    set_job(&mut state, Step::Test, None);
+                }
+                _ => {
+                    self.store
+                        .advance_job(owner, claim, Step::Test, Step::Finish)
+                        .await?;
+                    set_job(&mut state, Step::Finish, None);
+                }
+            }
+            tracing::info!(%step, "step done");
         }
     }
 

@@ -432,10 +432,7 @@ impl Store {
         .execute(&mut *conn)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(Error::Lease(format!(
-                "secret '{}': this worker no longer holds its lease",
-                claim.name
-            )));
+            return Err(lease_lost(&claim.name));
         }
         Ok(())
     }
@@ -480,9 +477,12 @@ impl Store {
 fn check_lease(row: &SecretRow, owner: &str) -> Result<()> {
     match &row.lease_owner {
         Some(o) if o == owner => Ok(()),
-        _ => Err(Error::Lease(format!(
-            "secret '{}': this worker no longer holds its lease",
-            row.name
-        ))),
+        _ => Err(lease_lost(&row.name)),
     }
+}
+
+fn lease_lost(name: &SecretName) -> Error {
+    Error::Lease(format!(
+        "secret '{name}': this worker no longer holds its lease"
+    ))
 }
