@@ -86,7 +86,9 @@ impl SecretType {
         match self {
             SecretType::Generic | SecretType::RAMCredentials => &[],
             SecretType::Rds => &[SubType::DoubleUsers, SubType::SingleUser],
-            SecretType::PolarDB | SecretType::Redis => &[SubType::DoubleUsers],
+            SecretType::PolarDB => &[SubType::DoubleUsers],
+            // SingleUser holds a Redis target's admin account (often the default user).
+            SecretType::Redis => &[SubType::DoubleUsers, SubType::SingleUser],
             SecretType::ECS => &[SubType::Password, SubType::SSHKey],
         }
     }
@@ -168,7 +170,7 @@ impl SecretKind {
             (Some(sub), Some(_)) if allowed.contains(&sub) => Some(sub),
             (Some(sub), Some(_)) => {
                 let expected = match ty {
-                    SecretType::Rds => "DoubleUsers or SingleUser",
+                    SecretType::Rds | SecretType::Redis => "DoubleUsers or SingleUser",
                     SecretType::ECS => "Password or SSHKey",
                     _ => "DoubleUsers",
                 };
@@ -216,7 +218,7 @@ mod tests {
             Err(KindError::NoSubType { .. })
         ));
         assert!(matches!(
-            SecretKind::new(SecretType::Redis, Some(SubType::SingleUser)),
+            SecretKind::new(SecretType::PolarDB, Some(SubType::SingleUser)),
             Err(KindError::WrongSubType { .. })
         ));
         assert!("Vault".parse::<SecretType>().is_err());

@@ -1,12 +1,16 @@
 //! `rotors`: what a rotator needs to know about secrets, and nothing about how they are stored.
 //!
 //! This crate is the boundary between the rotor engine and the code that changes credentials on
-//! real systems. It owns the secret types and sub-types ([`kind`]) with their rotation bounds, and
-//! the value formats each type stores ([`value`]), so that the engine validates exactly what a
-//! rotator will later read, and the [`rotator`] contract: four idempotent steps (create / set /
-//! test / finish) that the engine drives. It knows nothing of jobs, cron, the store or HTTP.
+//! real systems. It owns the secret types and sub-types ([`kind`]) with their rotation bounds, the
+//! value formats each type stores ([`value`]), the [`rotator`] contract — four idempotent steps
+//! (create / set / test / finish) that the engine drives — and the rotators themselves: database
+//! accounts ([`account`], [`database`], [`postgres`]). It knows nothing of jobs, cron, the store
+//! or HTTP.
 
+pub mod account;
+pub mod database;
 pub mod kind;
+pub mod postgres;
 pub mod rotator;
 pub mod value;
 

@@ -134,7 +134,8 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
     for field in fields {
         match map.get(*field) {
             None => return Err(format_error(format!("missing field '{field}'"))),
-            Some(Value::String(s)) if s.is_empty() => {
+            // A server without a password (Redis's default user) has an empty one.
+            Some(Value::String(s)) if s.is_empty() && *field != "AccountPassword" => {
                 return Err(format_error(format!("field '{field}' is empty")))
             }
             Some(Value::String(_)) => {}

@@ -346,13 +346,14 @@ fn describe_location(config: &StoreConfig) -> String {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let scripts: [(&str, &str); 2] = match backend {
+    let scripts: [(&str, &str); 3] = match backend {
         Backend::Sqlite => [
             ("store", include_str!("migrations/sqlite/0001_store.sql")),
             (
                 "rotation",
                 include_str!("migrations/sqlite/0002_rotation.sql"),
             ),
+            ("targets", include_str!("migrations/sqlite/0003_targets.sql")),
         ],
         Backend::Postgres => [
             ("store", include_str!("migrations/postgres/0001_store.sql")),
@@ -360,6 +361,7 @@ fn migrator(backend: Backend) -> Migrator {
                 "rotation",
                 include_str!("migrations/postgres/0002_rotation.sql"),
             ),
+            ("targets", include_str!("migrations/postgres/0003_targets.sql")),
         ],
     };
     let mut migrator = Migrator::DEFAULT;

@@ -324,7 +324,7 @@ both_backends!(
                     "create",
                     "t",
                     "--type",
-                    "Redis",
+                    "PolarDB",
                     "--sub-type",
                     "SingleUser",
                     "--value",
