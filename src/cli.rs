@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use rotors::{Registry, SecretKind, SecretValue};
+use rotors::account::{check_identifier, clone_name, Account, DbSettings, PasswordPolicy};
+use rotors::database::Database;
+use rotors::{Registry, SecretKind, SecretType, SecretValue, SubType};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use crate::clock::{format_ms, Clock};
 use crate::crypto::KeyMaterial;
@@ -23,8 +26,8 @@ use crate::model::{
     parse_duration, RotationPolicy, RotationSchedule, SecretName, Stage, Tag, VersionId,
 };
 use crate::store::{
-    Backend, DeleteMode, NewSecret, OpenMode, PutValue, SecretInfo, Selector, Store, StoreConfig,
-    VersionInfo, DEFAULT_RECOVERY_DAYS,
+    admin_secret_name, Backend, DeleteMode, NewSecret, OpenMode, PutValue, SecretInfo, Selector,
+    Store, StoreConfig, TargetKind, VersionInfo, DEFAULT_RECOVERY_DAYS,
 };
 use crate::worker::WorkerConfig;
 
@@ -81,6 +84,9 @@ pub enum Command {
     /// Manage the master keys (CMKs) that protect secrets.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage the servers rotor rotates credentials on.
+    #[command(subcommand)]
+    Target(TargetCommand),
 }
 
 /// How rotations run (worker and one-shot runs).
@@ -163,7 +169,52 @@ pub struct RotateArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+pub struct CreateArgs {
+    name: String,
+    /// Generic, Rds, PolarDB, Redis, RAMCredentials or ECS.
+    #[arg(long = "type")]
+    secret_type: String,
+    /// DoubleUsers or SingleUser (Rds, Redis), Password or SSHKey (ECS).
+    #[arg(long)]
+    sub_type: Option<String>,
+    #[command(flatten)]
+    value: ValueSource,
+    /// The first version's id (default v1).
+    #[arg(long)]
+    version_id: Option<String>,
+    /// A tag KEY=VALUE (repeatable, at most 20).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// The master key that protects the secret (default: the key named `default`).
+    #[arg(long)]
+    key: Option<String>,
+    /// The target the accounts live on (database secrets).
+    #[arg(long)]
+    target: Option<String>,
+    /// Create mode: the account to create (and `ACCOUNT_clone` for dual accounts).
+    #[arg(long, requires = "target", conflicts_with_all = ["value", "value_file"])]
+    account: Option<String>,
+    /// The database the accounts work in.
+    #[arg(long, requires = "target")]
+    database: Option<String>,
+    /// Create mode: ReadWrite (default), ReadOnly, DDLOnly or DMLOnly.
+    #[arg(long, requires = "account")]
+    privilege: Option<String>,
+    /// Length of generated passwords (16–128).
+    #[arg(long, requires = "target", default_value_t = rotors::account::DEFAULT_PASSWORD_LENGTH)]
+    password_length: usize,
+    /// Characters generated passwords must not use (: / @ " ' \\ and space never are).
+    #[arg(long, requires = "target", default_value = "")]
+    exclude_chars: String,
+    /// Turn on automatic rotation at this interval (the first rotation is one interval away).
+    #[arg(long)]
+    rotation_interval: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
 pub struct ValueSource {
     /// The value as text (visible to other local users in the process list; prefer --value-file).
     #[arg(long)]
@@ -175,29 +226,8 @@ pub struct ValueSource {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
-    /// Create a secret with its first version.
-    Create {
-        name: String,
-        /// Generic, Rds, PolarDB, Redis, RAMCredentials or ECS.
-        #[arg(long = "type")]
-        secret_type: String,
-        /// DoubleUsers or SingleUser (Rds), Password or SSHKey (ECS).
-        #[arg(long)]
-        sub_type: Option<String>,
-        #[command(flatten)]
-        value: ValueSource,
-        /// The first version's id (default v1).
-        #[arg(long)]
-        version_id: Option<String>,
-        /// A tag KEY=VALUE (repeatable, at most 20).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        #[arg(long, default_value = "")]
-        description: String,
-        /// The master key that protects the secret (default: the key named `default`).
-        #[arg(long)]
-        key: Option<String>,
-    },
+    /// Create a secret with its first version; with --target, create or import database accounts.
+    Create(Box<CreateArgs>),
     /// Print a version's value (ACSCurrent unless told otherwise).
     Get {
         name: String,
@@ -277,6 +307,32 @@ pub enum RotationCommand {
         #[arg(long, group = "schedule")]
         disable: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Add a target; its admin account is stored as a secret of its own.
+    Add {
+        name: String,
+        /// postgres, mysql or redis.
+        #[arg(long)]
+        kind: String,
+        /// Address and options, without an account (e.g. postgres://db.internal:5432/postgres).
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        admin_user: String,
+        /// Read the admin password from standard input (empty for none).
+        #[arg(long, conflicts_with = "admin_password")]
+        admin_password_stdin: bool,
+        /// The admin password (visible in the process list; prefer --admin-password-stdin).
+        #[arg(long)]
+        admin_password: Option<String>,
+    },
+    /// List targets.
+    List,
+    /// Check that the admin logs in and may manage accounts.
+    Check { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -449,6 +505,12 @@ pub async fn run(cli: Cli, registry: Registry) -> Result<()> {
             });
             store.close().await;
         }
+        Command::Target(cmd) => {
+            let store = Store::open(&config, OpenMode::Existing).await?;
+            let result = target_command(&store, cmd, &out).await;
+            store.close().await;
+            result?;
+        }
         Command::Key(cmd) => {
             let store = Store::open(&config, OpenMode::Existing).await?;
             match cmd {
@@ -475,6 +537,336 @@ pub async fn run(cli: Cli, registry: Registry) -> Result<()> {
                 }
             }
             store.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// `rotor secret create`: a plain secret, or database accounts created or imported on a target.
+async fn create_secret_command(store: &Store, args: CreateArgs, out: &Output) -> Result<()> {
+    let ty: SecretType = args
+        .secret_type
+        .parse()
+        .map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
+    let sub = args
+        .sub_type
+        .as_deref()
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
+    let kind = SecretKind::new(ty, sub).map_err(|e| Error::invalid(e.to_string()))?;
+    let name = SecretName::parse(&args.name)?;
+    let mut new = match &args.target {
+        None => NewSecret::new(name.clone(), kind, read_value(&args.value)?),
+        Some(target) => database_secret(store, &name, kind, target, &args).await?,
+    };
+    new.version_id = args
+        .version_id
+        .as_deref()
+        .map(VersionId::parse)
+        .transpose()?;
+    new.tags = args
+        .tags
+        .iter()
+        .map(|t| Tag::parse_pair(t))
+        .collect::<Result<_>>()?;
+    new.description = args.description.clone();
+    new.key = args.key.clone();
+    let rotation = args
+        .rotation_interval
+        .as_deref()
+        .map(|i| parse_duration(i).map(RotationSchedule::Interval))
+        .transpose()?;
+    if let Some(schedule) = &rotation {
+        schedule.check_for(kind, store.clock().now())?;
+    }
+    let accounts_to_create = match (&args.target, &args.account) {
+        (Some(target), Some(_)) => Some((
+            target.clone(),
+            new.settings.clone(),
+            [Some(new.value.clone()), new.previous.clone()],
+        )),
+        _ => None,
+    };
+    // The store first: no account exists on a server without its password in the store.
+    let done = store.create_secret(new).await?;
+    if let Some((target, settings, values)) = accounts_to_create {
+        let accounts: Vec<Account> = values
+            .iter()
+            .flatten()
+            .map(Account::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(target_error)?;
+        let settings =
+            DbSettings::from_json(&settings.unwrap_or_default()).map_err(target_error)?;
+        let tcx = store.target_context(&target).await?;
+        let created = match database_for(store, &target).await {
+            Ok(db) => db
+                .create_accounts(&tcx, &settings, &accounts)
+                .await
+                .map_err(target_error),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            store.delete(&name, DeleteMode::Force).await?;
+            return Err(e);
+        }
+    }
+    if let Some(schedule) = rotation {
+        store
+            .set_rotation(
+                &name,
+                Some(RotationPolicy {
+                    schedule,
+                    jitter: None,
+                    rotate_now: false,
+                }),
+            )
+            .await?;
+    }
+    out.print(&done, || {
+        format!(
+            "created secret '{}' ({kind}); version {} is ACSCurrent",
+            done.secret_name, done.version_id
+        )
+    });
+    Ok(())
+}
+
+/// The database implementation behind a target.
+async fn database_for(store: &Store, target: &str) -> Result<std::sync::Arc<dyn Database>> {
+    let info = store.target(target).await?;
+    crate::builtin_databases()
+        .into_iter()
+        .find(|d| d.kind() == info.kind.as_str())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "this build cannot manage accounts on {} targets yet",
+                info.kind.as_str()
+            ))
+        })
+}
+
+fn target_error(e: rotors::RotateError) -> Error {
+    Error::Target(e.to_string())
+}
+
+/// Builds a database secret: create mode (`--account`: new accounts, passwords generated) or
+/// import mode (`--value`: existing accounts, which must log in).
+async fn database_secret(
+    store: &Store,
+    name: &SecretName,
+    kind: SecretKind,
+    target: &str,
+    args: &CreateArgs,
+) -> Result<NewSecret> {
+    if !matches!(
+        kind.ty,
+        SecretType::Rds | SecretType::PolarDB | SecretType::Redis
+    ) {
+        return Err(Error::invalid(
+            "--target is for database secrets (Rds, PolarDB, Redis)",
+        ));
+    }
+    let db = database_for(store, target).await?;
+    let dual = kind.sub != Some(SubType::SingleUser);
+    let password = PasswordPolicy {
+        length: args.password_length,
+        exclude: args.exclude_chars.clone(),
+    };
+    password.check().map_err(Error::invalid)?;
+    if let Some(database) = &args.database {
+        check_identifier("database name", database, 64).map_err(Error::invalid)?;
+    }
+    let privilege = args
+        .privilege
+        .as_deref()
+        .map(|p| p.parse::<rotors::account::Privilege>())
+        .transpose()
+        .map_err(Error::invalid)?;
+    let mut settings = DbSettings {
+        accounts: vec![],
+        database: args.database.clone(),
+        privilege,
+        password,
+    };
+    let (current, previous) = match (
+        &args.account,
+        args.value.value.is_some() || args.value.value_file.is_some(),
+    ) {
+        (Some(_), true) => {
+            return Err(Error::invalid(
+                "give --account to create accounts or --value to import them, not both",
+            ))
+        }
+        (Some(account), false) => {
+            let max = db.max_account_len() - if dual { "_clone".len() } else { 0 };
+            check_identifier("account name", account, max).map_err(|e| {
+                Error::invalid(format!(
+                    "{e} (with the _clone suffix, {} allows {} characters)",
+                    db.kind(),
+                    db.max_account_len()
+                ))
+            })?;
+            let first = Account {
+                name: account.clone(),
+                password: settings.password.generate(),
+            };
+            let second = dual.then(|| Account {
+                name: clone_name(account),
+                password: settings.password.generate(),
+            });
+            if let Some(second) = &second {
+                settings.accounts = vec![first.name.clone(), second.name.clone()];
+            }
+            (first, second)
+        }
+        (None, true) => {
+            let value = read_value(&args.value)?;
+            let (first, second) = import_accounts(&value, dual, kind)?;
+            let tcx = store.target_context(target).await?;
+            for account in std::iter::once(&first).chain(&second) {
+                db.login(&tcx, settings.database.as_deref(), account).await.map_err(|e| {
+                    Error::invalid(format!("account '{}' does not log in on target '{target}', so it cannot be imported: {e}", account.name))
+                })?;
+            }
+            if let Some(second) = &second {
+                settings.accounts = vec![first.name.clone(), second.name.clone()];
+            }
+            (first, second)
+        }
+        (None, false) => {
+            return Err(Error::invalid(
+                "give --account to create accounts, or --value / --value-file to import them",
+            ))
+        }
+    };
+    let mut new = NewSecret::new(name.clone(), kind, current.to_value());
+    new.previous = previous.map(|a| a.to_value());
+    new.target = Some(target.to_owned());
+    new.settings = Some(serde_json::to_value(&settings).expect("settings serialise"));
+    Ok(new)
+}
+
+/// Reads an import value: `{"Accounts":[{…},{…}]}` for dual accounts, one account otherwise.
+fn import_accounts(
+    value: &SecretValue,
+    dual: bool,
+    kind: SecretKind,
+) -> Result<(Account, Option<Account>)> {
+    let malformed = || {
+        Error::invalid(if dual {
+            format!("{kind} import value must be {{\"Accounts\":[{{\"AccountName\",\"AccountPassword\"}}, {{…}}]}} with two accounts")
+        } else {
+            format!("{kind} import value must be {{\"AccountName\",\"AccountPassword\"}}")
+        })
+    };
+    if !dual {
+        rotors::value::validate(kind, value.expose()).map_err(|e| Error::invalid(e.to_string()))?;
+        return Ok((Account::from_value(value).map_err(|_| malformed())?, None));
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_slice(value.expose()).map_err(|_| malformed())?;
+    let list = parsed
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("Accounts"))
+        .and_then(|a| a.as_array())
+        .ok_or_else(malformed)?;
+    if list.len() != 2 {
+        return Err(malformed());
+    }
+    let mut accounts = list.iter().map(|a| {
+        let text = Zeroizing::new(a.to_string());
+        let v = SecretValue::new(text.as_bytes().to_vec());
+        rotors::value::validate(kind, v.expose()).map_err(|e| Error::invalid(e.to_string()))?;
+        Account::from_value(&v).map_err(|_| malformed())
+    });
+    let first = accounts.next().ok_or_else(malformed)??;
+    let second = accounts.next().ok_or_else(malformed)??;
+    if first.name == second.name {
+        return Err(Error::invalid("the two imported accounts must differ"));
+    }
+    Ok((first, Some(second)))
+}
+
+/// `rotor target add | list | check`.
+async fn target_command(store: &Store, cmd: TargetCommand, out: &Output) -> Result<()> {
+    match cmd {
+        TargetCommand::Add {
+            name,
+            kind,
+            url,
+            admin_user,
+            admin_password_stdin,
+            admin_password,
+        } => {
+            let kind: TargetKind = kind.parse()?;
+            let password = match (admin_password_stdin, admin_password) {
+                (true, _) => {
+                    let mut buf = Zeroizing::new(String::new());
+                    std::io::stdin().read_to_string(&mut buf).map_err(|e| {
+                        Error::invalid(format!(
+                            "cannot read the admin password from standard input: {e}"
+                        ))
+                    })?;
+                    Zeroizing::new(buf.trim_end_matches(['\n', '\r']).to_owned())
+                }
+                (false, Some(p)) => Zeroizing::new(p),
+                (false, None) => {
+                    return Err(Error::invalid(
+                        "give --admin-password-stdin or --admin-password",
+                    ))
+                }
+            };
+            check_identifier("admin user", &admin_user, 128)
+                .or_else(|e| {
+                    // Some servers' admins have other characters (e.g. root@%): refuse only quotes and spaces.
+                    if admin_user.chars().any(|c| "\"'` ;\\".contains(c)) {
+                        Err(e)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map_err(Error::invalid)?;
+            let admin = Account::new(&admin_user, &password).to_value();
+            let info = store.add_target(&name, kind, &url, admin).await?;
+            out.print(&info, || {
+                format!(
+                    "added target '{}' ({}); admin account stored as secret '{}'",
+                    info.name,
+                    kind.as_str(),
+                    info.admin_secret
+                )
+            });
+        }
+        TargetCommand::List => {
+            let targets = store.list_targets().await?;
+            out.print(&targets, || {
+                table(
+                    &["TARGET", "KIND", "URL", "ADMIN SECRET"],
+                    targets
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                t.kind.as_str().into(),
+                                t.url.clone(),
+                                t.admin_secret.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        TargetCommand::Check { name } => {
+            let db = database_for(store, &name).await?;
+            let tcx = store.target_context(&name).await?;
+            db.check_admin(&tcx).await.map_err(target_error)?;
+            let admin = admin_secret_name(&name);
+            out.print(json!({"Target": name, "AdminCanManageAccounts": true}), || {
+                format!("target '{name}': the admin account ({admin}) logs in and may manage accounts")
+            });
         }
     }
     Ok(())
@@ -624,44 +1016,7 @@ fn lock_sqlite_worker(config: &StoreConfig) -> Result<std::fs::File> {
 
 async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Result<()> {
     match cmd {
-        SecretCommand::Create {
-            name,
-            secret_type,
-            sub_type,
-            value,
-            version_id,
-            tags,
-            description,
-            key,
-        } => {
-            let ty = secret_type
-                .parse()
-                .map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
-            let sub = sub_type
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
-            let kind = SecretKind::new(ty, sub).map_err(|e| Error::invalid(e.to_string()))?;
-            let new = NewSecret {
-                name: SecretName::parse(&name)?,
-                kind,
-                value: read_value(&value)?,
-                version_id: version_id.as_deref().map(VersionId::parse).transpose()?,
-                tags: tags
-                    .iter()
-                    .map(|t| Tag::parse_pair(t))
-                    .collect::<Result<_>>()?,
-                description,
-                key,
-            };
-            let done = store.create_secret(new).await?;
-            out.print(&done, || {
-                format!(
-                    "created secret '{}' ({kind}); version {} is ACSCurrent",
-                    done.secret_name, done.version_id
-                )
-            });
-        }
+        SecretCommand::Create(args) => create_secret_command(store, *args, out).await?,
         SecretCommand::Get {
             name,
             stage,

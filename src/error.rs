@@ -17,6 +17,9 @@ pub enum Error {
     /// have passed to another worker): stop, the new holder resumes.
     #[error("{0}")]
     Lease(String),
+    /// A target refused or could not be reached (account creation, import checks, target check).
+    #[error("{0}")]
+    Target(String),
     /// A rotation that did not complete (its reason is on the secret too).
     #[error("{0}")]
     Rotation(String),
@@ -42,6 +45,7 @@ pub mod exit {
     pub const CONFLICT: i32 = 4;
     pub const CRYPTO: i32 = 5;
     pub const ROTATION_FAILED: i32 = 6;
+    pub const TARGET: i32 = 7;
 }
 
 impl Error {
@@ -69,6 +73,7 @@ impl Error {
             Error::Conflict(_) | Error::Lease(_) => exit::CONFLICT,
             Error::Crypto(_) => exit::CRYPTO,
             Error::Rotation(_) => exit::ROTATION_FAILED,
+            Error::Target(_) => exit::TARGET,
             Error::Config(_) | Error::Store(_) | Error::Migrate(_) => exit::FAILURE,
         }
     }

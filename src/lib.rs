@@ -16,8 +16,25 @@ pub mod worker;
 
 pub use error::{Error, Result};
 
-/// The rotators this build ships. Empty until the rotator issues land: database, SSH and RAM
-/// rotators register here.
+/// The database servers this build manages accounts on.
+pub fn builtin_databases() -> Vec<std::sync::Arc<dyn rotors::database::Database>> {
+    vec![std::sync::Arc::new(rotors::postgres::Postgres::new())]
+}
+
+/// The rotators this build ships: database accounts (dual and single) on the servers of
+/// [`builtin_databases`]. SSH and RAM rotators register here when they land.
 pub fn builtin_rotators() -> rotors::Registry {
-    rotors::Registry::new()
+    use rotors::{SecretKind, SecretType, SubType};
+    let accounts = rotors::database::AccountRotator::new(builtin_databases());
+    let mut registry = rotors::Registry::new();
+    for (ty, sub) in [
+        (SecretType::Rds, SubType::DoubleUsers),
+        (SecretType::Rds, SubType::SingleUser),
+        (SecretType::PolarDB, SubType::DoubleUsers),
+        (SecretType::Redis, SubType::DoubleUsers),
+        (SecretType::Redis, SubType::SingleUser),
+    ] {
+        registry.register(SecretKind { ty, sub: Some(sub) }, accounts.clone());
+    }
+    registry
 }

@@ -27,7 +27,9 @@ pub struct Account {
 
 impl fmt::Debug for Account {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Account").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,14 +43,21 @@ struct AccountJson {
 
 impl Account {
     pub fn new(name: &str, password: &str) -> Self {
-        Account { name: name.to_owned(), password: SecretString::from(password.to_owned()) }
+        Account {
+            name: name.to_owned(),
+            password: SecretString::from(password.to_owned()),
+        }
     }
 
     /// Reads a stored `{"AccountName","AccountPassword"}` value.
     pub fn from_value(value: &SecretValue) -> Result<Self, RotateError> {
-        let parsed: AccountJson = serde_json::from_slice(value.expose())
-            .map_err(|_| RotateError::fatal("the stored value is not an account (AccountName, AccountPassword)"))?;
-        Ok(Account { name: parsed.name, password: parsed.password })
+        let parsed: AccountJson = serde_json::from_slice(value.expose()).map_err(|_| {
+            RotateError::fatal("the stored value is not an account (AccountName, AccountPassword)")
+        })?;
+        Ok(Account {
+            name: parsed.name,
+            password: parsed.password,
+        })
     }
 
     /// The value rotor stores for this account.
@@ -81,7 +90,9 @@ impl std::str::FromStr for Privilege {
             "readonly" => Ok(Privilege::ReadOnly),
             "ddlonly" => Ok(Privilege::DDLOnly),
             "dmlonly" => Ok(Privilege::DMLOnly),
-            _ => Err(format!("unknown privilege '{s}' (expected ReadWrite, ReadOnly, DDLOnly or DMLOnly)")),
+            _ => Err(format!(
+                "unknown privilege '{s}' (expected ReadWrite, ReadOnly, DDLOnly or DMLOnly)"
+            )),
         }
     }
 }
@@ -98,7 +109,10 @@ pub struct PasswordPolicy {
 
 impl Default for PasswordPolicy {
     fn default() -> Self {
-        PasswordPolicy { length: DEFAULT_PASSWORD_LENGTH, exclude: String::new() }
+        PasswordPolicy {
+            length: DEFAULT_PASSWORD_LENGTH,
+            exclude: String::new(),
+        }
     }
 }
 
@@ -106,10 +120,20 @@ impl PasswordPolicy {
     /// Checks the policy: 16–128 characters, and enough of each class left to draw from.
     pub fn check(&self) -> Result<(), String> {
         if !(16..=128).contains(&self.length) {
-            return Err(format!("password length must be 16 to 128 (got {})", self.length));
+            return Err(format!(
+                "password length must be 16 to 128 (got {})",
+                self.length
+            ));
         }
         let alphabet = self.alphabet();
-        for (class, test) in [("lower-case letters", char::is_ascii_lowercase as fn(&char) -> bool), ("upper-case letters", char::is_ascii_uppercase), ("digits", char::is_ascii_digit)] {
+        for (class, test) in [
+            (
+                "lower-case letters",
+                char::is_ascii_lowercase as fn(&char) -> bool,
+            ),
+            ("upper-case letters", char::is_ascii_uppercase),
+            ("digits", char::is_ascii_digit),
+        ] {
             if !alphabet.iter().any(test) {
                 return Err(format!("--exclude-chars leaves no {class} for passwords"));
             }
@@ -132,10 +156,16 @@ impl PasswordPolicy {
         let alphabet = self.alphabet();
         let mut rng = OsRng.unwrap_err();
         loop {
-            let password: Zeroizing<String> =
-                Zeroizing::new((0..self.length).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect());
+            let password: Zeroizing<String> = Zeroizing::new(
+                (0..self.length)
+                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                    .collect(),
+            );
             let has = |f: fn(&char) -> bool| password.chars().any(|c| f(&c));
-            if has(char::is_ascii_lowercase) && has(char::is_ascii_uppercase) && has(char::is_ascii_digit) {
+            if has(char::is_ascii_lowercase)
+                && has(char::is_ascii_uppercase)
+                && has(char::is_ascii_digit)
+            {
                 return SecretString::from(password.to_string());
             }
         }
@@ -163,7 +193,8 @@ impl DbSettings {
         if value.is_null() {
             return Ok(DbSettings::default());
         }
-        serde_json::from_value(value.clone()).map_err(|e| RotateError::fatal(format!("malformed secret settings: {e}")))
+        serde_json::from_value(value.clone())
+            .map_err(|e| RotateError::fatal(format!("malformed secret settings: {e}")))
     }
 
     /// The account a rotation moves to from `current`: the other of the pair.
@@ -174,7 +205,9 @@ impl DbSettings {
             [a, b] => Err(RotateError::fatal(format!(
                 "the current account '{current}' is neither '{a}' nor '{b}', the secret's pair"
             ))),
-            _ => Err(RotateError::fatal("the secret does not name its two accounts")),
+            _ => Err(RotateError::fatal(
+                "the secret does not name its two accounts",
+            )),
         }
     }
 }
@@ -188,12 +221,21 @@ pub fn clone_name(base: &str) -> String {
 /// digit. Anything else (quotes, semicolons, spaces) is refused, so names are safe to quote.
 pub fn check_identifier(what: &str, name: &str, max: usize) -> Result<(), String> {
     if name.is_empty() || name.len() > max {
-        return Err(format!("{what} '{}' must be 1 to {max} characters", name.escape_debug()));
+        return Err(format!(
+            "{what} '{}' must be 1 to {max} characters",
+            name.escape_debug()
+        ));
     }
     if name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("{what} '{}' may not start with a digit", name.escape_debug()));
+        return Err(format!(
+            "{what} '{}' may not start with a digit",
+            name.escape_debug()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
         return Err(format!(
             "{what} '{}' contains '{}'; allowed are letters, digits and _",
             name.escape_debug(),
@@ -213,13 +255,31 @@ mod tests {
         let p = p.expose_secret();
         assert_eq!(p.len(), 32);
         assert!(!p.chars().any(|c| ALWAYS_EXCLUDED.contains(c)));
-        let strict = PasswordPolicy { length: 16, exclude: SYMBOLS.into() };
+        let strict = PasswordPolicy {
+            length: 16,
+            exclude: SYMBOLS.into(),
+        };
         let q = strict.generate();
         assert!(q.expose_secret().chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(PasswordPolicy::default().generate().expose_secret(), p);
-        assert!(PasswordPolicy { length: 15, exclude: String::new() }.check().is_err());
-        assert!(PasswordPolicy { length: 129, exclude: String::new() }.check().is_err());
-        assert!(PasswordPolicy { length: 20, exclude: "0123456789".into() }.check().is_err());
+        assert!(PasswordPolicy {
+            length: 15,
+            exclude: String::new()
+        }
+        .check()
+        .is_err());
+        assert!(PasswordPolicy {
+            length: 129,
+            exclude: String::new()
+        }
+        .check()
+        .is_err());
+        assert!(PasswordPolicy {
+            length: 20,
+            exclude: "0123456789".into()
+        }
+        .check()
+        .is_err());
     }
 
     #[test]
@@ -233,13 +293,19 @@ mod tests {
 
     #[test]
     fn partners_and_values() {
-        let s = DbSettings { accounts: vec!["app".into(), "app_clone".into()], ..Default::default() };
+        let s = DbSettings {
+            accounts: vec!["app".into(), "app_clone".into()],
+            ..Default::default()
+        };
         assert_eq!(s.partner("app").unwrap(), "app_clone");
         assert_eq!(s.partner("app_clone").unwrap(), "app");
         assert!(s.partner("other").is_err());
         let a = Account::new("app", "s3cret-Value");
         assert!(!format!("{a:?}").contains("s3cret"));
         let back = Account::from_value(&a.to_value()).unwrap();
-        assert_eq!((back.name.as_str(), back.password()), ("app", "s3cret-Value"));
+        assert_eq!(
+            (back.name.as_str(), back.password()),
+            ("app", "s3cret-Value")
+        );
     }
 }

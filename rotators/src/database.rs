@@ -30,16 +30,36 @@ pub trait Database: Send + Sync {
 
     /// Logs in as `account` (to `database`, if the server has databases) and proves who is
     /// logged in with a trivial query.
-    async fn login(&self, target: &TargetContext, database: Option<&str>, account: &Account) -> Result<(), RotateError>;
+    async fn login(
+        &self,
+        target: &TargetContext,
+        database: Option<&str>,
+        account: &Account,
+    ) -> Result<(), RotateError>;
 
     /// Sets `account`'s password, as the admin.
-    async fn set_password(&self, target: &TargetContext, account: &Account) -> Result<(), RotateError>;
+    async fn set_password(
+        &self,
+        target: &TargetContext,
+        account: &Account,
+    ) -> Result<(), RotateError>;
 
     /// Creates `accounts` with identical privileges from `settings` (create mode).
-    async fn create_accounts(&self, target: &TargetContext, settings: &DbSettings, accounts: &[Account]) -> Result<(), RotateError>;
+    async fn create_accounts(
+        &self,
+        target: &TargetContext,
+        settings: &DbSettings,
+        accounts: &[Account],
+    ) -> Result<(), RotateError>;
 
     /// Makes `to`'s privileges identical to `from`'s, before `to` becomes current.
-    async fn sync_privileges(&self, _target: &TargetContext, _settings: &DbSettings, _from: &str, _to: &str) -> Result<(), RotateError> {
+    async fn sync_privileges(
+        &self,
+        _target: &TargetContext,
+        _settings: &DbSettings,
+        _from: &str,
+        _to: &str,
+    ) -> Result<(), RotateError> {
         Ok(())
     }
 }
@@ -61,18 +81,29 @@ impl AccountRotator {
             .iter()
             .find(|d| d.kind() == kind)
             .map(|d| d.as_ref())
-            .ok_or_else(|| RotateError::fatal(format!("target '{}' is of kind '{kind}', which this build cannot rotate", target.name)))
+            .ok_or_else(|| {
+                RotateError::fatal(format!(
+                    "target '{}' is of kind '{kind}', which this build cannot rotate",
+                    target.name
+                ))
+            })
     }
 }
 
 fn target(cx: &RotationContext) -> Result<&TargetContext, RotateError> {
-    cx.target
-        .as_ref()
-        .ok_or_else(|| RotateError::fatal(format!("secret '{}' names no target to rotate on", cx.secret_name)))
+    cx.target.as_ref().ok_or_else(|| {
+        RotateError::fatal(format!(
+            "secret '{}' names no target to rotate on",
+            cx.secret_name
+        ))
+    })
 }
 
 fn current(cx: &RotationContext) -> Result<Account, RotateError> {
-    let current = cx.current.as_ref().ok_or_else(|| RotateError::fatal("the secret has no current version"))?;
+    let current = cx
+        .current
+        .as_ref()
+        .ok_or_else(|| RotateError::fatal("the secret has no current version"))?;
     Account::from_value(&current.value)
 }
 
@@ -85,8 +116,15 @@ impl Rotator for AccountRotator {
     async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
         let settings = DbSettings::from_json(&cx.settings)?;
         let current = current(cx)?;
-        let name = if dual(cx) { settings.partner(&current.name)? } else { current.name.clone() };
-        let account = Account { name, password: settings.password.generate() };
+        let name = if dual(cx) {
+            settings.partner(&current.name)?
+        } else {
+            current.name.clone()
+        };
+        let account = Account {
+            name,
+            password: settings.password.generate(),
+        };
         Ok(account.to_value())
     }
 
@@ -96,7 +134,11 @@ impl Rotator for AccountRotator {
         let current = current(cx)?;
         let pending = Account::from_value(pending)?;
         // Aimed at the right account? The partner of the current one, or the one itself.
-        let expected = if dual(cx) { settings.partner(&current.name)? } else { current.name.clone() };
+        let expected = if dual(cx) {
+            settings.partner(&current.name)?
+        } else {
+            current.name.clone()
+        };
         if pending.name != expected {
             return Err(RotateError::fatal(format!(
                 "refusing to change '{}': the pending account must be '{expected}'",
@@ -104,11 +146,16 @@ impl Rotator for AccountRotator {
             )));
         }
         let db = self.database(target)?;
-        if db.login(target, settings.database.as_deref(), &pending).await.is_ok() {
+        if db
+            .login(target, settings.database.as_deref(), &pending)
+            .await
+            .is_ok()
+        {
             return Ok(()); // already set (a repeated step)
         }
         if dual(cx) {
-            db.sync_privileges(target, &settings, &current.name, &pending.name).await?;
+            db.sync_privileges(target, &settings, &current.name, &pending.name)
+                .await?;
         }
         db.set_password(target, &pending).await
     }
@@ -117,14 +164,17 @@ impl Rotator for AccountRotator {
         let settings = DbSettings::from_json(&cx.settings)?;
         let pending = Account::from_value(pending)?;
         let target = target(cx)?;
-        self.database(target)?.login(target, settings.database.as_deref(), &pending).await
+        self.database(target)?
+            .login(target, settings.database.as_deref(), &pending)
+            .await
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
         let target = target(cx)?;
         let settings = DbSettings::from_json(&cx.settings)?;
         let db = self.database(target)?;
-        db.login(target, settings.database.as_deref(), &current(cx)?).await?;
+        db.login(target, settings.database.as_deref(), &current(cx)?)
+            .await?;
         db.check_admin(target).await
     }
 }

@@ -41,9 +41,15 @@ fn url(target: &TargetContext) -> Result<&str, RotateError> {
         .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", target.name)))
 }
 
-fn options(target: &TargetContext, account: &Account, database: Option<&str>) -> Result<PgConnectOptions, RotateError> {
+fn options(
+    target: &TargetContext,
+    account: &Account,
+    database: Option<&str>,
+) -> Result<PgConnectOptions, RotateError> {
     let mut options = PgConnectOptions::from_str(url(target)?)
-        .map_err(|e| RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name)))?
+        .map_err(|e| {
+            RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
+        })?
         .username(&account.name)
         .password(account.password());
     if let Some(db) = database {
@@ -53,10 +59,9 @@ fn options(target: &TargetContext, account: &Account, database: Option<&str>) ->
 }
 
 fn admin(target: &TargetContext) -> Result<Account, RotateError> {
-    let value = target
-        .admin
-        .as_ref()
-        .ok_or_else(|| RotateError::fatal(format!("target '{}' has no admin credential", target.name)))?;
+    let value = target.admin.as_ref().ok_or_else(|| {
+        RotateError::fatal(format!("target '{}' has no admin credential", target.name))
+    })?;
     Account::from_value(value)
 }
 
@@ -65,27 +70,45 @@ fn classify(target: &TargetContext, who: &str, e: sqlx::Error) -> RotateError {
     match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default().to_string();
-            let msg = format!("PostgreSQL target '{}' refused {who}: {} (SQLSTATE {code})", target.name, db.message());
+            let msg = format!(
+                "PostgreSQL target '{}' refused {who}: {} (SQLSTATE {code})",
+                target.name,
+                db.message()
+            );
             match code.as_str() {
                 // too many connections, cannot connect now, admin shutdown, serialization
                 "53300" | "57P03" | "57P01" | "40001" | "40P01" => RotateError::retryable(msg),
                 _ => RotateError::fatal(msg),
             }
         }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-            RotateError::retryable(format!("PostgreSQL target '{}' is unreachable for {who}: {e}", target.name))
-        }
-        _ => RotateError::retryable(format!("PostgreSQL target '{}' failed for {who}: {e}", target.name)),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => RotateError::retryable(format!(
+            "PostgreSQL target '{}' is unreachable for {who}: {e}",
+            target.name
+        )),
+        _ => RotateError::retryable(format!(
+            "PostgreSQL target '{}' failed for {who}: {e}",
+            target.name
+        )),
     }
 }
 
-async fn connect(target: &TargetContext, account: &Account, database: Option<&str>) -> Result<PgConnection, RotateError> {
+async fn connect(
+    target: &TargetContext,
+    account: &Account,
+    database: Option<&str>,
+) -> Result<PgConnection, RotateError> {
     let opts = options(target, account, database)?;
     let who = format!("login as '{}'", account.name);
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(classify(target, &who, e)),
-        Err(_) => Err(RotateError::retryable(format!("PostgreSQL target '{}' did not answer {who} in time", target.name))),
+        Err(_) => Err(RotateError::retryable(format!(
+            "PostgreSQL target '{}' did not answer {who} in time",
+            target.name
+        ))),
     }
 }
 
@@ -107,13 +130,18 @@ impl Postgres {
             .max_connections(2)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(options(target, &admin, None)?);
-        pools.insert(target.name.clone(), (Zeroizing::new(admin.password().to_owned()), pool.clone()));
+        pools.insert(
+            target.name.clone(),
+            (Zeroizing::new(admin.password().to_owned()), pool.clone()),
+        );
         Ok(pool)
     }
 
     async fn admin_exec(&self, target: &TargetContext, sql: &str) -> Result<(), RotateError> {
         let pool = self.admin_pool(target).await?;
-        pool.execute(sql).await.map_err(|e| classify(target, "the admin", e))?;
+        pool.execute(sql)
+            .await
+            .map_err(|e| classify(target, "the admin", e))?;
         Ok(())
     }
 }
@@ -130,11 +158,15 @@ impl Database for Postgres {
 
     async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
         let pool = self.admin_pool(target).await?;
-        let row = sqlx::query("SELECT rolsuper OR rolcreaterole AS can FROM pg_roles WHERE rolname = session_user")
-            .fetch_one(&pool)
-            .await
+        let row = sqlx::query(
+            "SELECT rolsuper OR rolcreaterole AS can FROM pg_roles WHERE rolname = session_user",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+        let can: bool = row
+            .try_get("can")
             .map_err(|e| classify(target, "the admin", e))?;
-        let can: bool = row.try_get("can").map_err(|e| classify(target, "the admin", e))?;
         if can {
             Ok(())
         } else {
@@ -145,22 +177,36 @@ impl Database for Postgres {
         }
     }
 
-    async fn login(&self, target: &TargetContext, database: Option<&str>, account: &Account) -> Result<(), RotateError> {
+    async fn login(
+        &self,
+        target: &TargetContext,
+        database: Option<&str>,
+        account: &Account,
+    ) -> Result<(), RotateError> {
         let mut conn = connect(target, account, database).await?;
         let row = sqlx::query("SELECT session_user::text AS who")
             .fetch_one(&mut conn)
             .await
             .map_err(|e| classify(target, "a trivial query", e))?;
-        let who: String = row.try_get("who").map_err(|e| classify(target, "a trivial query", e))?;
+        let who: String = row
+            .try_get("who")
+            .map_err(|e| classify(target, "a trivial query", e))?;
         let _ = conn.close().await;
         if who == account.name {
             Ok(())
         } else {
-            Err(RotateError::fatal(format!("logged in as '{who}', not '{}'", account.name)))
+            Err(RotateError::fatal(format!(
+                "logged in as '{who}', not '{}'",
+                account.name
+            )))
         }
     }
 
-    async fn set_password(&self, target: &TargetContext, account: &Account) -> Result<(), RotateError> {
+    async fn set_password(
+        &self,
+        target: &TargetContext,
+        account: &Account,
+    ) -> Result<(), RotateError> {
         let sql = Zeroizing::new(format!(
             "ALTER ROLE {} WITH PASSWORD {}",
             quote_ident(&account.name),
@@ -169,11 +215,21 @@ impl Database for Postgres {
         self.admin_exec(target, &sql).await
     }
 
-    async fn create_accounts(&self, target: &TargetContext, settings: &DbSettings, accounts: &[Account]) -> Result<(), RotateError> {
-        let base = accounts.first().ok_or_else(|| RotateError::fatal("no account to create"))?;
+    async fn create_accounts(
+        &self,
+        target: &TargetContext,
+        settings: &DbSettings,
+        accounts: &[Account],
+    ) -> Result<(), RotateError> {
+        let base = accounts
+            .first()
+            .ok_or_else(|| RotateError::fatal("no account to create"))?;
         let group = quote_ident(&format!("{}_group", base.name));
         let pool = self.admin_pool(target).await?;
-        let mut tx = pool.begin().await.map_err(|e| classify(target, "the admin", e))?;
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| classify(target, "the admin", e))?;
         let names: Vec<String> = std::iter::once(format!("{}_group", base.name))
             .chain(accounts.iter().map(|a| a.name.clone()))
             .collect();
@@ -197,15 +253,25 @@ impl Database for Postgres {
                 quote_literal(a.password()).as_str()
             )));
             // Objects either account creates belong to the group, so both can use them.
-            statements.push(Zeroizing::new(format!("ALTER ROLE {name} SET role = {}", quote_literal(&format!("{}_group", base.name)).as_str())));
+            statements.push(Zeroizing::new(format!(
+                "ALTER ROLE {name} SET role = {}",
+                quote_literal(&format!("{}_group", base.name)).as_str()
+            )));
         }
         if let Some(db) = &settings.database {
-            statements.push(Zeroizing::new(format!("GRANT CONNECT ON DATABASE {} TO {group}", quote_ident(db))));
+            statements.push(Zeroizing::new(format!(
+                "GRANT CONNECT ON DATABASE {} TO {group}",
+                quote_ident(db)
+            )));
         }
         for sql in &statements {
-            tx.execute(sql.as_str()).await.map_err(|e| classify(target, "creating accounts", e))?;
+            tx.execute(sql.as_str())
+                .await
+                .map_err(|e| classify(target, "creating accounts", e))?;
         }
-        tx.commit().await.map_err(|e| classify(target, "creating accounts", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| classify(target, "creating accounts", e))?;
 
         // Schema privileges live in the account's database.
         let privilege = settings.privilege.unwrap_or(Privilege::ReadWrite);
@@ -220,8 +286,12 @@ impl Database for Postgres {
             Privilege::DDLOnly => None,
         };
         if let Some(p) = table_privileges {
-            grants.push(format!("GRANT {p} ON ALL TABLES IN SCHEMA public TO {group}"));
-            grants.push(format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {p} ON TABLES TO {group}"));
+            grants.push(format!(
+                "GRANT {p} ON ALL TABLES IN SCHEMA public TO {group}"
+            ));
+            grants.push(format!(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {p} ON TABLES TO {group}"
+            ));
         }
         let admin = admin(target)?;
         let mut conn = connect(target, &admin, settings.database.as_deref()).await?;
@@ -229,8 +299,14 @@ impl Database for Postgres {
             if let Err(e) = conn.execute(sql.as_str()).await {
                 let err = classify(target, "granting privileges", e);
                 // Leave nothing half made behind: the accounts go again.
-                for name in accounts.iter().map(|a| quote_ident(&a.name)).chain([group.clone()]) {
-                    let _ = pool.execute(format!("DROP ROLE IF EXISTS {name}").as_str()).await;
+                for name in accounts
+                    .iter()
+                    .map(|a| quote_ident(&a.name))
+                    .chain([group.clone()])
+                {
+                    let _ = pool
+                        .execute(format!("DROP ROLE IF EXISTS {name}").as_str())
+                        .await;
                 }
                 return Err(err);
             }

@@ -177,8 +177,9 @@ impl Engine {
     /// Checks that the current credential works and the target answers, changing nothing.
     pub async fn dry_run(&self, name: &SecretName) -> Result<()> {
         let claim = self.store.claim_for_reading(name).await?;
-        let state = self.store.load_rotation_unleased(&claim).await?;
+        let mut state = self.store.load_rotation_unleased(&claim).await?;
         let rotator = self.rotator(&state)?;
+        self.attach_target(&mut state).await?;
         rotator
             .check(&context(&state))
             .await
@@ -192,6 +193,14 @@ impl Engine {
                 state.claim.name, state.kind
             ))
         })
+    }
+
+    /// Loads the secret's target (address and admin credential) into its state.
+    async fn attach_target(&self, state: &mut RotationState) -> Result<()> {
+        if let Some(target) = &state.target {
+            state.target_context = Some(self.store.target_context(target).await?);
+        }
+        Ok(())
     }
 
     async fn drive(
@@ -210,6 +219,12 @@ impl Engine {
                     .await
             }
         };
+        if let Err(e) = self.attach_target(&mut state).await {
+            let step = state.job.as_ref().map_or(Step::Create, |j| j.step);
+            return self
+                .fail(&state, step, RotateError::fatal(e.to_string()))
+                .await;
+        }
         if state.job.is_none() {
             let now = self.store.clock().now_ms();
             if let Some(deadline) = state.deadline_at.filter(|d| !manual && now > *d) {
@@ -450,10 +465,10 @@ fn context(state: &RotationState) -> RotationContext {
     RotationContext {
         secret_name: state.claim.name.to_string(),
         kind: state.kind,
-        settings: serde_json::Value::Null,
+        settings: state.settings.clone(),
         current: state.current.clone(),
         previous: state.previous.clone(),
         pending: state.pending.clone(),
-        target: None,
+        target: state.target_context.clone(),
     }
 }

@@ -10,6 +10,7 @@
 mod keys;
 mod rotation;
 mod secrets;
+mod targets;
 mod types;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 
 pub use rotation::{Claim, Job, RotationState};
 pub use secrets::{NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED};
+pub use targets::{admin_secret_name, TargetInfo, TargetKind};
 pub use types::{
     DeleteMode, KeyInfo, PutOutcome, RotationFailure, RotationStatus, SecretInfo, SecretVersion,
     VersionInfo,
@@ -353,7 +355,10 @@ fn migrator(backend: Backend) -> Migrator {
                 "rotation",
                 include_str!("migrations/sqlite/0002_rotation.sql"),
             ),
-            ("targets", include_str!("migrations/sqlite/0003_targets.sql")),
+            (
+                "targets",
+                include_str!("migrations/sqlite/0003_targets.sql"),
+            ),
         ],
         Backend::Postgres => [
             ("store", include_str!("migrations/postgres/0001_store.sql")),
@@ -361,7 +366,10 @@ fn migrator(backend: Backend) -> Migrator {
                 "rotation",
                 include_str!("migrations/postgres/0002_rotation.sql"),
             ),
-            ("targets", include_str!("migrations/postgres/0003_targets.sql")),
+            (
+                "targets",
+                include_str!("migrations/postgres/0003_targets.sql"),
+            ),
         ],
     };
     let mut migrator = Migrator::DEFAULT;

@@ -54,6 +54,10 @@ pub struct RotationState {
     /// A cron window's end: no new rotation starts after it.
     pub deadline_at: Option<i64>,
     pub target: Option<String>,
+    /// Rotator settings stored with the secret (JSON; `Null` when none).
+    pub settings: serde_json::Value,
+    /// The target's address and admin credential, attached by the engine before the steps run.
+    pub target_context: Option<rotors::TargetContext>,
     pub job: Option<Job>,
     pub current: Option<VersionValue>,
     pub previous: Option<VersionValue>,
@@ -227,6 +231,13 @@ impl Store {
             next_rotation_at: row.next_rotation_at,
             deadline_at: row.deadline_at,
             target: row.target,
+            settings: match &row.settings {
+                Some(text) => serde_json::from_str(text).map_err(|e| {
+                    Error::config(format!("secret '{}' has malformed settings: {e}", row.name))
+                })?,
+                None => serde_json::Value::Null,
+            },
+            target_context: None,
             job: row.job,
             current,
             previous,

@@ -46,6 +46,31 @@ pub struct NewSecret {
     pub description: String,
     /// The CMK that protects the secret; the default key when `None`.
     pub key: Option<String>,
+    /// The target its credentials live on.
+    pub target: Option<String>,
+    /// Rotator settings (account pair, database, privilege, password rules).
+    pub settings: Option<serde_json::Value>,
+    /// A second value stored first as `ACSPrevious` (`v1`, the current one becoming `v2`): the
+    /// partner account of a dual-account secret.
+    pub previous: Option<SecretValue>,
+}
+
+impl NewSecret {
+    /// A secret with one value and nothing else set.
+    pub fn new(name: SecretName, kind: SecretKind, value: SecretValue) -> Self {
+        NewSecret {
+            name,
+            kind,
+            value,
+            version_id: None,
+            tags: vec![],
+            description: String::new(),
+            key: None,
+            target: None,
+            settings: None,
+            previous: None,
+        }
+    }
 }
 
 /// A new version for an existing secret.
@@ -76,7 +101,7 @@ pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_
     s.key_id, k.name AS key_name, s.wrapped_data_key, s.version_seq, s.created_at, s.updated_at, \
     s.rotation_enabled, s.rotation_interval_s, s.rotation_cron, s.rotation_window_s, \
     s.rotation_jitter_s, s.next_rotation_at, s.rotation_deadline_at, s.last_rotation_at, \
-    s.planned_delete_at, s.target, s.lease_owner, s.lease_expires_at, \
+    s.planned_delete_at, s.target, s.settings, s.lease_owner, s.lease_expires_at, \
     s.failure_reason, s.failure_attempts, s.failure_at, \
     j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error";
 pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
@@ -102,6 +127,7 @@ pub(super) struct SecretRow {
     last_rotation_at: Option<i64>,
     pub(super) planned_delete_at: Option<i64>,
     pub(super) target: Option<String>,
+    pub(super) settings: Option<String>,
     pub(super) lease_owner: Option<String>,
     pub(super) lease_expires_at: Option<i64>,
     failure: Option<RotationFailure>,
@@ -169,6 +195,7 @@ impl SecretRow {
             jitter: secs("rotation_jitter_s")?,
             deadline_at: row.try_get("rotation_deadline_at")?,
             target: opt_text(row, "target")?,
+            settings: opt_text(row, "settings")?,
             lease_owner: opt_text(row, "lease_owner")?,
             lease_expires_at: row.try_get("lease_expires_at")?,
             failure,
@@ -292,18 +319,27 @@ impl Store {
     /// Creates a secret and its first version, which becomes `ACSCurrent`.
     pub async fn create_secret(&self, new: NewSecret) -> Result<PutOutcome> {
         let name = &new.name;
-        rotors::value::validate(new.kind, new.value.expose())
-            .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+        for value in std::iter::once(&new.value).chain(&new.previous) {
+            rotors::value::validate(new.kind, value.expose())
+                .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+        }
         check_tags(&new.tags)?;
         check_description(&new.description)?;
         let key_id = self
             .resolve_key(new.key.as_deref().unwrap_or(super::DEFAULT_KEY))
             .await?;
         let cmk = self.cmk(key_id).await?;
+        let first_seq: i64 = if new.previous.is_some() { 2 } else { 1 };
         let version_id = new
             .version_id
             .clone()
-            .unwrap_or_else(|| VersionId::numbered(1));
+            .unwrap_or_else(|| VersionId::numbered(first_seq));
+        let previous_id = VersionId::numbered(1);
+        if new.previous.is_some() && version_id == previous_id {
+            return Err(Error::invalid(format!(
+                "secret '{name}': version id {previous_id} holds the previous value; choose another"
+            )));
+        }
         let uid = crypto::random_id();
         let data_key = KeyMaterial::generate();
         let wrapped = cmk
@@ -313,9 +349,28 @@ impl Store {
             new.value.expose(),
             &crypto::aad_value(&uid, name.as_str(), version_id.as_str()),
         );
+        let sealed_previous = new.previous.as_ref().map(|v| {
+            data_key.seal(
+                v.expose(),
+                &crypto::aad_value(&uid, name.as_str(), previous_id.as_str()),
+            )
+        });
+        let settings = new.settings.as_ref().map(|v| v.to_string());
         let now = self.clock.now_ms();
 
         let mut tx = self.begin_write().await?;
+        if let Some(target) = &new.target {
+            let found = sqlx::query("SELECT 1 AS one FROM targets WHERE name = $1")
+                .bind(target)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // A target's own admin secret is created just before the target row.
+            if found.is_none() && !name.as_str().starts_with(&format!("acs/target/{target}/")) {
+                return Err(Error::not_found(format!(
+                    "target '{target}' does not exist (see: rotor target list)"
+                )));
+            }
+        }
         // A secret whose recovery window has ended is gone, even if no purge has run yet.
         sqlx::query("DELETE FROM secrets WHERE name = $1 AND planned_delete_at <= $2")
             .bind(name.as_str())
@@ -337,8 +392,8 @@ impl Store {
         }
         let inserted = sqlx::query(
             "INSERT INTO secrets (uid, name, secret_type, sub_type, description, key_id, wrapped_data_key, \
-                                  version_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) RETURNING id",
+                                  version_seq, created_at, updated_at, target, settings) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8, $10, $11) RETURNING id",
         )
         .bind(&uid)
         .bind(name.as_str())
@@ -348,6 +403,9 @@ impl Store {
         .bind(key_id)
         .bind(wrapped)
         .bind(now)
+        .bind(first_seq)
+        .bind(&new.target)
+        .bind(&settings)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
@@ -358,7 +416,20 @@ impl Store {
             }
         })?;
         let id: i64 = inserted.try_get("id")?;
-        insert_version(&mut tx, id, &version_id, 1, &sealed, &new.value, now).await?;
+        if let (Some(previous), Some(sealed_previous)) = (&new.previous, &sealed_previous) {
+            insert_version(&mut tx, id, &previous_id, 1, sealed_previous, previous, now).await?;
+            set_stage(&mut tx, id, &Stage::Previous, &previous_id).await?;
+        }
+        insert_version(
+            &mut tx,
+            id,
+            &version_id,
+            first_seq,
+            &sealed,
+            &new.value,
+            now,
+        )
+        .await?;
         set_stage(&mut tx, id, &Stage::Current, &version_id).await?;
         for tag in &new.tags {
             sqlx::query(

@@ -165,6 +165,9 @@ async fn bench(backend: &str, o: &Options) {
                 tags: vec![],
                 description: String::new(),
                 key: None,
+                target: None,
+                settings: None,
+                previous: None,
             })
             .await
             .unwrap();

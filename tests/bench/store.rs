@@ -117,6 +117,9 @@ async fn run(store: Store, count: usize, clients: usize, label: &str) {
                 tags: vec![],
                 description: String::new(),
                 key: None,
+                target: None,
+                settings: None,
+                previous: None,
             };
             s.create_secret(new).await.expect("create");
         }

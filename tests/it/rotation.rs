@@ -83,6 +83,9 @@ impl Rig {
                 tags: vec![],
                 description: String::new(),
                 key: None,
+                target: None,
+                settings: None,
+                previous: None,
             })
             .await
             .unwrap();

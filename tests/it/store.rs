@@ -36,6 +36,9 @@ fn generic(n: &str, value: &str) -> NewSecret {
         tags: vec![],
         description: String::new(),
         key: None,
+        target: None,
+        settings: None,
+        previous: None,
     }
 }
 

@@ -214,6 +214,9 @@ mod shared_postgres {
                     tags: vec![],
                     description: String::new(),
                     key: None,
+                    target: None,
+                    settings: None,
+                    previous: None,
                 })
                 .await
                 .unwrap();
