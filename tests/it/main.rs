@@ -7,6 +7,7 @@ mod testkit_rotator;
 
 mod cli;
 mod concurrency;
+mod databases;
 mod encryption;
 mod rotation;
 mod store;

@@ -610,7 +610,18 @@ both_backends!(
             rig.schedule(name, RotationSchedule::Interval(DAY), None, true)
                 .await;
         }
-        // Targets arrive with the rotator issues; until then the column is set by hand.
+        // A target the probe never connects to; the secrets are put on it by hand (create
+        // mode would need a real server).
+        let admin = rotors::account::Account::new("admin", "unused").to_value();
+        rig.store
+            .add_target(
+                "db1",
+                rotor::store::TargetKind::Postgres,
+                "postgres://127.0.0.1:1/none",
+                admin,
+            )
+            .await
+            .unwrap();
         sqlx::any::install_default_drivers();
         let raw = sqlx::AnyPool::connect(&url).await.unwrap();
         sqlx::query("UPDATE secrets SET target = 'db1' WHERE name LIKE 'db1-%'")
