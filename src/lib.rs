@@ -18,7 +18,11 @@ pub use error::{Error, Result};
 
 /// The database servers this build manages accounts on.
 pub fn builtin_databases() -> Vec<std::sync::Arc<dyn rotors::database::Database>> {
-    vec![std::sync::Arc::new(rotors::postgres::Postgres::new())]
+    vec![
+        std::sync::Arc::new(rotors::postgres::Postgres::new()),
+        std::sync::Arc::new(rotors::mysql::Mysql),
+        std::sync::Arc::new(rotors::redis::Redis),
+    ]
 }
 
 /// The rotators this build ships: database accounts (dual and single) on the servers of

@@ -10,7 +10,9 @@
 pub mod account;
 pub mod database;
 pub mod kind;
+pub mod mysql;
 pub mod postgres;
+pub mod redis;
 pub mod rotator;
 pub mod value;
 

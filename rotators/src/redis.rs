@@ -1,0 +1,275 @@
+//! Redis: accounts are ACL users. Dual accounts get the same rules at creation, and before each
+//! rotation the partner's keys, channels and commands are replaced by the current user's
+//! (passwords untouched), so the pair stays identical. When the server keeps its users in an ACL
+//! file, every change is saved to it (`ACL SAVE`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::{Client, ConnectionInfo, RedisError, Value};
+use zeroize::Zeroizing;
+
+use crate::account::{Account, DbSettings, Privilege};
+use crate::database::Database;
+use crate::rotator::{RotateError, TargetContext};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redis ACL user management.
+#[derive(Default)]
+pub struct Redis;
+
+fn classify(target: &TargetContext, who: &str, e: RedisError) -> RotateError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        RotateError::retryable(format!(
+            "Redis target '{}' is unreachable for {who}: {e}",
+            target.name
+        ))
+    } else {
+        RotateError::fatal(format!("Redis target '{}' refused {who}: {e}", target.name))
+    }
+}
+
+fn admin(target: &TargetContext) -> Result<Account, RotateError> {
+    let value = target.admin.as_ref().ok_or_else(|| {
+        RotateError::fatal(format!("target '{}' has no admin credential", target.name))
+    })?;
+    Account::from_value(value)
+}
+
+async fn connect(
+    target: &TargetContext,
+    account: &Account,
+) -> Result<MultiplexedConnection, RotateError> {
+    let url = target.config["Url"]
+        .as_str()
+        .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", target.name)))?;
+    let mut info = ConnectionInfo::from_str(url).map_err(|e| {
+        RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
+    })?;
+    // The default user without a password needs no AUTH at all.
+    if !(account.name == "default" && account.password().is_empty()) {
+        info.redis.username = Some(account.name.clone());
+        info.redis.password = Some(account.password().to_owned());
+    }
+    let who = format!("login as '{}'", account.name);
+    let client = Client::open(info).map_err(|e| classify(target, &who, e))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(classify(target, &who, e)),
+        Err(_) => Err(RotateError::retryable(format!(
+            "Redis target '{}' did not answer {who} in time",
+            target.name
+        ))),
+    }
+}
+
+/// Saves the users to the ACL file, if the server uses one.
+async fn persist(
+    target: &TargetContext,
+    conn: &mut MultiplexedConnection,
+) -> Result<(), RotateError> {
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("aclfile")
+        .query_async(conn)
+        .await
+        .map_err(|e| classify(target, "reading its ACL file setting", e))?;
+    if config.get(1).is_some_and(|f| !f.is_empty()) {
+        redis::cmd("ACL")
+            .arg("SAVE")
+            .query_async::<()>(conn)
+            .await
+            .map_err(|e| classify(target, "ACL SAVE", e))?;
+    }
+    Ok(())
+}
+
+/// The ACL rules of a privilege level.
+fn rules(privilege: Privilege) -> Result<&'static [&'static str], RotateError> {
+    match privilege {
+        Privilege::ReadWrite => Ok(&["~*", "&*", "+@all", "-@dangerous"]),
+        Privilege::ReadOnly => Ok(&["~*", "&*", "+@read", "+@connection"]),
+        other => Err(RotateError::fatal(format!(
+            "Redis accounts are ReadWrite or ReadOnly, not {other:?}"
+        ))),
+    }
+}
+
+/// Reads one field of `ACL GETUSER` as text tokens.
+fn acl_field(fields: &[Value], name: &str) -> Vec<String> {
+    let mut it = fields.iter();
+    while let Some(key) = it.next() {
+        let value = it.next();
+        if matches!(key, Value::BulkString(k) if k == name.as_bytes())
+            || matches!(key, Value::SimpleString(k) if k == name)
+        {
+            return match value {
+                Some(Value::BulkString(v)) => String::from_utf8_lossy(v)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                Some(Value::SimpleString(v)) => v.split_whitespace().map(str::to_owned).collect(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::BulkString(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                        Value::SimpleString(v) => Some(v.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => vec![],
+            };
+        }
+    }
+    vec![]
+}
+
+#[async_trait]
+impl Database for Redis {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn max_account_len(&self) -> usize {
+        128
+    }
+
+    async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
+        let mut conn = connect(target, &admin(target)?).await?;
+        redis::cmd("ACL")
+            .arg("USERS")
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| match classify(target, "the admin", e) {
+                RotateError::Fatal(m) => {
+                    RotateError::fatal(format!("{m}; the admin account may not manage users"))
+                }
+                other => other,
+            })
+    }
+
+    async fn login(
+        &self,
+        target: &TargetContext,
+        _database: Option<&str>,
+        account: &Account,
+    ) -> Result<(), RotateError> {
+        let mut conn = connect(target, account).await?;
+        // A failed AUTH can leave a connection logged in as the default user: ask who we are.
+        let who: String = redis::cmd("ACL")
+            .arg("WHOAMI")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(target, "ACL WHOAMI", e))?;
+        if who == account.name {
+            Ok(())
+        } else {
+            Err(RotateError::fatal(format!(
+                "logged in as '{who}', not '{}'",
+                account.name
+            )))
+        }
+    }
+
+    async fn set_password(
+        &self,
+        target: &TargetContext,
+        account: &Account,
+    ) -> Result<(), RotateError> {
+        let mut conn = connect(target, &admin(target)?).await?;
+        let password = Zeroizing::new(format!(">{}", account.password()));
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&account.name)
+            .arg("resetpass")
+            .arg(password.as_str())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| classify(target, "a password change", e))?;
+        persist(target, &mut conn).await
+    }
+
+    async fn create_accounts(
+        &self,
+        target: &TargetContext,
+        settings: &DbSettings,
+        accounts: &[Account],
+    ) -> Result<(), RotateError> {
+        let rules = rules(settings.privilege.unwrap_or(Privilege::ReadWrite))?;
+        let mut conn = connect(target, &admin(target)?).await?;
+        for a in accounts {
+            let existing: Value = redis::cmd("ACL")
+                .arg("GETUSER")
+                .arg(&a.name)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify(target, "the admin", e))?;
+            if !matches!(existing, Value::Nil) {
+                return Err(RotateError::fatal(format!(
+                    "user '{}' already exists on target '{}'; import existing accounts instead",
+                    a.name, target.name
+                )));
+            }
+        }
+        for a in accounts {
+            let password = Zeroizing::new(format!(">{}", a.password()));
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(&a.name)
+                .arg("reset")
+                .arg("on")
+                .arg(password.as_str())
+                .arg(rules)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| classify(target, "creating users", e))?;
+        }
+        persist(target, &mut conn).await
+    }
+
+    async fn sync_privileges(
+        &self,
+        target: &TargetContext,
+        _settings: &DbSettings,
+        from: &str,
+        to: &str,
+    ) -> Result<(), RotateError> {
+        let mut conn = connect(target, &admin(target)?).await?;
+        let user: Value = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg(from)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(target, "reading ACL rules", e))?;
+        let fields = match user {
+            Value::Array(f) => f,
+            Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => {
+                return Err(RotateError::fatal(format!(
+                    "user '{from}' does not exist on target '{}'",
+                    target.name
+                )))
+            }
+        };
+        let mut args = vec![
+            "resetkeys".to_owned(),
+            "resetchannels".to_owned(),
+            "-@all".to_owned(),
+        ];
+        args.extend(acl_field(&fields, "keys"));
+        args.extend(acl_field(&fields, "channels"));
+        args.extend(acl_field(&fields, "commands"));
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(to)
+            .arg(&args)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| classify(target, "mirroring ACL rules", e))?;
+        persist(target, &mut conn).await
+    }
+}
