@@ -646,3 +646,435 @@ async fn a_target_that_is_down_is_retried_and_the_current_credential_stays() {
     pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
         .await;
 }
+
+// ---- MySQL / MariaDB -------------------------------------------------------------------------
+
+fn mysql_url() -> String {
+    std::env::var("ROTOR_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+async fn mysql_admin() -> sqlx::MySqlConnection {
+    sqlx::MySqlConnection::connect(&mysql_url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB/MySQL at {} is not reachable ({e}); start it (see .ci/run)",
+                mysql_url()
+            )
+        })
+}
+
+async fn mysql_login((user, password): &(String, String), db: &str) -> Result<String, String> {
+    let base = mysql_url();
+    let host = base
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or("127.0.0.1:3306/test");
+    let host = host.split('/').next().unwrap();
+    let url = format!("mysql://{user}:{}@{host}/{db}", urlencode(password));
+    let mut conn = sqlx::MySqlConnection::connect(&url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let who: String = sqlx::query("SELECT CURRENT_USER() AS who")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?
+        .get("who");
+    Ok(who)
+}
+
+async fn grants(user: &str) -> Vec<String> {
+    let mut conn = mysql_admin().await;
+    let mut lines: Vec<String> = sqlx::query(&format!("SHOW GRANTS FOR '{user}'@'%'"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .filter(|g| !g.starts_with("GRANT USAGE"))
+        .map(|g| g.replace(&format!("`{user}`@`%`"), "`ACCOUNT`@`%`"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A store with a `maria` target on the machine's MariaDB, and a database of the test's own.
+async fn maria() -> (TestEnv, String, String) {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    let suffix = rotor::crypto::random_id()[..8].to_owned();
+    let db = format!("myapp_{suffix}");
+    mysql_admin()
+        .await
+        .execute(format!("CREATE DATABASE {db}").as_str())
+        .await
+        .unwrap();
+    let url = mysql_url();
+    let (user_part, host) = url.trim_start_matches("mysql://").split_once('@').unwrap();
+    let (user, password) = user_part.split_once(':').unwrap_or((user_part, ""));
+    let mut child = t
+        .rotor()
+        .args([
+            "target",
+            "add",
+            "maria",
+            "--kind",
+            "mysql",
+            "--url",
+            &format!("mysql://{host}"),
+            "--admin-user",
+            user,
+            "--admin-password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    (t, suffix, db)
+}
+
+async fn account_of(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
+    let v = t.json(&["secret", "get", secret, "--stage", stage]);
+    let data: serde_json::Value = serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap();
+    (
+        data["AccountName"].as_str().unwrap().into(),
+        data["AccountPassword"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn mysql_dual_accounts_survive_20_rotations_with_grants_mirrored_both_ways() {
+    let (t, suffix, db) = maria().await;
+    let app = format!("my_{suffix}");
+    t.ok(&[
+        "secret",
+        "create",
+        "db/my",
+        "--type",
+        "Rds",
+        "--target",
+        "maria",
+        "--account",
+        &app,
+        "--database",
+        &db,
+    ]);
+    assert_eq!(
+        grants(&app).await,
+        grants(&format!("{app}_clone")).await,
+        "identical grants at creation"
+    );
+    let mut history = vec![
+        account_of(&t, "db/my", "ACSPrevious").await,
+        account_of(&t, "db/my", "ACSCurrent").await,
+    ];
+    for round in 1..=20 {
+        let held = account_of(&t, "db/my", "ACSCurrent").await;
+        if round == 5 {
+            // A grant added on the current account reaches its partner at the next rotation.
+            mysql_admin()
+                .await
+                .execute(format!("GRANT SELECT ON test.* TO '{}'@'%'", held.0).as_str())
+                .await
+                .unwrap();
+        }
+        if round == 6 {
+            // ...and one revoked on the current account is revoked from its partner too.
+            mysql_admin()
+                .await
+                .execute(format!("REVOKE SELECT ON test.* FROM '{}'@'%'", held.0).as_str())
+                .await
+                .unwrap();
+        }
+        t.ok(&["rotate", "db/my"]);
+        let current = account_of(&t, "db/my", "ACSCurrent").await;
+        assert_eq!(
+            account_of(&t, "db/my", "ACSPrevious").await,
+            held,
+            "round {round}"
+        );
+        assert!(
+            mysql_login(&held, &db)
+                .await
+                .unwrap()
+                .starts_with(&format!("{}@", held.0)),
+            "round {round}: held works"
+        );
+        assert!(
+            mysql_login(&current, &db)
+                .await
+                .unwrap()
+                .starts_with(&format!("{}@", current.0)),
+            "round {round}"
+        );
+        assert_eq!(
+            grants(&current.0).await,
+            grants(&held.0).await,
+            "round {round}: grants identical"
+        );
+        let test_grant = grants(&current.0)
+            .await
+            .iter()
+            .any(|g| g.contains("`test`"));
+        assert_eq!(
+            test_grant,
+            round == 5,
+            "round {round}: mirrored grant present only after round 5"
+        );
+        history.push(current);
+        for old in &history[..history.len() - 2] {
+            assert!(
+                mysql_login(old, &db).await.is_err(),
+                "round {round}: an old password of {} works",
+                old.0
+            );
+        }
+    }
+    let out = t.run(&[
+        "secret",
+        "create",
+        "db/bad",
+        "--type",
+        "Rds",
+        "--target",
+        "maria",
+        "--account",
+        "x'y",
+        "--database",
+        &db,
+    ]);
+    assert_refused(&out, 2, "account name", None);
+    let out = t.run(&[
+        "secret",
+        "create",
+        "db/bad",
+        "--type",
+        "Rds",
+        "--target",
+        "maria",
+        "--account",
+        &"m".repeat(27),
+        "--database",
+        &db,
+    ]);
+    assert_refused(&out, 2, "allows 32 characters", None);
+    let mut conn = mysql_admin().await;
+    for user in [app.clone(), format!("{app}_clone")] {
+        let _ = conn
+            .execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
+            .await;
+    }
+    let _ = conn
+        .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
+        .await;
+}
+
+// ---- Redis -----------------------------------------------------------------------------------
+
+fn redis_url() -> String {
+    std::env::var("ROTOR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn redis_admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis at {} is not reachable ({e}); start it (see .ci/run)",
+                redis_url()
+            )
+        })
+}
+
+/// Logs in as `user` and returns `ACL WHOAMI`: who the server says we are.
+async fn redis_login((user, password): &(String, String)) -> Result<String, String> {
+    let mut info: redis::ConnectionInfo = redis_url().parse().unwrap();
+    info.redis.username = Some(user.clone());
+    info.redis.password = Some(password.clone());
+    let mut conn = redis::Client::open(info)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn acl_rules(user: &str) -> String {
+    let list: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+    let line = list
+        .into_iter()
+        .find(|l| l.starts_with(&format!("user {user} ")))
+        .expect("user exists");
+    // Drop the name and the password hashes: the rest is the rules.
+    line.split_whitespace()
+        .skip(2)
+        .filter(|w| !w.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn redis_target(t: &TestEnv) {
+    t.ok(&["init"]);
+    let mut child = t
+        .rotor()
+        .args([
+            "target",
+            "add",
+            "red",
+            "--kind",
+            "redis",
+            "--url",
+            &redis_url(),
+            "--admin-user",
+            "default",
+            "--admin-password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn redis_dual_acl_users_survive_20_rotations() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    redis_target(&t).await;
+    let user = format!("rd_{}", &rotor::crypto::random_id()[..8]);
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/app",
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
+        &user,
+        "--privilege",
+        "ReadWrite",
+    ]);
+    assert_eq!(
+        acl_rules(&user).await,
+        acl_rules(&format!("{user}_clone")).await
+    );
+    let mut history = vec![
+        account_of(&t, "cache/app", "ACSPrevious").await,
+        account_of(&t, "cache/app", "ACSCurrent").await,
+    ];
+    for round in 1..=20 {
+        let held = account_of(&t, "cache/app", "ACSCurrent").await;
+        t.ok(&["rotate", "cache/app"]);
+        let current = account_of(&t, "cache/app", "ACSCurrent").await;
+        assert_eq!(account_of(&t, "cache/app", "ACSPrevious").await, held);
+        // WHOAMI proves who is logged in: a failed AUTH would leave us as `default`.
+        assert_eq!(
+            redis_login(&held).await.unwrap(),
+            held.0,
+            "round {round}: held works"
+        );
+        assert_eq!(
+            redis_login(&current).await.unwrap(),
+            current.0,
+            "round {round}"
+        );
+        assert_eq!(
+            acl_rules(&current.0).await,
+            acl_rules(&held.0).await,
+            "round {round}: rules identical"
+        );
+        history.push(current);
+        for old in &history[..history.len() - 2] {
+            let err = redis_login(old).await.unwrap_err();
+            let err = err.to_lowercase();
+            assert!(
+                err.contains("wrongpass") || err.contains("authentication failed"),
+                "round {round}: {err}"
+            );
+        }
+    }
+    let mut admin = redis_admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .arg(format!("{user}_clone"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn redis_single_user_import_and_rotation() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    redis_target(&t).await;
+    let user = format!("solo_{}", &rotor::crypto::random_id()[..8]);
+    let mut admin = redis_admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg(&["on", ">Solo-Initial-Pass1", "~*", "+@all"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let value = serde_json::json!({"AccountName": user, "AccountPassword": "Solo-Initial-Pass1"})
+        .to_string();
+    let out = t.run(&[
+        "secret",
+        "create",
+        "cache/solo",
+        "--type",
+        "Redis",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "red",
+        "--value",
+        &value.replace("Solo-Initial", "Wrong"),
+    ]);
+    assert_refused(&out, 2, "does not log in", Some("Wrong-Pass1"));
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/solo",
+        "--type",
+        "Redis",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "red",
+        "--value",
+        &value,
+    ]);
+    t.ok(&["rotate", "cache/solo"]);
+    let current = account_of(&t, "cache/solo", "ACSCurrent").await;
+    assert_eq!(redis_login(&current).await.unwrap(), user);
+    assert!(redis_login(&(user.clone(), "Solo-Initial-Pass1".into()))
+        .await
+        .is_err());
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
