@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use rotors::account::{check_identifier, clone_name, Account, DbSettings, PasswordPolicy};
-use rotors::database::Database;
-use rotors::{Registry, SecretKind, SecretType, SecretValue, SubType};
+use rotors::account::{check_identifier, Account, PasswordPolicy};
+use rotors::{Registry, SecretKind, SecretType, SecretValue};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use crate::accounts::{AccountSource, DbSecretSpec};
 use crate::clock::{format_ms, Clock};
 use crate::crypto::KeyMaterial;
 use crate::engine::{Engine, EngineConfig, Outcome};
@@ -556,9 +556,45 @@ async fn create_secret_command(store: &Store, args: CreateArgs, out: &Output) ->
         .map_err(|e: rotors::KindError| Error::invalid(e.to_string()))?;
     let kind = SecretKind::new(ty, sub).map_err(|e| Error::invalid(e.to_string()))?;
     let name = SecretName::parse(&args.name)?;
-    let mut new = match &args.target {
-        None => NewSecret::new(name.clone(), kind, read_value(&args.value)?),
-        Some(target) => database_secret(store, &name, kind, target, &args).await?,
+    let has_value = args.value.value.is_some() || args.value.value_file.is_some();
+    let (mut new, to_create) = match &args.target {
+        None => (
+            NewSecret::new(name.clone(), kind, read_value(&args.value)?),
+            None,
+        ),
+        Some(target) => {
+            let source = match (&args.account, has_value) {
+                (Some(_), true) => {
+                    return Err(Error::invalid(
+                        "give --account to create accounts or --value to import them, not both",
+                    ))
+                }
+                (Some(account), false) => AccountSource::Create(account.clone()),
+                (None, true) => AccountSource::Import(read_value(&args.value)?),
+                (None, false) => return Err(Error::invalid(
+                    "give --account to create accounts, or --value / --value-file to import them",
+                )),
+            };
+            let spec = DbSecretSpec {
+                name: name.clone(),
+                kind,
+                target: target.clone(),
+                source,
+                database: args.database.clone(),
+                privilege: args
+                    .privilege
+                    .as_deref()
+                    .map(|p| p.parse())
+                    .transpose()
+                    .map_err(Error::invalid)?,
+                password: PasswordPolicy {
+                    length: args.password_length,
+                    exclude: args.exclude_chars.clone(),
+                },
+            };
+            let (new, to_create) = crate::accounts::prepare(store, spec).await?;
+            (new, Some(to_create))
+        }
     };
     new.version_id = args
         .version_id
@@ -580,49 +616,17 @@ async fn create_secret_command(store: &Store, args: CreateArgs, out: &Output) ->
     if let Some(schedule) = &rotation {
         schedule.check_for(kind, store.clock().now())?;
     }
-    let accounts_to_create = match (&args.target, &args.account) {
-        (Some(target), Some(_)) => Some((
-            target.clone(),
-            new.settings.clone(),
-            [Some(new.value.clone()), new.previous.clone()],
-        )),
-        _ => None,
+    let done = match to_create {
+        Some(to_create) => crate::accounts::create(store, new, to_create).await?,
+        None => store.create_secret(new).await?,
     };
-    // The store first: no account exists on a server without its password in the store.
-    let done = store.create_secret(new).await?;
-    if let Some((target, settings, values)) = accounts_to_create {
-        let accounts: Vec<Account> = values
-            .iter()
-            .flatten()
-            .map(Account::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(target_error)?;
-        let settings =
-            DbSettings::from_json(&settings.unwrap_or_default()).map_err(target_error)?;
-        let tcx = store.target_context(&target).await?;
-        let created = match database_for(store, &target).await {
-            Ok(db) => db
-                .create_accounts(&tcx, &settings, &accounts)
-                .await
-                .map_err(target_error),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = created {
-            store.delete(&name, DeleteMode::Force).await?;
-            return Err(e);
-        }
-    }
     if let Some(schedule) = rotation {
-        store
-            .set_rotation(
-                &name,
-                Some(RotationPolicy {
-                    schedule,
-                    jitter: None,
-                    rotate_now: false,
-                }),
-            )
-            .await?;
+        let policy = RotationPolicy {
+            schedule,
+            jitter: None,
+            rotate_now: false,
+        };
+        store.set_rotation(&name, Some(policy)).await?;
     }
     out.print(&done, || {
         format!(
@@ -631,163 +635,6 @@ async fn create_secret_command(store: &Store, args: CreateArgs, out: &Output) ->
         )
     });
     Ok(())
-}
-
-/// The database implementation behind a target.
-async fn database_for(store: &Store, target: &str) -> Result<std::sync::Arc<dyn Database>> {
-    let info = store.target(target).await?;
-    crate::builtin_databases()
-        .into_iter()
-        .find(|d| d.kind() == info.kind.as_str())
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "this build cannot manage accounts on {} targets yet",
-                info.kind.as_str()
-            ))
-        })
-}
-
-fn target_error(e: rotors::RotateError) -> Error {
-    Error::Target(e.to_string())
-}
-
-/// Builds a database secret: create mode (`--account`: new accounts, passwords generated) or
-/// import mode (`--value`: existing accounts, which must log in).
-async fn database_secret(
-    store: &Store,
-    name: &SecretName,
-    kind: SecretKind,
-    target: &str,
-    args: &CreateArgs,
-) -> Result<NewSecret> {
-    if !matches!(
-        kind.ty,
-        SecretType::Rds | SecretType::PolarDB | SecretType::Redis
-    ) {
-        return Err(Error::invalid(
-            "--target is for database secrets (Rds, PolarDB, Redis)",
-        ));
-    }
-    let db = database_for(store, target).await?;
-    let dual = kind.sub != Some(SubType::SingleUser);
-    let password = PasswordPolicy {
-        length: args.password_length,
-        exclude: args.exclude_chars.clone(),
-    };
-    password.check().map_err(Error::invalid)?;
-    if let Some(database) = &args.database {
-        check_identifier("database name", database, 64).map_err(Error::invalid)?;
-    }
-    let privilege = args
-        .privilege
-        .as_deref()
-        .map(|p| p.parse::<rotors::account::Privilege>())
-        .transpose()
-        .map_err(Error::invalid)?;
-    let mut settings = DbSettings {
-        accounts: vec![],
-        database: args.database.clone(),
-        privilege,
-        password,
-    };
-    let (current, previous) = match (
-        &args.account,
-        args.value.value.is_some() || args.value.value_file.is_some(),
-    ) {
-        (Some(_), true) => {
-            return Err(Error::invalid(
-                "give --account to create accounts or --value to import them, not both",
-            ))
-        }
-        (Some(account), false) => {
-            let max = db.max_account_len() - if dual { "_clone".len() } else { 0 };
-            check_identifier("account name", account, max).map_err(|e| {
-                Error::invalid(format!(
-                    "{e} (with the _clone suffix, {} allows {} characters)",
-                    db.kind(),
-                    db.max_account_len()
-                ))
-            })?;
-            let first = Account {
-                name: account.clone(),
-                password: settings.password.generate(),
-            };
-            let second = dual.then(|| Account {
-                name: clone_name(account),
-                password: settings.password.generate(),
-            });
-            if let Some(second) = &second {
-                settings.accounts = vec![first.name.clone(), second.name.clone()];
-            }
-            (first, second)
-        }
-        (None, true) => {
-            let value = read_value(&args.value)?;
-            let (first, second) = import_accounts(&value, dual, kind)?;
-            let tcx = store.target_context(target).await?;
-            for account in std::iter::once(&first).chain(&second) {
-                db.login(&tcx, settings.database.as_deref(), account).await.map_err(|e| {
-                    Error::invalid(format!("account '{}' does not log in on target '{target}', so it cannot be imported: {e}", account.name))
-                })?;
-            }
-            if let Some(second) = &second {
-                settings.accounts = vec![first.name.clone(), second.name.clone()];
-            }
-            (first, second)
-        }
-        (None, false) => {
-            return Err(Error::invalid(
-                "give --account to create accounts, or --value / --value-file to import them",
-            ))
-        }
-    };
-    let mut new = NewSecret::new(name.clone(), kind, current.to_value());
-    new.previous = previous.map(|a| a.to_value());
-    new.target = Some(target.to_owned());
-    new.settings = Some(serde_json::to_value(&settings).expect("settings serialise"));
-    Ok(new)
-}
-
-/// Reads an import value: `{"Accounts":[{…},{…}]}` for dual accounts, one account otherwise.
-fn import_accounts(
-    value: &SecretValue,
-    dual: bool,
-    kind: SecretKind,
-) -> Result<(Account, Option<Account>)> {
-    let malformed = || {
-        Error::invalid(if dual {
-            format!("{kind} import value must be {{\"Accounts\":[{{\"AccountName\",\"AccountPassword\"}}, {{…}}]}} with two accounts")
-        } else {
-            format!("{kind} import value must be {{\"AccountName\",\"AccountPassword\"}}")
-        })
-    };
-    if !dual {
-        rotors::value::validate(kind, value.expose()).map_err(|e| Error::invalid(e.to_string()))?;
-        return Ok((Account::from_value(value).map_err(|_| malformed())?, None));
-    }
-    let parsed: serde_json::Value =
-        serde_json::from_slice(value.expose()).map_err(|_| malformed())?;
-    let list = parsed
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get("Accounts"))
-        .and_then(|a| a.as_array())
-        .ok_or_else(malformed)?;
-    if list.len() != 2 {
-        return Err(malformed());
-    }
-    let mut accounts = list.iter().map(|a| {
-        let text = Zeroizing::new(a.to_string());
-        let v = SecretValue::new(text.as_bytes().to_vec());
-        rotors::value::validate(kind, v.expose()).map_err(|e| Error::invalid(e.to_string()))?;
-        Account::from_value(&v).map_err(|_| malformed())
-    });
-    let first = accounts.next().ok_or_else(malformed)??;
-    let second = accounts.next().ok_or_else(malformed)??;
-    if first.name == second.name {
-        return Err(Error::invalid("the two imported accounts must differ"));
-    }
-    Ok((first, Some(second)))
 }
 
 /// `rotor target add | list | check`.
@@ -860,9 +707,11 @@ async fn target_command(store: &Store, cmd: TargetCommand, out: &Output) -> Resu
             });
         }
         TargetCommand::Check { name } => {
-            let db = database_for(store, &name).await?;
+            let db = crate::accounts::database_for(store, &name).await?;
             let tcx = store.target_context(&name).await?;
-            db.check_admin(&tcx).await.map_err(target_error)?;
+            db.check_admin(&tcx)
+                .await
+                .map_err(crate::accounts::target_error)?;
             let admin = admin_secret_name(&name);
             out.print(json!({"Target": name, "AdminCanManageAccounts": true}), || {
                 format!("target '{name}': the admin account ({admin}) logs in and may manage accounts")

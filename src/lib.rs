@@ -5,6 +5,7 @@
 //! store, the validated domain [`model`], and the [`cli`]. It knows nothing of MySQL, Redis or
 //! SSH: rotators live in the `rotors` crate.
 
+pub mod accounts;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
