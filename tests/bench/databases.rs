@@ -1,0 +1,364 @@
+//! Database rotation benchmark on loopback, store on SQLite: median and p95 of one full
+//! dual-account rotation on PostgreSQL (password-checking cluster), MariaDB/MySQL and Redis; the
+//! single-account gap on PostgreSQL (from the password change to the promotion of the new
+//! version); and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets.
+//! Not a test: it asserts nothing about speed.
+//!
+//! ```text
+//! tests/run -- --skip .       # starts the services (ROTOR_TEST_PG_SCRAM, ROTOR_TEST_MYSQL, ROTOR_TEST_REDIS)
+//! cargo bench --bench databases                    # 50 rotations each, 1,000 in the batch
+//! cargo bench --bench databases -- --rotations 100 --batch 2000
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rotor::accounts::{AccountSource, DbSecretSpec};
+use rotor::engine::{Engine, EngineConfig, Outcome};
+use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
+use rotor::store::{OpenMode, Store, StoreConfig, TargetKind};
+use rotor::worker::WorkerConfig;
+use rotors::account::{Account, PasswordPolicy};
+use rotors::{
+    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
+};
+use tokio_util::sync::CancellationToken;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+/// (target URL without account, admin user, admin password) from a service URL.
+fn split(url: &str) -> (String, String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest
+        .rsplit_once('@')
+        .map(|(u, h)| (u, h))
+        .unwrap_or(("", rest));
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        format!("{scheme}://{host}"),
+        user.to_owned(),
+        password.to_owned(),
+    )
+}
+
+async fn new_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig::new(dir.path().join("data")), OpenMode::Init)
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+fn new_engine(store: &Store, registry: Registry) -> Engine {
+    Engine::new(
+        store.clone(),
+        registry,
+        EngineConfig {
+            owner: "bench".into(),
+            ..EngineConfig::default()
+        },
+    )
+}
+
+async fn add_target(store: &Store, name: &str, kind: TargetKind, url: &str) {
+    let (url, user, password) = split(url);
+    let user = if user.is_empty() {
+        "default".to_owned()
+    } else {
+        user
+    };
+    store
+        .add_target(name, kind, &url, Account::new(&user, &password).to_value())
+        .await
+        .unwrap();
+}
+
+async fn dual_secret(
+    store: &Store,
+    name: &str,
+    kind: SecretKind,
+    target: &str,
+    account: &str,
+    database: Option<&str>,
+) {
+    let spec = DbSecretSpec {
+        name: SecretName::parse(name).unwrap(),
+        kind,
+        target: target.into(),
+        source: AccountSource::Create(account.into()),
+        database: database.map(str::to_owned),
+        privilege: None,
+        password: PasswordPolicy::default(),
+    };
+    let (new, accounts) = rotor::accounts::prepare(store, spec).await.unwrap();
+    rotor::accounts::create(store, new, accounts).await.unwrap();
+}
+
+async fn rotate_once(engine: &Engine, name: &str) -> Duration {
+    let name = SecretName::parse(name).unwrap();
+    let started = Instant::now();
+    let claim = engine
+        .store()
+        .claim_now("bench", &name, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let outcome = engine
+        .rotate(&claim, true, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Rotated { .. }), "{outcome:?}");
+    started.elapsed()
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (
+        ms(samples[samples.len() / 2]),
+        ms(samples[(samples.len() * 95 / 100).min(samples.len() - 1)]),
+    )
+}
+
+/// Wraps the account rotator and notes when `set` changed the password and when the promoted
+/// version reached `finish`: the single-account gap.
+struct GapProbe {
+    inner: Arc<dyn Rotator>,
+    set_done: Mutex<Option<Instant>>,
+    gaps: Mutex<Vec<Duration>>,
+}
+
+#[async_trait]
+impl Rotator for GapProbe {
+    async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
+        self.inner.create(cx).await
+    }
+    async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
+        self.inner.set(cx, pending).await?;
+        *self.set_done.lock().unwrap() = Some(Instant::now());
+        Ok(())
+    }
+    async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
+        self.inner.test(cx, pending).await
+    }
+    async fn finish(
+        &self,
+        cx: &RotationContext,
+        promoted: &SecretValue,
+    ) -> Result<(), RotateError> {
+        if let Some(at) = self.set_done.lock().unwrap().take() {
+            self.gaps.lock().unwrap().push(at.elapsed());
+        }
+        self.inner.finish(cx, promoted).await
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let arg = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().unwrap())
+    };
+    let rotations = arg("--rotations", 50);
+    let batch = arg("--batch", 1000);
+    let suffix = rotor::crypto::random_id()[..6].to_owned();
+    let pg_url = env(
+        "ROTOR_TEST_PG_SCRAM",
+        "postgres://postgres:rotor-scram-admin@127.0.0.1:55432/postgres",
+    );
+    let my_url = env("ROTOR_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test");
+    let redis_url = env("ROTOR_TEST_REDIS", "redis://127.0.0.1:6379");
+    let dual = |ty| SecretKind::new(ty, Some(SubType::DoubleUsers)).unwrap();
+    println!("database rotation benchmark (release build, loopback, store on SQLite)");
+
+    // One full dual-account rotation, per database.
+    let (store, _dir) = new_store().await;
+    add_target(&store, "pg", TargetKind::Postgres, &pg_url).await;
+    add_target(&store, "my", TargetKind::Mysql, &my_url).await;
+    add_target(&store, "red", TargetKind::Redis, &redis_url).await;
+    dual_secret(
+        &store,
+        "pg/app",
+        dual(SecretType::Rds),
+        "pg",
+        &format!("bp_{suffix}"),
+        Some("postgres"),
+    )
+    .await;
+    dual_secret(
+        &store,
+        "my/app",
+        dual(SecretType::Rds),
+        "my",
+        &format!("bm_{suffix}"),
+        Some("test"),
+    )
+    .await;
+    dual_secret(
+        &store,
+        "red/app",
+        dual(SecretType::Redis),
+        "red",
+        &format!("br_{suffix}"),
+        None,
+    )
+    .await;
+    let engine = new_engine(&store, rotor::builtin_rotators());
+    for (label, secret) in [
+        ("PostgreSQL", "pg/app"),
+        ("MariaDB", "my/app"),
+        ("Redis", "red/app"),
+    ] {
+        rotate_once(&engine, secret).await; // warm-up: admin pools, caches
+        let mut samples = vec![];
+        for _ in 0..rotations {
+            samples.push(rotate_once(&engine, secret).await);
+        }
+        let (median, p95) = percentiles(samples);
+        println!("{label:<11} dual-account rotation: median {median:6.1} ms  p95 {p95:6.1} ms  ({rotations} rotations)");
+    }
+
+    // The single-account gap on PostgreSQL.
+    let solo = format!("bs_{suffix}");
+    let spec = DbSecretSpec {
+        name: SecretName::parse("pg/solo").unwrap(),
+        kind: SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap(),
+        target: "pg".into(),
+        source: AccountSource::Create(solo.clone()),
+        database: Some("postgres".into()),
+        privilege: None,
+        password: PasswordPolicy::default(),
+    };
+    let (new, accounts) = rotor::accounts::prepare(&store, spec).await.unwrap();
+    rotor::accounts::create(&store, new, accounts)
+        .await
+        .unwrap();
+    let inner = rotor::builtin_rotators()
+        .get(SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap())
+        .unwrap();
+    let probe = Arc::new(GapProbe {
+        inner,
+        set_done: Mutex::new(None),
+        gaps: Mutex::new(vec![]),
+    });
+    let mut registry = Registry::new();
+    registry.register(
+        SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap(),
+        probe.clone(),
+    );
+    let gap_engine = new_engine(&store, registry);
+    let mut samples = vec![];
+    for _ in 0..rotations {
+        samples.push(rotate_once(&gap_engine, "pg/solo").await);
+    }
+    let (median, p95) = percentiles(probe.gaps.lock().unwrap().clone());
+    let (whole, _) = percentiles(samples);
+    println!("PostgreSQL  single-account gap (password changed -> new version promoted): median {median:5.1} ms  p95 {p95:5.1} ms  (whole rotation median {whole:.1} ms)");
+
+    // 1,000 due PostgreSQL dual-account secrets, rotated by a worker.
+    let (batch_store, _batch_dir) = new_store().await;
+    add_target(&batch_store, "pg", TargetKind::Postgres, &pg_url).await;
+    let setup = Instant::now();
+    let policy = RotationPolicy {
+        schedule: RotationSchedule::Interval(Duration::from_secs(86_400)),
+        jitter: None,
+        rotate_now: true,
+    };
+    for i in 0..batch {
+        let name = format!("fleet/{i:04}");
+        dual_secret(
+            &batch_store,
+            &name,
+            dual(SecretType::Rds),
+            "pg",
+            &format!("bf{i}_{suffix}"),
+            Some("postgres"),
+        )
+        .await;
+        batch_store
+            .set_rotation(&SecretName::parse(&name).unwrap(), Some(policy.clone()))
+            .await
+            .unwrap();
+    }
+    let setup = setup.elapsed();
+    let worker_engine = Arc::new(new_engine(&batch_store, rotor::builtin_rotators()));
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let config = WorkerConfig {
+        concurrency: 16,
+        per_target: 16,
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn(rotor::worker::run(worker_engine, config, shutdown.clone()));
+    loop {
+        let done = batch_store
+            .list(&[], false)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| s.name.as_str().starts_with("fleet/") && s.last_rotation_at.is_some())
+            .count();
+        if done == batch {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    println!(
+        "PostgreSQL  {batch} due dual-account secrets, worker (concurrency 16, per-target 16): {:.1} s, {:.0} rotations/s  (setup {:.0} s)",
+        elapsed.as_secs_f64(),
+        batch as f64 / elapsed.as_secs_f64(),
+        setup.as_secs_f64()
+    );
+
+    // Leave the servers as they were.
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url)
+        .await
+        .unwrap();
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1")
+            .bind(format!("%\\_{suffix}%"))
+            .fetch_all(&mut pg)
+            .await
+            .unwrap();
+    for role in roles
+        .iter()
+        .filter(|r| !r.ends_with("_group"))
+        .chain(roles.iter().filter(|r| r.ends_with("_group")))
+    {
+        let _ =
+            sqlx::Executor::execute(&mut pg, format!("DROP ROLE IF EXISTS \"{role}\"").as_str())
+                .await;
+    }
+    let mut my = <sqlx::MySqlConnection as sqlx::Connection>::connect(&my_url)
+        .await
+        .unwrap();
+    for user in [format!("bm_{suffix}"), format!("bm_{suffix}_clone")] {
+        let _ = sqlx::Executor::execute(
+            &mut my,
+            format!("DROP USER IF EXISTS '{user}'@'%'").as_str(),
+        )
+        .await;
+    }
+    let mut red = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: Result<(), _> = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(format!("br_{suffix}"))
+        .arg(format!("br_{suffix}_clone"))
+        .query_async(&mut red)
+        .await;
+}
