@@ -32,10 +32,7 @@ fn env(name: &str, default: &str) -> String {
 /// (target URL without account, admin user, admin password) from a service URL.
 fn split(url: &str) -> (String, String, String) {
     let (scheme, rest) = url.split_once("://").unwrap();
-    let (userinfo, host) = rest
-        .rsplit_once('@')
-        .map(|(u, h)| (u, h))
-        .unwrap_or(("", rest));
+    let (userinfo, host) = rest.rsplit_once('@').unwrap_or(("", rest));
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
     (
         format!("{scheme}://{host}"),
