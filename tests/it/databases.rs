@@ -1078,3 +1078,111 @@ async fn redis_single_user_import_and_rotation() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn redis_acl_files_are_saved_after_every_change() {
+    // A Redis of our own that keeps its users in an ACL file.
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("users.acl");
+    std::fs::write(&acl, "user default on nopass ~* &* +@all\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--aclfile")
+        .arg(&acl)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (install the Redis server)");
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the ACL-file Redis did not start");
+
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    t.ok(&[
+        "target",
+        "add",
+        "acl",
+        "--kind",
+        "redis",
+        "--url",
+        &url,
+        "--admin-user",
+        "default",
+        "--admin-password",
+        "",
+    ]);
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/acl",
+        "--type",
+        "Redis",
+        "--target",
+        "acl",
+        "--account",
+        "filed",
+    ]);
+    let saved = || std::fs::read_to_string(&acl).unwrap();
+    let line = |text: &str, user: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("user {user} ")))
+            .map(str::to_owned)
+    };
+    assert!(
+        line(&saved(), "filed").is_some() && line(&saved(), "filed_clone").is_some(),
+        "created users are saved"
+    );
+    let before = line(&saved(), "filed_clone").unwrap();
+    t.ok(&["rotate", "cache/acl"]);
+    let after = saved();
+    assert_ne!(
+        line(&after, "filed_clone").unwrap(),
+        before,
+        "the new password is saved"
+    );
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let live: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let live_clone = live
+        .iter()
+        .find(|l| l.starts_with("user filed_clone "))
+        .unwrap();
+    assert_eq!(
+        &line(&after, "filed_clone").unwrap(),
+        live_clone,
+        "file and server agree"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
