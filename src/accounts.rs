@@ -142,9 +142,10 @@ pub async fn create(store: &Store, new: NewSecret, accounts: Vec<Account>) -> Re
         let created = async {
             let db = database_for(store, &target).await?;
             let tcx = store.target_context(&target).await?;
+            let passwords: Vec<&str> = accounts.iter().map(Account::password).collect();
             db.create_accounts(&tcx, &settings, &accounts)
                 .await
-                .map_err(target_error)
+                .map_err(|e| target_error(e.scrub(&passwords)))
         }
         .await;
         if let Err(e) = created {

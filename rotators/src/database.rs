@@ -157,7 +157,9 @@ impl Rotator for AccountRotator {
             db.sync_privileges(target, &settings, &current.name, &pending.name)
                 .await?;
         }
-        db.set_password(target, &pending).await
+        db.set_password(target, &pending)
+            .await
+            .map_err(|e| e.scrub(&[pending.password(), current.password()]))
     }
 
     async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
@@ -167,6 +169,7 @@ impl Rotator for AccountRotator {
         self.database(target)?
             .login(target, settings.database.as_deref(), &pending)
             .await
+            .map_err(|e| e.scrub(&[pending.password()]))
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {

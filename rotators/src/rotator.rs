@@ -70,6 +70,36 @@ impl RotateError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, RotateError::Retryable(_))
     }
+
+    /// Removes every occurrence of `secrets` from the message: servers sometimes echo part of
+    /// the statement that failed (a MySQL syntax error, a Redis ACL modifier), and a statement
+    /// that sets a password contains it.
+    pub fn scrub(self, secrets: &[&str]) -> Self {
+        let clean = |mut msg: String| {
+            for secret in secrets.iter().filter(|s| !s.is_empty()) {
+                msg = msg.replace(secret, "[REDACTED]");
+            }
+            msg
+        };
+        match self {
+            RotateError::Retryable(m) => RotateError::Retryable(clean(m)),
+            RotateError::Fatal(m) => RotateError::Fatal(clean(m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_echoed_passwords() {
+        let e =
+            RotateError::fatal("ERR Error in ACL SETUSER modifier '>Hunter2-Pass': Syntax error");
+        let clean = e.scrub(&["Hunter2-Pass", ""]).to_string();
+        assert!(!clean.contains("Hunter2-Pass"), "{clean}");
+        assert!(clean.contains("[REDACTED]"));
+    }
 }
 
 /// The four steps of a rotation. The engine saves its progress after each one.
