@@ -1186,3 +1186,53 @@ async fn redis_acl_files_are_saved_after_every_change() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test]
+async fn postgres_targets_speak_tls_and_verify_the_pinned_ca() {
+    let ca = std::env::var("ROTOR_TEST_PG_SCRAM_CA")
+        .unwrap_or_else(|_| "/tmp/rotor-pg-scram-0/ca.crt".into());
+    assert!(
+        std::path::Path::new(&ca).exists(),
+        "the test cluster's certificate {ca} is missing; tests/run makes it"
+    );
+    let pg = Pg::new().await;
+    let port = scram_port();
+    let password = "rotor-scram-admin";
+    let pinned = format!("postgres://127.0.0.1:{port}/postgres?sslmode=verify-ca&sslrootcert={ca}");
+    assert!(pg
+        .add_target("tls", &pinned, "postgres", password)
+        .status
+        .success());
+    let out = pg.t.ok(&["target", "check", "tls"]);
+    assert!(out.contains("may manage accounts"), "{out}");
+    let app = pg.name("tls");
+    pg.t.ok(&[
+        "secret",
+        "create",
+        "db/tls",
+        "--type",
+        "Rds",
+        "--target",
+        "tls",
+        "--account",
+        &app,
+        "--database",
+        &pg.db,
+    ]);
+    pg.t.ok(&["rotate", "db/tls"]);
+    let current = pg.account("db/tls", "ACSCurrent").await;
+    assert_eq!(pg.login(&current).await.unwrap(), current.0);
+
+    // Another CA than the server's: the TLS handshake is refused, so TLS is really in use.
+    let other = "/etc/ssl/certs/ca-certificates.crt";
+    let wrong =
+        format!("postgres://127.0.0.1:{port}/postgres?sslmode=verify-ca&sslrootcert={other}");
+    assert!(pg
+        .add_target("mistrusted", &wrong, "postgres", password)
+        .status
+        .success());
+    let out = pg.t.run(&["target", "check", "mistrusted"]);
+    assert_refused(&out, 7, "unreachable", Some(password));
+    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
+        .await;
+}
