@@ -42,13 +42,6 @@ fn quote_db(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
-fn admin(target: &TargetContext) -> Result<Account, RotateError> {
-    let value = target.admin.as_ref().ok_or_else(|| {
-        RotateError::fatal(format!("target '{}' has no admin credential", target.name))
-    })?;
-    Account::from_value(value)
-}
-
 fn classify(target: &TargetContext, who: &str, e: sqlx::Error) -> RotateError {
     match &e {
         sqlx::Error::Database(db) => {
@@ -78,9 +71,7 @@ async fn connect(
     account: &Account,
     database: Option<&str>,
 ) -> Result<MySqlConnection, RotateError> {
-    let url = target.config["Url"]
-        .as_str()
-        .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", target.name)))?;
+    let url = target.url()?;
     let url = url.replacen("mariadb://", "mysql://", 1);
     let mut options = MySqlConnectOptions::from_str(&url)
         .map_err(|e| {
@@ -106,7 +97,7 @@ async fn connect(
 }
 
 async fn as_admin(target: &TargetContext) -> Result<MySqlConnection, RotateError> {
-    connect(target, &admin(target)?, None).await
+    connect(target, &target.admin_account()?, None).await
 }
 
 /// The privileges each level grants on the account's database.

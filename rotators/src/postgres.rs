@@ -35,18 +35,12 @@ fn quote_literal(text: &str) -> Zeroizing<String> {
     Zeroizing::new(format!("'{}'", text.replace('\'', "''")))
 }
 
-fn url(target: &TargetContext) -> Result<&str, RotateError> {
-    target.config["Url"]
-        .as_str()
-        .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", target.name)))
-}
-
 fn options(
     target: &TargetContext,
     account: &Account,
     database: Option<&str>,
 ) -> Result<PgConnectOptions, RotateError> {
-    let mut options = PgConnectOptions::from_str(url(target)?)
+    let mut options = PgConnectOptions::from_str(target.url()?)
         .map_err(|e| {
             RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
         })?
@@ -56,13 +50,6 @@ fn options(
         options = options.database(db);
     }
     Ok(options)
-}
-
-fn admin(target: &TargetContext) -> Result<Account, RotateError> {
-    let value = target.admin.as_ref().ok_or_else(|| {
-        RotateError::fatal(format!("target '{}' has no admin credential", target.name))
-    })?;
-    Account::from_value(value)
 }
 
 /// Sorts a server error into retryable (unreachable, busy) or fatal (refused, not allowed).
@@ -119,7 +106,7 @@ impl Postgres {
 
     /// The admin pool for `target`, rebuilt when the admin password changed.
     async fn admin_pool(&self, target: &TargetContext) -> Result<PgPool, RotateError> {
-        let admin = admin(target)?;
+        let admin = target.admin_account()?;
         let mut pools = self.admin_pools.lock().await;
         if let Some((password, pool)) = pools.get(&target.name) {
             if password.as_str() == admin.password() {
@@ -293,7 +280,7 @@ impl Database for Postgres {
                 "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {p} ON TABLES TO {group}"
             ));
         }
-        let admin = admin(target)?;
+        let admin = target.admin_account()?;
         let mut conn = connect(target, &admin, settings.database.as_deref()).await?;
         for sql in grants {
             if let Err(e) = conn.execute(sql.as_str()).await {

@@ -32,20 +32,11 @@ fn classify(target: &TargetContext, who: &str, e: RedisError) -> RotateError {
     }
 }
 
-fn admin(target: &TargetContext) -> Result<Account, RotateError> {
-    let value = target.admin.as_ref().ok_or_else(|| {
-        RotateError::fatal(format!("target '{}' has no admin credential", target.name))
-    })?;
-    Account::from_value(value)
-}
-
 async fn connect(
     target: &TargetContext,
     account: &Account,
 ) -> Result<MultiplexedConnection, RotateError> {
-    let url = target.config["Url"]
-        .as_str()
-        .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", target.name)))?;
+    let url = target.url()?;
     let mut info = ConnectionInfo::from_str(url).map_err(|e| {
         RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
     })?;
@@ -138,7 +129,7 @@ impl Database for Redis {
     }
 
     async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
-        let mut conn = connect(target, &admin(target)?).await?;
+        let mut conn = connect(target, &target.admin_account()?).await?;
         redis::cmd("ACL")
             .arg("USERS")
             .query_async::<Vec<String>>(&mut conn)
@@ -180,7 +171,7 @@ impl Database for Redis {
         target: &TargetContext,
         account: &Account,
     ) -> Result<(), RotateError> {
-        let mut conn = connect(target, &admin(target)?).await?;
+        let mut conn = connect(target, &target.admin_account()?).await?;
         let password = Zeroizing::new(format!(">{}", account.password()));
         redis::cmd("ACL")
             .arg("SETUSER")
@@ -200,7 +191,7 @@ impl Database for Redis {
         accounts: &[Account],
     ) -> Result<(), RotateError> {
         let rules = rules(settings.privilege.unwrap_or(Privilege::ReadWrite))?;
-        let mut conn = connect(target, &admin(target)?).await?;
+        let mut conn = connect(target, &target.admin_account()?).await?;
         for a in accounts {
             let existing: Value = redis::cmd("ACL")
                 .arg("GETUSER")
@@ -238,7 +229,7 @@ impl Database for Redis {
         from: &str,
         to: &str,
     ) -> Result<(), RotateError> {
-        let mut conn = connect(target, &admin(target)?).await?;
+        let mut conn = connect(target, &target.admin_account()?).await?;
         let user: Value = redis::cmd("ACL")
             .arg("GETUSER")
             .arg(from)

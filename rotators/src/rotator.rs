@@ -33,6 +33,23 @@ pub struct TargetContext {
     pub admin: Option<SecretValue>,
 }
 
+impl TargetContext {
+    /// The target's address (`Url` in its config).
+    pub fn url(&self) -> Result<&str, RotateError> {
+        self.config["Url"]
+            .as_str()
+            .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", self.name)))
+    }
+
+    /// The admin account (an `{"AccountName","AccountPassword"}` value).
+    pub fn admin_account(&self) -> Result<crate::account::Account, RotateError> {
+        let value = self.admin.as_ref().ok_or_else(|| {
+            RotateError::fatal(format!("target '{}' has no admin credential", self.name))
+        })?;
+        crate::account::Account::from_value(value)
+    }
+}
+
 /// What a rotator knows about the secret it rotates. No store, no jobs, no clock.
 #[derive(Clone, Debug)]
 pub struct RotationContext {

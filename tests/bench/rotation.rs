@@ -157,18 +157,11 @@ async fn bench(backend: &str, o: &Options) {
         let name = SecretName::parse(&format!("due-{i:05}")).unwrap();
         let value = serde_json::json!({"UserName": format!("u{i}"), "Password": "initial"});
         store
-            .create_secret(NewSecret {
-                name: name.clone(),
-                kind: ecs(),
-                value: SecretValue::new(value.to_string().into_bytes()),
-                version_id: None,
-                tags: vec![],
-                description: String::new(),
-                key: None,
-                target: None,
-                settings: None,
-                previous: None,
-            })
+            .create_secret(NewSecret::new(
+                name.clone(),
+                ecs(),
+                SecretValue::new(value.to_string().into_bytes()),
+            ))
             .await
             .unwrap();
         store

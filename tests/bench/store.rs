@@ -109,18 +109,7 @@ async fn run(store: Store, count: usize, clients: usize, label: &str) {
     let create = timed(count, clients, move |i| {
         let (s, n) = (s.clone(), n.clone());
         async move {
-            let new = NewSecret {
-                name: n(i),
-                kind,
-                value: value(i, "create"),
-                version_id: None,
-                tags: vec![],
-                description: String::new(),
-                key: None,
-                target: None,
-                settings: None,
-                previous: None,
-            };
+            let new = NewSecret::new(n(i), kind, value(i, "create"));
             s.create_secret(new).await.expect("create");
         }
     })

@@ -71,22 +71,15 @@ impl Rig {
     async fn secret(&self, name: &str) -> SecretName {
         let password = format!("initial-{name}");
         self.store
-            .create_secret(NewSecret {
-                name: SecretName::parse(name).unwrap(),
-                kind: ecs(),
-                value: SecretValue::new(
+            .create_secret(NewSecret::new(
+                SecretName::parse(name).unwrap(),
+                ecs(),
+                SecretValue::new(
                     json!({"UserName": name, "Password": password})
                         .to_string()
                         .into_bytes(),
                 ),
-                version_id: None,
-                tags: vec![],
-                description: String::new(),
-                key: None,
-                target: None,
-                settings: None,
-                previous: None,
-            })
+            ))
             .await
             .unwrap();
         FileRotator::set_passwords(self.dir(), name, &[password]);

@@ -28,18 +28,11 @@ fn vid(s: &str) -> VersionId {
 }
 
 fn generic(n: &str, value: &str) -> NewSecret {
-    NewSecret {
-        name: name(n),
-        kind: SecretKind::new(SecretType::Generic, None).unwrap(),
-        value: SecretValue::from(value),
-        version_id: None,
-        tags: vec![],
-        description: String::new(),
-        key: None,
-        target: None,
-        settings: None,
-        previous: None,
-    }
+    NewSecret::new(
+        name(n),
+        SecretKind::new(SecretType::Generic, None).unwrap(),
+        SecretValue::from(value),
+    )
 }
 
 fn put(value: &str) -> PutValue {

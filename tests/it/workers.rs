@@ -202,22 +202,15 @@ mod shared_postgres {
         for name in &names {
             let password = format!("initial-{name}");
             store
-                .create_secret(rotor::store::NewSecret {
-                    name: SecretName::parse(name).unwrap(),
+                .create_secret(rotor::store::NewSecret::new(
+                    SecretName::parse(name).unwrap(),
                     kind,
-                    value: rotors::SecretValue::new(
+                    rotors::SecretValue::new(
                         json!({"UserName": name, "Password": password})
                             .to_string()
                             .into_bytes(),
                     ),
-                    version_id: None,
-                    tags: vec![],
-                    description: String::new(),
-                    key: None,
-                    target: None,
-                    settings: None,
-                    previous: None,
-                })
+                ))
                 .await
                 .unwrap();
             FileRotator::set_passwords(hosts, name, &[password]);
