@@ -113,8 +113,9 @@ impl Postgres {
                 return Ok(pool.clone());
             }
         }
+        // Several rotations on one target run at once (the worker's per-target limit).
         let pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(options(target, &admin, None)?);
         pools.insert(

@@ -7,7 +7,7 @@
 //! ```text
 //! tests/run -- --skip .       # starts the services (ROTOR_TEST_PG_SCRAM, ROTOR_TEST_MYSQL, ROTOR_TEST_REDIS)
 //! cargo bench --bench databases                    # 50 rotations each, 1,000 in the batch
-//! cargo bench --bench databases -- --rotations 100 --batch 2000
+//! cargo bench --bench databases -- --rotations 100 --batch 2000 --batch-store postgres --tls
 //! ```
 
 use std::sync::{Arc, Mutex};
@@ -167,14 +167,23 @@ async fn main() {
     let rotations = arg("--rotations", 50);
     let batch = arg("--batch", 1000);
     let suffix = rotor::crypto::random_id()[..6].to_owned();
+    // Loopback: TLS off unless --tls (the test cluster offers it; sqlx would negotiate it).
+    let tls = args.iter().any(|a| a == "--tls");
     let pg_url = env(
         "ROTOR_TEST_PG_SCRAM",
         "postgres://postgres:rotor-scram-admin@127.0.0.1:55432/postgres",
-    );
+    ) + if tls {
+        "?sslmode=require"
+    } else {
+        "?sslmode=disable"
+    };
     let my_url = env("ROTOR_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test");
     let redis_url = env("ROTOR_TEST_REDIS", "redis://127.0.0.1:6379");
     let dual = |ty| SecretKind::new(ty, Some(SubType::DoubleUsers)).unwrap();
-    println!("database rotation benchmark (release build, loopback, store on SQLite)");
+    println!(
+        "database rotation benchmark (release build, loopback, store on SQLite, PostgreSQL TLS {})",
+        if tls { "on" } else { "off" }
+    );
 
     // One full dual-account rotation, per database.
     let (store, _dir) = new_store().await;
@@ -261,7 +270,36 @@ async fn main() {
     println!("PostgreSQL  single-account gap (password changed -> new version promoted): median {median:5.1} ms  p95 {p95:5.1} ms  (whole rotation median {whole:.1} ms)");
 
     // 1,000 due PostgreSQL dual-account secrets, rotated by a worker.
-    let (batch_store, _batch_dir) = new_store().await;
+    // The batch's store: SQLite by default, or a PostgreSQL store (--batch-store postgres) as
+    // several workers would share.
+    let pg_store = args
+        .windows(2)
+        .any(|w| w[0] == "--batch-store" && w[1] == "postgres");
+    let mut batch_db = None;
+    let (batch_store, _batch_dir) = if pg_store {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_url = env(
+            "ROTOR_TEST_PG",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        );
+        let db = format!("rotor_bench_{suffix}");
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .unwrap();
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+        let mut config = StoreConfig::new(dir.path().join("data"));
+        config.url = Some(format!(
+            "{}/{db}?sslmode=disable",
+            admin_url.rsplit_once('/').unwrap().0
+        ));
+        batch_db = Some((admin, db));
+        (Store::open(&config, OpenMode::Init).await.unwrap(), dir)
+    } else {
+        new_store().await
+    };
+    let batch_backend = batch_store.backend().name();
     add_target(&batch_store, "pg", TargetKind::Postgres, &pg_url).await;
     let setup = Instant::now();
     let policy = RotationPolicy {
@@ -312,13 +350,21 @@ async fn main() {
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     println!(
-        "PostgreSQL  {batch} due dual-account secrets, worker (concurrency 16, per-target 16): {:.1} s, {:.0} rotations/s  (setup {:.0} s)",
+        "PostgreSQL  {batch} due dual-account secrets, worker (concurrency 16, per-target 16, store on {batch_backend}): {:.1} s, {:.0} rotations/s  (setup {:.0} s)",
         elapsed.as_secs_f64(),
         batch as f64 / elapsed.as_secs_f64(),
         setup.as_secs_f64()
     );
 
     // Leave the servers as they were.
+    batch_store.close().await;
+    if let Some((mut admin, db)) = batch_db {
+        let _ = sqlx::Executor::execute(
+            &mut admin,
+            format!("DROP DATABASE {db} WITH (FORCE)").as_str(),
+        )
+        .await;
+    }
     let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url)
         .await
         .unwrap();

@@ -29,6 +29,8 @@ struct Options {
     stored: usize,
     due: usize,
     concurrency: usize,
+    /// Let the PostgreSQL store negotiate TLS (off by default: loopback).
+    tls: bool,
 }
 
 fn options() -> Options {
@@ -37,11 +39,14 @@ fn options() -> Options {
         stored: 100_000,
         due: 1_000,
         concurrency: 16,
+        tls: false,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    o.tls = args.iter().any(|a| a == "--tls");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "--tls").collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
@@ -136,7 +141,11 @@ async fn bench(backend: &str, o: &Options) {
             .execute(format!("CREATE DATABASE {db}").as_str())
             .await
             .unwrap();
-        config.url = Some(format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0));
+        config.url = Some(format!(
+            "{}/{db}?sslmode={}",
+            admin_url().rsplit_once('/').unwrap().0,
+            if o.tls { "require" } else { "disable" }
+        ));
         pg = Some((admin, db));
     }
     let store = Store::open(&config, OpenMode::Init).await.unwrap();

@@ -20,6 +20,7 @@ struct Options {
     count: usize,
     backends: Vec<&'static str>,
     clients: Vec<usize>,
+    tls: bool,
 }
 
 fn options() -> Options {
@@ -27,6 +28,7 @@ fn options() -> Options {
         count: 10_000,
         backends: vec!["sqlite", "postgres"],
         clients: vec![1, 8],
+        tls: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -46,6 +48,11 @@ fn options() -> Options {
                     .split(',')
                     .map(|c| c.parse().expect("--clients N[,M]"))
                     .collect()
+            }
+            "--tls" => {
+                o.tls = true;
+                i += 1;
+                continue;
             }
             "--bench" => {
                 i += 1;
@@ -167,7 +174,9 @@ async fn main() {
                     .await
                     .unwrap();
                 let base = admin_url().rsplit_once('/').unwrap().0.to_owned();
-                config.url = Some(format!("{base}/{db}"));
+                // Loopback: no TLS unless --tls.
+                let tls = if o.tls { "require" } else { "disable" };
+                config.url = Some(format!("{base}/{db}?sslmode={tls}"));
                 pg_db = Some((admin, db));
             }
             let store = Store::open(&config, OpenMode::Init)
