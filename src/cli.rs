@@ -218,7 +218,7 @@ pub struct CreateArgs {
 pub struct ValueSource {
     /// The value as text (visible to other local users in the process list; prefer --value-file).
     #[arg(long)]
-    value: Option<String>,
+    value: Option<Redacted>,
     /// Read the value from a file, or from standard input with `-`.
     #[arg(long)]
     value_file: Option<PathBuf>,
@@ -327,7 +327,7 @@ pub enum TargetCommand {
         admin_password_stdin: bool,
         /// The admin password (visible in the process list; prefer --admin-password-stdin).
         #[arg(long)]
-        admin_password: Option<String>,
+        admin_password: Option<Redacted>,
     },
     /// List targets.
     List,
@@ -341,6 +341,23 @@ pub enum KeyCommand {
     Create { name: String },
     /// List master keys (never their material).
     List,
+}
+
+/// A secret given on the command line: kept out of `Debug` (the parsed arguments are `Debug`).
+#[derive(Clone)]
+pub struct Redacted(Zeroizing<String>);
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Redacted(Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 /// Builds the store configuration from the global options and the environment.
@@ -659,7 +676,7 @@ async fn target_command(store: &Store, cmd: TargetCommand, out: &Output) -> Resu
                     })?;
                     Zeroizing::new(buf.trim_end_matches(['\n', '\r']).to_owned())
                 }
-                (false, Some(p)) => Zeroizing::new(p),
+                (false, Some(p)) => p.0,
                 (false, None) => {
                     return Err(Error::invalid(
                         "give --admin-password-stdin or --admin-password",
@@ -1022,7 +1039,7 @@ async fn secret_command(store: &Store, cmd: SecretCommand, out: &Output) -> Resu
 /// Reads `--value` or `--value-file` (`-` for standard input).
 fn read_value(source: &ValueSource) -> Result<SecretValue> {
     match (&source.value, &source.value_file) {
-        (Some(text), _) => Ok(SecretValue::from(text.as_str())),
+        (Some(text), _) => Ok(SecretValue::from(text.0.as_str())),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf).map_err(|e| {
@@ -1169,4 +1186,41 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         .chain(rows.into_iter().map(line))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_arguments_never_show_secrets_in_debug() {
+        let cli = Cli::try_parse_from([
+            "rotor",
+            "secret",
+            "create",
+            "x",
+            "--type",
+            "Generic",
+            "--value",
+            "Hunter2-Value",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("Hunter2"), "{cli:?}");
+        let cli = Cli::try_parse_from([
+            "rotor",
+            "target",
+            "add",
+            "t",
+            "--kind",
+            "postgres",
+            "--url",
+            "postgres://h/db",
+            "--admin-user",
+            "a",
+            "--admin-password",
+            "Hunter2-Admin",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("Hunter2"), "{cli:?}");
+    }
 }
