@@ -74,7 +74,10 @@ pub async fn run(
         let free = global.available_permits();
         let mut full_batch = false;
         if free > 0 && !shutdown.is_cancelled() {
-            match store.claim_due(&owner, lease, free).await {
+            match store
+                .claim_due_except(&owner, lease, free, &gates.busy())
+                .await
+            {
                 Ok(claims) => {
                     full_batch = claims.len() == free;
                     for claim in claims {
@@ -218,6 +221,16 @@ impl Gates {
             per_target: per_target.max(1),
             targets: Arc::default(),
         }
+    }
+
+    /// Targets with no free slot right now: the worker claims nothing more for them.
+    fn busy(&self) -> Vec<String> {
+        let targets = self.targets.lock().expect("gates poisoned");
+        targets
+            .iter()
+            .filter(|(_, gate)| gate.available_permits() == 0)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Waits for a slot on `target`; secrets without a target pass freely.

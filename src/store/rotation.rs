@@ -72,24 +72,47 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Claim>> {
+        self.claim_due_except(owner, lease, limit, &[]).await
+    }
+
+    /// [`claim_due`](Self::claim_due), passing over secrets on `busy` targets (those at their
+    /// concurrency limit in this worker), so that waiting for a target never holds a slot.
+    pub async fn claim_due_except(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+        busy: &[String],
+    ) -> Result<Vec<Claim>> {
         let now = self.clock.now_ms();
+        let skip_busy = if busy.is_empty() {
+            String::new()
+        } else {
+            let slots: Vec<String> = (0..busy.len()).map(|i| format!("${}", i + 5)).collect();
+            format!(
+                " AND (target IS NULL OR target NOT IN ({}))",
+                slots.join(", ")
+            )
+        };
         let sql = format!(
             "UPDATE secrets SET lease_owner = $1, lease_expires_at = $2 \
              WHERE id IN (SELECT id FROM secrets \
                           WHERE next_rotation_at <= $3 \
-                            AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
+                            AND (lease_expires_at IS NULL OR lease_expires_at < $3){skip_busy} \
                           ORDER BY next_rotation_at LIMIT $4{}) \
              RETURNING id, name, target",
             self.backend.skip_locked()
         );
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(&sql)
+        let mut query = sqlx::query(&sql)
             .bind(owner)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(limit as i64);
+        for target in busy {
+            query = query.bind(target);
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter()
             .map(|r| {

@@ -623,6 +623,16 @@ both_backends!(
             .unwrap();
         raw.close().await;
 
+        // A worker whose slots on db1 are all taken claims only the other secrets.
+        let claims = rig
+            .store
+            .claim_due_except("peek", LEASE, 100, &["db1".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 8);
+        assert!(claims.iter().all(|c| c.name.as_str().starts_with("free-")));
+        assert_eq!(rig.store.release_leases("peek").await.unwrap(), 8);
+
         let probe = Arc::new(Probe::default());
         let mut registry = Registry::new();
         registry.register(ecs(), probe.clone());
