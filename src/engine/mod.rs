@@ -235,7 +235,8 @@ impl Engine {
                     next_at: next.map(|p| p.at.timestamp_millis()),
                 });
             }
-            self.store.start_job(owner, claim).await?;
+            // The job row appears with the pending version (create touches nothing outside
+            // the store), or with a failed attempt.
             state.job = Some(Job {
                 step: Step::Create,
                 version_id: None,

@@ -286,29 +286,8 @@ impl Store {
         SecretRow::from_row(&row)
     }
 
-    /// Starts a rotation job at `create`, unless one is already in flight.
-    pub async fn start_job(&self, owner: &str, claim: &Claim) -> Result<()> {
-        let now = self.clock.now_ms();
-        let done = sqlx::query(
-            "INSERT INTO rotation_jobs (secret_id, step, attempts, started_at, updated_at) \
-             SELECT id, 'create', 0, $2, $2 FROM secrets WHERE id = $1 AND lease_owner = $3 \
-             ON CONFLICT (secret_id) DO NOTHING",
-        )
-        .bind(claim.secret_id)
-        .bind(now)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            // Either a job exists (fine) or the lease is gone.
-            let mut conn = self.pool.acquire().await?;
-            check_lease(&self.row_by_id(&mut conn, claim, false).await?, owner)?;
-        }
-        Ok(())
-    }
-
-    /// Stores a rotator's new credential as the `ACSPending` version and moves the job to
-    /// `set`, in one transaction — before anything on the target changes.
+    /// Stores a rotator's new credential as the `ACSPending` version and records the job at
+    /// `set` (creating its row), in one transaction — before anything on the target changes.
     pub async fn store_pending(
         &self,
         owner: &str,
@@ -341,8 +320,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let moved = sqlx::query(
-            "UPDATE rotation_jobs SET step = 'set', version_id = $1, updated_at = $2 \
-             WHERE secret_id = $3 AND step = 'create'",
+            "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
+             VALUES ($3, 'set', $1, 0, $2, $2) \
+             ON CONFLICT (secret_id) DO UPDATE SET step = 'set', version_id = excluded.version_id, \
+                                                   updated_at = excluded.updated_at \
+             WHERE rotation_jobs.step = 'create'",
         )
         .bind(version_id.as_str())
         .bind(now)
@@ -486,7 +468,14 @@ impl Store {
     ) -> Result<()> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE rotation_jobs SET attempts = $1, last_error = $2, updated_at = $3 WHERE secret_id = $4")
+        // A failure in `create` may come before the job row exists: it starts the row.
+        sqlx::query(
+            "INSERT INTO rotation_jobs (secret_id, step, attempts, last_error, started_at, updated_at) \
+             VALUES ($4, 'create', $1, $2, $3, $3) \
+             ON CONFLICT (secret_id) DO UPDATE SET attempts = excluded.attempts, \
+                                                   last_error = excluded.last_error, \
+                                                   updated_at = excluded.updated_at",
+        )
             .bind(if failed { 0 } else { i64::from(attempts) })
             .bind(error)
             .bind(now)
