@@ -146,12 +146,15 @@ impl Rotator for AccountRotator {
             )));
         }
         let db = self.database(target)?;
-        if db
-            .login(target, settings.database.as_deref(), &pending)
-            .await
-            .is_ok()
+        // A repeated step does nothing if the pending password already works. (A first run
+        // cannot find it working: the password was generated a moment ago.)
+        if cx.resumed
+            && db
+                .login(target, settings.database.as_deref(), &pending)
+                .await
+                .is_ok()
         {
-            return Ok(()); // already set (a repeated step)
+            return Ok(());
         }
         if dual(cx) {
             db.sync_privileges(target, &settings, &current.name, &pending.name)

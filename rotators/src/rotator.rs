@@ -62,6 +62,9 @@ pub struct RotationContext {
     /// The version being rotated to, once `create` has stored it.
     pub pending: Option<VersionValue>,
     pub target: Option<TargetContext>,
+    /// The step may have run before (the job was resumed after a crash or a lost lease): it
+    /// must check what is already done. False when the engine reached the step itself just now.
+    pub resumed: bool,
 }
 
 /// A step's failure. Messages name the secret's account or target, never a credential.

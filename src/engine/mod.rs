@@ -181,7 +181,7 @@ impl Engine {
         let rotator = self.rotator(&state)?;
         self.attach_target(&mut state).await?;
         rotator
-            .check(&context(&state))
+            .check(&context(&state, false))
             .await
             .map_err(|e| Error::Conflict(format!("secret '{name}': dry run failed: {e}")))
     }
@@ -225,6 +225,8 @@ impl Engine {
                 .fail(&state, step, RotateError::fatal(e.to_string()))
                 .await;
         }
+        // A job found in the store may have run part of its current step already.
+        let mut resumed = state.job.is_some();
         if state.job.is_none() {
             let now = self.store.clock().now_ms();
             if let Some(deadline) = state.deadline_at.filter(|d| !manual && now > *d) {
@@ -253,10 +255,10 @@ impl Engine {
             }
             tracing::info!(%step, "step starts");
             if step == Step::Finish {
-                return self.finish(rotator.as_ref(), &mut state).await;
+                return self.finish(rotator.as_ref(), &mut state, resumed).await;
             }
             // The rotator's part of the step...
-            let cx = context(&state);
+            let cx = context(&state, resumed);
             let ran: Result<Option<SecretValue>, RotateError> = async {
                 match step {
                     Step::Create => Ok(Some(self.timed(rotator.create(&cx)).await?)),
@@ -302,11 +304,17 @@ impl Engine {
                 }
             }
             tracing::info!(%step, "step done");
+            resumed = false;
         }
     }
 
     /// Promotes (unless a previous run already did), cleans up, completes the job.
-    async fn finish(&self, rotator: &dyn Rotator, state: &mut RotationState) -> Result<Outcome> {
+    async fn finish(
+        &self,
+        rotator: &dyn Rotator,
+        state: &mut RotationState,
+        resumed: bool,
+    ) -> Result<Outcome> {
         let owner = self.config.owner.as_str();
         let claim = state.claim.clone();
         let version_id = state
@@ -330,7 +338,7 @@ impl Engine {
             state.current = promoted;
             tracing::info!(version = %version_id, "promoted to ACSCurrent");
         }
-        let cx = context(state);
+        let cx = context(state, resumed);
         let promoted = match state.current.as_ref() {
             Some(c) => c.value.clone(),
             None => {
@@ -462,7 +470,7 @@ fn pending_value(state: &RotationState) -> Result<SecretValue, RotateError> {
         .ok_or_else(|| RotateError::fatal("the job's ACSPending version is missing"))
 }
 
-fn context(state: &RotationState) -> RotationContext {
+fn context(state: &RotationState, resumed: bool) -> RotationContext {
     RotationContext {
         secret_name: state.claim.name.to_string(),
         kind: state.kind,
@@ -471,5 +479,6 @@ fn context(state: &RotationState) -> RotationContext {
         previous: state.previous.clone(),
         pending: state.pending.clone(),
         target: state.target_context.clone(),
+        resumed,
     }
 }
