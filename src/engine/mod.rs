@@ -2,7 +2,7 @@
 //! secret, saving progress after every step so that a crash at any instant resumes where it
 //! stopped.
 //!
-//! `create` → the new value is stored as `ACSPending` (with the job moving to `set`) in one
+//! `create` → the new value is stored as `ACSPending` (with the job recorded at `set`) in one
 //! transaction, before the target changes; `set` and `test` run on the target and are recorded
 //! as done; `finish` promotes the pending version in one transaction, then lets the rotator clean
 //! up, then completes the job and schedules the next rotation. Every step may run twice: on
