@@ -25,6 +25,43 @@ fn scram_port() -> u16 {
         .unwrap_or(55432)
 }
 
+/// `rotor target add`, the admin password given on standard input.
+fn add_target(
+    t: &TestEnv,
+    name: &str,
+    kind: &str,
+    url: &str,
+    user: &str,
+    password: &str,
+) -> Output {
+    let mut child = t
+        .rotor()
+        .args([
+            "target",
+            "add",
+            name,
+            "--kind",
+            kind,
+            "--url",
+            url,
+            "--admin-user",
+            user,
+            "--admin-password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 async fn admin() -> PgConnection {
     PgConnection::connect(&scram_url()).await.unwrap_or_else(|e| {
         panic!("the password-checking PostgreSQL at {} is not reachable ({e}); tests/run starts it", scram_url())
@@ -108,33 +145,7 @@ impl Pg {
     }
 
     fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
-        let mut child = self
-            .t
-            .rotor()
-            .args([
-                "target",
-                "add",
-                name,
-                "--kind",
-                "postgres",
-                "--url",
-                url,
-                "--admin-user",
-                user,
-                "--admin-password-stdin",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        add_target(&self.t, name, "postgres", url, user, password)
     }
 
     async fn store(&self) -> Store {
@@ -712,32 +723,19 @@ async fn maria() -> (TestEnv, String, String) {
     let url = mysql_url();
     let (user_part, host) = url.trim_start_matches("mysql://").split_once('@').unwrap();
     let (user, password) = user_part.split_once(':').unwrap_or((user_part, ""));
-    let mut child = t
-        .rotor()
-        .args([
-            "target",
-            "add",
-            "maria",
-            "--kind",
-            "mysql",
-            "--url",
-            &format!("mysql://{host}"),
-            "--admin-user",
-            user,
-            "--admin-password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = add_target(
+        &t,
+        "maria",
+        "mysql",
+        &format!("mysql://{host}"),
+        user,
+        password,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (t, suffix, db)
 }
 
@@ -933,27 +931,12 @@ async fn acl_rules(user: &str) -> String {
 
 async fn redis_target(t: &TestEnv) {
     t.ok(&["init"]);
-    let mut child = t
-        .rotor()
-        .args([
-            "target",
-            "add",
-            "red",
-            "--kind",
-            "redis",
-            "--url",
-            &redis_url(),
-            "--admin-user",
-            "default",
-            "--admin-password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
+    let out = add_target(t, "red", "redis", &redis_url(), "default", "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
