@@ -364,8 +364,7 @@ impl Store {
                 .bind(target)
                 .fetch_optional(&mut *tx)
                 .await?;
-            // A target's own admin secret is created just before the target row.
-            if found.is_none() && !name.as_str().starts_with(&format!("acs/target/{target}/")) {
+            if found.is_none() {
                 return Err(Error::not_found(format!(
                     "target '{target}' does not exist (see: rotor target list)"
                 )));

@@ -6,7 +6,7 @@ use rotors::{SecretKind, SecretType, SubType, TargetContext};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{is_unique_violation, DeleteMode, NewSecret, Selector, Store};
+use super::{is_unique_violation, NewSecret, Selector, Store};
 use crate::error::{Error, Result};
 use crate::model::SecretName;
 
@@ -113,31 +113,29 @@ impl Store {
         let mut new = NewSecret::new(admin_name.clone(), kind.admin_kind(), admin);
         new.target = Some(name.to_owned());
         new.description = format!("admin account of target {name}");
-        if sqlx::query("SELECT 1 AS one FROM targets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some()
-        {
-            return Err(Error::conflict(format!("target '{name}' already exists")));
-        }
-        self.create_secret(new).await?;
-        let inserted = sqlx::query("INSERT INTO targets (name, kind, url, admin_secret, created_at) VALUES ($1, $2, $3, $4, $5)")
+        // The target row first, so the admin secret names an existing target; if the secret
+        // cannot be stored, the row goes again.
+        sqlx::query("INSERT INTO targets (name, kind, url, admin_secret, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(name)
             .bind(kind.as_str())
             .bind(url)
             .bind(admin_name.as_str())
             .bind(self.clock.now_ms())
             .execute(&self.pool)
-            .await;
-        if let Err(e) = inserted {
-            // Leave no orphaned admin secret behind.
-            let _ = self.delete(&admin_name, DeleteMode::Force).await;
-            return Err(if is_unique_violation(&e) {
-                Error::conflict(format!("target '{name}' already exists"))
-            } else {
-                e.into()
-            });
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::conflict(format!("target '{name}' already exists"))
+                } else {
+                    e.into()
+                }
+            })?;
+        if let Err(e) = self.create_secret(new).await {
+            let _ = sqlx::query("DELETE FROM targets WHERE name = $1")
+                .bind(name)
+                .execute(&self.pool)
+                .await;
+            return Err(e);
         }
         self.target(name).await
     }
