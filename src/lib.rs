@@ -2,10 +2,10 @@
 //!
 //! The engine library behind the `rotor` binary: the encrypted, versioned secret [`store`] on
 //! SQLite or PostgreSQL, the envelope [`crypto`] that seals every value before it reaches the
-//! store, the validated domain [`model`], and the [`cli`]. It knows nothing of MySQL, Redis or
-//! SSH: rotators live in the `rotors` crate.
+//! store, the validated domain [`model`], the rotation [`engine`] and [`worker`], [`targets`]
+//! (targets and the secrets on them, through their rotator family), and the [`cli`]. It names no
+//! kind of target: rotator families live in the `rotors` crate and are registered below.
 
-pub mod accounts;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
@@ -13,33 +13,15 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod store;
+pub mod targets;
 pub mod worker;
 
 pub use error::{Error, Result};
 
-/// The database servers this build manages accounts on.
-pub fn builtin_databases() -> Vec<std::sync::Arc<dyn rotors::database::Database>> {
-    vec![
-        std::sync::Arc::new(rotors::postgres::Postgres::new()),
-        std::sync::Arc::new(rotors::mysql::Mysql),
-        std::sync::Arc::new(rotors::redis::Redis),
-    ]
-}
-
-/// The rotators this build ships: database accounts (dual and single) on the servers of
-/// [`builtin_databases`]. SSH and RAM rotators register here when they land.
+/// The rotator families this build ships, registered in this one place: each brings its target
+/// kinds, options and rotators.
 pub fn builtin_rotators() -> rotors::Registry {
-    use rotors::{SecretKind, SecretType, SubType};
-    let accounts = rotors::database::AccountRotator::new(builtin_databases());
     let mut registry = rotors::Registry::new();
-    for (ty, sub) in [
-        (SecretType::Rds, SubType::DoubleUsers),
-        (SecretType::Rds, SubType::SingleUser),
-        (SecretType::PolarDB, SubType::DoubleUsers),
-        (SecretType::Redis, SubType::DoubleUsers),
-        (SecretType::Redis, SubType::SingleUser),
-    ] {
-        registry.register(SecretKind { ty, sub: Some(sub) }, accounts.clone());
-    }
+    registry.add_family(rotors::database::DatabaseFamily::new());
     registry
 }

@@ -62,6 +62,14 @@ impl SecretName {
     }
 }
 
+impl FromStr for SecretName {
+    type Err = Error;
+    /// Any stored name ([`parse_any`](Self::parse_any)); user-made names use [`parse`](Self::parse).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse_any(s)
+    }
+}
+
 impl fmt::Display for SecretName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -71,6 +79,13 @@ impl fmt::Display for SecretName {
 /// A version id: 1–64 of `A-Z a-z 0-9 _ - .` (`v1` for a secret's first version by default).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VersionId(String);
+
+impl FromStr for VersionId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        VersionId::parse(s)
+    }
+}
 
 impl VersionId {
     pub fn parse(s: &str) -> Result<Self, Error> {
@@ -215,12 +230,19 @@ impl Tag {
         })
     }
 
-    /// Parses the CLI form `KEY=VALUE` (split at the first `=`).
+    /// Parses the CLI form `KEY=VALUE` (split at the first `=`); also its `FromStr`.
     pub fn parse_pair(s: &str) -> Result<Self, Error> {
         let (k, v) = s
             .split_once('=')
             .ok_or_else(|| Error::invalid(format!("tag '{s}' is not of the form KEY=VALUE")))?;
         Tag::new(k, v)
+    }
+}
+
+impl FromStr for Tag {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Tag::parse_pair(s)
     }
 }
 

@@ -36,14 +36,19 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
 }
 
+impl WorkerConfig {
+    /// The defaults, in one place (the CLI shows them in `--help`).
+    pub const DEFAULTS: WorkerConfig = WorkerConfig {
+        concurrency: 16,
+        per_target: 2,
+        poll: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(30),
+    };
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig {
-            concurrency: 16,
-            per_target: 2,
-            poll: Duration::from_millis(500),
-            drain_timeout: Duration::from_secs(30),
-        }
+        WorkerConfig::DEFAULTS
     }
 }
 

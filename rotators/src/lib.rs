@@ -1,21 +1,23 @@
-//! `rotors`: what a rotator needs to know about secrets, and nothing about how they are stored.
+//! `rotors`: what a rotator needs to know about secrets and targets, and nothing about how they
+//! are stored.
 //!
 //! This crate is the boundary between the rotor engine and the code that changes credentials on
 //! real systems. It owns the secret types and sub-types ([`kind`]) with their rotation bounds, the
 //! value formats each type stores ([`value`]), the [`rotator`] contract — four idempotent steps
-//! (create / set / test / finish) that the engine drives — and the rotators themselves: database
-//! accounts ([`account`], [`database`], [`postgres`]). It knows nothing of jobs, cron, the store
-//! or HTTP.
+//! (create / set / test / finish) that the engine drives — the [`family`] contract (targets,
+//! provisioning, options), the [`registry`] that maps kinds to both, and the families
+//! themselves, one module each: [`database`] (PostgreSQL, MySQL/MariaDB, Redis accounts). It
+//! knows nothing of jobs, cron, the store or HTTP.
 
-pub mod account;
 pub mod database;
+pub mod family;
 pub mod kind;
-pub mod mysql;
-pub mod postgres;
-pub mod redis;
+pub mod registry;
 pub mod rotator;
 pub mod value;
 
+pub use family::{Family, NewTarget, Options, Provisioned, SecretRequest, SetupError, Source};
 pub use kind::{KindError, SecretKind, SecretType, SubType};
-pub use rotator::{Registry, RotateError, RotationContext, Rotator, TargetContext, VersionValue};
+pub use registry::Registry;
+pub use rotator::{RotateError, RotationContext, Rotator, TargetContext, VersionValue};
 pub use value::{SecretValue, ValueError, MAX_VALUE_BYTES};

@@ -6,13 +6,9 @@
 //! worker), so each must be safe to repeat: `set` does nothing if the pending credential already
 //! works, `finish` (clean-up after promotion) tolerates what is already gone.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
-use crate::kind::{SecretKind, SecretType, SubType};
+use crate::kind::SecretKind;
 use crate::value::SecretValue;
 
 /// One stored version handed to a rotator.
@@ -22,31 +18,26 @@ pub struct VersionValue {
     pub value: SecretValue,
 }
 
-/// The target a secret's credentials live on, with its admin credential (filled in by the
-/// rotator issues; `None` until the secret names a target).
+/// The target a secret's credentials live on, with its admin credential.
 #[derive(Clone, Debug)]
 pub struct TargetContext {
     pub name: String,
-    /// Address and settings, as the target kind defines them.
+    /// The canonical kind name its family declared (`postgres`, `mysql`, `redis`, …).
+    pub kind: String,
+    /// Its address, never carrying a credential.
+    pub url: String,
+    /// The family's own settings for the target, as it validated them at `target add`.
     pub config: serde_json::Value,
-    /// The admin account's current value (itself a secret in the store).
+    /// The admin credential's current value (itself a secret in the store).
     pub admin: Option<SecretValue>,
 }
 
 impl TargetContext {
-    /// The target's address (`Url` in its config).
-    pub fn url(&self) -> Result<&str, RotateError> {
-        self.config["Url"]
-            .as_str()
-            .ok_or_else(|| RotateError::fatal(format!("target '{}' has no URL", self.name)))
-    }
-
-    /// The admin account (an `{"AccountName","AccountPassword"}` value).
-    pub fn admin_account(&self) -> Result<crate::account::Account, RotateError> {
-        let value = self.admin.as_ref().ok_or_else(|| {
+    /// The admin credential, or a fatal error naming the target.
+    pub fn admin(&self) -> Result<&SecretValue, RotateError> {
+        self.admin.as_ref().ok_or_else(|| {
             RotateError::fatal(format!("target '{}' has no admin credential", self.name))
-        })?;
-        crate::account::Account::from_value(value)
+        })
     }
 }
 
@@ -108,20 +99,6 @@ impl RotateError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrub_removes_echoed_passwords() {
-        let e =
-            RotateError::fatal("ERR Error in ACL SETUSER modifier '>Hunter2-Pass': Syntax error");
-        let clean = e.scrub(&["Hunter2-Pass", ""]).to_string();
-        assert!(!clean.contains("Hunter2-Pass"), "{clean}");
-        assert!(clean.contains("[REDACTED]"));
-    }
-}
-
 /// The four steps of a rotation. The engine saves its progress after each one.
 #[async_trait]
 pub trait Rotator: Send + Sync {
@@ -153,37 +130,16 @@ pub trait Rotator: Send + Sync {
     }
 }
 
-/// Maps a secret's type and sub-type to its rotator.
-#[derive(Clone, Default)]
-pub struct Registry {
-    rotators: HashMap<(SecretType, Option<SubType>), Arc<dyn Rotator>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Registry {
-    pub fn new() -> Self {
-        Registry::default()
-    }
-
-    /// Registers `rotator` for secrets of `kind` (replacing any earlier one).
-    pub fn register(&mut self, kind: SecretKind, rotator: Arc<dyn Rotator>) -> &mut Self {
-        self.rotators.insert((kind.ty, kind.sub), rotator);
-        self
-    }
-
-    /// The rotator for `kind`, if one is registered.
-    pub fn get(&self, kind: SecretKind) -> Option<Arc<dyn Rotator>> {
-        self.rotators.get(&(kind.ty, kind.sub)).cloned()
-    }
-}
-
-impl fmt::Debug for Registry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut kinds: Vec<String> = self
-            .rotators
-            .keys()
-            .map(|(ty, sub)| SecretKind { ty: *ty, sub: *sub }.to_string())
-            .collect();
-        kinds.sort();
-        f.debug_struct("Registry").field("kinds", &kinds).finish()
+    #[test]
+    fn scrub_removes_echoed_passwords() {
+        let e =
+            RotateError::fatal("ERR Error in ACL SETUSER modifier '>Hunter2-Pass': Syntax error");
+        let clean = e.scrub(&["Hunter2-Pass", ""]).to_string();
+        assert!(!clean.contains("Hunter2-Pass"), "{clean}");
+        assert!(clean.contains("[REDACTED]"));
     }
 }

@@ -11,8 +11,6 @@
 //! fails with its reason on the secret, the current credential untouched, and the next cycle or
 //! a manual rotation resumes the same job — a stale pending version never blocks rotation.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use rotors::{Registry, RotateError, RotationContext, Rotator, SecretValue, VersionValue};
@@ -21,46 +19,8 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::model::{Planned, SecretName, VersionId};
+pub use crate::store::Step;
 use crate::store::{Claim, Job, RotationState, Store};
-
-/// The step a rotation job runs next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Step {
-    Create,
-    Set,
-    Test,
-    Finish,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Create => "create",
-            Step::Set => "set",
-            Step::Test => "test",
-            Step::Finish => "finish",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Step {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "create" => Step::Create,
-            "set" => Step::Set,
-            "test" => Step::Test,
-            "finish" => Step::Finish,
-            other => return Err(Error::invalid(format!("unknown rotation step '{other}'"))),
-        })
-    }
-}
 
 /// How the engine runs rotations.
 #[derive(Clone, Debug)]
@@ -81,17 +41,26 @@ pub struct EngineConfig {
     pub test_retry_delay: Duration,
 }
 
+impl EngineConfig {
+    /// The defaults, in one place (the CLI shows them in `--help`); `owner` is filled in by
+    /// [`Default`], per process.
+    pub const DEFAULTS: EngineConfig = EngineConfig {
+        owner: String::new(),
+        lease: Duration::from_secs(30),
+        max_attempts: 5,
+        backoff_base: Duration::from_secs(30),
+        backoff_cap: Duration::from_secs(3600),
+        step_timeout: Duration::from_secs(300),
+        test_retries: 3,
+        test_retry_delay: Duration::from_secs(1),
+    };
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             owner: default_owner(),
-            lease: Duration::from_secs(30),
-            max_attempts: 5,
-            backoff_base: Duration::from_secs(30),
-            backoff_cap: Duration::from_secs(3600),
-            step_timeout: Duration::from_secs(300),
-            test_retries: 3,
-            test_retry_delay: Duration::from_secs(1),
+            ..EngineConfig::DEFAULTS
         }
     }
 }
@@ -174,6 +143,24 @@ impl Engine {
         }
     }
 
+    /// Rotates one secret now (a manual rotation, which ignores cron windows): claims it, runs
+    /// or resumes its rotation, and gives up the lease. A failed secret gets its attempts back.
+    pub async fn rotate_now(&self, name: &SecretName, stop: &CancellationToken) -> Result<Outcome> {
+        let info = self.store.describe(name).await?;
+        if info.kind.ty == rotors::SecretType::Generic {
+            return Err(Error::invalid(format!(
+                "secret '{name}' is Generic: it does not rotate; put a new version instead"
+            )));
+        }
+        let claim = self
+            .store
+            .claim_now(&self.config.owner, name, self.config.lease)
+            .await?;
+        let result = self.rotate(&claim, true, stop).await;
+        self.store.release_leases(&self.config.owner).await?;
+        result
+    }
+
     /// Checks that the current credential works and the target answers, changing nothing.
     pub async fn dry_run(&self, name: &SecretName) -> Result<()> {
         let claim = self.store.claim_for_reading(name).await?;
@@ -221,9 +208,12 @@ impl Engine {
         };
         if let Err(e) = self.attach_target(&mut state).await {
             let step = state.job.as_ref().map_or(Step::Create, |j| j.step);
-            return self
-                .fail(&state, step, RotateError::fatal(e.to_string()))
-                .await;
+            // A store hiccup passes; a target that is gone or unreadable does not.
+            let e = match e {
+                Error::Store(_) => RotateError::retryable(e.to_string()),
+                other => RotateError::fatal(other.to_string()),
+            };
+            return self.fail(&state, step, e).await;
         }
         // A job found in the store may have run part of its current step already.
         let mut resumed = state.job.is_some();

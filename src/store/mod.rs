@@ -7,8 +7,10 @@
 //! version and its stage moves) commit in one transaction: on SQLite `BEGIN IMMEDIATE` takes the
 //! write lock up front, on PostgreSQL the secret's row is locked `FOR UPDATE`.
 
+mod jobs;
 mod keys;
 mod rotation;
+mod rows;
 mod secrets;
 mod targets;
 mod types;
@@ -26,9 +28,10 @@ use crate::clock::Clock;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
 
-pub use rotation::{Claim, Job, RotationState};
+pub use jobs::{Claim, Job, Step};
+pub use rotation::RotationState;
 pub use secrets::{NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED};
-pub use targets::{admin_secret_name, TargetInfo, TargetKind};
+pub use targets::{admin_secret_name, TargetInfo};
 pub use types::{
     DeleteMode, KeyInfo, PutOutcome, RotationFailure, RotationStatus, SecretInfo, SecretVersion,
     VersionInfo,
@@ -113,6 +116,22 @@ impl Backend {
         }
     }
 
+    /// The suffix that locks a single-table row for the rest of a write transaction.
+    fn lock_row(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// The suffix that keeps a single-table row from changing until the transaction ends.
+    fn share_row(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR SHARE",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -137,6 +156,8 @@ pub struct Store {
     /// CMKs by id, unwrapped at open and on creation.
     cmks: Arc<RwLock<HashMap<i64, Cmk>>>,
     clock: Clock,
+    /// The data directory of an embedded (SQLite) store.
+    data_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,6 +208,7 @@ impl Store {
             master,
             cmks: Arc::default(),
             clock: config.clock.clone(),
+            data_dir: (backend == Backend::Sqlite).then(|| config.data_dir.clone()),
         };
         store.load_cmks().await?;
         if mode == OpenMode::Init && store.cmk_id(DEFAULT_KEY).is_none() {
@@ -201,6 +223,32 @@ impl Store {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The embedded store serves one worker: on SQLite this takes the data directory's worker
+    /// lock (held while the file lives) or refuses; a PostgreSQL store takes several workers.
+    pub fn lock_single_worker(&self) -> Result<Option<std::fs::File>> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(None);
+        };
+        let path = dir.join("worker.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::config(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::conflict(format!(
+                "another rotor worker is already running on the SQLite store in {}; the embedded store serves one worker (use --store postgres://… for several)",
+                dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::config(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -348,29 +396,32 @@ fn describe_location(config: &StoreConfig) -> String {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let scripts: [(&str, &str); 3] = match backend {
-        Backend::Sqlite => [
-            ("store", include_str!("migrations/sqlite/0001_store.sql")),
-            (
-                "rotation",
-                include_str!("migrations/sqlite/0002_rotation.sql"),
-            ),
-            (
-                "targets",
-                include_str!("migrations/sqlite/0003_targets.sql"),
-            ),
-        ],
-        Backend::Postgres => [
-            ("store", include_str!("migrations/postgres/0001_store.sql")),
-            (
-                "rotation",
-                include_str!("migrations/postgres/0002_rotation.sql"),
-            ),
-            (
-                "targets",
-                include_str!("migrations/postgres/0003_targets.sql"),
-            ),
-        ],
+    // One list per backend, kept in step (each file says so).
+    macro_rules! scripts {
+        ($dir:literal) => {
+            [
+                (
+                    "store",
+                    include_str!(concat!("migrations/", $dir, "/0001_store.sql")),
+                ),
+                (
+                    "rotation",
+                    include_str!(concat!("migrations/", $dir, "/0002_rotation.sql")),
+                ),
+                (
+                    "targets",
+                    include_str!(concat!("migrations/", $dir, "/0003_targets.sql")),
+                ),
+                (
+                    "target config",
+                    include_str!(concat!("migrations/", $dir, "/0004_target_config.sql")),
+                ),
+            ]
+        };
+    }
+    let scripts = match backend {
+        Backend::Sqlite => scripts!("sqlite"),
+        Backend::Postgres => scripts!("postgres"),
     };
     let mut migrator = Migrator::DEFAULT;
     migrator.migrations = scripts

@@ -12,36 +12,12 @@ use std::time::Duration;
 use rotors::{SecretKind, SecretValue, VersionValue};
 use sqlx::{AnyConnection, Row};
 
-use super::secrets::{
-    insert_version, move_current, next_free_version_id, not_found, prune, set_stage, SecretRow,
-    SECRET_COLS, SECRET_FROM,
-};
+use super::jobs::{Claim, Job, Step};
+use super::rows::{move_current, prune, set_stage, SecretRow};
 use super::Store;
 use crate::clock::format_ms;
-use crate::engine::Step;
 use crate::error::{Error, Result};
 use crate::model::{Planned, RotationSchedule, SecretName, Stage, VersionId};
-
-/// A secret whose lease this worker holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claim {
-    pub secret_id: i64,
-    pub name: SecretName,
-    /// The target it rotates on, for per-target concurrency limits.
-    pub target: Option<String>,
-}
-
-/// A rotation in flight.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job {
-    /// The step to run next.
-    pub step: Step,
-    /// The `ACSPending` version, once `create` has stored it.
-    pub version_id: Option<VersionId>,
-    /// Failed attempts in this cycle.
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
 
 /// Everything the engine needs to run a claimed secret's rotation, values decrypted.
 #[derive(Debug)]
@@ -214,7 +190,7 @@ impl Store {
 
     async fn load_state(&self, owner: Option<&str>, claim: &Claim) -> Result<RotationState> {
         let mut conn = self.pool.acquire().await?;
-        let row = self.row_by_id(&mut conn, claim, false).await?;
+        let row = self.claimed_row(&mut conn, claim, false).await?;
         if let Some(owner) = owner {
             check_lease(&row, owner)?;
         }
@@ -268,24 +244,6 @@ impl Store {
         })
     }
 
-    async fn row_by_id(
-        &self,
-        conn: &mut AnyConnection,
-        claim: &Claim,
-        lock: bool,
-    ) -> Result<SecretRow> {
-        let sql = format!(
-            "SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE s.id = $1{}",
-            if lock { self.backend.for_update() } else { "" }
-        );
-        let row = sqlx::query(&sql)
-            .bind(claim.secret_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| not_found(&claim.name))?;
-        SecretRow::from_row(&row)
-    }
-
     /// Stores a rotator's new credential as the `ACSPending` version and records the job at
     /// `set` (creating its row), in one transaction — before anything on the target changes.
     pub async fn store_pending(
@@ -295,7 +253,7 @@ impl Store {
         value: &SecretValue,
     ) -> Result<VersionId> {
         let mut tx = self.begin_write().await?;
-        let row = self.row_by_id(&mut tx, claim, true).await?;
+        let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, owner)?;
         rotors::value::validate(row.kind, value.expose()).map_err(|e| {
             Error::invalid(format!(
@@ -304,21 +262,11 @@ impl Store {
             ))
         })?;
         let data_key = self.data_key(&row).await?;
-        let seq = row.version_seq + 1;
-        let version_id = next_free_version_id(&mut tx, row.id, seq).await?;
-        let sealed = data_key.seal(
-            value.expose(),
-            &crate::crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str()),
-        );
         let now = self.clock.now_ms();
-        insert_version(&mut tx, row.id, &version_id, seq, &sealed, value, now).await?;
-        set_stage(&mut tx, row.id, &Stage::Pending, &version_id).await?;
-        sqlx::query("UPDATE secrets SET version_seq = $1, updated_at = $2 WHERE id = $3")
-            .bind(seq)
-            .bind(now)
-            .bind(row.id)
-            .execute(&mut *tx)
+        let version_id = self
+            .add_version(&mut tx, &row, &data_key, None, value, now)
             .await?;
+        set_stage(&mut tx, row.id, &Stage::Pending, &version_id).await?;
         let moved = sqlx::query(
             "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
              VALUES ($3, 'set', $1, 0, $2, $2) \
@@ -375,7 +323,7 @@ impl Store {
     /// Harmless to repeat. The job stays (at `finish`) until [`complete_job`](Self::complete_job).
     pub async fn promote(&self, owner: &str, claim: &Claim, version: &VersionId) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let row = self.row_by_id(&mut tx, claim, true).await?;
+        let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, owner)?;
         let now = self.clock.now_ms();
         move_current(&mut tx, row.id, version).await?;

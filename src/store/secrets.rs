@@ -7,15 +7,16 @@
 //! in one transaction that first takes the secret's write lock.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use rotors::{SecretKind, SecretType, SecretValue, SubType};
+use rotors::{SecretKind, SecretType, SecretValue};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
 
-use super::rotation::Job;
-use super::types::{RotationFailure, RotationStatus};
+use super::rows::{
+    insert_version, move_current, not_found, prune, set_stage, stage_holder, stages_of, touch,
+    SecretRow, SECRET_COLS, SECRET_FROM,
+};
 use super::{
     is_unique_violation, opt_text, DeleteMode, PutOutcome, SecretInfo, SecretVersion, Store,
     VersionInfo,
@@ -50,6 +51,8 @@ pub struct NewSecret {
     pub target: Option<String>,
     /// Rotator settings (account pair, database, privilege, password rules).
     pub settings: Option<serde_json::Value>,
+    /// Automatic rotation, set in the same transaction.
+    pub rotation: Option<RotationPolicy>,
     /// A second value stored first as `ACSPrevious` (`v1`, the current one becoming `v2`): the
     /// partner account of a dual-account secret.
     pub previous: Option<SecretValue>,
@@ -68,6 +71,7 @@ impl NewSecret {
             key: None,
             target: None,
             settings: None,
+            rotation: None,
             previous: None,
         }
     }
@@ -96,228 +100,23 @@ impl Default for Selector {
     }
 }
 
-/// Columns of a secret row, read by [`SecretRow::from_row`]; the table is aliased `s`, its key `k`.
-pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_type, s.description, \
-    s.key_id, k.name AS key_name, s.wrapped_data_key, s.version_seq, s.created_at, s.updated_at, \
-    s.rotation_enabled, s.rotation_interval_s, s.rotation_cron, s.rotation_window_s, \
-    s.rotation_jitter_s, s.next_rotation_at, s.rotation_deadline_at, s.last_rotation_at, \
-    s.planned_delete_at, s.target, s.settings, s.lease_owner, s.lease_expires_at, \
-    s.failure_reason, s.failure_attempts, s.failure_at, \
-    j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error";
-pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
-    LEFT JOIN rotation_jobs j ON j.secret_id = s.id";
-
-/// A secret's row as stored, with its rotation job if one is in flight.
-pub(super) struct SecretRow {
-    pub(super) id: i64,
-    pub(super) uid: String,
-    pub(super) name: SecretName,
-    pub(super) kind: SecretKind,
-    description: String,
-    key_id: i64,
-    key_name: String,
-    wrapped_data_key: Vec<u8>,
-    pub(super) version_seq: i64,
-    created_at: i64,
-    updated_at: i64,
-    pub(super) rotation: Option<RotationSchedule>,
-    pub(super) jitter: Option<Duration>,
-    pub(super) next_rotation_at: Option<i64>,
-    pub(super) deadline_at: Option<i64>,
-    last_rotation_at: Option<i64>,
-    pub(super) planned_delete_at: Option<i64>,
-    pub(super) target: Option<String>,
-    pub(super) settings: Option<String>,
-    pub(super) lease_owner: Option<String>,
-    pub(super) lease_expires_at: Option<i64>,
-    failure: Option<RotationFailure>,
-    pub(super) job: Option<Job>,
-}
-
-impl SecretRow {
-    pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
-        let corrupt =
-            |what: String| Error::config(format!("store holds an unreadable secret row: {what}"));
-        let name: String = row.try_get("name")?;
-        let ty: SecretType = row
-            .try_get::<String, _>("secret_type")?
-            .parse()
-            .map_err(|e| corrupt(format!("{e}")))?;
-        let sub: Option<SubType> = opt_text(row, "sub_type")?
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(|e| corrupt(format!("{e}")))?;
-        let rotation = if row.try_get::<i64, _>("rotation_enabled")? != 0 {
-            let window = row.try_get::<Option<i64>, _>("rotation_window_s")?;
-            match (
-                row.try_get::<Option<i64>, _>("rotation_interval_s")?,
-                opt_text(row, "rotation_cron")?,
-            ) {
-                (Some(secs), _) => {
-                    Some(RotationSchedule::Interval(Duration::from_secs(secs as u64)))
-                }
-                (None, Some(expression)) => Some(RotationSchedule::Cron {
-                    expression,
-                    window: window.map(|w| Duration::from_secs(w as u64)),
-                }),
-                (None, None) => None,
-            }
-        } else {
-            None
-        };
-        let secs = |col: &str| -> Result<Option<Duration>> {
-            Ok(row
-                .try_get::<Option<i64>, _>(col)?
-                .map(|s| Duration::from_secs(s as u64)))
-        };
-        let failure = match opt_text(row, "failure_reason")? {
-            Some(reason) => Some(RotationFailure {
-                reason,
-                attempts: row
-                    .try_get::<Option<i64>, _>("failure_attempts")?
-                    .unwrap_or(0) as u32,
-                at: row.try_get::<Option<i64>, _>("failure_at")?.unwrap_or(0),
-            }),
-            None => None,
-        };
-        let job = match opt_text(row, "job_step")? {
-            Some(step) => Some(Job {
-                step: step.parse().map_err(|e: Error| corrupt(e.to_string()))?,
-                version_id: opt_text(row, "job_version_id")?
-                    .map(|v| VersionId::parse(&v))
-                    .transpose()?,
-                attempts: row.try_get::<Option<i64>, _>("job_attempts")?.unwrap_or(0) as u32,
-                last_error: opt_text(row, "job_last_error")?,
-            }),
-            None => None,
-        };
-        Ok(SecretRow {
-            jitter: secs("rotation_jitter_s")?,
-            deadline_at: row.try_get("rotation_deadline_at")?,
-            target: opt_text(row, "target")?,
-            settings: opt_text(row, "settings")?,
-            lease_owner: opt_text(row, "lease_owner")?,
-            lease_expires_at: row.try_get("lease_expires_at")?,
-            failure,
-            job,
-            id: row.try_get("id")?,
-            uid: row.try_get("uid")?,
-            name: SecretName::parse_any(&name).map_err(|e| corrupt(e.to_string()))?,
-            kind: SecretKind { ty, sub },
-            description: row.try_get("description")?,
-            key_id: row.try_get("key_id")?,
-            key_name: row.try_get("key_name")?,
-            wrapped_data_key: row.try_get("wrapped_data_key")?,
-            version_seq: row.try_get("version_seq")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            rotation,
-            next_rotation_at: row.try_get("next_rotation_at")?,
-            last_rotation_at: row.try_get("last_rotation_at")?,
-            planned_delete_at: row.try_get("planned_delete_at")?,
-        })
-    }
-
-    /// Refuses changes and reads of a secret scheduled for deletion.
-    pub(super) fn ensure_live(&self) -> Result<()> {
-        match self.planned_delete_at {
-            Some(at) => Err(Error::conflict(format!(
-                "secret '{}' is scheduled for deletion at {}; restore it first (rotor secret restore {})",
-                self.name,
-                format_ms(at),
-                self.name
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    fn info(self, tags: Vec<Tag>) -> SecretInfo {
-        let status = match (&self.failure, &self.job) {
-            (Some(_), _) => RotationStatus::Failed,
-            (None, Some(job)) if job.attempts > 0 => RotationStatus::Retrying,
-            (None, Some(_)) => RotationStatus::Rotating,
-            (None, None) => RotationStatus::Idle,
-        };
-        SecretInfo {
-            rotation_jitter: self.jitter,
-            rotation_status: status,
-            rotation_step: self.job.as_ref().map(|j| j.step),
-            rotation_attempts: self.job.as_ref().map_or(0, |j| j.attempts),
-            rotation_error: self.job.as_ref().and_then(|j| j.last_error.clone()),
-            rotation_failure: self.failure,
-            target: self.target,
-            name: self.name,
-            kind: self.kind,
-            description: self.description,
-            key_name: self.key_name,
-            tags,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            planned_delete_at: self.planned_delete_at,
-            rotation: self.rotation,
-            next_rotation_at: self.next_rotation_at,
-            last_rotation_at: self.last_rotation_at,
-        }
-    }
-}
-
-pub(super) fn not_found(name: &SecretName) -> Error {
-    Error::not_found(format!("secret '{name}' does not exist"))
-}
-
 impl Store {
-    /// Reads a secret's row; with `lock`, holds it for the rest of the transaction.
-    pub(super) async fn secret_row(
-        &self,
-        conn: &mut AnyConnection,
-        name: &SecretName,
-        lock: bool,
-    ) -> Result<SecretRow> {
-        let sql = format!(
-            "SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE s.name = $1{}",
-            if lock { self.backend.for_update() } else { "" }
-        );
-        let row = sqlx::query(&sql)
-            .bind(name.as_str())
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| not_found(name))?;
-        SecretRow::from_row(&row)
-    }
-
-    /// Unwraps a secret's data key with its CMK.
-    pub(super) async fn data_key(&self, row: &SecretRow) -> Result<KeyMaterial> {
-        let cmk = self.cmk(row.key_id).await?;
-        cmk.material
-            .unwrap_key(&row.wrapped_data_key, &crypto::aad_data_key(&row.uid, row.name.as_str()))
-            .ok_or_else(|| {
-                Error::Crypto(format!(
-                    "the data key of secret '{}' does not decrypt: it belongs to another secret or was altered",
-                    row.name
-                ))
-            })
-    }
-
-    pub(super) fn open_value(
-        &self,
-        row: &SecretRow,
-        dk: &KeyMaterial,
-        version: &VersionId,
-        sealed: &[u8],
-    ) -> Result<SecretValue> {
-        let plain = dk
-            .open(sealed, &crypto::aad_value(&row.uid, row.name.as_str(), version.as_str()))
-            .ok_or_else(|| {
-                Error::Crypto(format!(
-                    "version '{version}' of secret '{}' does not decrypt: its ciphertext belongs to another secret or version, or was altered",
-                    row.name
-                ))
-            })?;
-        Ok(SecretValue::new(plain.to_vec()))
-    }
-
     /// Creates a secret and its first version, which becomes `ACSCurrent`.
+    /// Creates a secret and its first version, which becomes `ACSCurrent`, with its rotation
+    /// settings if given — in one transaction.
     pub async fn create_secret(&self, new: NewSecret) -> Result<PutOutcome> {
+        let mut tx = self.begin_write().await?;
+        let done = self.insert_secret(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// [`create_secret`](Self::create_secret) inside the caller's write transaction.
+    pub(super) async fn insert_secret(
+        &self,
+        tx: &mut AnyConnection,
+        new: NewSecret,
+    ) -> Result<PutOutcome> {
         let name = &new.name;
         for value in std::iter::once(&new.value).chain(&new.previous) {
             rotors::value::validate(new.kind, value.expose())
@@ -357,10 +156,20 @@ impl Store {
         });
         let settings = new.settings.as_ref().map(|v| v.to_string());
         let now = self.clock.now_ms();
+        let rotation = new
+            .rotation
+            .as_ref()
+            .map(|p| RotationColumns::new(p, new.kind, self.clock.now()))
+            .transpose()
+            .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
 
-        let mut tx = self.begin_write().await?;
         if let Some(target) = &new.target {
-            let found = sqlx::query("SELECT 1 AS one FROM targets WHERE name = $1")
+            // Shared-locked on PostgreSQL, so `target remove` cannot pass it by meanwhile.
+            let sql = format!(
+                "SELECT 1 AS one FROM targets WHERE name = $1{}",
+                self.backend.share_row()
+            );
+            let found = sqlx::query(&sql)
                 .bind(target)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -416,11 +225,20 @@ impl Store {
         })?;
         let id: i64 = inserted.try_get("id")?;
         if let (Some(previous), Some(sealed_previous)) = (&new.previous, &sealed_previous) {
-            insert_version(&mut tx, id, &previous_id, 1, sealed_previous, previous, now).await?;
-            set_stage(&mut tx, id, &Stage::Previous, &previous_id).await?;
+            insert_version(
+                &mut *tx,
+                id,
+                &previous_id,
+                1,
+                sealed_previous,
+                previous,
+                now,
+            )
+            .await?;
+            set_stage(&mut *tx, id, &Stage::Previous, &previous_id).await?;
         }
         insert_version(
-            &mut tx,
+            &mut *tx,
             id,
             &version_id,
             first_seq,
@@ -429,7 +247,7 @@ impl Store {
             now,
         )
         .await?;
-        set_stage(&mut tx, id, &Stage::Current, &version_id).await?;
+        set_stage(&mut *tx, id, &Stage::Current, &version_id).await?;
         for tag in &new.tags {
             sqlx::query(
                 "INSERT INTO secret_tags (secret_id, tag_key, tag_value) VALUES ($1, $2, $3)",
@@ -440,7 +258,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        if let Some(rotation) = rotation {
+            rotation.write(&mut *tx, id, None, now).await?;
+        }
         Ok(PutOutcome {
             secret_name: name.clone(),
             version_id,
@@ -508,29 +328,16 @@ impl Store {
             }
         }
 
-        let seq = row.version_seq + 1;
-        let version_id = match put.version_id {
-            Some(id) => id,
-            None => next_free_version_id(&mut tx, row.id, seq).await?,
-        };
-        let sealed = data_key.seal(
-            put.value.expose(),
-            &crypto::aad_value(&row.uid, name.as_str(), version_id.as_str()),
-        );
         let now = self.clock.now_ms();
-        insert_version(&mut tx, row.id, &version_id, seq, &sealed, &put.value, now).await?;
+        let version_id = self
+            .add_version(&mut tx, &row, &data_key, put.version_id, &put.value, now)
+            .await?;
         for stage in &stages {
             match stage {
                 Stage::Current => move_current(&mut tx, row.id, &version_id).await?,
                 other => set_stage(&mut tx, row.id, other, &version_id).await?,
             }
         }
-        sqlx::query("UPDATE secrets SET version_seq = $1, updated_at = $2 WHERE id = $3")
-            .bind(seq)
-            .bind(now)
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
         prune(&mut tx, row.id).await?;
         tx.commit().await?;
         Ok(PutOutcome {
@@ -763,64 +570,19 @@ impl Store {
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
         let now = self.clock.now();
-        let invalid = |e: Error| Error::invalid(format!("secret '{name}': {e}"));
-        let (enabled, interval, cron, window, jitter, planned) = match &policy {
-            None => (0, None, None, None, None, None),
-            Some(p) => {
-                p.schedule.check_for(row.kind, now).map_err(invalid)?;
-                if let Some(j) = p.jitter {
-                    p.schedule.check_jitter(j).map_err(invalid)?;
-                }
-                let planned = if p.rotate_now {
-                    Some(Planned {
-                        at: now,
-                        deadline: None,
-                    })
-                } else {
-                    p.schedule.plan(p.jitter, now)
-                };
-                let jitter = p.jitter.map(|j| j.as_secs() as i64);
-                match &p.schedule {
-                    RotationSchedule::Interval(d) => {
-                        (1, Some(d.as_secs() as i64), None, None, jitter, planned)
-                    }
-                    RotationSchedule::Cron { expression, window } => (
-                        1,
-                        None,
-                        Some(expression.clone()),
-                        window.map(|w| w.as_secs() as i64),
-                        jitter,
-                        planned,
-                    ),
-                }
-            }
+        let columns = match &policy {
+            Some(p) => RotationColumns::new(p, row.kind, now)
+                .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?,
+            None => RotationColumns::default(),
         };
-        let (next, deadline) = match &row.job {
-            Some(_) => (row.next_rotation_at, row.deadline_at),
-            None => (
-                planned.map(|p| p.at.timestamp_millis()),
-                planned
-                    .and_then(|p| p.deadline)
-                    .map(|d| d.timestamp_millis()),
-            ),
-        };
-        sqlx::query(
-            "UPDATE secrets SET rotation_enabled = $1, rotation_interval_s = $2, rotation_cron = $3, \
-                                rotation_window_s = $4, rotation_jitter_s = $5, next_rotation_at = $6, \
-                                rotation_deadline_at = $7, updated_at = $8 \
-             WHERE id = $9",
-        )
-        .bind(enabled)
-        .bind(interval)
-        .bind(cron)
-        .bind(window)
-        .bind(jitter)
-        .bind(next)
-        .bind(deadline)
-        .bind(now.timestamp_millis())
-        .bind(row.id)
-        .execute(&mut *tx)
-        .await?;
+        // A rotation in flight keeps its timing.
+        let keep = row
+            .job
+            .as_ref()
+            .map(|_| (row.next_rotation_at, row.deadline_at));
+        columns
+            .write(&mut tx, row.id, keep, now.timestamp_millis())
+            .await?;
         tx.commit().await?;
         self.describe(name).await
     }
@@ -942,151 +704,89 @@ fn check_user_stage(row: &SecretRow, stage: &Stage) -> Result<()> {
     }
 }
 
-pub(super) async fn insert_version(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    version_id: &VersionId,
-    seq: i64,
-    sealed: &[u8],
-    value: &SecretValue,
-    now: i64,
-) -> Result<()> {
-    let data_type = if value.as_text().is_some() {
-        "text"
-    } else {
-        "binary"
-    };
-    sqlx::query(
-        "INSERT INTO versions (secret_id, version_id, seq, ciphertext, data_type, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(secret_id)
-    .bind(version_id.as_str())
-    .bind(seq)
-    .bind(sealed)
-    .bind(data_type)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// A rotation policy as the secret row stores it, with its first planned rotation.
+#[derive(Default)]
+struct RotationColumns {
+    enabled: i64,
+    interval: Option<i64>,
+    cron: Option<String>,
+    window: Option<i64>,
+    jitter: Option<i64>,
+    planned: Option<Planned>,
 }
 
-/// `v<seq>`, or the next free `v<n>` after it when a user already took that id.
-pub(super) async fn next_free_version_id(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    seq: i64,
-) -> Result<VersionId> {
-    let taken: Vec<String> = sqlx::query("SELECT version_id FROM versions WHERE secret_id = $1")
-        .bind(secret_id)
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get("version_id"))
-        .collect::<Result<_, _>>()?;
-    let mut n = seq;
-    loop {
-        let id = VersionId::numbered(n);
-        if !taken.iter().any(|t| t == id.as_str()) {
-            return Ok(id);
+impl RotationColumns {
+    /// Checks `policy` against `kind`'s bounds and plans its first rotation from `now`: one
+    /// schedule step away, unless it asks to rotate now.
+    fn new(
+        policy: &RotationPolicy,
+        kind: SecretKind,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self> {
+        policy.schedule.check_for(kind, now)?;
+        if let Some(j) = policy.jitter {
+            policy.schedule.check_jitter(j)?;
         }
-        n += 1;
+        let planned = if policy.rotate_now {
+            Some(Planned {
+                at: now,
+                deadline: None,
+            })
+        } else {
+            policy.schedule.plan(policy.jitter, now)
+        };
+        let (interval, cron, window) = match &policy.schedule {
+            RotationSchedule::Interval(d) => (Some(d.as_secs() as i64), None, None),
+            RotationSchedule::Cron { expression, window } => (
+                None,
+                Some(expression.clone()),
+                window.map(|w| w.as_secs() as i64),
+            ),
+        };
+        Ok(RotationColumns {
+            enabled: 1,
+            interval,
+            cron,
+            window,
+            jitter: policy.jitter.map(|j| j.as_secs() as i64),
+            planned,
+        })
     }
-}
 
-pub(super) async fn stage_holder(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    stage: &Stage,
-) -> Result<Option<VersionId>> {
-    let row =
-        sqlx::query("SELECT version_id FROM version_stages WHERE secret_id = $1 AND stage = $2")
-            .bind(secret_id)
-            .bind(stage.as_str())
-            .fetch_optional(conn)
-            .await?;
-    row.map(|r| VersionId::parse(&r.try_get::<String, _>("version_id")?))
-        .transpose()
-}
-
-pub(super) async fn stages_of(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    version_id: &VersionId,
-) -> Result<Vec<Stage>> {
-    let mut stages =
-        sqlx::query("SELECT stage FROM version_stages WHERE secret_id = $1 AND version_id = $2")
-            .bind(secret_id)
-            .bind(version_id.as_str())
-            .fetch_all(conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("stage")?.parse())
-            .collect::<Result<Vec<Stage>>>()?;
-    stages.sort();
-    Ok(stages)
-}
-
-/// Puts `stage` on `version_id`, taking it from whichever version had it.
-pub(super) async fn set_stage(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    stage: &Stage,
-    version_id: &VersionId,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO version_stages (secret_id, stage, version_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (secret_id, stage) DO UPDATE SET version_id = excluded.version_id",
-    )
-    .bind(secret_id)
-    .bind(stage.as_str())
-    .bind(version_id.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Moves `ACSCurrent` to `to`; the version that had it becomes `ACSPrevious`.
-pub(super) async fn move_current(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    to: &VersionId,
-) -> Result<()> {
-    let old = stage_holder(conn, secret_id, &Stage::Current).await?;
-    if old.as_ref() == Some(to) {
-        return Ok(());
-    }
-    if let Some(old) = old {
-        set_stage(conn, secret_id, &Stage::Previous, &old).await?;
-    }
-    set_stage(conn, secret_id, &Stage::Current, to).await
-}
-
-async fn touch(conn: &mut AnyConnection, secret_id: i64, now: i64) -> Result<()> {
-    sqlx::query("UPDATE secrets SET updated_at = $1 WHERE id = $2")
+    /// Writes the policy to secret `id`; `keep` holds the next rotation and deadline of a
+    /// rotation in flight, which keep their timing.
+    async fn write(
+        &self,
+        conn: &mut AnyConnection,
+        id: i64,
+        keep: Option<(Option<i64>, Option<i64>)>,
+        now: i64,
+    ) -> Result<()> {
+        let (next, deadline) = keep.unwrap_or((
+            self.planned.map(|p| p.at.timestamp_millis()),
+            self.planned
+                .and_then(|p| p.deadline)
+                .map(|d| d.timestamp_millis()),
+        ));
+        sqlx::query(
+            "UPDATE secrets SET rotation_enabled = $1, rotation_interval_s = $2, rotation_cron = $3, \
+                                rotation_window_s = $4, rotation_jitter_s = $5, next_rotation_at = $6, \
+                                rotation_deadline_at = $7, updated_at = $8 \
+             WHERE id = $9",
+        )
+        .bind(self.enabled)
+        .bind(self.interval)
+        .bind(&self.cron)
+        .bind(self.window)
+        .bind(self.jitter)
+        .bind(next)
+        .bind(deadline)
         .bind(now)
-        .bind(secret_id)
+        .bind(id)
         .execute(conn)
         .await?;
-    Ok(())
-}
-
-/// Deletes unstaged versions beyond the newest [`KEEP_UNSTAGED`].
-pub(super) async fn prune(conn: &mut AnyConnection, secret_id: i64) -> Result<()> {
-    sqlx::query(&format!(
-        "DELETE FROM versions WHERE secret_id = $1 \
-           AND NOT EXISTS (SELECT 1 FROM version_stages st \
-                           WHERE st.secret_id = versions.secret_id AND st.version_id = versions.version_id) \
-           AND seq <= (SELECT v.seq FROM versions v \
-                       WHERE v.secret_id = $1 \
-                         AND NOT EXISTS (SELECT 1 FROM version_stages st \
-                                         WHERE st.secret_id = v.secret_id AND st.version_id = v.version_id) \
-                       ORDER BY v.seq DESC LIMIT 1 OFFSET {KEEP_UNSTAGED})"
-    ))
-    .bind(secret_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+        Ok(())
+    }
 }
 
 fn tag_from_row(row: &AnyRow) -> Result<Tag> {

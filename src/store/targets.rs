@@ -1,77 +1,26 @@
-//! Targets: the database servers (and later hosts and cloud endpoints) that rotor changes
-//! credentials on. A target keeps its address; its admin account is a `SingleUser` secret of
-//! its own, `acs/target/NAME/admin`, rotatable like any other.
+//! Targets: the servers, hosts and cloud endpoints that rotor changes credentials on. A target
+//! keeps its kind (as its family names it), address and the family's settings; its admin
+//! credential is a secret of its own, `acs/target/NAME/admin`, rotatable like any other. The
+//! store knows no kind: families validate what is stored here.
 
-use rotors::{SecretKind, SecretType, SubType, TargetContext};
+use rotors::{NewTarget, TargetContext};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{is_unique_violation, NewSecret, Selector, Store};
+use super::{is_unique_violation, opt_text, NewSecret, Selector, Store};
 use crate::error::{Error, Result};
 use crate::model::SecretName;
-
-/// What a target is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    Postgres,
-    Mysql,
-    Redis,
-}
-
-impl TargetKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Postgres => "postgres",
-            TargetKind::Mysql => "mysql",
-            TargetKind::Redis => "redis",
-        }
-    }
-
-    /// URL schemes a target of this kind accepts.
-    fn schemes(self) -> &'static [&'static str] {
-        match self {
-            TargetKind::Postgres => &["postgres://", "postgresql://"],
-            TargetKind::Mysql => &["mysql://", "mariadb://"],
-            TargetKind::Redis => &["redis://", "rediss://"],
-        }
-    }
-
-    /// The secret kind that holds this target's admin account.
-    fn admin_kind(self) -> SecretKind {
-        let ty = match self {
-            TargetKind::Redis => SecretType::Redis,
-            _ => SecretType::Rds,
-        };
-        SecretKind {
-            ty,
-            sub: Some(SubType::SingleUser),
-        }
-    }
-}
-
-impl std::str::FromStr for TargetKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" => Ok(TargetKind::Postgres),
-            "mysql" | "mariadb" => Ok(TargetKind::Mysql),
-            "redis" => Ok(TargetKind::Redis),
-            _ => Err(Error::invalid(format!(
-                "unknown target kind '{s}' (expected postgres, mysql or redis)"
-            ))),
-        }
-    }
-}
 
 /// A target as `target list` shows it.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TargetInfo {
     pub name: String,
-    pub kind: TargetKind,
+    pub kind: String,
     pub url: String,
     pub admin_secret: String,
+    #[serde(skip)]
+    pub config: serde_json::Value,
 }
 
 /// The name of a target's admin secret.
@@ -80,69 +29,91 @@ pub fn admin_secret_name(target: &str) -> String {
 }
 
 impl Store {
-    /// Adds a target and stores its admin account as a secret, together.
-    pub async fn add_target(
-        &self,
-        name: &str,
-        kind: TargetKind,
-        url: &str,
-        admin: rotors::SecretValue,
-    ) -> Result<TargetInfo> {
+    /// Adds a target and stores its admin credential as a secret, in one transaction.
+    pub async fn add_target(&self, name: &str, target: NewTarget) -> Result<TargetInfo> {
         crate::model::check_key_name(name)
             .map_err(|e| Error::invalid(e.to_string().replace("key name", "target name")))?;
-        if !kind.schemes().iter().any(|s| url.starts_with(s)) {
-            return Err(Error::invalid(format!(
-                "target URL must start with {} for a {} target",
-                kind.schemes().join(" or "),
-                kind.as_str()
+        let admin_name = SecretName::parse_any(&admin_secret_name(name))?;
+        let mut admin = NewSecret::new(admin_name.clone(), target.admin_kind, target.admin);
+        admin.target = Some(name.to_owned());
+        admin.description = format!("admin account of target {name}");
+        let config = (!target.config.is_null()).then(|| target.config.to_string());
+
+        let mut tx = self.begin_write().await?;
+        // The target row first, so that the admin secret names an existing target.
+        sqlx::query(
+            "INSERT INTO targets (name, kind, url, config, admin_secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(name)
+        .bind(target.kind)
+        .bind(&target.url)
+        .bind(&config)
+        .bind(admin_name.as_str())
+        .bind(self.clock.now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::conflict(format!("target '{name}' already exists"))
+            } else {
+                e.into()
+            }
+        })?;
+        self.insert_secret(&mut tx, admin).await?;
+        tx.commit().await?;
+        self.target(name).await
+    }
+
+    /// Removes a target and its admin secret, in one transaction; refused while any other
+    /// secret rotates on it.
+    pub async fn remove_target(&self, name: &str) -> Result<TargetInfo> {
+        let info = self.target(name).await?;
+        let mut tx = self.begin_write().await?;
+        // Locked on PostgreSQL, so no secret comes to use it while it goes.
+        sqlx::query(&format!(
+            "SELECT 1 AS one FROM targets WHERE name = $1{}",
+            self.backend.lock_row()
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let users: Vec<String> =
+            sqlx::query("SELECT name FROM secrets WHERE target = $1 AND name <> $2 ORDER BY name")
+                .bind(name)
+                .bind(&info.admin_secret)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("name"))
+                .collect::<std::result::Result<_, _>>()?;
+        if !users.is_empty() {
+            const SHOWN: usize = 10;
+            let more = users.len().saturating_sub(SHOWN);
+            let mut list = users[..users.len().min(SHOWN)].join(", ");
+            if more > 0 {
+                list.push_str(&format!(" and {more} more"));
+            }
+            return Err(Error::conflict(format!(
+                "target '{name}' is used by {} secret(s): {list}; delete them first (rotor secret delete NAME --force)",
+                users.len()
             )));
         }
-        let authority = url
-            .split("://")
-            .nth(1)
-            .unwrap_or_default()
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        if authority.contains('@') {
-            return Err(Error::invalid(
-                "put no account in the target URL: give it with --admin-user and --admin-password-stdin",
-            ));
-        }
-        let admin_name = SecretName::parse_any(&admin_secret_name(name))?;
-        let mut new = NewSecret::new(admin_name.clone(), kind.admin_kind(), admin);
-        new.target = Some(name.to_owned());
-        new.description = format!("admin account of target {name}");
-        // The target row first, so the admin secret names an existing target; if the secret
-        // cannot be stored, the row goes again.
-        sqlx::query("INSERT INTO targets (name, kind, url, admin_secret, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("DELETE FROM secrets WHERE name = $1")
+            .bind(&info.admin_secret)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM targets WHERE name = $1")
             .bind(name)
-            .bind(kind.as_str())
-            .bind(url)
-            .bind(admin_name.as_str())
-            .bind(self.clock.now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::conflict(format!("target '{name}' already exists"))
-                } else {
-                    e.into()
-                }
-            })?;
-        if let Err(e) = self.create_secret(new).await {
-            let _ = sqlx::query("DELETE FROM targets WHERE name = $1")
-                .bind(name)
-                .execute(&self.pool)
-                .await;
-            return Err(e);
-        }
-        self.target(name).await
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(info)
     }
 
     /// All targets, by name.
     pub async fn list_targets(&self) -> Result<Vec<TargetInfo>> {
-        sqlx::query("SELECT name, kind, url, admin_secret FROM targets ORDER BY name")
+        sqlx::query("SELECT name, kind, url, config, admin_secret FROM targets ORDER BY name")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -152,19 +123,22 @@ impl Store {
 
     /// One target.
     pub async fn target(&self, name: &str) -> Result<TargetInfo> {
-        let row = sqlx::query("SELECT name, kind, url, admin_secret FROM targets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "target '{name}' does not exist (see: rotor target list)"
-                ))
-            })?;
+        let row = sqlx::query(
+            "SELECT name, kind, url, config, admin_secret FROM targets WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "target '{name}' does not exist (see: rotor target list)"
+            ))
+        })?;
         target_from_row(&row)
     }
 
-    /// What a rotator sees of a target: its address and its admin account's current value.
+    /// What a rotator sees of a target: its kind, address, settings and its admin credential's
+    /// current value.
     pub async fn target_context(&self, name: &str) -> Result<TargetContext> {
         let target = self.target(name).await?;
         let admin = self
@@ -174,18 +148,27 @@ impl Store {
             )
             .await?;
         Ok(TargetContext {
-            name: target.name.clone(),
-            config: serde_json::json!({"Kind": target.kind.as_str(), "Url": target.url}),
+            name: target.name,
+            kind: target.kind,
+            url: target.url,
+            config: target.config,
             admin: Some(admin.value),
         })
     }
 }
 
 fn target_from_row(row: &sqlx::any::AnyRow) -> Result<TargetInfo> {
+    let name: String = row.try_get("name")?;
+    let config = match opt_text(row, "config")? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::config(format!("target '{name}' has malformed settings: {e}")))?,
+        None => serde_json::Value::Null,
+    };
     Ok(TargetInfo {
-        name: row.try_get("name")?,
-        kind: row.try_get::<String, _>("kind")?.parse()?,
+        kind: row.try_get("kind")?,
         url: row.try_get("url")?,
         admin_secret: row.try_get("admin_secret")?,
+        config,
+        name,
     })
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rotors::{SecretKind, SecretValue};
 use serde::Serialize;
 
+use super::jobs::Step;
 use crate::clock::format_ms;
-use crate::engine::Step;
 use crate::model::{fmt_duration, RotationSchedule, SecretName, Stage, Tag, VersionId};
 
 /// A secret's metadata, as `describe` and `list` show it.

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rotor::accounts::{AccountSource, DbSecretSpec};
 use rotor::engine::{Engine, EngineConfig, Outcome};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
-use rotor::store::{OpenMode, Store, StoreConfig, TargetKind};
+use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
 use rotor::worker::WorkerConfig;
-use rotors::account::{Account, PasswordPolicy};
+use rotors::family::OptionValue;
+use rotors::{Options, Source};
 use rotors::{
     Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
 };
@@ -60,20 +60,31 @@ fn new_engine(store: &Store, registry: Registry) -> Engine {
     )
 }
 
-async fn add_target(store: &Store, name: &str, kind: TargetKind, url: &str) {
+async fn add_target(store: &Store, name: &str, kind: &str, url: &str) {
     let (url, user, password) = split(url);
     let user = if user.is_empty() {
         "default".to_owned()
     } else {
         user
     };
-    store
-        .add_target(name, kind, &url, Account::new(&user, &password).to_value())
-        .await
-        .unwrap();
+    let mut options = Options::new();
+    options
+        .insert("admin-user", OptionValue::Text(user))
+        .insert("admin-password", OptionValue::Secret(password.into()));
+    rotor::targets::add_target(
+        store,
+        &rotor::builtin_rotators(),
+        name,
+        kind,
+        &url,
+        &options,
+    )
+    .await
+    .unwrap();
 }
 
-async fn dual_secret(
+/// A database secret in create mode (`secret create --target T --account A [--database D]`).
+async fn account_secret(
     store: &Store,
     name: &str,
     kind: SecretKind,
@@ -81,17 +92,26 @@ async fn dual_secret(
     account: &str,
     database: Option<&str>,
 ) {
-    let spec = DbSecretSpec {
-        name: SecretName::parse(name).unwrap(),
+    let mut options = Options::new();
+    options.insert("account", OptionValue::Text(account.into()));
+    if let Some(database) = database {
+        options.insert("database", OptionValue::Text(database.into()));
+    }
+    let new = NewSecret::new(
+        SecretName::parse(name).unwrap(),
         kind,
-        target: target.into(),
-        source: AccountSource::Create(account.into()),
-        database: database.map(str::to_owned),
-        privilege: None,
-        password: PasswordPolicy::default(),
-    };
-    let (new, accounts) = rotor::accounts::prepare(store, spec).await.unwrap();
-    rotor::accounts::create(store, new, accounts).await.unwrap();
+        SecretValue::new(vec![]),
+    );
+    rotor::targets::create_secret(
+        store,
+        &rotor::builtin_rotators(),
+        new,
+        target,
+        Source::Create,
+        &options,
+    )
+    .await
+    .unwrap();
 }
 
 async fn rotate_once(engine: &Engine, name: &str) -> Duration {
@@ -187,10 +207,10 @@ async fn main() {
 
     // One full dual-account rotation, per database.
     let (store, _dir) = new_store().await;
-    add_target(&store, "pg", TargetKind::Postgres, &pg_url).await;
-    add_target(&store, "my", TargetKind::Mysql, &my_url).await;
-    add_target(&store, "red", TargetKind::Redis, &redis_url).await;
-    dual_secret(
+    add_target(&store, "pg", "postgres", &pg_url).await;
+    add_target(&store, "my", "mysql", &my_url).await;
+    add_target(&store, "red", "redis", &redis_url).await;
+    account_secret(
         &store,
         "pg/app",
         dual(SecretType::Rds),
@@ -199,7 +219,7 @@ async fn main() {
         Some("postgres"),
     )
     .await;
-    dual_secret(
+    account_secret(
         &store,
         "my/app",
         dual(SecretType::Rds),
@@ -208,7 +228,7 @@ async fn main() {
         Some("test"),
     )
     .await;
-    dual_secret(
+    account_secret(
         &store,
         "red/app",
         dual(SecretType::Redis),
@@ -234,19 +254,15 @@ async fn main() {
 
     // The single-account gap on PostgreSQL.
     let solo = format!("bs_{suffix}");
-    let spec = DbSecretSpec {
-        name: SecretName::parse("pg/solo").unwrap(),
-        kind: SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap(),
-        target: "pg".into(),
-        source: AccountSource::Create(solo.clone()),
-        database: Some("postgres".into()),
-        privilege: None,
-        password: PasswordPolicy::default(),
-    };
-    let (new, accounts) = rotor::accounts::prepare(&store, spec).await.unwrap();
-    rotor::accounts::create(&store, new, accounts)
-        .await
-        .unwrap();
+    account_secret(
+        &store,
+        "pg/solo",
+        SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap(),
+        "pg",
+        &solo,
+        Some("postgres"),
+    )
+    .await;
     let inner = rotor::builtin_rotators()
         .get(SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap())
         .unwrap();
@@ -300,7 +316,7 @@ async fn main() {
         new_store().await
     };
     let batch_backend = batch_store.backend().name();
-    add_target(&batch_store, "pg", TargetKind::Postgres, &pg_url).await;
+    add_target(&batch_store, "pg", "postgres", &pg_url).await;
     let setup = Instant::now();
     let policy = RotationPolicy {
         schedule: RotationSchedule::Interval(Duration::from_secs(86_400)),
@@ -309,7 +325,7 @@ async fn main() {
     };
     for i in 0..batch {
         let name = format!("fleet/{i:04}");
-        dual_secret(
+        account_secret(
             &batch_store,
             &name,
             dual(SecretType::Rds),

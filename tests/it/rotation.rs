@@ -605,16 +605,26 @@ both_backends!(
         }
         // A target the probe never connects to; the secrets are put on it by hand (create
         // mode would need a real server).
-        let admin = rotors::account::Account::new("admin", "unused").to_value();
-        rig.store
-            .add_target(
-                "db1",
-                rotor::store::TargetKind::Postgres,
-                "postgres://127.0.0.1:1/none",
-                admin,
+        let mut admin = rotors::Options::new();
+        admin
+            .insert(
+                "admin-user",
+                rotors::family::OptionValue::Text("admin".into()),
             )
-            .await
-            .unwrap();
+            .insert(
+                "admin-password",
+                rotors::family::OptionValue::Secret("unused".into()),
+            );
+        rotor::targets::add_target(
+            &rig.store,
+            &rotor::builtin_rotators(),
+            "db1",
+            "postgres",
+            "postgres://127.0.0.1:1/none",
+            &admin,
+        )
+        .await
+        .unwrap();
         sqlx::any::install_default_drivers();
         let raw = sqlx::AnyPool::connect(&url).await.unwrap();
         sqlx::query("UPDATE secrets SET target = 'db1' WHERE name LIKE 'db1-%'")

@@ -1,24 +1,42 @@
-//! Account rotation shared by every database: the [`Database`] primitives a server kind
-//! implements (PostgreSQL here; MySQL and Redis alike), and [`AccountRotator`], the Rotator that
-//! turns them into dual-account and single-account rotations.
+//! The database family: accounts on PostgreSQL, MySQL/MariaDB and Redis servers.
+//!
+//! [`DatabaseFamily`] is what the engine sees: target kinds `postgres`, `mysql`, `redis`, an
+//! admin credential that is a `SingleUser` account secret, create and import modes
+//! ([`provision`]), and one rotator for `Rds`, `PolarDB` and `Redis` secrets. Underneath,
+//! [`AccountServer`] is what rotor asks of one kind of server ([`postgres`], [`mysql`],
+//! [`redis`]), and [`AccountRotator`] turns those primitives into dual-account and
+//! single-account rotations.
 //!
 //! Dual accounts: the rotation resets the password of the account that is *not* current (its
 //! partner), tests it, and the engine promotes it; the account that was current keeps working
 //! until the next rotation. Single account: the one password changes in place — a short gap in
 //! which the stored current password no longer logs in, unavoidable and kept to one step.
 
+pub mod account;
+pub mod mysql;
+pub mod postgres;
+mod provision;
+pub mod redis;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::account::{Account, DbSettings};
+use self::account::{Account, DbSettings};
 use crate::kind::SubType;
 use crate::rotator::{RotateError, RotationContext, Rotator, TargetContext};
 use crate::value::SecretValue;
 
-/// What rotor asks of a database server.
+pub use self::provision::DatabaseFamily;
+
+/// The target's admin account (an `{"AccountName","AccountPassword"}` value).
+pub fn admin_account(target: &TargetContext) -> Result<Account, RotateError> {
+    Account::from_value(target.admin()?)
+}
+
+/// What rotor asks of one kind of database server: account management.
 #[async_trait]
-pub trait Database: Send + Sync {
+pub trait AccountServer: Send + Sync {
     /// The target kind it serves (`postgres`, `mysql`, `redis`).
     fn kind(&self) -> &'static str;
 
@@ -66,18 +84,18 @@ pub trait Database: Send + Sync {
 
 /// Rotates `Rds`/`PolarDB`/`Redis` secrets on whichever kind of database their target is.
 pub struct AccountRotator {
-    databases: Vec<Arc<dyn Database>>,
+    servers: Vec<Arc<dyn AccountServer>>,
 }
 
 impl AccountRotator {
-    pub fn new(databases: Vec<Arc<dyn Database>>) -> Arc<Self> {
-        Arc::new(AccountRotator { databases })
+    pub fn new(servers: Vec<Arc<dyn AccountServer>>) -> Arc<Self> {
+        Arc::new(AccountRotator { servers })
     }
 
     /// The database implementation for `target`'s kind.
-    pub fn database(&self, target: &TargetContext) -> Result<&dyn Database, RotateError> {
-        let kind = target.config["Kind"].as_str().unwrap_or_default();
-        self.databases
+    pub fn server(&self, target: &TargetContext) -> Result<&dyn AccountServer, RotateError> {
+        let kind = target.kind.as_str();
+        self.servers
             .iter()
             .find(|d| d.kind() == kind)
             .map(|d| d.as_ref())
@@ -145,7 +163,7 @@ impl Rotator for AccountRotator {
                 pending.name
             )));
         }
-        let db = self.database(target)?;
+        let db = self.server(target)?;
         // A repeated step does nothing if the pending password already works. (A first run
         // cannot find it working: the password was generated a moment ago.)
         if cx.resumed
@@ -169,7 +187,7 @@ impl Rotator for AccountRotator {
         let settings = DbSettings::from_json(&cx.settings)?;
         let pending = Account::from_value(pending)?;
         let target = target(cx)?;
-        self.database(target)?
+        self.server(target)?
             .login(target, settings.database.as_deref(), &pending)
             .await
             .map_err(|e| e.scrub(&[pending.password()]))
@@ -178,7 +196,7 @@ impl Rotator for AccountRotator {
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
         let target = target(cx)?;
         let settings = DbSettings::from_json(&cx.settings)?;
-        let db = self.database(target)?;
+        let db = self.server(target)?;
         db.login(target, settings.database.as_deref(), &current(cx)?)
             .await?;
         db.check_admin(target).await

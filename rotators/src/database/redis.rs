@@ -11,8 +11,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{Client, ConnectionInfo, RedisError, Value};
 use zeroize::Zeroizing;
 
-use crate::account::{Account, DbSettings, Privilege};
-use crate::database::Database;
+use super::account::{Account, DbSettings, Privilege};
+use super::AccountServer;
 use crate::rotator::{RotateError, TargetContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +36,7 @@ async fn connect(
     target: &TargetContext,
     account: &Account,
 ) -> Result<MultiplexedConnection, RotateError> {
-    let url = target.url()?;
+    let url = target.url.as_str();
     let mut info = ConnectionInfo::from_str(url).map_err(|e| {
         RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
     })?;
@@ -119,7 +119,7 @@ fn acl_field(fields: &[Value], name: &str) -> Vec<String> {
 }
 
 #[async_trait]
-impl Database for Redis {
+impl AccountServer for Redis {
     fn kind(&self) -> &'static str {
         "redis"
     }
@@ -129,7 +129,7 @@ impl Database for Redis {
     }
 
     async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
-        let mut conn = connect(target, &target.admin_account()?).await?;
+        let mut conn = connect(target, &super::admin_account(target)?).await?;
         redis::cmd("ACL")
             .arg("USERS")
             .query_async::<Vec<String>>(&mut conn)
@@ -171,7 +171,7 @@ impl Database for Redis {
         target: &TargetContext,
         account: &Account,
     ) -> Result<(), RotateError> {
-        let mut conn = connect(target, &target.admin_account()?).await?;
+        let mut conn = connect(target, &super::admin_account(target)?).await?;
         let password = Zeroizing::new(format!(">{}", account.password()));
         redis::cmd("ACL")
             .arg("SETUSER")
@@ -191,7 +191,7 @@ impl Database for Redis {
         accounts: &[Account],
     ) -> Result<(), RotateError> {
         let rules = rules(settings.privilege.unwrap_or(Privilege::ReadWrite))?;
-        let mut conn = connect(target, &target.admin_account()?).await?;
+        let mut conn = connect(target, &super::admin_account(target)?).await?;
         for a in accounts {
             let existing: Value = redis::cmd("ACL")
                 .arg("GETUSER")
@@ -229,7 +229,7 @@ impl Database for Redis {
         from: &str,
         to: &str,
     ) -> Result<(), RotateError> {
-        let mut conn = connect(target, &target.admin_account()?).await?;
+        let mut conn = connect(target, &super::admin_account(target)?).await?;
         let user: Value = redis::cmd("ACL")
             .arg("GETUSER")
             .arg(from)

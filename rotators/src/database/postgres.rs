@@ -13,8 +13,8 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use crate::account::{Account, DbSettings, Privilege};
-use crate::database::Database;
+use super::account::{Account, DbSettings, Privilege};
+use super::AccountServer;
 use crate::rotator::{RotateError, TargetContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +40,7 @@ fn options(
     account: &Account,
     database: Option<&str>,
 ) -> Result<PgConnectOptions, RotateError> {
-    let mut options = PgConnectOptions::from_str(target.url()?)
+    let mut options = PgConnectOptions::from_str(target.url.as_str())
         .map_err(|e| {
             RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
         })?
@@ -106,7 +106,7 @@ impl Postgres {
 
     /// The admin pool for `target`, rebuilt when the admin password changed.
     async fn admin_pool(&self, target: &TargetContext) -> Result<PgPool, RotateError> {
-        let admin = target.admin_account()?;
+        let admin = super::admin_account(target)?;
         let mut pools = self.admin_pools.lock().await;
         if let Some((password, pool)) = pools.get(&target.name) {
             if password.as_str() == admin.password() {
@@ -135,7 +135,7 @@ impl Postgres {
 }
 
 #[async_trait]
-impl Database for Postgres {
+impl AccountServer for Postgres {
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -281,7 +281,7 @@ impl Database for Postgres {
                 "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {p} ON TABLES TO {group}"
             ));
         }
-        let admin = target.admin_account()?;
+        let admin = super::admin_account(target)?;
         let mut conn = connect(target, &admin, settings.database.as_deref()).await?;
         for sql in grants {
             if let Err(e) = conn.execute(sql.as_str()).await {

@@ -11,8 +11,8 @@ use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
 use zeroize::Zeroizing;
 
-use crate::account::{Account, DbSettings, Privilege};
-use crate::database::Database;
+use super::account::{Account, DbSettings, Privilege};
+use super::AccountServer;
 use crate::rotator::{RotateError, TargetContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +71,7 @@ async fn connect(
     account: &Account,
     database: Option<&str>,
 ) -> Result<MySqlConnection, RotateError> {
-    let url = target.url()?;
+    let url = target.url.as_str();
     let url = url.replacen("mariadb://", "mysql://", 1);
     let mut options = MySqlConnectOptions::from_str(&url)
         .map_err(|e| {
@@ -97,7 +97,7 @@ async fn connect(
 }
 
 async fn as_admin(target: &TargetContext) -> Result<MySqlConnection, RotateError> {
-    connect(target, &target.admin_account()?, None).await
+    connect(target, &super::admin_account(target)?, None).await
 }
 
 /// The privileges each level grants on the account's database.
@@ -134,7 +134,7 @@ fn retarget_grant(line: &str, from: &str, to: &str) -> Option<String> {
 }
 
 #[async_trait]
-impl Database for Mysql {
+impl AccountServer for Mysql {
     fn kind(&self) -> &'static str {
         "mysql"
     }

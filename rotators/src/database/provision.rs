@@ -1,0 +1,368 @@
+//! The database family as the engine sees it: target kinds and their admin accounts, the
+//! options of `target add` and `secret create --target`, create mode (new accounts, passwords
+//! from the OS random source) and import mode (existing accounts, which must log in first).
+//!
+//! Create mode makes the accounts only in [`Family::install`], after the engine has stored the
+//! secret (and deletes the secret again if the server refuses): no account ever exists without
+//! its password in the store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use super::account::{check_identifier, clone_name, Account, DbSettings, PasswordPolicy};
+use super::{mysql::Mysql, postgres::Postgres, redis::Redis, AccountRotator, AccountServer};
+use crate::family::{
+    Family, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned, SecretRequest,
+    SetupError, Source, TargetKindSpec,
+};
+use crate::kind::{SecretKind, SecretType, SubType};
+use crate::rotator::{Rotator, TargetContext};
+use crate::value::SecretValue;
+
+const KINDS: &[TargetKindSpec] = &[
+    TargetKindSpec {
+        name: "postgres",
+        aliases: &["postgresql"],
+        schemes: &["postgres://", "postgresql://"],
+    },
+    TargetKindSpec {
+        name: "mysql",
+        aliases: &["mariadb"],
+        schemes: &["mysql://", "mariadb://"],
+    },
+    TargetKindSpec {
+        name: "redis",
+        aliases: &[],
+        schemes: &["redis://", "rediss://"],
+    },
+];
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "admin-user",
+        help: "The admin account (database targets: an account that may manage accounts)",
+        arg: OptionArg::Value { value_name: "USER" },
+        scope: OptionScope::TargetAdd,
+    },
+    OptionSpec {
+        name: "admin-password-stdin",
+        help: "Read the admin password from standard input (empty for none)",
+        arg: OptionArg::SecretFromStdin,
+        scope: OptionScope::TargetAdd,
+    },
+    OptionSpec {
+        name: "admin-password",
+        help: "The admin password (visible in the process list; prefer --admin-password-stdin)",
+        arg: OptionArg::Secret {
+            value_name: "PASSWORD",
+        },
+        scope: OptionScope::TargetAdd,
+    },
+    OptionSpec {
+        name: "account",
+        help: "Create mode: the account to create (and ACCOUNT_clone for dual accounts)",
+        arg: OptionArg::Value {
+            value_name: "ACCOUNT",
+        },
+        scope: OptionScope::SecretCreate,
+    },
+    OptionSpec {
+        name: "database",
+        help: "The database the accounts work in",
+        arg: OptionArg::Value {
+            value_name: "DATABASE",
+        },
+        scope: OptionScope::SecretCreate,
+    },
+    OptionSpec {
+        name: "privilege",
+        help: "Create mode: ReadWrite (default), ReadOnly, DDLOnly or DMLOnly",
+        arg: OptionArg::Value {
+            value_name: "PRIVILEGE",
+        },
+        scope: OptionScope::SecretCreate,
+    },
+    OptionSpec {
+        name: "password-length",
+        help: "Length of generated passwords (16–128) [default: 32]",
+        arg: OptionArg::Value { value_name: "N" },
+        scope: OptionScope::SecretCreate,
+    },
+    OptionSpec {
+        name: "exclude-chars",
+        help: "Characters generated passwords must not use (: / @ \" ' \\ and space never are)",
+        arg: OptionArg::Value {
+            value_name: "CHARS",
+        },
+        scope: OptionScope::SecretCreate,
+    },
+];
+
+/// The secret kinds the family rotates.
+const SECRET_KINDS: [(SecretType, SubType); 5] = [
+    (SecretType::Rds, SubType::DoubleUsers),
+    (SecretType::Rds, SubType::SingleUser),
+    (SecretType::PolarDB, SubType::DoubleUsers),
+    (SecretType::Redis, SubType::DoubleUsers),
+    (SecretType::Redis, SubType::SingleUser),
+];
+
+/// Database accounts on PostgreSQL, MySQL/MariaDB and Redis.
+pub struct DatabaseFamily {
+    rotator: Arc<AccountRotator>,
+}
+
+impl DatabaseFamily {
+    pub fn new() -> Arc<Self> {
+        let servers: Vec<Arc<dyn AccountServer>> =
+            vec![Arc::new(Postgres::new()), Arc::new(Mysql), Arc::new(Redis)];
+        Arc::new(DatabaseFamily {
+            rotator: AccountRotator::new(servers),
+        })
+    }
+
+    fn server(&self, target: &TargetContext) -> Result<&dyn AccountServer, SetupError> {
+        Ok(self.rotator.server(target)?)
+    }
+}
+
+#[async_trait]
+impl Family for DatabaseFamily {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn target_kinds(&self) -> &'static [TargetKindSpec] {
+        KINDS
+    }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn rotators(&self) -> Vec<(SecretKind, Arc<dyn Rotator>)> {
+        SECRET_KINDS
+            .iter()
+            .map(|&(ty, sub)| {
+                let rotator: Arc<dyn Rotator> = self.rotator.clone();
+                (SecretKind { ty, sub: Some(sub) }, rotator)
+            })
+            .collect()
+    }
+
+    fn new_target(
+        &self,
+        kind: &'static TargetKindSpec,
+        url: &str,
+        options: &Options,
+    ) -> Result<NewTarget, SetupError> {
+        let invalid = |m: &str| SetupError::Invalid(m.to_owned());
+        let user = options
+            .text("admin-user")
+            .ok_or_else(|| invalid("give --admin-user for a database target"))?;
+        let password = match (
+            options.secret("admin-password-stdin"),
+            options.secret("admin-password"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give --admin-password-stdin or --admin-password, not both",
+                ))
+            }
+            (Some(p), None) | (None, Some(p)) => p,
+            (None, None) => return Err(invalid("give --admin-password-stdin or --admin-password")),
+        };
+        check_identifier("admin user", user, 128)
+            .or_else(|e| {
+                // Some servers' admins have other characters (e.g. root@%): refuse only quotes and spaces.
+                if user.chars().any(|c| "\"'` ;\\".contains(c)) {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(SetupError::Invalid)?;
+        let ty = if kind.name == "redis" {
+            SecretType::Redis
+        } else {
+            SecretType::Rds
+        };
+        Ok(NewTarget {
+            kind: kind.name,
+            url: url.to_owned(),
+            config: serde_json::Value::Null,
+            admin_kind: SecretKind {
+                ty,
+                sub: Some(SubType::SingleUser),
+            },
+            admin: Account::new(user, password).to_value(),
+        })
+    }
+
+    async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError> {
+        self.server(target)?.check_admin(target).await?;
+        Ok("logs in and may manage accounts".into())
+    }
+
+    async fn provision(&self, request: SecretRequest<'_>) -> Result<Provisioned, SetupError> {
+        let SecretRequest {
+            kind,
+            source,
+            options,
+            target,
+            ..
+        } = request;
+        let invalid = |m: String| SetupError::Invalid(m);
+        if !SECRET_KINDS.iter().any(|&(ty, _)| ty == kind.ty) {
+            return Err(invalid(
+                "--target is for database secrets (Rds, PolarDB, Redis)".into(),
+            ));
+        }
+        let db = self.server(target)?;
+        let dual = kind.sub != Some(SubType::SingleUser);
+        let mut password = PasswordPolicy::default();
+        if let Some(length) = options.parse::<usize>("password-length")? {
+            password.length = length;
+        }
+        if let Some(exclude) = options.text("exclude-chars") {
+            password.exclude = exclude.to_owned();
+        }
+        password.check().map_err(invalid)?;
+        let database = options.text("database").map(str::to_owned);
+        if let Some(database) = &database {
+            check_identifier("database name", database, 64).map_err(invalid)?;
+        }
+        let mut settings = DbSettings {
+            accounts: vec![],
+            database,
+            privilege: options.parse("privilege")?,
+            password,
+        };
+        let (first, second, install) = match (source, options.text("account")) {
+            (Source::Import(_), Some(_)) => {
+                return Err(invalid(
+                    "give --account to create accounts or --value to import them, not both".into(),
+                ))
+            }
+            (Source::Create, None) => {
+                return Err(invalid(
+                    "give --account to create accounts, or --value / --value-file to import them"
+                        .into(),
+                ))
+            }
+            (Source::Create, Some(account)) => {
+                let max = db.max_account_len() - if dual { "_clone".len() } else { 0 };
+                check_identifier("account name", account, max).map_err(|e| {
+                    invalid(format!(
+                        "{e} (with the _clone suffix, {} allows {} characters)",
+                        db.kind(),
+                        db.max_account_len()
+                    ))
+                })?;
+                let first = Account {
+                    name: account.to_owned(),
+                    password: settings.password.generate(),
+                };
+                let second = dual.then(|| Account {
+                    name: clone_name(account),
+                    password: settings.password.generate(),
+                });
+                (first, second, true)
+            }
+            (Source::Import(value), None) => {
+                if settings.privilege.is_some() {
+                    return Err(invalid(
+                        "--privilege is for create mode (with --account)".into(),
+                    ));
+                }
+                let (first, second) = import_accounts(&value, dual, kind)?;
+                for account in std::iter::once(&first).chain(&second) {
+                    db.login(target, settings.database.as_deref(), account)
+                        .await
+                        .map_err(|e| {
+                            invalid(format!(
+                                "account '{}' does not log in on target '{}', so it cannot be imported: {}",
+                                account.name, target.name, e.scrub(&[account.password()])
+                            ))
+                        })?;
+                }
+                (first, second, false)
+            }
+        };
+        if let Some(second) = &second {
+            settings.accounts = vec![first.name.clone(), second.name.clone()];
+        }
+        Ok(Provisioned {
+            current: first.to_value(),
+            previous: second.map(|a| a.to_value()),
+            settings: serde_json::to_value(&settings).expect("settings serialise"),
+            install,
+        })
+    }
+
+    async fn install(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        provisioned: &Provisioned,
+    ) -> Result<(), SetupError> {
+        let settings = DbSettings::from_json(&provisioned.settings)?;
+        let accounts = std::iter::once(&provisioned.current)
+            .chain(&provisioned.previous)
+            .map(Account::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let passwords: Vec<&str> = accounts.iter().map(Account::password).collect();
+        self.server(target)?
+            .create_accounts(target, &settings, &accounts)
+            .await
+            .map_err(|e| e.scrub(&passwords).into())
+    }
+}
+
+/// Reads an import value: `{"Accounts":[{…},{…}]}` for dual accounts, one account otherwise.
+fn import_accounts(
+    value: &SecretValue,
+    dual: bool,
+    kind: SecretKind,
+) -> Result<(Account, Option<Account>), SetupError> {
+    let malformed = || {
+        SetupError::Invalid(if dual {
+            format!("{kind} import value must be {{\"Accounts\":[{{\"AccountName\",\"AccountPassword\"}}, {{…}}]}} with two accounts")
+        } else {
+            format!("{kind} import value must be {{\"AccountName\",\"AccountPassword\"}}")
+        })
+    };
+    let validate = |v: &SecretValue| {
+        crate::value::validate(kind, v.expose()).map_err(|e| SetupError::Invalid(e.to_string()))
+    };
+    if !dual {
+        validate(value)?;
+        return Ok((Account::from_value(value).map_err(|_| malformed())?, None));
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_slice(value.expose()).map_err(|_| malformed())?;
+    let list = parsed
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("Accounts"))
+        .and_then(|a| a.as_array())
+        .filter(|a| a.len() == 2)
+        .ok_or_else(malformed)?;
+    let mut accounts = Vec::with_capacity(2);
+    for item in list {
+        let text = Zeroizing::new(item.to_string());
+        let v = SecretValue::new(text.as_bytes().to_vec());
+        validate(&v)?;
+        accounts.push(Account::from_value(&v).map_err(|_| malformed())?);
+    }
+    let second = accounts.pop().ok_or_else(malformed)?;
+    let first = accounts.pop().ok_or_else(malformed)?;
+    if first.name == second.name {
+        return Err(SetupError::Invalid(
+            "the two imported accounts must differ".into(),
+        ));
+    }
+    Ok((first, Some(second)))
+}

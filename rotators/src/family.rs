@@ -1,0 +1,253 @@
+//! Rotator families: everything kind-specific about one kind of target, behind one trait.
+//!
+//! A family (databases, SSH hosts, a cloud RAM endpoint) declares the target kinds it serves and
+//! their URL schemes, the options it reads from the command line, how it validates a target and
+//! builds its admin credential (`target add`), how it checks a target (`target check`), how it
+//! provisions or adopts a secret's credentials (`secret create --target`), and which [`Rotator`]
+//! serves which secret kind. The engine, store and CLI drive any `dyn Family` and name none.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::kind::SecretKind;
+use crate::rotator::{RotateError, Rotator, TargetContext};
+use crate::value::SecretValue;
+
+/// A target kind: its canonical name (stored with the target), other names accepted for it, and
+/// the URL schemes its address may use.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetKindSpec {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub schemes: &'static [&'static str],
+}
+
+impl TargetKindSpec {
+    /// True when `name` names this kind (case-insensitive).
+    pub fn answers_to(&self, name: &str) -> bool {
+        std::iter::once(self.name)
+            .chain(self.aliases.iter().copied())
+            .any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Which command an option belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionScope {
+    /// `rotor target add`.
+    TargetAdd,
+    /// `rotor secret create --target`.
+    SecretCreate,
+}
+
+/// How an option is given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionArg {
+    /// `--name VALUE`.
+    Value { value_name: &'static str },
+    /// `--name`, no value.
+    Flag,
+    /// `--name VALUE`, a secret: kept out of `Debug` (prefer the stdin form).
+    Secret { value_name: &'static str },
+    /// `--name`, a flag that makes the CLI read a secret from standard input (bounded, one
+    /// trailing newline removed) into this option.
+    SecretFromStdin,
+}
+
+/// One command-line option a family declares; the CLI adds it as `--name` to its command.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub arg: OptionArg,
+    pub scope: OptionScope,
+}
+
+/// A value given for a family option.
+#[derive(Clone)]
+pub enum OptionValue {
+    Text(String),
+    Flag,
+    Secret(SecretString),
+}
+
+/// The family options given on the command line, by name. `Debug` never shows secrets.
+#[derive(Clone, Default)]
+pub struct Options(BTreeMap<String, OptionValue>);
+
+impl Options {
+    pub fn new() -> Self {
+        Options::default()
+    }
+
+    pub fn insert(&mut self, name: &str, value: OptionValue) -> &mut Self {
+        self.0.insert(name.to_owned(), value);
+        self
+    }
+
+    /// A text option's value.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.0.get(name) {
+            Some(OptionValue::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A secret option's value.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        match self.0.get(name) {
+            Some(OptionValue::Secret(s)) => Some(s.expose_secret()),
+            _ => None,
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The names given, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Parses a text option with `FromStr`; a parse error names the option.
+    pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, SetupError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.text(name)
+            .map(|t| {
+                t.parse()
+                    .map_err(|e| SetupError::Invalid(format!("--{name}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in &self.0 {
+            match v {
+                OptionValue::Text(t) => map.entry(k, t),
+                OptionValue::Flag => map.entry(k, &true),
+                OptionValue::Secret(_) => map.entry(k, &"[REDACTED]"),
+            };
+        }
+        map.finish()
+    }
+}
+
+/// Why a family refused to set something up.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The input is wrong (a bad name, a missing option, a credential that does not log in).
+    #[error("{0}")]
+    Invalid(String),
+    /// The target refused or could not be reached.
+    #[error("{0}")]
+    Target(String),
+}
+
+impl From<RotateError> for SetupError {
+    fn from(e: RotateError) -> Self {
+        SetupError::Target(e.to_string())
+    }
+}
+
+/// A target as its family validated it, ready to store.
+#[derive(Debug)]
+pub struct NewTarget {
+    /// The canonical kind name.
+    pub kind: &'static str,
+    pub url: String,
+    /// The family's typed settings for the target, as JSON (`Null` when none).
+    pub config: serde_json::Value,
+    /// The admin credential and the secret kind that holds it (a `SingleUser` database account,
+    /// an SSH key or password, an AccessKey pair).
+    pub admin_kind: SecretKind,
+    pub admin: SecretValue,
+}
+
+/// Where a managed secret's first credential comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// Create mode: the family makes the credential (from its options).
+    Create,
+    /// Import mode: adopt this existing credential; it must work on the target first.
+    Import(SecretValue),
+}
+
+/// What `secret create --target` asks of a family.
+#[derive(Debug)]
+pub struct SecretRequest<'a> {
+    pub secret_name: &'a str,
+    pub kind: SecretKind,
+    pub source: Source,
+    pub options: &'a Options,
+    pub target: &'a TargetContext,
+}
+
+/// A managed secret's first values and settings, before anything on the target changed.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// The first `ACSCurrent` value.
+    pub current: SecretValue,
+    /// A value stored as `ACSPrevious` beside it (a dual account's partner).
+    pub previous: Option<SecretValue>,
+    /// Settings stored with the secret and handed to its rotator (`RotationContext.settings`).
+    pub settings: serde_json::Value,
+    /// Create mode: the credentials must be installed on the target ([`Family::install`]) once
+    /// the secret is stored. Import mode: they already work there.
+    pub install: bool,
+}
+
+/// One kind of target and everything rotor does with it.
+#[async_trait]
+pub trait Family: Send + Sync {
+    /// A short name for messages (`database`, `ssh`, `ram`).
+    fn name(&self) -> &'static str;
+
+    /// The target kinds it serves.
+    fn target_kinds(&self) -> &'static [TargetKindSpec];
+
+    /// The options it reads on `target add` and `secret create --target`.
+    fn options(&self) -> &'static [OptionSpec];
+
+    /// The rotators it supplies, by secret kind.
+    fn rotators(&self) -> Vec<(SecretKind, Arc<dyn Rotator>)>;
+
+    /// Validates a target (`kind` is one of [`target_kinds`](Self::target_kinds), `url`
+    /// carries no credentials) and builds its admin credential from `options`.
+    fn new_target(
+        &self,
+        kind: &'static TargetKindSpec,
+        url: &str,
+        options: &Options,
+    ) -> Result<NewTarget, SetupError>;
+
+    /// Logs in as the admin and says what it may do (one line for `target check`).
+    async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError>;
+
+    /// Checks a `secret create --target` request and makes the secret's first values: new
+    /// credentials (create mode; nothing on the target changes yet) or the imported ones, which
+    /// must log in. Nothing is stored until this returns.
+    async fn provision(&self, request: SecretRequest<'_>) -> Result<Provisioned, SetupError>;
+
+    /// Create mode, after the secret is stored: puts its credentials on the target. On error
+    /// the secret is deleted again, so no credential exists only on the target.
+    async fn install(
+        &self,
+        target: &TargetContext,
+        kind: SecretKind,
+        provisioned: &Provisioned,
+    ) -> Result<(), SetupError>;
+}

@@ -1,0 +1,81 @@
+//! The registry: which rotator serves which secret kind, and which family serves which target
+//! kind. The binary fills it in one place (`rotor::builtin_rotators`); test builds add their own.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::family::{Family, TargetKindSpec};
+use crate::kind::{SecretKind, SecretType, SubType};
+use crate::rotator::Rotator;
+
+/// Maps a secret's type and sub-type to its rotator.
+#[derive(Clone, Default)]
+pub struct Registry {
+    rotators: HashMap<(SecretType, Option<SubType>), Arc<dyn Rotator>>,
+    families: Vec<Arc<dyn Family>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers `rotator` for secrets of `kind` (replacing any earlier one).
+    pub fn register(&mut self, kind: SecretKind, rotator: Arc<dyn Rotator>) -> &mut Self {
+        self.rotators.insert((kind.ty, kind.sub), rotator);
+        self
+    }
+
+    /// The rotator for `kind`, if one is registered.
+    pub fn get(&self, kind: SecretKind) -> Option<Arc<dyn Rotator>> {
+        self.rotators.get(&(kind.ty, kind.sub)).cloned()
+    }
+
+    /// Adds a family: its target kinds, options and rotators.
+    pub fn add_family(&mut self, family: Arc<dyn Family>) -> &mut Self {
+        for (kind, rotator) in family.rotators() {
+            self.register(kind, rotator);
+        }
+        self.families.push(family);
+        self
+    }
+
+    pub fn families(&self) -> &[Arc<dyn Family>] {
+        &self.families
+    }
+
+    /// The family serving target kind `name` (any of its names), with that kind's spec.
+    pub fn target_kind(&self, name: &str) -> Option<(&Arc<dyn Family>, &'static TargetKindSpec)> {
+        self.families.iter().find_map(|f| {
+            f.target_kinds()
+                .iter()
+                .find(|k| k.answers_to(name))
+                .map(|k| (f, k))
+        })
+    }
+
+    /// The canonical names of every target kind, for messages.
+    pub fn target_kind_names(&self) -> Vec<&'static str> {
+        self.families
+            .iter()
+            .flat_map(|f| f.target_kinds().iter().map(|k| k.name))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kinds: Vec<String> = self
+            .rotators
+            .keys()
+            .map(|(ty, sub)| SecretKind { ty: *ty, sub: *sub }.to_string())
+            .collect();
+        kinds.sort();
+        let families: Vec<&str> = self.families.iter().map(|f| f.name()).collect();
+        f.debug_struct("Registry")
+            .field("kinds", &kinds)
+            .field("families", &families)
+            .finish()
+    }
+}

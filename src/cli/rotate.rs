@@ -1,0 +1,228 @@
+//! `rotor worker` and `rotor rotate`: the engine's settings as flags (their defaults are the
+//! config structs' own), the worker process, and one-shot runs with what they print.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use rotors::Registry;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::output::Output;
+use crate::clock::format_ms;
+use crate::engine::{Engine, EngineConfig, Outcome};
+use crate::error::{Error, Result};
+use crate::model::SecretName;
+use crate::store::Store;
+use crate::worker::WorkerConfig;
+
+/// How rotations run (worker and one-shot runs). Defaults come from [`EngineConfig::DEFAULTS`]
+/// and [`WorkerConfig::DEFAULTS`].
+#[derive(Clone, Debug, Args)]
+pub struct EngineArgs {
+    /// Rotations in flight at once.
+    #[arg(long, env = "ROTOR_CONCURRENCY", default_value_t = WorkerConfig::DEFAULTS.concurrency)]
+    pub concurrency: usize,
+    /// Rotations in flight at once on one target.
+    #[arg(long, env = "ROTOR_PER_TARGET", default_value_t = WorkerConfig::DEFAULTS.per_target)]
+    pub per_target: usize,
+    /// How long a claimed secret stays this process's without a heartbeat.
+    #[arg(long, env = "ROTOR_LEASE", default_value_t = shown(EngineConfig::DEFAULTS.lease), value_parser = duration_arg)]
+    pub lease: humantime::Duration,
+    /// How often an idle worker looks for due secrets.
+    #[arg(long, env = "ROTOR_POLL", default_value_t = shown(WorkerConfig::DEFAULTS.poll), value_parser = duration_arg)]
+    pub poll: humantime::Duration,
+    /// On shutdown, how long in-flight steps may take to finish.
+    #[arg(long, env = "ROTOR_DRAIN_TIMEOUT", default_value_t = shown(WorkerConfig::DEFAULTS.drain_timeout), value_parser = duration_arg)]
+    pub drain_timeout: humantime::Duration,
+    /// Attempts per rotation cycle before the secret is marked failed.
+    #[arg(long, env = "ROTOR_MAX_ATTEMPTS", default_value_t = EngineConfig::DEFAULTS.max_attempts)]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (with jitter) up to --backoff-cap.
+    #[arg(long, env = "ROTOR_BACKOFF_BASE", default_value_t = shown(EngineConfig::DEFAULTS.backoff_base), value_parser = duration_arg)]
+    pub backoff_base: humantime::Duration,
+    #[arg(long, env = "ROTOR_BACKOFF_CAP", default_value_t = shown(EngineConfig::DEFAULTS.backoff_cap), value_parser = duration_arg)]
+    pub backoff_cap: humantime::Duration,
+    /// A rotator step that runs longer fails (and is retried).
+    #[arg(long, env = "ROTOR_STEP_TIMEOUT", default_value_t = shown(EngineConfig::DEFAULTS.step_timeout), value_parser = duration_arg)]
+    pub step_timeout: humantime::Duration,
+    /// Extra tries of the test step, for changes that take a moment to propagate.
+    #[arg(long, env = "ROTOR_TEST_RETRIES", default_value_t = EngineConfig::DEFAULTS.test_retries)]
+    pub test_retries: u32,
+    #[arg(long, env = "ROTOR_TEST_RETRY_DELAY", default_value_t = shown(EngineConfig::DEFAULTS.test_retry_delay), value_parser = duration_arg)]
+    pub test_retry_delay: humantime::Duration,
+}
+
+impl EngineArgs {
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            lease: *self.lease,
+            max_attempts: self.max_attempts.max(1),
+            backoff_base: *self.backoff_base,
+            backoff_cap: *self.backoff_cap,
+            step_timeout: *self.step_timeout,
+            test_retries: self.test_retries,
+            test_retry_delay: *self.test_retry_delay,
+            ..EngineConfig::default()
+        }
+    }
+
+    fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: self.concurrency.max(1),
+            per_target: self.per_target.max(1),
+            poll: *self.poll,
+            drain_timeout: *self.drain_timeout,
+        }
+    }
+}
+
+/// A default duration as `--help` shows it (`30s`, `5m`, `1h`).
+fn shown(d: Duration) -> humantime::Duration {
+    d.into()
+}
+
+fn duration_arg(s: &str) -> std::result::Result<humantime::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map(Into::into)
+        .map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The secret to rotate now.
+    #[arg(required_unless_present = "due", conflicts_with = "due")]
+    pub name: Option<SecretName>,
+    /// Make one pass over every secret that is due, then exit.
+    #[arg(long)]
+    pub due: bool,
+    /// Check that the current credential works and the target answers; change nothing.
+    #[arg(long, requires = "name")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `rotor worker`: rotates due secrets until SIGINT/SIGTERM, then drains and exits.
+pub async fn worker(store: &Store, registry: Registry, args: &EngineArgs) -> Result<()> {
+    let _lock = store.lock_single_worker()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::worker::cancel_on_signal(shutdown.clone()));
+    let engine = Arc::new(Engine::new(store.clone(), registry, args.engine_config()));
+    crate::worker::run(engine, args.worker_config(), shutdown).await
+}
+
+/// `rotor rotate`: one secret now, a pass over everything due, or a dry run.
+pub async fn rotate(
+    store: &Store,
+    registry: Registry,
+    args: &RotateArgs,
+    out: &Output,
+) -> Result<()> {
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        registry,
+        args.engine.engine_config(),
+    ));
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::worker::cancel_on_signal(stop.clone()));
+    if args.due {
+        let results = crate::worker::run_due(engine, &args.engine.worker_config(), &stop).await?;
+        let rotated = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Outcome::Rotated { .. })))
+            .count();
+        let failed = results
+            .iter()
+            .filter(|(_, r)| {
+                !matches!(
+                    r,
+                    Ok(Outcome::Rotated { .. }) | Ok(Outcome::MissedWindow { .. })
+                )
+            })
+            .count();
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(name, r)| outcome_json(name, r))
+            .collect();
+        out.print(&rows, || {
+            let mut lines: Vec<String> = results
+                .iter()
+                .map(|(name, r)| outcome_line(name, r))
+                .collect();
+            lines.push(format!(
+                "{} due, {rotated} rotated, {failed} not rotated",
+                results.len()
+            ));
+            lines.join("\n")
+        });
+        if failed > 0 {
+            return Err(Error::Rotation(format!(
+                "{failed} of {} due rotations did not complete",
+                results.len()
+            )));
+        }
+        return Ok(());
+    }
+    let Some(name) = &args.name else {
+        return Err(Error::invalid("give a secret NAME or --due"));
+    };
+    if args.dry_run {
+        engine.dry_run(name).await?;
+        out.print(json!({"SecretName": name, "DryRun": "ok"}), || {
+            format!("secret '{name}': the current credential works and the target answers")
+        });
+        return Ok(());
+    }
+    match engine.rotate_now(name, &stop).await? {
+        Outcome::Rotated { version_id } => {
+            out.print(
+                json!({"SecretName": name, "Outcome": "Rotated", "VersionId": version_id}),
+                || format!("secret '{name}' rotated: version {version_id} is ACSCurrent"),
+            );
+            Ok(())
+        }
+        other => Err(Error::Rotation(outcome_line(name, &Ok(other)))),
+    }
+}
+
+fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
+    match result {
+        Ok(Outcome::Rotated { version_id }) => {
+            format!("secret '{name}' rotated: version {version_id} is ACSCurrent")
+        }
+        Ok(Outcome::Retrying {
+            error,
+            attempts,
+            next_at,
+        }) => format!(
+            "rotation of secret '{name}' failed (attempt {attempts}): {error}; retrying at {}",
+            format_ms(*next_at)
+        ),
+        Ok(Outcome::Failed { error, attempts }) => {
+            format!("rotation of secret '{name}' failed after {attempts} attempt(s): {error}")
+        }
+        Ok(Outcome::MissedWindow { .. }) => {
+            format!("secret '{name}': rotation window missed; waiting for the next")
+        }
+        Ok(Outcome::Interrupted { step }) => {
+            format!("rotation of secret '{name}' interrupted before its {step} step")
+        }
+        Ok(Outcome::LeaseLost) => format!("rotation of secret '{name}' passed to another worker"),
+        Err(e) => format!("rotation of secret '{name}' failed: {e}"),
+    }
+}
+
+fn outcome_json(name: &SecretName, result: &Result<Outcome>) -> serde_json::Value {
+    let (outcome, version) = match result {
+        Ok(Outcome::Rotated { version_id }) => ("Rotated", Some(version_id.to_string())),
+        Ok(Outcome::Retrying { .. }) => ("Retrying", None),
+        Ok(Outcome::Failed { .. }) => ("Failed", None),
+        Ok(Outcome::MissedWindow { .. }) => ("MissedWindow", None),
+        Ok(Outcome::Interrupted { .. }) => ("Interrupted", None),
+        Ok(Outcome::LeaseLost) => ("LeaseLost", None),
+        Err(_) => ("Error", None),
+    };
+    json!({"SecretName": name, "Outcome": outcome, "VersionId": version, "Message": outcome_line(name, result)})
+}

@@ -1,0 +1,95 @@
+//! `rotor target add | list | check | remove`: generic over rotator families; what a kind needs
+//! (its URL schemes, admin credential, checks) comes from the family that serves it.
+
+use clap::Subcommand;
+use rotors::{Options, Registry};
+use serde_json::json;
+
+use super::output::{table, Output};
+use crate::error::Result;
+use crate::store::{admin_secret_name, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Add a target; its admin credential is stored as a secret of its own.
+    Add {
+        name: String,
+        /// The target's kind: postgres, mysql or redis (each rotator family brings its own).
+        #[arg(long)]
+        kind: String,
+        /// Address and options, without an account (e.g. postgres://db.internal:5432/postgres).
+        #[arg(long)]
+        url: String,
+        /// The options rotator families declared for this command, read by the family.
+        #[arg(skip)]
+        options: Options,
+    },
+    /// List targets.
+    List,
+    /// Check that the admin logs in and may do what rotations need.
+    Check { name: String },
+    /// Remove a target and its admin secret; refused while secrets use it.
+    Remove { name: String },
+}
+
+pub async fn run(
+    store: &Store,
+    registry: &Registry,
+    cmd: TargetCommand,
+    out: &Output,
+) -> Result<()> {
+    match cmd {
+        TargetCommand::Add {
+            name,
+            kind,
+            url,
+            options,
+        } => {
+            let info =
+                crate::targets::add_target(store, registry, &name, &kind, &url, &options).await?;
+            out.print(&info, || {
+                format!(
+                    "added target '{}' ({}); admin account stored as secret '{}'",
+                    info.name, info.kind, info.admin_secret
+                )
+            });
+        }
+        TargetCommand::List => {
+            let targets = store.list_targets().await?;
+            out.print(&targets, || {
+                table(
+                    &["TARGET", "KIND", "URL", "ADMIN SECRET"],
+                    targets
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                t.kind.clone(),
+                                t.url.clone(),
+                                t.admin_secret.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        TargetCommand::Check { name } => {
+            let report = crate::targets::check_target(store, registry, &name).await?;
+            let admin = admin_secret_name(&name);
+            out.print(
+                json!({"Target": name, "AdminSecret": admin, "Ok": true, "Report": report}),
+                || format!("target '{name}': the admin account ({admin}) {report}"),
+            );
+        }
+        TargetCommand::Remove { name } => {
+            let info = store.remove_target(&name).await?;
+            out.print(&info, || {
+                format!(
+                    "removed target '{}' and its admin secret '{}'",
+                    info.name, info.admin_secret
+                )
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Targets and the secrets whose credentials live on them, through the rotator family that
+//! serves the target's kind: `target add | check | remove` and `secret create --target`.
+//!
+//! What holds for every family lives here: a target kind some family declares, a URL with one
+//! of its schemes and no credentials in it, one transaction for a target and its admin secret,
+//! and for create mode the order that keeps every credential in the store — the secret is
+//! stored first, then the family installs its credentials, and the secret goes again if the
+//! target refuses.
+
+use rotors::{NewTarget, Options, Registry, SecretRequest, SetupError, Source, TargetContext};
+
+use crate::error::{Error, Result};
+use crate::store::{DeleteMode, NewSecret, PutOutcome, Store, TargetInfo};
+
+/// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
+pub fn setup_error(e: SetupError) -> Error {
+    match e {
+        SetupError::Invalid(m) => Error::invalid(m),
+        SetupError::Target(m) => Error::Target(m),
+    }
+}
+
+/// `rotor target add`: the family of `kind` validates the URL and options and builds the admin
+/// credential; the target and its admin secret are stored together.
+pub async fn add_target(
+    store: &Store,
+    registry: &Registry,
+    name: &str,
+    kind: &str,
+    url: &str,
+    options: &Options,
+) -> Result<TargetInfo> {
+    let (family, spec) = registry.target_kind(kind).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown target kind '{kind}' (expected {})",
+            or_list(&registry.target_kind_names())
+        ))
+    })?;
+    if !spec.schemes.iter().any(|s| url.starts_with(s)) {
+        return Err(Error::invalid(format!(
+            "target URL must start with {} for a {} target",
+            spec.schemes.join(" or "),
+            spec.name
+        )));
+    }
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return Err(Error::invalid(
+            "put no account in the target URL: the admin credential is given with the target's own options (see: rotor target add --help)",
+        ));
+    }
+    let new: NewTarget = family.new_target(spec, url, options).map_err(setup_error)?;
+    store.add_target(name, new).await
+}
+
+/// `rotor target check`: the family logs in as the admin and says what it may do.
+pub async fn check_target(store: &Store, registry: &Registry, name: &str) -> Result<String> {
+    let target = store.target_context(name).await?;
+    let (family, _) = family_of(registry, &target)?;
+    family.check_target(&target).await.map_err(setup_error)
+}
+
+/// `rotor secret create --target`: the family makes (create mode) or checks (import mode) the
+/// secret's first credentials; `new` brings the name, kind and metadata, and its value is
+/// replaced by the family's. In create mode the credentials reach the target only once the
+/// secret is stored, and the secret goes again if the target refuses them.
+pub async fn create_secret(
+    store: &Store,
+    registry: &Registry,
+    mut new: NewSecret,
+    target: &str,
+    source: Source,
+    options: &Options,
+) -> Result<PutOutcome> {
+    let context = store.target_context(target).await?;
+    let (family, _) = family_of(registry, &context)?;
+    let provisioned = family
+        .provision(SecretRequest {
+            secret_name: new.name.as_str(),
+            kind: new.kind,
+            source,
+            options,
+            target: &context,
+        })
+        .await
+        .map_err(setup_error)?;
+    new.value = provisioned.current.clone();
+    new.previous = provisioned.previous.clone();
+    new.settings = Some(provisioned.settings.clone());
+    new.target = Some(target.to_owned());
+    let name = new.name.clone();
+    let kind = new.kind;
+    let done = store.create_secret(new).await?;
+    if provisioned.install {
+        if let Err(e) = family.install(&context, kind, &provisioned).await {
+            store.delete(&name, DeleteMode::Force).await?;
+            return Err(setup_error(e));
+        }
+    }
+    Ok(done)
+}
+
+/// The family serving a stored target's kind.
+fn family_of<'r>(
+    registry: &'r Registry,
+    target: &TargetContext,
+) -> Result<(
+    &'r std::sync::Arc<dyn rotors::Family>,
+    &'static rotors::family::TargetKindSpec,
+)> {
+    registry.target_kind(&target.kind).ok_or_else(|| {
+        Error::invalid(format!(
+            "target '{}' is of kind '{}', which this build does not serve",
+            target.name, target.kind
+        ))
+    })
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn or_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
