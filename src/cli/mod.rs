@@ -357,4 +357,41 @@ mod tests {
         assert!(!format!("{cli:?}").contains("Hunter2"), "{cli:?}");
         assert!(format!("{cli:?}").contains("admin-user"), "{cli:?}");
     }
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = options::add_family_options(Cli::command(), &crate::builtin_rotators());
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn help_shows_family_options_and_the_config_defaults() {
+        let create = help(&["secret", "create"]);
+        for option in [
+            "--account",
+            "--database",
+            "--privilege",
+            "--password-length",
+            "--exclude-chars",
+        ] {
+            assert!(create.contains(option), "{option} in {create}");
+        }
+        let add = help(&["target", "add"]);
+        for option in ["--admin-user", "--admin-password-stdin", "--admin-password"] {
+            assert!(add.contains(option), "{option} in {add}");
+        }
+        let worker = help(&["worker"]);
+        for default in [
+            "[default: 30s]",
+            "[default: 500ms]",
+            "[default: 1h]",
+            "[default: 5m]",
+            "[default: 16]",
+        ] {
+            assert!(worker.contains(default), "{default} in {worker}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod jobs;
 mod keys;
 mod rotation;
 mod rows;
+mod schedule;
 mod secrets;
 mod targets;
 mod types;

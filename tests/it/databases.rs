@@ -1219,3 +1219,89 @@ async fn postgres_targets_speak_tls_and_verify_the_pinned_ca() {
     pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
         .await;
 }
+
+#[tokio::test]
+async fn targets_are_removed_with_their_admin_secret_only_when_no_secret_uses_them() {
+    let pg = Pg::new().await;
+    let app = pg.name("app");
+    pg.t.ok(&[
+        "secret",
+        "create",
+        "db/app",
+        "--type",
+        "Rds",
+        "--target",
+        "pg",
+        "--account",
+        &app,
+        "--database",
+        &pg.db,
+    ]);
+    // In use: refused, naming the secret, and nothing changes.
+    let out = pg.t.run(&["target", "remove", "pg"]);
+    assert_refused(&out, 4, "db/app", None);
+    assert_eq!(pg.t.json(&["target", "list"]).as_array().unwrap().len(), 1);
+    pg.t.ok(&["secret", "describe", "acs/target/pg/admin"]);
+
+    pg.t.ok(&["secret", "delete", "db/app", "--force"]);
+    let out = pg.t.ok(&["target", "remove", "pg"]);
+    assert!(out.contains("removed target 'pg'"), "{out}");
+    assert_eq!(pg.t.json(&["target", "list"]), serde_json::json!([]));
+    let out = pg.t.run(&["secret", "describe", "acs/target/pg/admin"]);
+    assert_refused(&out, 3, "does not exist", None);
+    let out = pg.t.run(&["target", "remove", "pg"]);
+    assert_refused(&out, 3, "does not exist", None);
+    // Gone cleanly: the same name can be added again.
+    let password = scram_url()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
+    let out = pg.add_target("pg", &url, "postgres", &password);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
+        .await;
+}
+
+#[tokio::test]
+async fn a_target_and_its_admin_secret_are_stored_together_or_not_at_all() {
+    let pg = Pg::new().await;
+    // A leftover admin secret of the same name makes storing the admin fail...
+    let store = pg.store().await;
+    let admin = rotors::database::account::Account::new("someone", "Leftover-Pass-1");
+    store
+        .create_secret(rotor::store::NewSecret::new(
+            SecretName::parse_any("acs/target/pg2/admin").unwrap(),
+            rotors::SecretKind::new(rotors::SecretType::Rds, Some(rotors::SubType::SingleUser))
+                .unwrap(),
+            admin.to_value(),
+        ))
+        .await
+        .unwrap();
+    store.close().await;
+    let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
+    let out = pg.add_target("pg2", &url, "postgres", "unused-Pass-1");
+    assert_refused(&out, 4, "already exists", Some("unused-Pass-1"));
+    // ...and then the target row is not there either: one transaction.
+    let targets = pg.t.json(&["target", "list"]);
+    let names: Vec<&str> = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pg"]);
+    // Family options belong with a target.
+    let out =
+        pg.t.run(&["secret", "create", "x", "--type", "Rds", "--account", "a"]);
+    assert_refused(&out, 2, "--account needs --target", None);
+    pg.cleanup(&[]).await;
+}

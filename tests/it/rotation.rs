@@ -695,3 +695,54 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_store_error_while_loading_the_target_is_retried_not_fatal,
+    |t: TestEnv| async move {
+        let url = t
+            .store_url()
+            .unwrap_or_else(|| format!("sqlite://{}", t.data_dir().join("rotor.db").display()));
+        let rig = rig(t).await;
+        let mut admin = rotors::Options::new();
+        admin
+            .insert(
+                "admin-user",
+                rotors::family::OptionValue::Text("admin".into()),
+            )
+            .insert(
+                "admin-password",
+                rotors::family::OptionValue::Secret("unused".into()),
+            );
+        rotor::targets::add_target(
+            &rig.store,
+            &rotor::builtin_rotators(),
+            "db1",
+            "postgres",
+            "postgres://127.0.0.1:1/none",
+            &admin,
+        )
+        .await
+        .unwrap();
+        let name = rig.secret("onhost").await;
+        sqlx::any::install_default_drivers();
+        let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+        let exec = |sql: &'static str| {
+            let raw = raw.clone();
+            async move { sqlx::raw_sql(sql).execute(&raw).await.unwrap() }
+        };
+        exec("UPDATE secrets SET target = 'db1' WHERE name = 'onhost'").await;
+        let engine = rig.engine("w1", None);
+
+        // The store cannot read targets for a moment: the attempt is retried, not failed.
+        exec("ALTER TABLE targets RENAME TO targets_away").await;
+        let outcome = rig.rotate_now(&engine, &name).await;
+        assert!(matches!(outcome, Outcome::Retrying { .. }), "{outcome:?}");
+        let info = rig.store.describe(&name).await.unwrap();
+        assert_eq!(info.rotation_status, RotationStatus::Retrying);
+
+        exec("ALTER TABLE targets_away RENAME TO targets").await;
+        let outcome = rig.rotate_now(&engine, &name).await;
+        assert!(matches!(outcome, Outcome::Rotated { .. }), "{outcome:?}");
+        raw.close().await;
+    }
+);

@@ -1,0 +1,126 @@
+//! Rotation settings on a secret: checking a policy against the secret kind's bounds, planning
+//! its first rotation, and writing it — for `rotation set` and for `secret create` (in the
+//! creating transaction).
+
+use rotors::SecretKind;
+use sqlx::AnyConnection;
+
+use super::{SecretInfo, Store};
+use crate::error::{Error, Result};
+use crate::model::{Planned, RotationPolicy, RotationSchedule, SecretName};
+
+impl Store {
+    /// Sets (or, with `None`, disables) a secret's automatic rotation; it takes effect at once.
+    /// The first rotation is one schedule step away unless `rotate_now` asks for one now. A
+    /// rotation in flight keeps its timing and finishes; the new policy applies after it.
+    pub async fn set_rotation(
+        &self,
+        name: &SecretName,
+        policy: Option<RotationPolicy>,
+    ) -> Result<SecretInfo> {
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        row.ensure_live()?;
+        let now = self.clock.now();
+        let columns = match &policy {
+            Some(p) => RotationColumns::new(p, row.kind, now)
+                .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?,
+            None => RotationColumns::default(),
+        };
+        // A rotation in flight keeps its timing.
+        let keep = row
+            .job
+            .as_ref()
+            .map(|_| (row.next_rotation_at, row.deadline_at));
+        columns
+            .write(&mut tx, row.id, keep, now.timestamp_millis())
+            .await?;
+        tx.commit().await?;
+        self.describe(name).await
+    }
+}
+
+/// A rotation policy as the secret row stores it, with its first planned rotation.
+#[derive(Default)]
+pub(super) struct RotationColumns {
+    enabled: i64,
+    interval: Option<i64>,
+    cron: Option<String>,
+    window: Option<i64>,
+    jitter: Option<i64>,
+    planned: Option<Planned>,
+}
+
+impl RotationColumns {
+    /// Checks `policy` against `kind`'s bounds and plans its first rotation from `now`: one
+    /// schedule step away, unless it asks to rotate now.
+    pub(super) fn new(
+        policy: &RotationPolicy,
+        kind: SecretKind,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self> {
+        policy.schedule.check_for(kind, now)?;
+        if let Some(j) = policy.jitter {
+            policy.schedule.check_jitter(j)?;
+        }
+        let planned = if policy.rotate_now {
+            Some(Planned {
+                at: now,
+                deadline: None,
+            })
+        } else {
+            policy.schedule.plan(policy.jitter, now)
+        };
+        let (interval, cron, window) = match &policy.schedule {
+            RotationSchedule::Interval(d) => (Some(d.as_secs() as i64), None, None),
+            RotationSchedule::Cron { expression, window } => (
+                None,
+                Some(expression.clone()),
+                window.map(|w| w.as_secs() as i64),
+            ),
+        };
+        Ok(RotationColumns {
+            enabled: 1,
+            interval,
+            cron,
+            window,
+            jitter: policy.jitter.map(|j| j.as_secs() as i64),
+            planned,
+        })
+    }
+
+    /// Writes the policy to secret `id`; `keep` holds the next rotation and deadline of a
+    /// rotation in flight, which keep their timing.
+    pub(super) async fn write(
+        &self,
+        conn: &mut AnyConnection,
+        id: i64,
+        keep: Option<(Option<i64>, Option<i64>)>,
+        now: i64,
+    ) -> Result<()> {
+        let (next, deadline) = keep.unwrap_or((
+            self.planned.map(|p| p.at.timestamp_millis()),
+            self.planned
+                .and_then(|p| p.deadline)
+                .map(|d| d.timestamp_millis()),
+        ));
+        sqlx::query(
+            "UPDATE secrets SET rotation_enabled = $1, rotation_interval_s = $2, rotation_cron = $3, \
+                                rotation_window_s = $4, rotation_jitter_s = $5, next_rotation_at = $6, \
+                                rotation_deadline_at = $7, updated_at = $8 \
+             WHERE id = $9",
+        )
+        .bind(self.enabled)
+        .bind(self.interval)
+        .bind(&self.cron)
+        .bind(self.window)
+        .bind(self.jitter)
+        .bind(next)
+        .bind(deadline)
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
