@@ -4,7 +4,7 @@
 //! SQLite or PostgreSQL, the envelope [`crypto`] that seals every value before it reaches the
 //! store, the validated domain [`model`], the rotation [`engine`] and [`worker`], [`targets`]
 //! (targets and the secrets on them, through their rotator family), and the [`cli`]. It names no
-//! kind of target: rotator families live in the `rotors` crate and are registered below.
+//! kind of target: rotator families live in the `rotators` crate and are registered below.
 
 pub mod cli;
 pub mod clock;
@@ -20,8 +20,8 @@ pub use error::{Error, Result};
 
 /// The rotator families this build ships, registered in this one place: each brings its target
 /// kinds, options and rotators.
-pub fn builtin_rotators() -> rotors::Registry {
-    let mut registry = rotors::Registry::new();
-    registry.add_family(rotors::database::DatabaseFamily::new());
+pub fn builtin_rotators() -> rotators::Registry {
+    let mut registry = rotators::Registry::new();
+    registry.add_family(rotators::database::DatabaseFamily::new());
     registry
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rotors::SecretKind;
+use rotators::SecretKind;
 
 use crate::error::Error;
 
@@ -554,7 +554,7 @@ pub fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rotors::{SecretType, SubType};
+    use rotators::{SecretType, SubType};
 
     #[test]
     fn secret_names() {

@@ -7,7 +7,7 @@
 //! stored first, then the family installs its credentials, and the secret goes again if the
 //! target refuses.
 
-use rotors::{NewTarget, Options, Registry, SecretRequest, SetupError, Source, TargetContext};
+use rotators::{NewTarget, Options, Registry, SecretRequest, SetupError, Source, TargetContext};
 
 use crate::error::{Error, Result};
 use crate::store::{DeleteMode, NewSecret, PutOutcome, Store, TargetInfo};
@@ -111,8 +111,8 @@ fn family_of<'r>(
     registry: &'r Registry,
     target: &TargetContext,
 ) -> Result<(
-    &'r std::sync::Arc<dyn rotors::Family>,
-    &'static rotors::family::TargetKindSpec,
+    &'r std::sync::Arc<dyn rotators::Family>,
+    &'static rotators::family::TargetKindSpec,
 )> {
     registry.target_kind(&target.kind).ok_or_else(|| {
         Error::invalid(format!(

@@ -1,4 +1,4 @@
-//! `rotors`: what a rotator needs to know about secrets and targets, and nothing about how they
+//! `rotators`: what a rotator needs to know about secrets and targets, and nothing about how they
 //! are stored.
 //!
 //! This crate is the boundary between the rotor engine and the code that changes credentials on

@@ -15,7 +15,7 @@ mod target;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use rotors::Registry;
+use rotators::Registry;
 use serde_json::json;
 
 use crate::clock::{format_ms, Clock};
@@ -139,7 +139,7 @@ pub fn store_config(cli: &Cli) -> Result<StoreConfig> {
 }
 
 /// Parses the command line, with the options of `registry`'s families added to the commands
-/// they belong to and read back into [`rotors::Options`].
+/// they belong to and read back into [`rotators::Options`].
 pub fn parse(registry: &Registry, args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
     let command = options::add_family_options(Cli::command(), registry);
     let matches = command.try_get_matches_from(args)?;
@@ -380,7 +380,12 @@ mod tests {
             assert!(create.contains(option), "{option} in {create}");
         }
         let add = help(&["target", "add"]);
-        for option in ["--admin-user", "--admin-password-stdin", "--admin-password"] {
+        for option in [
+            "postgres (postgres:// postgresql://)",
+            "--admin-user",
+            "--admin-password-stdin",
+            "--admin-password",
+        ] {
             assert!(add.contains(option), "{option} in {add}");
         }
         let worker = help(&["worker"]);

@@ -1,12 +1,12 @@
 //! Options that rotator families declare: added to the clap command they belong to (so
-//! `--help` lists them and clap parses them), then read back into [`rotors::Options`] for the
+//! `--help` lists them and clap parses them), then read back into [`rotators::Options`] for the
 //! family. The CLI knows their form (value, flag, secret, secret on stdin), never their meaning.
 
 use std::io::Read;
 
 use clap::{Arg, ArgAction, ArgMatches};
-use rotors::family::{OptionArg, OptionScope, OptionSpec, OptionValue};
-use rotors::{Options, Registry};
+use rotators::family::{OptionArg, OptionScope, OptionSpec, OptionValue};
+use rotators::{Options, Registry};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -63,9 +63,19 @@ fn arg(spec: &OptionSpec) -> Arg {
 pub fn add_family_options(command: clap::Command, registry: &Registry) -> clap::Command {
     let target_add = specs(registry, OptionScope::TargetAdd);
     let secret_create = specs(registry, OptionScope::SecretCreate);
+    let kinds: Vec<String> = registry
+        .families()
+        .iter()
+        .flat_map(|f| f.target_kinds())
+        .map(|k| format!("{} ({})", k.name, k.schemes.join(" ")))
+        .collect();
+    let kind_help = format!("The target's kind: {}", kinds.join(", "));
     command
         .mut_subcommand("target", |c| {
-            c.mut_subcommand("add", |c| c.args(target_add.iter().map(|s| arg(s))))
+            c.mut_subcommand("add", |c| {
+                c.mut_arg("kind", |a| a.help(kind_help))
+                    .args(target_add.iter().map(|s| arg(s)))
+            })
         })
         .mut_subcommand("secret", |c| {
             c.mut_subcommand("create", |c| c.args(secret_create.iter().map(|s| arg(s))))

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use rotors::{SecretValue, MAX_VALUE_BYTES};
+use rotators::{SecretValue, MAX_VALUE_BYTES};
 
 use super::secret::ValueSource;
 use crate::clock::format_ms;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use rotors::Registry;
+use rotators::Registry;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

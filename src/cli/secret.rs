@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args, Subcommand};
-use rotors::{Options, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
+use rotators::{Options, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
 use serde_json::json;
 
 use super::options::{require_target, Redacted};

@@ -2,7 +2,7 @@
 //! (its URL schemes, admin credential, checks) comes from the family that serves it.
 
 use clap::Subcommand;
-use rotors::{Options, Registry};
+use rotators::{Options, Registry};
 use serde_json::json;
 
 use super::output::{table, Output};
@@ -14,10 +14,10 @@ pub enum TargetCommand {
     /// Add a target; its admin credential is stored as a secret of its own.
     Add {
         name: String,
-        /// The target's kind: postgres, mysql or redis (each rotator family brings its own).
+        /// The target's kind (the rotator families of this build list theirs below).
         #[arg(long)]
         kind: String,
-        /// Address and options, without an account (e.g. postgres://db.internal:5432/postgres).
+        /// Address and options, without an account (SCHEME://HOST[:PORT][/…]; the kind's schemes).
         #[arg(long)]
         url: String,
         /// The options rotator families declared for this command, read by the family.

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use rotors::{Registry, RotateError, RotationContext, Rotator, SecretValue, VersionValue};
+use rotators::{Registry, RotateError, RotationContext, Rotator, SecretValue, VersionValue};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -147,7 +147,7 @@ impl Engine {
     /// or resumes its rotation, and gives up the lease. A failed secret gets its attempts back.
     pub async fn rotate_now(&self, name: &SecretName, stop: &CancellationToken) -> Result<Outcome> {
         let info = self.store.describe(name).await?;
-        if info.kind.ty == rotors::SecretType::Generic {
+        if info.kind.ty == rotators::SecretType::Generic {
             return Err(Error::invalid(format!(
                 "secret '{name}' is Generic: it does not rotate; put a new version instead"
             )));

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rotors::{SecretKind, SecretValue, VersionValue};
+use rotators::{SecretKind, SecretValue, VersionValue};
 use sqlx::{AnyConnection, Row};
 
 use super::jobs::{Claim, Job, Step};
@@ -33,7 +33,7 @@ pub struct RotationState {
     /// Rotator settings stored with the secret (JSON; `Null` when none).
     pub settings: serde_json::Value,
     /// The target's address and admin credential, attached by the engine before the steps run.
-    pub target_context: Option<rotors::TargetContext>,
+    pub target_context: Option<rotators::TargetContext>,
     pub job: Option<Job>,
     pub current: Option<VersionValue>,
     pub previous: Option<VersionValue>,
@@ -255,7 +255,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, owner)?;
-        rotors::value::validate(row.kind, value.expose()).map_err(|e| {
+        rotators::value::validate(row.kind, value.expose()).map_err(|e| {
             Error::invalid(format!(
                 "secret '{}': the rotator's new value is malformed: {e}",
                 row.name

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rotors::{SecretKind, SecretType, SecretValue, SubType};
+use rotators::{SecretKind, SecretType, SecretValue, SubType};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 

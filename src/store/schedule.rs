@@ -2,7 +2,7 @@
 //! its first rotation, and writing it — for `rotation set` and for `secret create` (in the
 //! creating transaction).
 
-use rotors::SecretKind;
+use rotators::SecretKind;
 use sqlx::AnyConnection;
 
 use super::{SecretInfo, Store};

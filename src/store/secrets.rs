@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use rotors::{SecretKind, SecretType, SecretValue};
+use rotators::{SecretKind, SecretType, SecretValue};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
@@ -119,7 +119,7 @@ impl Store {
     ) -> Result<PutOutcome> {
         let name = &new.name;
         for value in std::iter::once(&new.value).chain(&new.previous) {
-            rotors::value::validate(new.kind, value.expose())
+            rotators::value::validate(new.kind, value.expose())
                 .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
         }
         check_tags(&new.tags)?;
@@ -292,7 +292,7 @@ impl Store {
                 ));
             }
         }
-        rotors::value::validate(row.kind, put.value.expose())
+        rotators::value::validate(row.kind, put.value.expose())
             .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
         let data_key = self.data_key(&row).await?;
 

@@ -3,7 +3,7 @@
 //! credential is a secret of its own, `acs/target/NAME/admin`, rotatable like any other. The
 //! store knows no kind: families validate what is stored here.
 
-use rotors::{NewTarget, TargetContext};
+use rotators::{NewTarget, TargetContext};
 use serde::Serialize;
 use sqlx::Row;
 

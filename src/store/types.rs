@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rotors::{SecretKind, SecretValue};
+use rotators::{SecretKind, SecretValue};
 use serde::Serialize;
 
 use super::jobs::Step;

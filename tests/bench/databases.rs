@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rotators::family::OptionValue;
+use rotators::{Options, Source};
+use rotators::{
+    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
+};
 use rotor::engine::{Engine, EngineConfig, Outcome};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
 use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
 use rotor::worker::WorkerConfig;
-use rotors::family::OptionValue;
-use rotors::{Options, Source};
-use rotors::{
-    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
-};
 use tokio_util::sync::CancellationToken;
 
 fn env(name: &str, default: &str) -> String {

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rotators::{
+    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
+};
 use rotor::engine::{Engine, EngineConfig};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
 use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
 use rotor::worker::WorkerConfig;
-use rotors::{
-    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
-};
 use sqlx::{AnyPool, Connection, Executor, Row};
 use tokio_util::sync::CancellationToken;
 

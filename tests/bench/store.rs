@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rotators::{SecretKind, SecretType, SecretValue};
 use rotor::model::SecretName;
 use rotor::store::{NewSecret, OpenMode, PutValue, Selector, Store, StoreConfig};
-use rotors::{SecretKind, SecretType, SecretValue};
 use sqlx::{Connection, Executor};
 
 struct Options {

@@ -1276,12 +1276,15 @@ async fn a_target_and_its_admin_secret_are_stored_together_or_not_at_all() {
     let pg = Pg::new().await;
     // A leftover admin secret of the same name makes storing the admin fail...
     let store = pg.store().await;
-    let admin = rotors::database::account::Account::new("someone", "Leftover-Pass-1");
+    let admin = rotators::database::account::Account::new("someone", "Leftover-Pass-1");
     store
         .create_secret(rotor::store::NewSecret::new(
             SecretName::parse_any("acs/target/pg2/admin").unwrap(),
-            rotors::SecretKind::new(rotors::SecretType::Rds, Some(rotors::SubType::SingleUser))
-                .unwrap(),
+            rotators::SecretKind::new(
+                rotators::SecretType::Rds,
+                Some(rotators::SubType::SingleUser),
+            )
+            .unwrap(),
             admin.to_value(),
         ))
         .await

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rotators::{Registry, SecretKind, SecretType, SecretValue, SubType};
 use rotor::clock::Clock;
 use rotor::engine::{Engine, EngineConfig, Outcome, Step};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName, Stage};
 use rotor::store::{Claim, NewSecret, OpenMode, RotationStatus, Selector, Store};
-use rotors::{Registry, SecretKind, SecretType, SecretValue, SubType};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -554,19 +554,19 @@ impl Probe {
 }
 
 #[async_trait::async_trait]
-impl rotors::Rotator for Probe {
+impl rotators::Rotator for Probe {
     async fn create(
         &self,
-        cx: &rotors::RotationContext,
-    ) -> Result<SecretValue, rotors::RotateError> {
+        cx: &rotators::RotationContext,
+    ) -> Result<SecretValue, rotators::RotateError> {
         let value = json!({"UserName": cx.secret_name, "Password": rotor::crypto::random_id()});
         Ok(SecretValue::new(value.to_string().into_bytes()))
     }
     async fn set(
         &self,
-        cx: &rotors::RotationContext,
+        cx: &rotators::RotationContext,
         _: &SecretValue,
-    ) -> Result<(), rotors::RotateError> {
+    ) -> Result<(), rotators::RotateError> {
         let group = cx.secret_name.split('-').next().unwrap().to_owned();
         {
             let mut counts = self.counts.lock().unwrap();
@@ -580,9 +580,9 @@ impl rotors::Rotator for Probe {
     }
     async fn test(
         &self,
-        _: &rotors::RotationContext,
+        _: &rotators::RotationContext,
         _: &SecretValue,
-    ) -> Result<(), rotors::RotateError> {
+    ) -> Result<(), rotators::RotateError> {
         Ok(())
     }
 }
@@ -605,15 +605,15 @@ both_backends!(
         }
         // A target the probe never connects to; the secrets are put on it by hand (create
         // mode would need a real server).
-        let mut admin = rotors::Options::new();
+        let mut admin = rotators::Options::new();
         admin
             .insert(
                 "admin-user",
-                rotors::family::OptionValue::Text("admin".into()),
+                rotators::family::OptionValue::Text("admin".into()),
             )
             .insert(
                 "admin-password",
-                rotors::family::OptionValue::Secret("unused".into()),
+                rotators::family::OptionValue::Secret("unused".into()),
             );
         rotor::targets::add_target(
             &rig.store,
@@ -703,15 +703,15 @@ both_backends!(
             .store_url()
             .unwrap_or_else(|| format!("sqlite://{}", t.data_dir().join("rotor.db").display()));
         let rig = rig(t).await;
-        let mut admin = rotors::Options::new();
+        let mut admin = rotators::Options::new();
         admin
             .insert(
                 "admin-user",
-                rotors::family::OptionValue::Text("admin".into()),
+                rotators::family::OptionValue::Text("admin".into()),
             )
             .insert(
                 "admin-password",
-                rotors::family::OptionValue::Secret("unused".into()),
+                rotators::family::OptionValue::Secret("unused".into()),
             );
         rotor::targets::add_target(
             &rig.store,

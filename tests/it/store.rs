@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use rotators::{SecretKind, SecretType, SecretValue, SubType};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName, Stage, Tag, VersionId};
 use rotor::store::{DeleteMode, NewSecret, PutValue, Selector, Store};
 use rotor::Error;
-use rotors::{SecretKind, SecretType, SecretValue, SubType};
 
 use crate::both_backends;
 use crate::support::TestEnv;

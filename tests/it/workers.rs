@@ -196,7 +196,7 @@ mod shared_postgres {
         testkit_ok(&t, hosts, &["init"]);
         let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
         let kind =
-            rotors::SecretKind::new(rotors::SecretType::ECS, Some(rotors::SubType::Password))
+            rotators::SecretKind::new(rotators::SecretType::ECS, Some(rotators::SubType::Password))
                 .unwrap();
         let names: Vec<String> = (0..500).map(|i| format!("fleet-{i:03}")).collect();
         for name in &names {
@@ -205,7 +205,7 @@ mod shared_postgres {
                 .create_secret(rotor::store::NewSecret::new(
                     SecretName::parse(name).unwrap(),
                     kind,
-                    rotors::SecretValue::new(
+                    rotators::SecretValue::new(
                         json!({"UserName": name, "Password": password})
                             .to_string()
                             .into_bytes(),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rotors::{RotateError, RotationContext, Rotator, SecretValue};
+use rotators::{RotateError, RotationContext, Rotator, SecretValue};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

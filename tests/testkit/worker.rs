@@ -4,7 +4,7 @@
 #[path = "rotator.rs"]
 mod rotator;
 
-use rotors::{SecretKind, SecretType, SubType};
+use rotators::{SecretKind, SecretType, SubType};
 
 fn main() {
     let mut registry = rotor::builtin_rotators();
