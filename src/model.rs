@@ -286,7 +286,45 @@ pub fn check_description(s: &str) -> Result<(), Error> {
             "description is {n} characters; the limit is {DESCRIPTION_MAX}"
         )));
     }
-    Ok(())
+    check_free_text("description", s)
+}
+
+/// True for characters that can rewrite a terminal or reorder what it shows: C0 and C1
+/// controls, DEL, and the Unicode bidirectional marks, embeddings, overrides and isolates.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Refuses control characters and bidi overrides in free text (descriptions, URLs): stored,
+/// they would reach an operator's terminal.
+pub fn check_free_text(what: &str, s: &str) -> Result<(), Error> {
+    match s.chars().find(|c| is_unsafe_char(*c)) {
+        Some(c) => Err(Error::invalid(format!(
+            "{what} contains the control character U+{:04X}; control characters and bidi overrides are not allowed",
+            c as u32
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `s` with every control character and bidi override shown as `\u{…}`, for human output of
+/// text an older store may hold.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if is_unsafe_char(c) {
+                    format!("\\u{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Checks a master key (CMK) name: 1–128 of letters, digits and `_ - . /`.

@@ -36,6 +36,7 @@ pub async fn add_target(
             or_list(&registry.target_kind_names())
         ))
     })?;
+    crate::model::check_free_text("target URL", url)?;
     if !spec.schemes.iter().any(|s| url.starts_with(s)) {
         return Err(Error::invalid(format!(
             "target URL must start with {} for a {} target",
@@ -54,6 +55,11 @@ pub async fn add_target(
         return Err(Error::invalid(
             "put no account in the target URL: the admin credential is given with the target's own options (see: rotor target add --help)",
         ));
+    }
+    if let Some(key) = credential_params(url).next() {
+        return Err(Error::invalid(format!(
+            "the target URL carries a credential ('{key}=' in its query): give it as the admin credential instead (see: rotor target add --help), which rotor stores encrypted"
+        )));
     }
     let new: NewTarget = family.new_target(spec, url, options).map_err(setup_error)?;
     store.add_target(name, new).await
@@ -104,6 +110,48 @@ pub async fn create_secret(
         }
     }
     Ok(done)
+}
+
+/// Query parameters of `url` whose name says they carry a credential (`password`,
+/// `sslpassword`, `secret`, `token`, …).
+fn credential_params(url: &str) -> impl Iterator<Item = &str> {
+    let query = url
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or_default())
+        .unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .filter(|key| {
+            let key = key.to_ascii_lowercase();
+            ["pass", "pwd", "secret", "token", "auth"]
+                .iter()
+                .any(|word| key.contains(word))
+        })
+}
+
+/// `url` as `target list` shows it: an account or password a URL from an older store may still
+/// carry is replaced by `***`.
+pub fn display_url(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            shown = format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    let secret_keys: Vec<String> = credential_params(&shown).map(str::to_owned).collect();
+    if let Some((base, query)) = shown.clone().split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if secret_keys.iter().any(|s| s == k) => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown = format!("{base}?{}", query.join("&"));
+    }
+    shown
 }
 
 /// The family serving a stored target's kind.

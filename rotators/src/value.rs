@@ -119,6 +119,7 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
     let Value::Object(map) = parsed else {
         return Err(format_error("the value is not a JSON object".into()));
     };
+    check_unique_keys(bytes).map_err(format_error)?;
     let unknown: Vec<String> = map
         .keys()
         .filter(|k| !fields.contains(&k.as_str()))
@@ -146,6 +147,72 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
         check_ssh_key_pair(&map).map_err(format_error)?;
     }
     Ok(())
+}
+
+/// Refuses JSON whose objects repeat a key (`{"UserName":"a","UserName":"b"}`): parsers
+/// disagree on which one wins, so rotor and an application could read different credentials.
+/// The message names the key, never a value.
+pub fn check_unique_keys(bytes: &[u8]) -> Result<(), String> {
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Unique;
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(de::Error::custom(format!(
+                        "field '{}' appears more than once",
+                        shorten(&key)
+                    )));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+    }
+    match serde_json::from_slice::<Unique>(bytes) {
+        Ok(_) => Ok(()),
+        // Only our own message (it names a key); a syntax error was reported before.
+        Err(e) if e.is_data() => Err(e
+            .to_string()
+            .split(" at line")
+            .next()
+            .unwrap_or_default()
+            .to_owned()),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Checks that `PublicKey` is an OpenSSH public key and `PrivateKey` an OpenSSH or PEM private
@@ -189,6 +256,21 @@ fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_keys_are_refused_naming_the_key_only() {
+        let ecs = SecretKind::new(SecretType::ECS, Some(SubType::Password)).unwrap();
+        let err = validate(
+            ecs,
+            br#"{"UserName":"a","Password":"Hunter2-One","UserName":"b"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'UserName' appears more than once"), "{err}");
+        assert!(!err.contains("Hunter2"), "{err}");
+        assert!(check_unique_keys(br#"{"Accounts":[{"a":1,"a":2}]}"#).is_err());
+        assert!(check_unique_keys(br#"{"Accounts":[{"a":1},{"a":2}]}"#).is_ok());
+    }
 
     fn kind(ty: SecretType, sub: Option<SubType>) -> SecretKind {
         SecretKind::new(ty, sub).unwrap()

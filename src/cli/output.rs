@@ -8,7 +8,7 @@ use rotators::{SecretValue, MAX_VALUE_BYTES};
 use super::secret::ValueSource;
 use crate::clock::format_ms;
 use crate::error::{Error, Result};
-use crate::model::Stage;
+use crate::model::{printable, Stage};
 use crate::store::{SecretInfo, VersionInfo};
 
 /// Reads `--value` or `--value-file` (`-` for standard input).
@@ -149,13 +149,18 @@ pub fn describe_text(info: &SecretInfo) -> String {
     lines.push(("Tags", tags));
     lines
         .iter()
-        .map(|(k, v)| format!("{:<14}{v}", format!("{k}:")))
+        .map(|(k, v)| format!("{:<14}{}", format!("{k}:"), printable(v)))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 /// A plain text table with a header row.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    // Cells may hold text an older store kept raw: never let it drive the terminal.
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -55,7 +55,10 @@ pub async fn run(
             });
         }
         TargetCommand::List => {
-            let targets = store.list_targets().await?;
+            let mut targets = store.list_targets().await?;
+            for t in &mut targets {
+                t.url = crate::targets::display_url(&t.url);
+            }
             out.print(&targets, || {
                 table(
                     &["TARGET", "KIND", "URL", "ADMIN SECRET"],

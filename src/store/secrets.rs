@@ -273,6 +273,7 @@ impl Store {
     /// `ACSPrevious`. The same version id with the same data again is a no-op; with other data,
     /// a conflict.
     pub async fn put_value(&self, name: &SecretName, put: PutValue) -> Result<PutOutcome> {
+        check_user_writable(name)?;
         let mut stages = if put.stages.is_empty() {
             vec![Stage::Current]
         } else {
@@ -502,6 +503,7 @@ impl Store {
         move_to: Option<&VersionId>,
         remove_from: Option<&VersionId>,
     ) -> Result<Vec<VersionInfo>> {
+        check_user_writable(name)?;
         if move_to.is_none() && remove_from.is_none() {
             return Err(Error::invalid(
                 "give a version to move the stage to, or one to remove it from",
@@ -561,6 +563,7 @@ impl Store {
     /// Deletes a secret: scheduled after a recovery window (7–30 days), or at once with
     /// [`DeleteMode::Force`]. Returns the planned deletion time, if scheduled.
     pub async fn delete(&self, name: &SecretName, mode: DeleteMode) -> Result<Option<i64>> {
+        check_user_writable(name)?;
         if let DeleteMode::RecoveryWindow(days) = mode {
             if !(7..=30).contains(&days) {
                 return Err(Error::invalid(format!(
@@ -658,6 +661,26 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Secrets rotor keeps itself (`acs/…`: a target's admin credential) change only through
+/// rotation or their target, never by a user's put, stage move or delete.
+fn check_user_writable(name: &SecretName) -> Result<()> {
+    let Some(rest) = name.as_str().strip_prefix("acs/") else {
+        return Ok(());
+    };
+    let how = match rest
+        .strip_prefix("target/")
+        .and_then(|r| r.strip_suffix("/admin"))
+    {
+        Some(target) => format!(
+            "rotate it with `rotor rotate {name}`, or remove its target with `rotor target remove {target}`"
+        ),
+        None => format!("rotate it with `rotor rotate {name}`"),
+    };
+    Err(Error::invalid(format!(
+        "secret '{name}' is managed by rotor and cannot be changed by hand: {how}"
+    )))
 }
 
 /// Stage rules for users: `ACSPending` is the engine's, `ACSPrevious` follows `ACSCurrent` (it

@@ -17,6 +17,8 @@ use crate::value::SecretValue;
 pub const ALWAYS_EXCLUDED: &str = ":/@\"'\\ ";
 const SYMBOLS: &str = "!#%*+-.=?^_~";
 pub const DEFAULT_PASSWORD_LENGTH: usize = 32;
+/// The least entropy a password policy may give.
+pub const MIN_ENTROPY_BITS: f64 = 128.0;
 
 /// One account and its password. `Debug` never shows the password.
 #[derive(Clone)]
@@ -138,7 +140,20 @@ impl PasswordPolicy {
                 return Err(format!("--exclude-chars leaves no {class} for passwords"));
             }
         }
+        let bits = self.entropy_bits();
+        if bits < MIN_ENTROPY_BITS {
+            return Err(format!(
+                "passwords of {} characters from an alphabet of {} give {bits:.0} bits of entropy; at least {MIN_ENTROPY_BITS:.0} are needed (longer passwords or fewer --exclude-chars)",
+                self.length,
+                alphabet.len()
+            ));
+        }
         Ok(())
+    }
+
+    /// Bits of entropy of a generated password: length × log2(alphabet size).
+    pub fn entropy_bits(&self) -> f64 {
+        self.length as f64 * (self.alphabet().len() as f64).log2()
     }
 
     fn alphabet(&self) -> Vec<char> {
@@ -280,6 +295,35 @@ mod tests {
         }
         .check()
         .is_err());
+    }
+
+    #[test]
+    fn policies_below_128_bits_are_refused_with_the_figure() {
+        assert!(PasswordPolicy::default().check().is_ok());
+        assert!(PasswordPolicy::default().entropy_bits() > 190.0);
+        // 16 characters of the full alphabet: about 99 bits.
+        let short = PasswordPolicy {
+            length: 16,
+            exclude: String::new(),
+        };
+        let err = short.check().unwrap_err();
+        assert!(err.contains("99 bits"), "{err}");
+        // Five characters left at the default length: about 74 bits.
+        let tiny = PasswordPolicy {
+            length: 32,
+            exclude: ('d'..='z')
+                .chain('B'..='Z')
+                .chain('1'..='9')
+                .chain(SYMBOLS.chars())
+                .collect(),
+        };
+        assert!(
+            tiny.check()
+                .unwrap_err()
+                .contains("alphabet of 5 give 74 bits"),
+            "{:?}",
+            tiny.check()
+        );
     }
 
     #[test]

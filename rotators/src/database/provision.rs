@@ -343,6 +343,7 @@ fn import_accounts(
     }
     let parsed: serde_json::Value =
         serde_json::from_slice(value.expose()).map_err(|_| malformed())?;
+    crate::value::check_unique_keys(value.expose()).map_err(SetupError::Invalid)?;
     let list = parsed
         .as_object()
         .filter(|o| o.len() == 1)
@@ -365,4 +366,24 @@ fn import_accounts(
         ));
     }
     Ok((first, Some(second)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::database::account::DEFAULT_PASSWORD_LENGTH;
+
+    #[test]
+    fn the_help_shows_the_password_default_in_use() {
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.name == "password-length")
+            .unwrap();
+        assert!(
+            spec.help
+                .contains(&format!("[default: {DEFAULT_PASSWORD_LENGTH}]")),
+            "{}",
+            spec.help
+        );
+    }
 }
