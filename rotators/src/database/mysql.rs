@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::MySqlConnectOptions;
-use sqlx::{Connection, Executor, MySqlConnection, Row};
-use zeroize::Zeroizing;
+use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, Row};
 
 use super::account::{Account, DbSettings, Privilege};
-use super::AccountServer;
+use super::{hash, AccountServer};
 use crate::rotator::{RotateError, TargetContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,15 +30,35 @@ fn user(name: &str) -> String {
     )
 }
 
-fn literal(text: &str) -> Zeroizing<String> {
-    Zeroizing::new(format!(
-        "'{}'",
-        text.replace('\\', "\\\\").replace('\'', "''")
-    ))
+/// A database name in a GRANT: backquoted, with `_` and `%` escaped — in a grant's database
+/// name they are wildcards, so `sec_db` would also cover `secXdb`.
+fn quote_grant_db(name: &str) -> String {
+    format!(
+        "`{}`",
+        name.replace('`', "``")
+            .replace('\\', "\\\\")
+            .replace('_', "\\_")
+            .replace('%', "\\%")
+    )
 }
 
-fn quote_db(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
+/// `IDENTIFIED …` with the password's `mysql_native_password` hash, never the password: MariaDB
+/// takes `IDENTIFIED BY PASSWORD '*…'`, MySQL `IDENTIFIED WITH mysql_native_password AS '*…'`.
+async fn identified(
+    conn: &mut MySqlConnection,
+    target: &TargetContext,
+    account: &Account,
+) -> Result<String, RotateError> {
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+    let hash = hash::mysql_native_hash(account.password());
+    Ok(if version.contains("MariaDB") {
+        format!("IDENTIFIED BY PASSWORD '{hash}'")
+    } else {
+        format!("IDENTIFIED WITH mysql_native_password AS '{hash}'")
+    })
 }
 
 fn classify(target: &TargetContext, who: &str, e: sqlx::Error) -> RotateError {
@@ -77,7 +96,9 @@ async fn connect(
         .map_err(|e| {
             RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
         })?
-        .username(&account.name);
+        .username(&account.name)
+        // Statements never reach rotor's own logs either (sqlx logs them at debug).
+        .disable_statement_logging();
     // An empty password means none (MariaDB's root on a fresh install): send no password.
     if !account.password().is_empty() {
         options = options.password(account.password());
@@ -197,11 +218,11 @@ impl AccountServer for Mysql {
         account: &Account,
     ) -> Result<(), RotateError> {
         let mut conn = as_admin(target).await?;
-        let sql = Zeroizing::new(format!(
-            "ALTER USER {} IDENTIFIED BY {}",
+        let sql = format!(
+            "ALTER USER {} {}",
             user(&account.name),
-            literal(account.password()).as_str()
-        ));
+            identified(&mut conn, target, account).await?
+        );
         conn.execute(sql.as_str())
             .await
             .map_err(|e| classify(target, "a password change", e))?;
@@ -239,16 +260,16 @@ impl AccountServer for Mysql {
         let mut created: Vec<String> = vec![];
         for a in accounts {
             let statements = [
-                Zeroizing::new(format!(
-                    "CREATE USER {} IDENTIFIED BY {}",
+                format!(
+                    "CREATE USER {} {}",
                     user(&a.name),
-                    literal(a.password()).as_str()
-                )),
-                Zeroizing::new(format!(
+                    identified(&mut conn, target, a).await?
+                ),
+                format!(
                     "GRANT {grant} ON {}.* TO {}",
-                    quote_db(db),
+                    quote_grant_db(db),
                     user(&a.name)
-                )),
+                ),
             ];
             for sql in &statements {
                 if let Err(e) = conn.execute(sql.as_str()).await {

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Row};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::account::{Account, DbSettings, Privilege};
-use super::AccountServer;
+use super::{hash, AccountServer};
 use crate::rotator::{RotateError, TargetContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +45,9 @@ fn options(
             RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))
         })?
         .username(&account.name)
-        .password(account.password());
+        .password(account.password())
+        // Statements never reach rotor's own logs either (sqlx logs them at debug).
+        .disable_statement_logging();
     if let Some(db) = database {
         options = options.database(db);
     }
@@ -125,6 +127,25 @@ impl Postgres {
         Ok(pool)
     }
 
+    /// `account`'s password as the SCRAM-SHA-256 verifier the server stores, with the server's
+    /// own iteration count: the password itself never reaches the server.
+    async fn verifier(
+        &self,
+        target: &TargetContext,
+        account: &Account,
+    ) -> Result<String, RotateError> {
+        let pool = self.admin_pool(target).await?;
+        let iterations: Option<String> =
+            sqlx::query_scalar("SELECT current_setting('scram_iterations', true)")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| classify(target, "the admin", e))?;
+        let iterations = iterations
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(hash::DEFAULT_SCRAM_ITERATIONS);
+        Ok(hash::scram_sha256_verifier(account.password(), iterations))
+    }
+
     async fn admin_exec(&self, target: &TargetContext, sql: &str) -> Result<(), RotateError> {
         let pool = self.admin_pool(target).await?;
         pool.execute(sql)
@@ -195,11 +216,12 @@ impl AccountServer for Postgres {
         target: &TargetContext,
         account: &Account,
     ) -> Result<(), RotateError> {
-        let sql = Zeroizing::new(format!(
+        let verifier = self.verifier(target, account).await?;
+        let sql = format!(
             "ALTER ROLE {} WITH PASSWORD {}",
             quote_ident(&account.name),
-            quote_literal(account.password()).as_str()
-        ));
+            quote_literal(&verifier).as_str()
+        );
         self.admin_exec(target, &sql).await
     }
 
@@ -236,9 +258,10 @@ impl AccountServer for Postgres {
         let mut statements = vec![Zeroizing::new(format!("CREATE ROLE {group} NOLOGIN"))];
         for a in accounts {
             let name = quote_ident(&a.name);
+            let verifier = self.verifier(target, a).await?;
             statements.push(Zeroizing::new(format!(
                 "CREATE ROLE {name} LOGIN PASSWORD {} IN ROLE {group}",
-                quote_literal(a.password()).as_str()
+                quote_literal(&verifier).as_str()
             )));
             // Objects either account creates belong to the group, so both can use them.
             statements.push(Zeroizing::new(format!(

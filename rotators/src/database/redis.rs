@@ -9,10 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, ConnectionInfo, RedisError, Value};
-use zeroize::Zeroizing;
 
 use super::account::{Account, DbSettings, Privilege};
-use super::AccountServer;
+use super::{hash, AccountServer};
 use crate::rotator::{RotateError, TargetContext};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,7 +171,8 @@ impl AccountServer for Redis {
         account: &Account,
     ) -> Result<(), RotateError> {
         let mut conn = connect(target, &super::admin_account(target)?).await?;
-        let password = Zeroizing::new(format!(">{}", account.password()));
+        // The SHA-256 of the password, never the password: MONITOR and the slowlog see only it.
+        let password = hash::redis_password_hash(account.password());
         redis::cmd("ACL")
             .arg("SETUSER")
             .arg(&account.name)
@@ -207,7 +207,7 @@ impl AccountServer for Redis {
             }
         }
         for a in accounts {
-            let password = Zeroizing::new(format!(">{}", a.password()));
+            let password = hash::redis_password_hash(a.password());
             redis::cmd("ACL")
                 .arg("SETUSER")
                 .arg(&a.name)
