@@ -1669,3 +1669,70 @@ async fn redis_monitor_and_trace_logs_never_show_a_password() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn mysql_grants_on_a_database_with_underscores_cover_only_that_database() {
+    let (t, suffix, db) = maria().await;
+    // `_` is a wildcard in a grant's database name: `myapp_x` would also match `myappXx`.
+    let lookalike = db.replacen('_', "X", 1);
+    let mut conn = mysql_admin().await;
+    conn.execute(format!("CREATE DATABASE {lookalike}").as_str())
+        .await
+        .unwrap();
+    conn.execute(format!("CREATE TABLE {lookalike}.secret_table (id INT)").as_str())
+        .await
+        .unwrap();
+    conn.execute(format!("CREATE TABLE {db}.own_table (id INT)").as_str())
+        .await
+        .unwrap();
+    let app = format!("wc_{suffix}");
+    t.ok(&[
+        "secret",
+        "create",
+        "db/wc",
+        "--type",
+        "Rds",
+        "--target",
+        "maria",
+        "--account",
+        &app,
+        "--database",
+        &db,
+    ]);
+    let current = account_of(&t, "db/wc", "ACSCurrent").await;
+    let base = mysql_url();
+    let host = base
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "mysql://{}:{}@{host}/{db}",
+        current.0,
+        urlencode(&current.1)
+    );
+    let mut own = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("SELECT * FROM {db}.own_table"))
+        .fetch_all(&mut own)
+        .await
+        .expect("its own database is readable");
+    let err = sqlx::query(&format!("SELECT * FROM {lookalike}.secret_table"))
+        .fetch_all(&mut own)
+        .await
+        .expect_err("the look-alike database must not be readable");
+    assert!(err.to_string().contains("denied"), "{err}");
+    let _ = own.close().await;
+    for user in [app.clone(), format!("{app}_clone")] {
+        let _ = conn
+            .execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
+            .await;
+    }
+    for d in [&db, &lookalike] {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {d}").as_str())
+            .await;
+    }
+}
