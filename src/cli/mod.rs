@@ -51,6 +51,9 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub store: Option<String>,
+    /// How long opening the store may wait for a connection.
+    #[arg(long, global = true, env = "ROTOR_STORE_CONNECT_TIMEOUT", default_value_t = crate::store::DEFAULT_CONNECT_TIMEOUT.into(), value_parser = rotate::duration_arg)]
+    pub store_connect_timeout: humantime::Duration,
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -136,6 +139,7 @@ pub fn store_config(cli: &Cli) -> Result<StoreConfig> {
         url: cli.store.clone(),
         master_key,
         clock: Clock::system(),
+        connect_timeout: *cli.store_connect_timeout,
     })
 }
 

@@ -83,7 +83,7 @@ fn shown(d: Duration) -> humantime::Duration {
     d.into()
 }
 
-fn duration_arg(s: &str) -> std::result::Result<humantime::Duration, String> {
+pub fn duration_arg(s: &str) -> std::result::Result<humantime::Duration, String> {
     humantime::parse_duration(s.trim())
         .map(Into::into)
         .map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))

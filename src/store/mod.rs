@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::clock::Clock;
 use crate::crypto::{self, KeyMaterial};
@@ -55,7 +55,12 @@ pub struct StoreConfig {
     pub master_key: Option<KeyMaterial>,
     /// The clock the store stamps times with.
     pub clock: Clock,
+    /// How long opening the store may wait for a connection.
+    pub connect_timeout: Duration,
 }
+
+/// The default for [`StoreConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -64,6 +69,7 @@ impl StoreConfig {
             url: None,
             master_key: None,
             clock: Clock::system(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
@@ -174,7 +180,7 @@ impl Store {
     pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (backend, url) = resolve_url(config, mode)?;
-        let pool = connect(backend, &url).await?;
+        let pool = connect(backend, &url, config.connect_timeout).await?;
         migrator(backend).run(&pool).await?;
 
         let check: Option<Vec<u8>> =
@@ -342,22 +348,59 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
-async fn connect(backend: Backend, url: &str) -> Result<AnyPool> {
-    let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+/// The pragmas every SQLite connection runs first.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    // WAL lets readers run beside the one writer; FULL makes every commit durable; a writer
+    // waits up to 30 s for another process's lock.
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// Opens the pool. One connection is made first, within `timeout`, so that a store that cannot
+/// be opened (unreachable, refused, a file that is not a database) fails at once with its own
+/// reason instead of a pool timing out.
+async fn connect(backend: Backend, url: &str, timeout: Duration) -> Result<AnyPool> {
+    let what = || match backend {
+        Backend::Sqlite => "the SQLite store".to_string(),
+        Backend::Postgres => format!("the PostgreSQL store at {}", describe_host(url)),
+    };
+    let probe = async {
+        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        if backend == Backend::Sqlite {
+            for pragma in SQLITE_PRAGMAS {
+                conn.execute(pragma).await?;
+            }
+        }
+        conn.execute("SELECT 1").await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let cause = match &e {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => other.to_string(),
+            };
+            return Err(Error::config(format!("cannot open {}: {cause}", what())));
+        }
+        Err(_) => {
+            return Err(Error::config(format!(
+                "cannot open {}: no answer within {} (--store-connect-timeout)",
+                what(),
+                crate::model::fmt_duration(timeout)
+            )))
+        }
+    }
+    let options = AnyPoolOptions::new().acquire_timeout(timeout);
     let pool = match backend {
         Backend::Sqlite => {
             options
                 .max_connections(4)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        // WAL lets readers run beside the one writer; FULL makes every commit
-                        // durable; a writer waits up to 30 s for another process's lock.
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = FULL",
-                            "PRAGMA busy_timeout = 30000",
-                            "PRAGMA foreign_keys = ON",
-                        ] {
+                        for pragma in SQLITE_PRAGMAS {
                             conn.execute(pragma).await?;
                         }
                         Ok(())
@@ -368,13 +411,14 @@ async fn connect(backend: Backend, url: &str) -> Result<AnyPool> {
         }
         Backend::Postgres => options.max_connections(8).connect(url).await,
     };
-    pool.map_err(|e| {
-        let what = match backend {
-            Backend::Sqlite => "the SQLite store".to_string(),
-            Backend::Postgres => format!("the PostgreSQL store at {}", redact_url(url)),
-        };
-        Error::config(format!("cannot open {what}: {e}"))
-    })
+    pool.map_err(|e| Error::config(format!("cannot open {}: {e}", what())))
+}
+
+/// `host:port` of a store URL, for messages (never its account or password).
+fn describe_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
 }
 
 /// The URL without its password, for messages.

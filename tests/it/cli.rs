@@ -748,3 +748,34 @@ both_backends!(
         assert!(out.contains("x\\u{1b}[2J"), "{out}");
     }
 );
+
+#[tokio::test]
+async fn stores_that_cannot_open_say_why_at_once() {
+    // A corrupt SQLite file: SQLite's own reason, one line.
+    let t = TestEnv::new(crate::support::Backend::Sqlite).await;
+    t.ok(&["init"]);
+    std::fs::write(t.data_dir().join("rotor.db"), vec![0x5a; 8192]).unwrap();
+    let out = t.run(&["secret", "list"]);
+    assert_refused(&out, 1, "file is not a database", None);
+    // An unreachable PostgreSQL store: its host and the cause.
+    let out = t
+        .rotor()
+        .args([
+            "--store",
+            "postgres://rotor:Hunter2-Store@127.0.0.1:1/rotor",
+            "--store-connect-timeout",
+            "2s",
+            "secret",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_refused(
+        &out,
+        1,
+        "the PostgreSQL store at 127.0.0.1:1",
+        Some("Hunter2-Store"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+}
