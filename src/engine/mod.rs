@@ -67,17 +67,7 @@ impl Default for EngineConfig {
 
 /// `host-pid-random`: unique per process, readable in `describe` and logs.
 pub fn default_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "rotor".into());
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &crate::crypto::random_id()[..6]
-    )
+    crate::store::owner_name()
 }
 
 /// How one run of [`Engine::rotate`] ended.

@@ -67,3 +67,44 @@ pub struct Job {
     pub attempts: u32,
     pub last_error: Option<String>,
 }
+
+/// This machine's name, as lease owners carry it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "rotor".into())
+}
+
+/// A lease owner name for this process: `host-pid-random`, unique per process, readable in
+/// `describe` and logs.
+pub fn owner_name() -> String {
+    format!(
+        "{}-{}-{}",
+        this_host(),
+        std::process::id(),
+        &crate::crypto::random_id()[..6]
+    )
+}
+
+/// True when lease `owner` names a process on this host that no longer runs, so its lease can
+/// be taken over at once. Owners on other hosts (or a process that still runs, even under a
+/// reused pid) are never judged dead: their leases expire as usual.
+pub fn owner_is_dead_here(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '-');
+    let (Some(_random), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if host != this_host() || pid == std::process::id() {
+        return false;
+    }
+    // Linux: a running process has /proc/PID; elsewhere nothing is judged dead.
+    cfg!(target_os = "linux")
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}

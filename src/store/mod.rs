@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
 
-pub use jobs::{Claim, Job, Step};
+pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
 pub use secrets::{NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED};
 pub use targets::{admin_secret_name, TargetInfo};

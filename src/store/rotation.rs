@@ -114,7 +114,8 @@ impl Store {
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
         if let (Some(other), Some(until)) = (&row.lease_owner, row.lease_expires_at) {
-            if other != owner && until >= now {
+            // A one-shot run killed on this host leaves a lease nobody renews: take it over.
+            if other != owner && until >= now && !super::jobs::owner_is_dead_here(other) {
                 return Err(Error::conflict(format!(
                     "secret '{name}' is being rotated by worker {other} (lease until {}); try again later",
                     format_ms(until)

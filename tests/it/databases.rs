@@ -1460,7 +1460,10 @@ async fn postgres_statement_logs_and_trace_logs_never_show_a_password() {
     );
     assert_no_password(&server, &passwords, "PostgreSQL's statement log");
     assert!(logs.contains("step starts"), "rotor logged its steps");
-    assert!(!logs.contains('\x1b'), "no colour codes when stderr is not a terminal");
+    assert!(
+        !logs.contains('\x1b'),
+        "no colour codes when stderr is not a terminal"
+    );
     assert_no_password(&logs, &passwords, "rotor's trace logs");
     pg.cleanup(&[app.clone(), format!("{app}_group")]).await;
 }

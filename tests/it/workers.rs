@@ -403,3 +403,42 @@ both_backends!(one_shot_rotations, |t: TestEnv| async move {
     let out = t.run(&["rotate", "ops"]);
     assert_refused(&out, 6, "no rotator for ECS/Password", None);
 });
+
+both_backends!(
+    a_killed_one_shot_run_does_not_lock_its_secret,
+    |t: TestEnv| async move {
+        let hosts = tempfile::tempdir().unwrap();
+        let hosts = hosts.path();
+        testkit_ok(&t, hosts, &["init"]);
+        ecs_secret(&t, hosts, "ops");
+        // A manual rotation that hangs in `set` (30 s lease), then is SIGKILLed.
+        let mut child = t
+            .testkit(hosts)
+            .env("ROTOR_TEST_FAULT", "set:hang")
+            .args(["rotate", "ops"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = hosts.join("steps.log");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // `create` is logged once it ran; `set` hangs at its start right after.
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ops create")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the run never ran its create step"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9));
+        // Its process is gone, on this host: the next run takes the lease over at once.
+        let out = testkit_ok(&t, hosts, &["rotate", "ops"]);
+        assert!(out.contains("is ACSCurrent"), "{out}");
+    }
+);
