@@ -140,24 +140,7 @@ pub fn aad_value(secret_uid: &str, secret_name: &str, version_id: &str) -> Vec<u
 
 /// Reads the master key file, refusing one that others could read.
 pub fn read_key_file(path: &Path) -> Result<KeyMaterial> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::config(format!(
-            "cannot read master key file {}: {e}",
-            path.display()
-        ))
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::config(format!(
-                "master key file {} is readable by others (mode {mode:04o}); run: chmod 600 {}",
-                path.display(),
-                path.display()
-            )));
-        }
-    }
+    crate::files::check(path, "master key file", crate::files::Kind::Private)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         Error::config(format!(
             "cannot read master key file {}: {e}",

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod model;
 pub mod store;
 pub mod targets;

@@ -28,6 +28,7 @@ use sqlx::{AnyPool, Connection, Executor, Row};
 use crate::clock::Clock;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
+use crate::files;
 
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
@@ -239,12 +240,17 @@ impl Store {
             return Ok(None);
         };
         let path = dir.join("worker.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
             .open(&path)
             .map_err(|e| Error::config(format!("cannot open {}: {e}", path.display())))?;
+        files::check(&path, "worker lock file", files::Kind::Lock)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::conflict(format!(
@@ -294,6 +300,17 @@ fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)
         }
         OpenMode::Existing => {}
     }
+    // Whatever was found (or just made) must be trustworthy, SQLite's side files included.
+    check_data_dir(dir)?;
+    for (file, what) in [
+        (db.clone(), "store file"),
+        (dir.join(format!("{DB_FILE}-wal")), "store file"),
+        (dir.join(format!("{DB_FILE}-shm")), "store file"),
+    ] {
+        if std::fs::symlink_metadata(&file).is_ok() {
+            files::check(&file, what, files::Kind::Private)?;
+        }
+    }
     let abs = std::path::absolute(&db)
         .map_err(|e| Error::config(format!("cannot resolve {}: {e}", db.display())))?;
     let path = abs.to_str().ok_or_else(|| {
@@ -312,7 +329,16 @@ fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)
     Ok((Backend::Sqlite, format!("sqlite://{encoded}?mode=rwc")))
 }
 
+fn check_data_dir(dir: &Path) -> Result<()> {
+    files::check(dir, "data directory", files::Kind::DataDir)
+}
+
+/// Creates the data directory (0700) unless it exists; an existing one is checked, never
+/// repaired.
 fn create_data_dir(dir: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return check_data_dir(dir);
+    }
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -498,6 +524,7 @@ fn load_master_key(config: &StoreConfig) -> Result<KeyMaterial> {
             path.display()
         )));
     }
+    check_data_dir(&config.data_dir)?;
     crypto::read_key_file(&path)
 }
 
@@ -506,7 +533,10 @@ async fn initialise(pool: &AnyPool, config: &StoreConfig) -> Result<KeyMaterial>
     let path = config.key_file();
     let master = match &config.master_key {
         Some(key) => key.clone(),
-        None if path.exists() => crypto::read_key_file(&path)?,
+        None if path.exists() => {
+            check_data_dir(&config.data_dir)?;
+            crypto::read_key_file(&path)?
+        }
         None => {
             create_data_dir(&config.data_dir)?;
             crypto::create_key_file(&path)?

@@ -1,0 +1,106 @@
+//! Trusted files, as OpenSSH's StrictModes has them: the data directory, the master key file,
+//! the SQLite store (with its WAL and shared-memory files) and the worker lock are used only if
+//! they belong to the user running rotor (or root) and no one else may write them; the key and
+//! store files not even read them. A symlink is judged by what it points to, and by the
+//! directories holding the link and its target. rotor refuses what fails, naming the path and
+//! the fix; it never loosens or repairs modes it finds.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// What a checked path is, for the rules and the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The data directory: no write access for group or others.
+    DataDir,
+    /// The master key file, the store file: no access at all for group or others.
+    Private,
+    /// The worker lock: no write access for group or others.
+    Lock,
+}
+
+/// Checks `path` (which must exist) and the directories it depends on.
+#[cfg(unix)]
+pub fn check(path: &Path, what: &str, kind: Kind) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::config(format!("cannot read {what} {}: {e}", path.display())))?;
+    check_owner(path, what, meta.uid())?;
+    let mode = meta.mode() & 0o7777;
+    let (forbidden, fix) = match kind {
+        Kind::DataDir => (0o022, "chmod 700"),
+        Kind::Private => (0o077, "chmod 600"),
+        Kind::Lock => (0o022, "chmod 600"),
+    };
+    if mode & forbidden != 0 {
+        let who = if mode & 0o022 != 0 {
+            "writable"
+        } else {
+            "readable"
+        };
+        return Err(Error::config(format!(
+            "{what} {} is {who} by others (mode {:04o}); run: {fix} {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    // The directories that hold the link and what it points to must be ours as well (a file's
+    // own directory for a plain file: the data directory, checked on its own).
+    let link = std::fs::symlink_metadata(path)
+        .map_err(|e| Error::config(format!("cannot read {what} {}: {e}", path.display())))?;
+    if link.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path)
+            .map_err(|e| Error::config(format!("cannot resolve {what} {}: {e}", path.display())))?;
+        for dir in [parent(path), parent(&target)].into_iter().flatten() {
+            check_holder(&dir, what, path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn check(_path: &Path, _what: &str, _kind: Kind) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_owner(path: &Path, what: &str, uid: u32) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if uid != me && uid != 0 {
+        return Err(Error::config(format!(
+            "{what} {} belongs to uid {uid}, not to the user running rotor (uid {me}) or root; use a {what} of your own (or: chown {me} {})",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A directory holding a symlink or its target: ours or root's, and writable by no one else
+/// unless sticky (as /tmp is: others cannot replace what they do not own there).
+#[cfg(unix)]
+fn check_holder(dir: &Path, what: &str, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::config(format!("cannot read {}: {e}", dir.display())))?;
+    check_owner(dir, &format!("the directory holding {what}"), meta.uid())?;
+    let mode = meta.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(Error::config(format!(
+            "{what} {} is reached through {}, which others may write (mode {:04o}); move it to a directory of your own",
+            path.display(),
+            dir.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    abs.parent().map(Path::to_path_buf)
+}
