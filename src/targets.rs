@@ -178,3 +178,26 @@ fn or_list(items: &[&str]) -> String {
         [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            display_url("postgres://admin:Hunter2@db:5432/app?sslmode=require&sslpassword=Hunter2"),
+            "postgres://***@db:5432/app?sslmode=require&sslpassword=***"
+        );
+        assert_eq!(display_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            credential_params("mysql://h/db?ssl-mode=VERIFY_CA&password=x&pwd=y&token=z")
+                .collect::<Vec<_>>(),
+            ["password", "pwd", "token"]
+        );
+        assert_eq!(
+            or_list(&["postgres", "mysql", "redis"]),
+            "postgres, mysql or redis"
+        );
+    }
+}
