@@ -108,7 +108,7 @@ pub struct RotateArgs {
 pub async fn worker(store: &Store, registry: Registry, args: &EngineArgs) -> Result<()> {
     let _lock = store.lock_single_worker()?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::worker::cancel_on_signal(shutdown.clone()));
+    crate::worker::cancel_on_signal(shutdown.clone());
     let engine = Arc::new(Engine::new(store.clone(), registry, args.engine_config()));
     crate::worker::run(engine, args.worker_config(), shutdown).await
 }
@@ -126,7 +126,7 @@ pub async fn rotate(
         args.engine.engine_config(),
     ));
     let stop = CancellationToken::new();
-    tokio::spawn(crate::worker::cancel_on_signal(stop.clone()));
+    crate::worker::cancel_on_signal(stop.clone());
     if args.due {
         let results = crate::worker::run_due(engine, &args.engine.worker_config(), &stop).await?;
         let rotated = results

@@ -754,6 +754,10 @@ async fn stores_that_cannot_open_say_why_at_once() {
     // A corrupt SQLite file: SQLite's own reason, one line.
     let t = TestEnv::new(crate::support::Backend::Sqlite).await;
     t.ok(&["init"]);
+    // (Without its WAL, which may still hold the first page and so hide the damage.)
+    for side in ["rotor.db-wal", "rotor.db-shm"] {
+        let _ = std::fs::remove_file(t.data_dir().join(side));
+    }
     std::fs::write(t.data_dir().join("rotor.db"), vec![0x5a; 8192]).unwrap();
     let out = t.run(&["secret", "list"]);
     assert_refused(&out, 1, "file is not a database", None);

@@ -1352,6 +1352,17 @@ fn assert_no_password(haystack: &str, passwords: &[String], what: &str) {
     }
 }
 
+/// An import file for accounts `a` and `b`, whose passwords the tests set as
+/// `Imported-Pass-A1` and `Imported-Pass-B1`.
+fn write_import(dir: &std::path::Path, a: &str, b: &str) -> std::path::PathBuf {
+    let import = serde_json::json!({"Accounts": [
+        {"AccountName": a, "AccountPassword": "Imported-Pass-A1"},
+        {"AccountName": b, "AccountPassword": "Imported-Pass-B1"},
+    ]})
+    .to_string();
+    crate::support::write_file(dir, "import.json", import.as_bytes())
+}
+
 fn file_len(path: &str) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -1410,12 +1421,7 @@ async fn postgres_statement_logs_and_trace_logs_never_show_a_password() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let import = serde_json::json!({"Accounts": [
-        {"AccountName": a, "AccountPassword": "Imported-Pass-A1"},
-        {"AccountName": b, "AccountPassword": "Imported-Pass-B1"},
-    ]})
-    .to_string();
-    let file = crate::support::write_file(&t.data_dir(), "import.json", import.as_bytes());
+    let file = write_import(&t.data_dir(), &a, &b);
     let create_import = [
         "secret",
         "create",
@@ -1518,12 +1524,7 @@ async fn mysql_general_log_and_trace_logs_never_show_a_password() {
             .status
             .success());
     }
-    let import = serde_json::json!({"Accounts": [
-        {"AccountName": a, "AccountPassword": "Imported-Pass-A1"},
-        {"AccountName": b, "AccountPassword": "Imported-Pass-B1"},
-    ]})
-    .to_string();
-    let file = crate::support::write_file(&t.data_dir(), "import.json", import.as_bytes());
+    let file = write_import(&t.data_dir(), &a, &b);
     let create_import = [
         "secret",
         "create",

@@ -159,6 +159,30 @@ impl Rig {
     }
 }
 
+/// A PostgreSQL target nothing ever connects to (adding one touches no server).
+async fn add_unreachable_target(store: &Store, name: &str) {
+    let mut admin = rotators::Options::new();
+    admin
+        .insert(
+            "admin-user",
+            rotators::family::OptionValue::Text("admin".into()),
+        )
+        .insert(
+            "admin-password",
+            rotators::family::OptionValue::Secret("unused".into()),
+        );
+    rotor::targets::add_target(
+        store,
+        &rotor::builtin_rotators(),
+        name,
+        "postgres",
+        "postgres://127.0.0.1:1/none",
+        &admin,
+    )
+    .await
+    .unwrap();
+}
+
 fn ecs() -> SecretKind {
     SecretKind::new(SecretType::ECS, Some(SubType::Password)).unwrap()
 }
@@ -605,26 +629,7 @@ both_backends!(
         }
         // A target the probe never connects to; the secrets are put on it by hand (create
         // mode would need a real server).
-        let mut admin = rotators::Options::new();
-        admin
-            .insert(
-                "admin-user",
-                rotators::family::OptionValue::Text("admin".into()),
-            )
-            .insert(
-                "admin-password",
-                rotators::family::OptionValue::Secret("unused".into()),
-            );
-        rotor::targets::add_target(
-            &rig.store,
-            &rotor::builtin_rotators(),
-            "db1",
-            "postgres",
-            "postgres://127.0.0.1:1/none",
-            &admin,
-        )
-        .await
-        .unwrap();
+        add_unreachable_target(&rig.store, "db1").await;
         sqlx::any::install_default_drivers();
         let raw = sqlx::AnyPool::connect(&url).await.unwrap();
         sqlx::query("UPDATE secrets SET target = 'db1' WHERE name LIKE 'db1-%'")
@@ -703,26 +708,7 @@ both_backends!(
             .store_url()
             .unwrap_or_else(|| format!("sqlite://{}", t.data_dir().join("rotor.db").display()));
         let rig = rig(t).await;
-        let mut admin = rotators::Options::new();
-        admin
-            .insert(
-                "admin-user",
-                rotators::family::OptionValue::Text("admin".into()),
-            )
-            .insert(
-                "admin-password",
-                rotators::family::OptionValue::Secret("unused".into()),
-            );
-        rotor::targets::add_target(
-            &rig.store,
-            &rotor::builtin_rotators(),
-            "db1",
-            "postgres",
-            "postgres://127.0.0.1:1/none",
-            &admin,
-        )
-        .await
-        .unwrap();
+        add_unreachable_target(&rig.store, "db1").await;
         let name = rig.secret("onhost").await;
         sqlx::any::install_default_drivers();
         let raw = sqlx::AnyPool::connect(&url).await.unwrap();
