@@ -7,9 +7,12 @@
 //! stored first, then the family installs its credentials, and the secret goes again if the
 //! target refuses.
 
-use rotators::{NewTarget, Options, Registry, SecretRequest, SetupError, Source, TargetContext};
+use rotators::{
+    NewTarget, Options, Registry, SecretRequest, SecretValue, SetupError, Source, TargetContext,
+};
 
 use crate::error::{Error, Result};
+use crate::model::{SecretName, VersionId};
 use crate::store::{DeleteMode, NewSecret, PutOutcome, Store, TargetInfo};
 
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
@@ -110,6 +113,108 @@ pub async fn create_secret(
         }
     }
     Ok(done)
+}
+
+/// A managed secret as a check sees it: its family, target, kind, settings and values.
+struct Managed {
+    family: std::sync::Arc<dyn rotators::Family>,
+    target: TargetContext,
+    state: crate::store::RotationState,
+}
+
+async fn managed(
+    store: &Store,
+    registry: &Registry,
+    name: &SecretName,
+    what: &str,
+) -> Result<Managed> {
+    let claim = store.claim_for_reading(name).await?;
+    let state = store.load_rotation_unleased(&claim).await?;
+    let Some(target_name) = state.target.clone() else {
+        return Err(Error::invalid(format!(
+            "secret '{name}' has no target to check a credential on, so it cannot be {what}"
+        )));
+    };
+    let target = store.target_context(&target_name).await?;
+    let family = family_of(registry, &target)?.0.clone();
+    Ok(Managed {
+        family,
+        target,
+        state,
+    })
+}
+
+/// `rotor secret import`: a credential changed outside rotor becomes the new `ACSCurrent` once
+/// the secret's family has logged in with it (and found it is this secret's).
+pub async fn reimport(
+    store: &Store,
+    registry: &Registry,
+    name: &SecretName,
+    value: SecretValue,
+) -> Result<PutOutcome> {
+    let m = managed(store, registry, name, "re-imported").await?;
+    if m.state.job.is_some() {
+        return Err(Error::conflict(format!(
+            "secret '{name}' is being rotated; wait for the rotation to finish (rotor secret describe {name})"
+        )));
+    }
+    let current = m
+        .state
+        .current
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("secret '{name}' has no current version")))?;
+    m.family
+        .check_credential(
+            &m.target,
+            m.state.kind,
+            &m.state.settings,
+            &current.value,
+            &value,
+        )
+        .await
+        .map_err(|e| match e {
+            SetupError::Invalid(msg) => Error::invalid(format!("{msg}; nothing stored")),
+            other => setup_error(other),
+        })?;
+    store.import_value(name, value).await
+}
+
+/// `rotor secret rollback`: `ACSCurrent` goes back to the `ACSPrevious` version after its
+/// credential logged in; only where the previous credential stays valid (dual accounts, key
+/// pairs), never while a rotation is in flight.
+pub async fn rollback(
+    store: &Store,
+    registry: &Registry,
+    name: &SecretName,
+) -> Result<Vec<crate::store::VersionInfo>> {
+    let m = managed(store, registry, name, "rolled back").await?;
+    let kind = m.state.kind;
+    if !m.family.previous_stays_valid(kind) {
+        return Err(Error::invalid(format!(
+            "secret '{name}' is {kind}: its previous credential stops working when it rotates, so it cannot be rolled back (rotate it, or re-import the credential in use: rotor secret import {name})"
+        )));
+    }
+    if m.state.job.is_some() {
+        return Err(Error::conflict(format!(
+            "secret '{name}' is being rotated; wait for the rotation to finish (rotor secret describe {name})"
+        )));
+    }
+    let (Some(current), Some(previous)) = (&m.state.current, &m.state.previous) else {
+        return Err(Error::invalid(format!(
+            "secret '{name}' has no ACSPrevious version to roll back to"
+        )));
+    };
+    m.family
+        .check_credential(&m.target, kind, &m.state.settings, &current.value, &previous.value)
+        .await
+        .map_err(|e| {
+            Error::Target(format!(
+                "the previous credential of secret '{name}' no longer works, so nothing changed: {e}"
+            ))
+        })?;
+    let from = VersionId::parse(&current.version_id)?;
+    let to = VersionId::parse(&previous.version_id)?;
+    store.rollback(name, &from, &to).await
 }
 
 /// Query parameters of `url` whose name says they carry a credential (`password`,

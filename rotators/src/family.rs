@@ -242,6 +242,22 @@ pub trait Family: Send + Sync {
     /// must log in. Nothing is stored until this returns.
     async fn provision(&self, request: SecretRequest<'_>) -> Result<Provisioned, SetupError>;
 
+    /// Logs in with `value`, a credential for a secret of `kind` whose settings and current
+    /// value are given, proving it works and belongs to this secret (a dual account's pair, the
+    /// same user): the check before a re-import or a rollback.
+    async fn check_credential(
+        &self,
+        target: &TargetContext,
+        kind: SecretKind,
+        settings: &serde_json::Value,
+        current: &SecretValue,
+        value: &SecretValue,
+    ) -> Result<(), SetupError>;
+
+    /// Whether the `ACSPrevious` credential of a secret of `kind` still works after a rotation
+    /// (dual accounts, key pairs), so that rolling back to it is safe.
+    fn previous_stays_valid(&self, kind: SecretKind) -> bool;
+
     /// Create mode, after the secret is stored: puts its credentials on the target. On error
     /// the secret is deleted again, so no credential exists only on the target.
     async fn install(

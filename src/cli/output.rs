@@ -149,7 +149,7 @@ pub fn describe_text(info: &SecretInfo) -> String {
     lines.push(("Tags", tags));
     lines
         .iter()
-        .map(|(k, v)| format!("{:<14}{}", format!("{k}:"), printable(v)))
+        .map(|(k, v)| format!("{:<15}{}", format!("{k}:"), printable(v)))
         .collect::<Vec<_>>()
         .join("\n")
 }

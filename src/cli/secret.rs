@@ -129,6 +129,15 @@ pub enum SecretCommand {
     },
     /// Cancel a scheduled deletion.
     Restore { name: SecretName },
+    /// Adopt a managed secret's credential changed outside rotor: it becomes ACSCurrent once
+    /// it logs in on the secret's target.
+    Import {
+        name: SecretName,
+        #[command(flatten)]
+        value: ValueSource,
+    },
+    /// Move ACSCurrent back to the ACSPrevious version, after its credential logs in.
+    Rollback { name: SecretName },
 }
 
 pub async fn run(
@@ -273,6 +282,30 @@ pub async fn run(
         SecretCommand::Restore { name } => {
             let info = store.restore(&name).await?;
             out.print(&info, || format!("secret '{}' restored", info.name));
+        }
+        SecretCommand::Import { name, value } => {
+            let done =
+                crate::targets::reimport(store, registry, &name, read_value(&value)?).await?;
+            out.print(&done, || {
+                format!(
+                    "secret '{}': the credential logs in; stored as version {} (ACSCurrent)",
+                    done.secret_name, done.version_id
+                )
+            });
+        }
+        SecretCommand::Rollback { name } => {
+            let versions = crate::targets::rollback(store, registry, &name).await?;
+            out.print(&versions, || {
+                let current = versions
+                    .iter()
+                    .find(|v| v.version_stages.contains(&Stage::Current))
+                    .map(|v| v.version_id.to_string())
+                    .unwrap_or_default();
+                format!(
+                    "secret '{name}' rolled back: version {current} is ACSCurrent again\n{}",
+                    versions_table(&versions)
+                )
+            });
         }
     }
     Ok(())

@@ -273,6 +273,22 @@ impl Store {
     /// `ACSPrevious`. The same version id with the same data again is a no-op; with other data,
     /// a conflict.
     pub async fn put_value(&self, name: &SecretName, put: PutValue) -> Result<PutOutcome> {
+        self.put(name, put, false).await
+    }
+
+    /// Stores a credential checked on the secret's target (`rotor secret import`) as the new
+    /// `ACSCurrent`: the one way besides rotation and rollback that a managed secret's value
+    /// changes. Refused while a rotation is in flight.
+    pub async fn import_value(&self, name: &SecretName, value: SecretValue) -> Result<PutOutcome> {
+        let put = PutValue {
+            value,
+            version_id: None,
+            stages: vec![],
+        };
+        self.put(name, put, true).await
+    }
+
+    async fn put(&self, name: &SecretName, put: PutValue, checked: bool) -> Result<PutOutcome> {
         check_user_writable(name)?;
         let mut stages = if put.stages.is_empty() {
             vec![Stage::Current]
@@ -295,6 +311,15 @@ impl Store {
         }
         rotators::value::validate(row.kind, put.value.expose())
             .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+        if row.kind.ty != SecretType::Generic && !checked {
+            return Err(Error::invalid(format!(
+                "secret '{name}' is {}: its value changes only through rotation (rotor rotate {name}), a checked re-import (rotor secret import {name} --value-file F) or a checked rollback (rotor secret rollback {name})",
+                row.kind
+            )));
+        }
+        if checked && row.job.is_some() {
+            return Err(rotation_in_flight(name));
+        }
         let data_key = self.data_key(&row).await?;
 
         if let Some(id) = &put.version_id {
@@ -560,6 +585,34 @@ impl Store {
         self.versions(name).await
     }
 
+    /// Moves `ACSCurrent` back to the `ACSPrevious` version, which must be `to` (with `from`
+    /// still current: what the caller checked); `from` becomes `ACSPrevious`. Refused while a
+    /// rotation is in flight.
+    pub async fn rollback(
+        &self,
+        name: &SecretName,
+        from: &VersionId,
+        to: &VersionId,
+    ) -> Result<Vec<VersionInfo>> {
+        let mut tx = self.begin_write().await?;
+        let row = self.secret_row(&mut tx, name, true).await?;
+        row.ensure_live()?;
+        if row.job.is_some() {
+            return Err(rotation_in_flight(name));
+        }
+        let current = stage_holder(&mut tx, row.id, &Stage::Current).await?;
+        let previous = stage_holder(&mut tx, row.id, &Stage::Previous).await?;
+        if current.as_ref() != Some(from) || previous.as_ref() != Some(to) {
+            return Err(Error::conflict(format!(
+                "secret '{name}' changed while its previous credential was checked; try again"
+            )));
+        }
+        move_current(&mut tx, row.id, to).await?;
+        touch(&mut tx, row.id, self.clock.now_ms()).await?;
+        tx.commit().await?;
+        self.versions(name).await
+    }
+
     /// Deletes a secret: scheduled after a recovery window (7–30 days), or at once with
     /// [`DeleteMode::Force`]. Returns the planned deletion time, if scheduled.
     pub async fn delete(&self, name: &SecretName, mode: DeleteMode) -> Result<Option<i64>> {
@@ -661,6 +714,12 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+fn rotation_in_flight(name: &SecretName) -> Error {
+    Error::conflict(format!(
+        "secret '{name}' is being rotated; wait for the rotation to finish (rotor secret describe {name})"
+    ))
 }
 
 /// Secrets rotor keeps itself (`acs/…`: a target's admin credential) change only through

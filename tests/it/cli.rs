@@ -922,3 +922,40 @@ mod trusted_files {
         assert_eq!(mode(&dir.join("worker.lock")), 0o666, "nothing repaired");
     }
 }
+
+both_backends!(
+    describe_lines_up_labels_and_values,
+    |t: TestEnv| async move {
+        t.ok(&["init"]);
+        t.ok(&[
+            "secret",
+            "create",
+            "db/x",
+            "--type",
+            "Rds",
+            "--value",
+            RDS_VALUE,
+            "--description",
+            "d",
+        ]);
+        t.ok(&["rotation", "set", "db/x", "--interval", "7d"]);
+        let out = t.ok(&["secret", "describe", "db/x"]);
+        assert!(out.contains("Next rotation: 20"), "{out}");
+        let columns: Vec<usize> = out
+            .lines()
+            .filter(|l| !l.ends_with(':'))
+            .map(|l| {
+                let colon = l.find(':').unwrap();
+                colon + 1 + l[colon + 1..].chars().take_while(|c| *c == ' ').count()
+            })
+            .collect();
+        assert!(columns.iter().all(|c| *c == columns[0]), "{out}");
+        for line in out.lines() {
+            let colon = line.find(':').unwrap();
+            assert!(
+                line[colon + 1..].is_empty() || line[colon + 1..].starts_with(' '),
+                "{line}"
+            );
+        }
+    }
+);

@@ -302,6 +302,48 @@ impl Family for DatabaseFamily {
         })
     }
 
+    async fn check_credential(
+        &self,
+        target: &TargetContext,
+        kind: SecretKind,
+        settings: &serde_json::Value,
+        current: &SecretValue,
+        value: &SecretValue,
+    ) -> Result<(), SetupError> {
+        crate::value::validate(kind, value.expose())
+            .map_err(|e| SetupError::Invalid(e.to_string()))?;
+        let settings = DbSettings::from_json(settings)?;
+        let current = Account::from_value(current)?;
+        let account = Account::from_value(value)?;
+        let allowed = if settings.accounts.is_empty() {
+            vec![current.name.clone()]
+        } else {
+            settings.accounts.clone()
+        };
+        if !allowed.contains(&account.name) {
+            return Err(SetupError::Invalid(format!(
+                "account '{}' is not this secret's (expected {})",
+                account.name,
+                allowed.join(" or ")
+            )));
+        }
+        self.server(target)?
+            .login(target, settings.database.as_deref(), &account)
+            .await
+            .map_err(|e| {
+                SetupError::Invalid(format!(
+                    "account '{}' does not log in on target '{}': {}",
+                    account.name,
+                    target.name,
+                    e.scrub(&[account.password()])
+                ))
+            })
+    }
+
+    fn previous_stays_valid(&self, kind: SecretKind) -> bool {
+        kind.sub != Some(SubType::SingleUser)
+    }
+
     async fn install(
         &self,
         target: &TargetContext,
