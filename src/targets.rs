@@ -154,9 +154,7 @@ pub async fn reimport(
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
     if m.state.job.is_some() {
-        return Err(Error::conflict(format!(
-            "secret '{name}' is being rotated; wait for the rotation to finish (rotor secret describe {name})"
-        )));
+        return Err(crate::store::rotation_in_flight(name));
     }
     let current = m
         .state
@@ -195,9 +193,7 @@ pub async fn rollback(
         )));
     }
     if m.state.job.is_some() {
-        return Err(Error::conflict(format!(
-            "secret '{name}' is being rotated; wait for the rotation to finish (rotor secret describe {name})"
-        )));
+        return Err(crate::store::rotation_in_flight(name));
     }
     let (Some(current), Some(previous)) = (&m.state.current, &m.state.previous) else {
         return Err(Error::invalid(format!(

@@ -32,7 +32,9 @@ use crate::files;
 
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
-pub use secrets::{NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED};
+pub use secrets::{
+    rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,
+};
 pub use targets::{admin_secret_name, TargetInfo};
 pub use types::{
     DeleteMode, KeyInfo, PutOutcome, RotationFailure, RotationStatus, SecretInfo, SecretVersion,

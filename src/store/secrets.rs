@@ -716,7 +716,8 @@ impl Store {
     }
 }
 
-fn rotation_in_flight(name: &SecretName) -> Error {
+/// The refusal of a change that must wait for the rotation in flight.
+pub fn rotation_in_flight(name: &SecretName) -> Error {
     Error::conflict(format!(
         "secret '{name}' is being rotated; wait for the rotation to finish (rotor secret describe {name})"
     ))
