@@ -61,6 +61,18 @@ pub fn check(path: &Path, what: &str, kind: Kind) -> Result<()> {
     Ok(())
 }
 
+/// [`check`] for a file that may come and go (SQLite's `-wal` and `-shm`, which another
+/// process removes when it closes the store): one that is not there is fine.
+pub fn check_if_present(path: &Path, what: &str, kind: Kind) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => match check(path, what, kind) {
+            Err(_) if std::fs::symlink_metadata(path).is_err() => Ok(()), // gone meanwhile
+            other => other,
+        },
+    }
+}
+
 #[cfg(not(unix))]
 pub fn check(_path: &Path, _what: &str, _kind: Kind) -> Result<()> {
     Ok(())

@@ -304,14 +304,10 @@ fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)
     }
     // Whatever was found (or just made) must be trustworthy, SQLite's side files included.
     check_data_dir(dir)?;
-    for (file, what) in [
-        (db.clone(), "store file"),
-        (dir.join(format!("{DB_FILE}-wal")), "store file"),
-        (dir.join(format!("{DB_FILE}-shm")), "store file"),
-    ] {
-        if std::fs::symlink_metadata(&file).is_ok() {
-            files::check(&file, what, files::Kind::Private)?;
-        }
+    files::check(&db, "store file", files::Kind::Private)?;
+    for side in ["-wal", "-shm"] {
+        let file = dir.join(format!("{DB_FILE}{side}"));
+        files::check_if_present(&file, "store file", files::Kind::Private)?;
     }
     let abs = std::path::absolute(&db)
         .map_err(|e| Error::config(format!("cannot resolve {}: {e}", db.display())))?;
