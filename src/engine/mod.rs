@@ -59,15 +59,10 @@ impl EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            owner: default_owner(),
+            owner: crate::store::owner_name(),
             ..EngineConfig::DEFAULTS
         }
     }
-}
-
-/// `host-pid-random`: unique per process, readable in `describe` and logs.
-pub fn default_owner() -> String {
-    crate::store::owner_name()
 }
 
 /// How one run of [`Engine::rotate`] ended.

@@ -23,6 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Postgres {
     admin_pools: Mutex<HashMap<String, (Zeroizing<String>, PgPool)>>,
+    /// Each target's `scram_iterations`, read once: any count makes a valid verifier.
+    scram_iterations: Mutex<HashMap<String, u32>>,
 }
 
 /// `"name"` with inner quotes doubled (names are also restricted to `[A-Za-z0-9_]`).
@@ -134,16 +136,36 @@ impl Postgres {
         target: &TargetContext,
         account: &Account,
     ) -> Result<String, RotateError> {
-        let pool = self.admin_pool(target).await?;
-        let iterations: Option<String> =
-            sqlx::query_scalar("SELECT current_setting('scram_iterations', true)")
-                .fetch_one(&pool)
-                .await
-                .map_err(|e| classify(target, "the admin", e))?;
-        let iterations = iterations
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(hash::DEFAULT_SCRAM_ITERATIONS);
-        Ok(hash::scram_sha256_verifier(account.password(), iterations))
+        let cached = self
+            .scram_iterations
+            .lock()
+            .await
+            .get(&target.name)
+            .copied();
+        let iterations = match cached {
+            Some(n) => n,
+            None => {
+                let pool = self.admin_pool(target).await?;
+                let setting: Option<String> =
+                    sqlx::query_scalar("SELECT current_setting('scram_iterations', true)")
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(|e| classify(target, "the admin", e))?;
+                let n = setting
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(hash::DEFAULT_SCRAM_ITERATIONS);
+                self.scram_iterations
+                    .lock()
+                    .await
+                    .insert(target.name.clone(), n);
+                n
+            }
+        };
+        // PBKDF2 is milliseconds of CPU: off the async workers.
+        let password = Zeroizing::new(account.password().to_owned());
+        tokio::task::spawn_blocking(move || hash::scram_sha256_verifier(&password, iterations))
+            .await
+            .map_err(|e| RotateError::retryable(format!("computing a SCRAM verifier failed: {e}")))
     }
 
     async fn admin_exec(&self, target: &TargetContext, sql: &str) -> Result<(), RotateError> {
