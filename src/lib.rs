@@ -24,5 +24,6 @@ pub use error::{Error, Result};
 pub fn builtin_rotators() -> rotators::Registry {
     let mut registry = rotators::Registry::new();
     registry.add_family(rotators::database::DatabaseFamily::new());
+    registry.add_family(rotators::ssh::SshFamily::new());
     registry
 }

@@ -7,6 +7,7 @@
 //! stored first, then the family installs its credentials, and the secret goes again if the
 //! target refuses.
 
+use rotators::family::OptionScope;
 use rotators::{
     NewTarget, Options, Registry, SecretRequest, SecretValue, SetupError, Source, TargetContext,
 };
@@ -32,7 +33,7 @@ pub async fn add_target(
     kind: &str,
     url: &str,
     options: &Options,
-) -> Result<TargetInfo> {
+) -> Result<(TargetInfo, Vec<String>)> {
     let (family, spec) = registry.target_kind(kind).ok_or_else(|| {
         Error::invalid(format!(
             "unknown target kind '{kind}' (expected {})",
@@ -64,8 +65,35 @@ pub async fn add_target(
             "the target URL carries a credential ('{key}=' in its query): give it as the admin credential instead (see: rotor target add --help), which rotor stores encrypted"
         )));
     }
-    let new: NewTarget = family.new_target(spec, url, options).map_err(setup_error)?;
-    store.add_target(name, new).await
+    check_options_fit(family.as_ref(), OptionScope::TargetAdd, options, spec.name)?;
+    let new: NewTarget = family
+        .new_target(spec, url, options)
+        .await
+        .map_err(setup_error)?;
+    let notes = new.notes.clone();
+    Ok((store.add_target(name, new).await?, notes))
+}
+
+/// Refuses options that `family` does not read for this command (an SSH host key for a
+/// database target, say): options share one namespace across families.
+fn check_options_fit(
+    family: &dyn rotators::Family,
+    scope: OptionScope,
+    options: &Options,
+    kind: &str,
+) -> Result<()> {
+    for name in options.names() {
+        if !family
+            .options()
+            .iter()
+            .any(|o| o.name == name && o.scope == scope)
+        {
+            return Err(Error::invalid(format!(
+                "--{name} is not an option for {kind} targets"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `rotor target check`: the family logs in as the admin and says what it may do.
@@ -88,7 +116,13 @@ pub async fn create_secret(
     options: &Options,
 ) -> Result<PutOutcome> {
     let context = store.target_context(target).await?;
-    let (family, _) = family_of(registry, &context)?;
+    let (family, spec) = family_of(registry, &context)?;
+    check_options_fit(
+        family.as_ref(),
+        OptionScope::SecretCreate,
+        options,
+        spec.name,
+    )?;
     let provisioned = family
         .provision(SecretRequest {
             secret_name: new.name.as_str(),
@@ -107,7 +141,16 @@ pub async fn create_secret(
     let kind = new.kind;
     let done = store.create_secret(new).await?;
     if provisioned.install {
-        if let Err(e) = family.install(&context, kind, &provisioned).await {
+        if let Err(e) = family
+            .install(
+                &context,
+                kind,
+                name.as_str(),
+                done.version_id.as_str(),
+                &provisioned,
+            )
+            .await
+        {
             store.delete(&name, DeleteMode::Force).await?;
             return Err(setup_error(e));
         }

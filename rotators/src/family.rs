@@ -56,6 +56,9 @@ pub enum OptionArg {
     /// `--name`, a flag that makes the CLI read a secret from standard input (bounded, one
     /// trailing newline removed) into this option.
     SecretFromStdin,
+    /// `--name PATH`: the CLI reads the file (bounded; refused if others may read or write it,
+    /// as OpenSSH refuses a private key) into this option as a secret.
+    SecretFile { value_name: &'static str },
 }
 
 /// One command-line option a family declares; the CLI adds it as `--name` to its command.
@@ -163,10 +166,18 @@ pub struct NewTarget {
     pub url: String,
     /// The family's typed settings for the target, as JSON (`Null` when none).
     pub config: serde_json::Value,
-    /// The admin credential and the secret kind that holds it (a `SingleUser` database account,
-    /// an SSH key or password, an AccessKey pair).
-    pub admin_kind: SecretKind,
-    pub admin: SecretValue,
+    /// The admin credential, if the target has one (an SSH host may not need one).
+    pub admin: Option<NewAdmin>,
+    /// What the user should know about what was set up (e.g. a host key trusted on first use).
+    pub notes: Vec<String>,
+}
+
+/// A target's admin credential and the secret kind that holds it (a `SingleUser` database
+/// account, an SSH key or password, an AccessKey pair).
+#[derive(Debug)]
+pub struct NewAdmin {
+    pub kind: SecretKind,
+    pub value: SecretValue,
 }
 
 /// Where a managed secret's first credential comes from.
@@ -218,15 +229,17 @@ pub trait Family: Send + Sync {
     fn rotators(&self) -> Vec<(SecretKind, Arc<dyn Rotator>)>;
 
     /// Validates a target (`kind` is one of [`target_kinds`](Self::target_kinds), `url`
-    /// carries no credentials) and builds its admin credential from `options`.
-    fn new_target(
+    /// carries no credentials) and builds its admin credential from `options`. It may contact
+    /// the target (to read an SSH host key on first use); it changes nothing there.
+    async fn new_target(
         &self,
         kind: &'static TargetKindSpec,
         url: &str,
         options: &Options,
     ) -> Result<NewTarget, SetupError>;
 
-    /// Logs in as the admin and says what it may do (one line for `target check`).
+    /// Logs in as the admin (or, without one, checks the target answers as pinned) and says
+    /// what it may do (one line for `target check`).
     async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError>;
 
     /// Checks a `secret create --target` request and makes the secret's first values: new
@@ -250,12 +263,15 @@ pub trait Family: Send + Sync {
     /// (dual accounts, key pairs), so that rolling back to it is safe.
     fn previous_stays_valid(&self, kind: SecretKind) -> bool;
 
-    /// Create mode, after the secret is stored: puts its credentials on the target. On error
-    /// the secret is deleted again, so no credential exists only on the target.
+    /// Create mode, after the secret is stored as `secret_name` with first version
+    /// `version_id`: puts its credentials on the target. On error the secret is deleted again,
+    /// so no credential exists only on the target.
     async fn install(
         &self,
         target: &TargetContext,
         kind: SecretKind,
+        secret_name: &str,
+        version_id: &str,
         provisioned: &Provisioned,
     ) -> Result<(), SetupError>;
 }

@@ -6,7 +6,8 @@
 //! value formats each type stores ([`value`]), the [`rotator`] contract — four idempotent steps
 //! (create / set / test / finish) that the engine drives — the [`family`] contract (targets,
 //! provisioning, options), the [`registry`] that maps kinds to both, and the families
-//! themselves, one module each: [`database`] (PostgreSQL, MySQL/MariaDB, Redis accounts). It
+//! themselves, one module each: [`database`] (PostgreSQL, MySQL/MariaDB, Redis accounts) and [`ssh`] (host users'
+//! passwords and key pairs, over SSH). It
 //! knows nothing of jobs, cron, the store or HTTP.
 
 pub mod database;
@@ -14,9 +15,12 @@ pub mod family;
 pub mod kind;
 pub mod registry;
 pub mod rotator;
+pub mod ssh;
 pub mod value;
 
-pub use family::{Family, NewTarget, Options, Provisioned, SecretRequest, SetupError, Source};
+pub use family::{
+    Family, NewAdmin, NewTarget, Options, Provisioned, SecretRequest, SetupError, Source,
+};
 pub use kind::{KindError, SecretKind, SecretType, SubType};
 pub use registry::Registry;
 pub use rotator::{RotateError, RotationContext, Rotator, TargetContext, VersionValue};

@@ -51,7 +51,9 @@ fn arg(spec: &OptionSpec) -> Arg {
         .help(spec.help)
         .help_heading("Target options (declared by rotator families)");
     match spec.arg {
-        OptionArg::Value { value_name } | OptionArg::Secret { value_name } => arg
+        OptionArg::Value { value_name }
+        | OptionArg::Secret { value_name }
+        | OptionArg::SecretFile { value_name } => arg
             .value_name(value_name)
             .action(ArgAction::Set)
             .hide_env_values(true),
@@ -119,6 +121,10 @@ pub fn collect(
                 Some(OptionValue::Secret(read_stdin_secret(spec.name)?))
             }
             OptionArg::SecretFromStdin => None,
+            OptionArg::SecretFile { .. } => match m.get_one::<String>(spec.name) {
+                Some(path) => Some(OptionValue::Secret(read_secret_file(spec.name, path)?)),
+                None => None,
+            },
         };
         if let Some(value) = value {
             options.insert(spec.name, value);
@@ -146,6 +152,32 @@ fn read_stdin_secret(option: &str) -> Result<SecretString, clap::Error> {
     Ok(SecretString::from(
         text.trim_end_matches(['\n', '\r']).to_owned(),
     ))
+}
+
+/// Reads a secret file for an option (a private key): refused if others may read or write
+/// it (as OpenSSH refuses such a key), at most [`MAX_STDIN_SECRET`] bytes.
+fn read_secret_file(option: &str, path: &str) -> Result<SecretString, clap::Error> {
+    let fail = |msg: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, msg);
+    let path = std::path::Path::new(path);
+    crate::files::check(
+        path,
+        &format!("--{option} file"),
+        crate::files::Kind::Private,
+    )
+    .map_err(|e| fail(format!("{e}")))?;
+    let mut buf = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_STDIN_SECRET + 1).read_to_end(&mut buf))
+        .map_err(|e| fail(format!("--{option}: cannot read {}: {e}", path.display())))?;
+    if buf.len() as u64 > MAX_STDIN_SECRET {
+        return Err(fail(format!(
+            "--{option}: {} holds more than {MAX_STDIN_SECRET} bytes",
+            path.display()
+        )));
+    }
+    let text = std::str::from_utf8(&buf)
+        .map_err(|_| fail(format!("--{option}: {} is not text", path.display())))?;
+    Ok(SecretString::from(text.to_owned()))
 }
 
 /// Options used outside their place: family options of `secret create` need `--target`.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::output::{table, Output};
 use crate::error::Result;
-use crate::store::{admin_secret_name, Store};
+use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum TargetCommand {
@@ -45,13 +45,20 @@ pub async fn run(
             url,
             options,
         } => {
-            let info =
+            let (info, notes) =
                 crate::targets::add_target(store, registry, &name, &kind, &url, &options).await?;
-            out.print(&info, || {
-                format!(
-                    "added target '{}' ({}); admin account stored as secret '{}'",
-                    info.name, info.kind, info.admin_secret
-                )
+            for note in &notes {
+                eprintln!("rotor: {note}");
+            }
+            out.print(&info, || match &info.admin_secret {
+                Some(admin) => format!(
+                    "added target '{}' ({}); admin account stored as secret '{admin}'",
+                    info.name, info.kind
+                ),
+                None => format!(
+                    "added target '{}' ({}), without an admin account",
+                    info.name, info.kind
+                ),
             });
         }
         TargetCommand::List => {
@@ -69,7 +76,7 @@ pub async fn run(
                                 t.name.clone(),
                                 t.kind.clone(),
                                 t.url.clone(),
-                                t.admin_secret.clone(),
+                                t.admin_secret.clone().unwrap_or_else(|| "-".into()),
                             ]
                         })
                         .collect(),
@@ -78,19 +85,23 @@ pub async fn run(
         }
         TargetCommand::Check { name } => {
             let report = crate::targets::check_target(store, registry, &name).await?;
-            let admin = admin_secret_name(&name);
+            let admin = store.target(&name).await?.admin_secret;
             out.print(
                 json!({"Target": name, "AdminSecret": admin, "Ok": true, "Report": report}),
-                || format!("target '{name}': the admin account ({admin}) {report}"),
+                || match &admin {
+                    Some(admin) => format!("target '{name}': the admin account ({admin}) {report}"),
+                    None => format!("target '{name}': the admin account {report}"),
+                },
             );
         }
         TargetCommand::Remove { name } => {
             let info = store.remove_target(&name).await?;
-            out.print(&info, || {
-                format!(
-                    "removed target '{}' and its admin secret '{}'",
-                    info.name, info.admin_secret
-                )
+            out.print(&info, || match &info.admin_secret {
+                Some(admin) => format!(
+                    "removed target '{}' and its admin secret '{admin}'",
+                    info.name
+                ),
+                None => format!("removed target '{}'", info.name),
             });
         }
     }

@@ -485,6 +485,10 @@ fn migrator(backend: Backend) -> Migrator {
                     "target config",
                     include_str!(concat!("migrations/", $dir, "/0004_target_config.sql")),
                 ),
+                (
+                    "optional admin",
+                    include_str!(concat!("migrations/", $dir, "/0005_optional_admin.sql")),
+                ),
             ]
         };
     }

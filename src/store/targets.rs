@@ -1,6 +1,7 @@
 //! Targets: the servers, hosts and cloud endpoints that rotor changes credentials on. A target
 //! keeps its kind (as its family names it), address and the family's settings; its admin
-//! credential is a secret of its own, `acs/target/NAME/admin`, rotatable like any other. The
+//! credential, if it has one, is a secret of its own, `acs/target/NAME/admin`, rotatable like
+//! any other. The
 //! store knows no kind: families validate what is stored here.
 
 use rotators::{NewTarget, TargetContext};
@@ -18,7 +19,8 @@ pub struct TargetInfo {
     pub name: String,
     pub kind: String,
     pub url: String,
-    pub admin_secret: String,
+    /// The secret holding its admin credential, if it has one.
+    pub admin_secret: Option<String>,
     #[serde(skip)]
     pub config: serde_json::Value,
 }
@@ -33,10 +35,17 @@ impl Store {
     pub async fn add_target(&self, name: &str, target: NewTarget) -> Result<TargetInfo> {
         crate::model::check_key_name(name)
             .map_err(|e| Error::invalid(e.to_string().replace("key name", "target name")))?;
-        let admin_name = SecretName::parse_any(&admin_secret_name(name))?;
-        let mut admin = NewSecret::new(admin_name.clone(), target.admin_kind, target.admin);
-        admin.target = Some(name.to_owned());
-        admin.description = format!("admin account of target {name}");
+        let admin = match target.admin {
+            Some(admin) => {
+                let admin_name = SecretName::parse_any(&admin_secret_name(name))?;
+                let mut secret = NewSecret::new(admin_name, admin.kind, admin.value);
+                secret.target = Some(name.to_owned());
+                secret.description = format!("admin account of target {name}");
+                Some(secret)
+            }
+            None => None,
+        };
+        let admin_name = admin.as_ref().map(|a| a.name.as_str().to_owned());
         let config = (!target.config.is_null()).then(|| target.config.to_string());
 
         let mut tx = self.begin_write().await?;
@@ -49,7 +58,7 @@ impl Store {
         .bind(target.kind)
         .bind(&target.url)
         .bind(&config)
-        .bind(admin_name.as_str())
+        .bind(&admin_name)
         .bind(self.clock.now_ms())
         .execute(&mut *tx)
         .await
@@ -60,7 +69,9 @@ impl Store {
                 e.into()
             }
         })?;
-        self.insert_secret(&mut tx, admin).await?;
+        if let Some(admin) = admin {
+            self.insert_secret(&mut tx, admin).await?;
+        }
         tx.commit().await?;
         self.target(name).await
     }
@@ -78,10 +89,11 @@ impl Store {
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?;
+        let admin = info.admin_secret.clone().unwrap_or_default();
         let users: Vec<String> =
             sqlx::query("SELECT name FROM secrets WHERE target = $1 AND name <> $2 ORDER BY name")
                 .bind(name)
-                .bind(&info.admin_secret)
+                .bind(&admin)
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
@@ -100,7 +112,7 @@ impl Store {
             )));
         }
         sqlx::query("DELETE FROM secrets WHERE name = $1")
-            .bind(&info.admin_secret)
+            .bind(&admin)
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM targets WHERE name = $1")
@@ -141,18 +153,20 @@ impl Store {
     /// current value.
     pub async fn target_context(&self, name: &str) -> Result<TargetContext> {
         let target = self.target(name).await?;
-        let admin = self
-            .get_value(
-                &SecretName::parse_any(&target.admin_secret)?,
-                &Selector::default(),
-            )
-            .await?;
+        let admin = match &target.admin_secret {
+            Some(secret) => Some(
+                self.get_value(&SecretName::parse_any(secret)?, &Selector::default())
+                    .await?
+                    .value,
+            ),
+            None => None,
+        };
         Ok(TargetContext {
             name: target.name,
             kind: target.kind,
             url: target.url,
             config: target.config,
-            admin: Some(admin.value),
+            admin,
         })
     }
 }
@@ -167,7 +181,7 @@ fn target_from_row(row: &sqlx::any::AnyRow) -> Result<TargetInfo> {
     Ok(TargetInfo {
         kind: row.try_get("kind")?,
         url: row.try_get("url")?,
-        admin_secret: row.try_get("admin_secret")?,
+        admin_secret: opt_text(row, "admin_secret")?,
         config,
         name,
     })

@@ -14,8 +14,8 @@ use zeroize::Zeroizing;
 use super::account::{check_identifier, clone_name, Account, DbSettings, PasswordPolicy};
 use super::{mysql::Mysql, postgres::Postgres, redis::Redis, AccountRotator, AccountServer};
 use crate::family::{
-    Family, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned, SecretRequest,
-    SetupError, Source, TargetKindSpec,
+    Family, NewAdmin, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned,
+    SecretRequest, SetupError, Source, TargetKindSpec,
 };
 use crate::kind::{SecretKind, SecretType, SubType};
 use crate::rotator::{Rotator, TargetContext};
@@ -42,7 +42,7 @@ const KINDS: &[TargetKindSpec] = &[
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "admin-user",
-        help: "The admin account (database targets: an account that may manage accounts)",
+        help: "The admin account (databases: one that may manage accounts; SSH hosts: root or a sudo user)",
         arg: OptionArg::Value { value_name: "USER" },
         scope: OptionScope::TargetAdd,
     },
@@ -152,7 +152,7 @@ impl Family for DatabaseFamily {
             .collect()
     }
 
-    fn new_target(
+    async fn new_target(
         &self,
         kind: &'static TargetKindSpec,
         url: &str,
@@ -193,11 +193,14 @@ impl Family for DatabaseFamily {
             kind: kind.name,
             url: url.to_owned(),
             config: serde_json::Value::Null,
-            admin_kind: SecretKind {
-                ty,
-                sub: Some(SubType::SingleUser),
-            },
-            admin: Account::new(user, password).to_value(),
+            admin: Some(NewAdmin {
+                kind: SecretKind {
+                    ty,
+                    sub: Some(SubType::SingleUser),
+                },
+                value: Account::new(user, password).to_value(),
+            }),
+            notes: vec![],
         })
     }
 
@@ -348,6 +351,8 @@ impl Family for DatabaseFamily {
         &self,
         target: &TargetContext,
         _kind: SecretKind,
+        _secret_name: &str,
+        _version_id: &str,
         provisioned: &Provisioned,
     ) -> Result<(), SetupError> {
         let settings = DbSettings::from_json(&provisioned.settings)?;

@@ -1,0 +1,356 @@
+//! What rotor does on a host: log in as a user or as the target's admin, change a password
+//! (`passwd` as the user, `chpasswd` as root or through `sudo`), read and atomically replace a
+//! user's `~/.ssh/authorized_keys`.
+//!
+//! Remote commands are fixed scripts; the only thing put into them is a user name that passed
+//! [`check_user_name`](super::settings::check_user_name), single-quoted. Passwords and file
+//! contents go on the command's standard input.
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::client::{Login, Output, Session, SshError};
+use super::keys::KeyPair;
+use super::settings::{HostKeyPin, SshAddress, SshTarget};
+use crate::rotator::{RotateError, TargetContext};
+use crate::value::SecretValue;
+
+/// Exit status of the write script when the file changed since rotor read it.
+const CHANGED: u32 = 75;
+
+/// Where a target is and which host key it accepts.
+pub struct Host {
+    pub name: String,
+    pub address: SshAddress,
+    pub pin: HostKeyPin,
+}
+
+impl Host {
+    pub fn of(target: &TargetContext) -> Result<Host, RotateError> {
+        let config = SshTarget::from_json(&target.config)?;
+        Ok(Host {
+            name: target.name.clone(),
+            pin: config.pin()?,
+            address: config.address,
+        })
+    }
+
+    /// Logs in with an `ECS` value (password or key pair).
+    pub async fn login(&self, credential: &Credential) -> Result<Session, SshError> {
+        let login = match &credential.secret {
+            CredentialSecret::Password(p) => Login::Password(p),
+            CredentialSecret::Key(k) => Login::Key(&k.private),
+        };
+        Session::connect(&self.address, &self.pin, &credential.user, login).await
+    }
+
+    /// Logs in with `credential` and checks the host agrees on who logged in.
+    pub async fn login_checked(&self, credential: &Credential) -> Result<Session, SshError> {
+        let session = self.login(credential).await?;
+        let who = session.whoami().await?;
+        if who != credential.user {
+            return Err(SshError::Remote(format!(
+                "logging in as '{}' on {} gave user '{who}'",
+                credential.user, self.name
+            )));
+        }
+        Ok(session)
+    }
+
+    /// Logs in as the target's admin and finds out how it gets root: it is root, or it has
+    /// `sudo` (with its password, or without one for a key).
+    pub async fn admin(&self, target: &TargetContext) -> Result<Admin, RotateError> {
+        let credential = Credential::from_value(target.admin()?)?;
+        let session = self.login(&credential).await.map_err(|e| match e {
+            SshError::Denied(m) => {
+                RotateError::fatal(format!("the admin of target '{}': {m}", self.name))
+            }
+            other => other.into(),
+        })?;
+        let out = session.exec("id -u", b"").await?;
+        let root = String::from_utf8_lossy(&out.stdout).trim() == "0";
+        let via = if root {
+            Via::Root
+        } else {
+            match credential.secret {
+                CredentialSecret::Password(p) => Via::SudoPassword(p),
+                CredentialSecret::Key(_) => Via::SudoNoPassword,
+            }
+        };
+        Ok(Admin {
+            session,
+            user: credential.user,
+            via,
+        })
+    }
+}
+
+/// A user and the secret it logs in with.
+pub struct Credential {
+    pub user: String,
+    pub secret: CredentialSecret,
+}
+
+pub enum CredentialSecret {
+    Password(Zeroizing<String>),
+    Key(Box<KeyPair>),
+}
+
+impl Credential {
+    /// Reads an `ECS` value: `{"UserName","Password"}` or a key pair.
+    pub fn from_value(value: &SecretValue) -> Result<Credential, RotateError> {
+        let parsed: serde_json::Value = serde_json::from_slice(value.expose())
+            .map_err(|_| RotateError::fatal("an ECS credential is not JSON"))?;
+        if parsed.get("PrivateKey").is_some() {
+            let pair = KeyPair::from_value(value)?;
+            return Ok(Credential {
+                user: pair.user.clone(),
+                secret: CredentialSecret::Key(Box::new(pair)),
+            });
+        }
+        let field = |name: &str| {
+            parsed
+                .get(name)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| RotateError::fatal(format!("an ECS credential has no '{name}'")))
+        };
+        Ok(Credential {
+            user: field("UserName")?.to_owned(),
+            secret: CredentialSecret::Password(Zeroizing::new(field("Password")?.to_owned())),
+        })
+    }
+
+    pub fn password(&self) -> &str {
+        match &self.secret {
+            CredentialSecret::Password(p) => p,
+            CredentialSecret::Key(_) => "",
+        }
+    }
+}
+
+/// How the admin runs commands as root.
+pub enum Via {
+    Root,
+    SudoPassword(Zeroizing<String>),
+    SudoNoPassword,
+}
+
+/// A session logged in as the target's admin.
+pub struct Admin {
+    pub session: Session,
+    pub user: String,
+    pub via: Via,
+}
+
+impl Admin {
+    /// Runs `script` as root, `input` on its standard input (after the sudo password, which
+    /// `sudo -S` reads first).
+    pub async fn run_as_root(&self, script: &str, input: &[u8]) -> Result<Output, SshError> {
+        let quoted = shell_quote(script);
+        match &self.via {
+            Via::Root => self.session.exec(&format!("sh -c {quoted}"), input).await,
+            Via::SudoNoPassword => {
+                self.session
+                    .exec(&format!("sudo -n sh -c {quoted}"), input)
+                    .await
+            }
+            Via::SudoPassword(password) => {
+                let mut stdin =
+                    Zeroizing::new(Vec::with_capacity(password.len() + 1 + input.len()));
+                stdin.extend_from_slice(password.as_bytes());
+                stdin.push(b'\n');
+                stdin.extend_from_slice(input);
+                self.session
+                    .exec(&format!("sudo -S -p '' sh -c {quoted}"), &stdin)
+                    .await
+            }
+        }
+    }
+
+    /// What it may do, for `target check`.
+    pub fn describe(&self) -> String {
+        match self.via {
+            Via::Root => format!("logs in as '{}' (root)", self.user),
+            Via::SudoPassword(_) => format!(
+                "logs in as '{}' and runs commands with sudo (password)",
+                self.user
+            ),
+            Via::SudoNoPassword => format!(
+                "logs in as '{}' and runs commands with sudo (no password)",
+                self.user
+            ),
+        }
+    }
+
+    /// Checks that it really gets root (`sudo` may be missing or refuse).
+    pub async fn check_root(&self) -> Result<(), SshError> {
+        let out = self.run_as_root("id -u", b"").await?;
+        if out.status != 0 || String::from_utf8_lossy(&out.stdout).trim() != "0" {
+            return Err(SshError::Denied(format!(
+                "the admin '{}' cannot run commands as root: {}",
+                self.user,
+                out.reason()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets `user`'s password with `chpasswd`, the password on its standard input.
+    pub async fn set_password(&self, user: &str, password: &str) -> Result<(), SshError> {
+        let line = Zeroizing::new(format!("{user}:{password}\n"));
+        let out = self.run_as_root("chpasswd", line.as_bytes()).await?;
+        if out.status != 0 {
+            return Err(SshError::Remote(format!(
+                "chpasswd for user '{user}' failed: {}",
+                scrub(&out.reason(), password)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret, "[REDACTED]")
+    }
+}
+
+/// `'…'` for sh, with single quotes escaped.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A user's authorized_keys as rotor read it.
+pub struct KeysFile {
+    /// `None` when the file does not exist.
+    pub content: Option<Vec<u8>>,
+}
+
+impl KeysFile {
+    /// The SHA-256 the write script compares against (`absent` for no file).
+    fn fingerprint(&self) -> String {
+        match &self.content {
+            Some(c) => hex::encode(Sha256::digest(c)),
+            None => "absent".into(),
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.content.as_deref().unwrap_or_default()
+    }
+}
+
+/// The prelude of the scripts: the user's home from the password database, never from input.
+fn prelude(user: &str) -> String {
+    format!(
+        r#"set -eu
+umask 077
+u={user}
+h=$(getent passwd "$u" | cut -d: -f6)
+[ -n "$h" ] || {{ echo "user $u does not exist" >&2; exit 3; }}
+d="$h/.ssh"
+f="$d/authorized_keys"
+if [ -L "$d" ] || [ -L "$f" ]; then echo "$f or its directory is a symbolic link; rotor does not follow it" >&2; exit 4; fi
+"#,
+        user = shell_quote(user)
+    )
+}
+
+fn read_script(user: &str) -> String {
+    format!(
+        "{}if [ -f \"$f\" ]; then echo present; cat -- \"$f\"; else echo absent; fi\n",
+        prelude(user)
+    )
+}
+
+/// Writes standard input to a temporary file beside authorized_keys, mode 0600, owned by the
+/// user, and renames it over the file, unless the file changed since rotor read it.
+fn write_script(user: &str, expected: &str) -> String {
+    format!(
+        r#"{prelude}if [ ! -d "$d" ]; then mkdir -m 700 "$d"; if [ "$(id -u)" = 0 ]; then chown "$u": "$d"; fi; fi
+t=$(mktemp "$d/.authorized_keys.rotor.XXXXXX")
+trap 'rm -f "$t"' EXIT HUP INT TERM
+cat > "$t"
+if [ -e "$f" ]; then now=$(sha256sum < "$f" | cut -c1-64); else now=absent; fi
+if [ "$now" != {expected} ]; then echo "$f changed while rotor was editing it" >&2; exit {CHANGED}; fi
+chmod 600 "$t"
+if [ "$(id -u)" = 0 ]; then chown "$u": "$t"; fi
+mv -f "$t" "$f"
+trap - EXIT
+"#,
+        prelude = prelude(user),
+        expected = shell_quote(expected),
+    )
+}
+
+/// Who edits a user's authorized_keys: the user itself, or the admin as root.
+pub enum Editor<'a> {
+    User(&'a Session),
+    Admin(&'a Admin),
+}
+
+impl Editor<'_> {
+    async fn run(&self, script: &str, input: &[u8]) -> Result<Output, SshError> {
+        match self {
+            Editor::User(session) => {
+                session
+                    .exec(&format!("sh -c {}", shell_quote(script)), input)
+                    .await
+            }
+            Editor::Admin(admin) => admin.run_as_root(script, input).await,
+        }
+    }
+
+    /// Reads `user`'s authorized_keys (bounded by the session's output limit).
+    pub async fn read(&self, user: &str) -> Result<KeysFile, SshError> {
+        let out = self.run(&read_script(user), b"").await?;
+        if out.status != 0 {
+            return Err(SshError::Remote(format!(
+                "cannot read the authorized_keys of user '{user}': {}",
+                out.reason()
+            )));
+        }
+        let content = if let Some(rest) = out.stdout.strip_prefix(b"present\n") {
+            Some(rest.to_vec())
+        } else if out.stdout.starts_with(b"absent") {
+            None
+        } else {
+            return Err(SshError::Remote(format!(
+                "unexpected answer reading the authorized_keys of user '{user}'"
+            )));
+        };
+        Ok(KeysFile { content })
+    }
+
+    /// Replaces `user`'s authorized_keys with `content` atomically, if it is still `read`.
+    pub async fn write(&self, user: &str, read: &KeysFile, content: &[u8]) -> Result<(), SshError> {
+        let out = self
+            .run(&write_script(user, &read.fingerprint()), content)
+            .await?;
+        match out.status {
+            0 => Ok(()),
+            CHANGED => Err(SshError::Unreachable(format!(
+                "the authorized_keys of user '{user}' changed while rotor was editing it; trying again later"
+            ))),
+            _ => Err(SshError::Remote(format!(
+                "cannot write the authorized_keys of user '{user}': {}",
+                out.reason()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_quote_the_user_name() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+        let s = write_script("app", "absent");
+        assert!(s.contains("u='app'\n"), "{s}");
+        assert!(s.contains("!= 'absent' ]"), "{s}");
+    }
+}
