@@ -10,5 +10,6 @@ mod concurrency;
 mod databases;
 mod encryption;
 mod rotation;
+mod ssh;
 mod store;
 mod workers;

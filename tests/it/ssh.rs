@@ -1,0 +1,1159 @@
+//! The SSH (ECS) family against real OpenSSH: each test starts its own `sshd` on a loopback
+//! port with its own host key and config, and creates its own Linux users (with and without
+//! sudo). Logins are checked with the OpenSSH client (`ssh`, and `sshpass` for passwords), not
+//! with rotor's own code.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{assert_refused, write_file, Backend, TestEnv};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// useradd and userdel lock /etc/passwd: one at a time within this process.
+static ACCOUNTS: Mutex<()> = Mutex::new(());
+
+fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the SSH tests create Linux users and start sshd: run them as root (tests/run)"
+    );
+    assert!(
+        Path::new(SSHD).exists(),
+        "OpenSSH sshd ({SSHD}) is missing: install openssh-server (tests/run does)"
+    );
+    std::fs::create_dir_all("/run/sshd").expect("sshd's privilege separation directory");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn random_word(len: usize) -> String {
+    let id = rotor::crypto::random_id();
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(len)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// A throwaway OpenSSH server.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        require_root();
+        let dir = tempfile::tempdir().expect("sshd directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut sshd = Sshd {
+            port,
+            dir,
+            child: None,
+        };
+        sshd.new_host_key();
+        sshd.resume();
+        sshd
+    }
+
+    /// Makes a new host key (the host is "re-keyed"); takes effect at the next start.
+    pub fn new_host_key(&mut self) {
+        let key = self.dir.path().join("host_key");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("pub"));
+        let out = run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key));
+        assert!(out.status.success(), "ssh-keygen: {out:?}");
+    }
+
+    pub fn host_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host_key.pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        let out = run(Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(self.dir.path().join("host_key.pub")));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("sshd.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts sshd (again) on its port.
+    pub fn resume(&mut self) {
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+             AuthorizedKeysFile .ssh/authorized_keys\nPasswordAuthentication yes\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
+             UsePAM no\nStrictModes yes\nLogLevel DEBUG3\nMaxStartups 100:30:200\nMaxAuthTries 6\n\
+             AllowUsers rt*\n",
+            port = self.port,
+            dir = self.dir.path().display()
+        );
+        let path = write_file(self.dir.path(), "sshd_config", config.as_bytes());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on port {}: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops sshd (its listener and every session).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Its sessions first (children of the listener), then the listener.
+            let _ = run(Command::new("pkill").args(["-KILL", "-P", &child.id().to_string()]));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ssh://127.0.0.1:{}", self.port)
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        let line = format!("[127.0.0.1]:{} {}\n", self.port, self.host_key());
+        write_file(self.dir.path(), "known_hosts", line.as_bytes())
+    }
+
+    fn ssh(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-p", &self.port.to_string()])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts().display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-F",
+                "/dev/null",
+            ]);
+        cmd
+    }
+
+    /// Logs in with OpenSSH's client and a password (through sshpass); returns `id -un`.
+    pub fn login_password(&self, user: &str, password: &str) -> Result<String, String> {
+        let out = run(Command::new("sshpass")
+            .arg("-e")
+            .env("SSHPASS", password)
+            .arg("ssh")
+            .args(self.ssh().get_args())
+            .args([
+                "-o",
+                "PubkeyAuthentication=no",
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg("id -un"));
+        answer(out)
+    }
+
+    /// Logs in with OpenSSH's client and a private key; returns `id -un`.
+    pub fn login_key(&self, user: &str, private_key: &str) -> Result<String, String> {
+        let file = self.dir.path().join(format!("id_{}", random_word(8)));
+        std::fs::write(&file, format!("{}\n", private_key.trim_end())).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = run(self
+            .ssh()
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "PasswordAuthentication=no",
+                "-i",
+            ])
+            .arg(&file)
+            .arg(format!("{user}@127.0.0.1"))
+            .arg("id -un"));
+        let _ = std::fs::remove_file(&file);
+        answer(out)
+    }
+}
+
+fn answer(out: Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a test user may do as root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sudo {
+    No,
+    WithPassword,
+    WithoutPassword,
+    /// A second name for uid 0 (root itself, with its own home and keys).
+    IsRoot,
+}
+
+/// A Linux user made for one test, removed with its home afterwards.
+pub struct HostUser {
+    pub name: String,
+    pub password: String,
+    sudo: Sudo,
+}
+
+impl HostUser {
+    pub fn new(sudo: Sudo) -> HostUser {
+        require_root();
+        let name = format!("rt{}", random_word(10));
+        let password = format!("Aa1-{}", random_word(20));
+        let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut useradd = Command::new("useradd");
+        useradd.args(["-m", "-s", "/bin/sh"]);
+        if sudo == Sudo::IsRoot {
+            useradd.args(["-o", "-u", "0", "-g", "0"]);
+        }
+        let out = run(useradd.arg(&name));
+        assert!(out.status.success(), "useradd {name}: {out:?}");
+        set_password(&name, &password);
+        let rule = match sudo {
+            Sudo::WithPassword => Some(format!("{name} ALL=(ALL) ALL\n")),
+            Sudo::WithoutPassword => Some(format!("{name} ALL=(ALL) NOPASSWD: ALL\n")),
+            _ => None,
+        };
+        if let Some(rule) = rule {
+            let path = format!("/etc/sudoers.d/{name}");
+            std::fs::write(&path, rule).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        }
+        HostUser {
+            name,
+            password,
+            sudo,
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        PathBuf::from(format!("/home/{}", self.name))
+    }
+
+    pub fn authorized_keys(&self) -> PathBuf {
+        self.home().join(".ssh/authorized_keys")
+    }
+
+    /// Writes the user's authorized_keys as the user would (owner, 0700 / 0600).
+    pub fn write_authorized_keys(&self, content: &str) {
+        let dir = self.home().join(".ssh");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(self.authorized_keys(), content).unwrap();
+        let _ = run(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:", self.name))
+            .arg(&dir));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            self.authorized_keys(),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+}
+
+fn set_password(user: &str, password: &str) {
+    let mut child = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{user}:{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "chpasswd {user}");
+}
+
+impl Drop for HostUser {
+    fn drop(&mut self) {
+        let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = std::fs::remove_file(format!("/etc/sudoers.d/{}", self.name));
+        if self.sudo != Sudo::IsRoot {
+            let _ = run(Command::new("pkill").args(["-KILL", "-u", &self.name]));
+        }
+        let _ = run(Command::new("userdel").args(["-f", "-r", &self.name]));
+    }
+}
+
+/// A key pair made with OpenSSH's ssh-keygen: (public line, private key text).
+pub fn keygen(dir: &Path, args: &[&str]) -> (String, String) {
+    let path = dir.join(format!("key_{}", random_word(8)));
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-C", "made-by-ssh-keygen", "-f"])
+        .arg(&path)
+        .args(args));
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    let private = std::fs::read_to_string(&path).unwrap();
+    (public.trim().to_owned(), private)
+}
+
+/// `rotor target add NAME --kind ssh --url URL ARGS…`, with `stdin` on standard input.
+fn add_target(t: &TestEnv, name: &str, sshd: &Sshd, args: &[&str], stdin: &str) -> Output {
+    let url = sshd.url();
+    let mut child = t
+        .rotor()
+        .args(["target", "add", name, "--kind", "ssh", "--url", &url])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A stage's value of a secret.
+fn value(t: &TestEnv, secret: &str, stage: &str) -> Value {
+    let out = t.json(&["secret", "get", secret, "--stage", stage]);
+    serde_json::from_str(out["SecretData"].as_str().expect("text value")).unwrap()
+}
+
+fn field(v: &Value, name: &str) -> String {
+    v[name].as_str().unwrap().to_owned()
+}
+
+fn import_file(t: &TestEnv, v: &Value) -> String {
+    write_file(
+        t.dir.path(),
+        &format!("v{}.json", random_word(6)),
+        v.to_string().as_bytes(),
+    )
+    .display()
+    .to_string()
+}
+
+/// A test's store, initialised.
+async fn env(backend: Backend) -> TestEnv {
+    let t = TestEnv::new(backend).await;
+    t.ok(&["init"]);
+    t
+}
+
+fn rotate(t: &TestEnv, secret: &str) -> String {
+    t.ok(&["rotate", secret])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_keys_are_pinned_and_a_host_presenting_another_key_is_refused() {
+    let t = env(Backend::Sqlite).await;
+    let mut sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+
+    // No pin: refused. Trust on first use is never implicit.
+    let out = add_target(&t, "h0", &sshd, &[], "");
+    assert_refused(&out, 2, "needs its host key", None);
+
+    let key = sshd.host_key();
+    let fingerprint = sshd.fingerprint();
+    ok(add_target(&t, "by-key", &sshd, &["--host-key", &key], ""));
+    ok(add_target(
+        &t,
+        "by-fingerprint",
+        &sshd,
+        &["--host-key-fingerprint", &fingerprint],
+        "",
+    ));
+    let out = add_target(&t, "tofu", &sshd, &["--trust-on-first-use"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    assert!(
+        stderr.contains("trusting host key") && stderr.contains(&fingerprint),
+        "trust on first use says what it recorded: {stderr}"
+    );
+    let listed = t.json(&["target", "list"]);
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["AdminSecret"].is_null()));
+    let table = t.ok(&["target", "list"]);
+    assert!(
+        table.lines().skip(1).all(|l| l.trim_end().ends_with(" -")),
+        "no admin shown as -: {table}"
+    );
+    for name in ["by-key", "by-fingerprint", "tofu"] {
+        let out = t.ok(&["target", "check", name]);
+        assert!(out.contains("pinned host key"), "{out}");
+    }
+    let secret = serde_json::json!({"UserName": user.name, "Password": user.password});
+    let file = import_file(&t, &secret);
+    t.ok(&[
+        "secret",
+        "create",
+        "host/app",
+        "--type",
+        "ECS",
+        "--target",
+        "tofu",
+        "--value-file",
+        &file,
+    ]);
+
+    // Bad pins and options of other families are refused.
+    let out = add_target(
+        &t,
+        "bad",
+        &sshd,
+        &["--host-key-fingerprint", "MD5:aa:bb"],
+        "",
+    );
+    assert_refused(&out, 2, "SHA256", None);
+    let out = add_target(&t, "bad", &sshd, &["--host-key", "ssh-ed25519 AAAA"], "");
+    assert_refused(&out, 2, "OpenSSH public key", None);
+    let out = add_target(
+        &t,
+        "bad",
+        &sshd,
+        &["--host-key", &key, "--trust-on-first-use"],
+        "",
+    );
+    assert_refused(&out, 2, "not several", None);
+    let out = t.run(&[
+        "target",
+        "add",
+        "pg",
+        "--kind",
+        "postgres",
+        "--url",
+        "postgres://127.0.0.1:5432/x",
+        "--admin-user",
+        "postgres",
+        "--admin-password",
+        "x",
+        "--host-key",
+        &key,
+    ]);
+    assert_refused(
+        &out,
+        2,
+        "--host-key is not an option for postgres targets",
+        None,
+    );
+
+    // The host is re-keyed: every target refuses it, naming both fingerprints.
+    sshd.stop();
+    sshd.new_host_key();
+    sshd.resume();
+    let new_fingerprint = sshd.fingerprint();
+    for name in ["by-key", "by-fingerprint", "tofu"] {
+        let out = t.run(&["target", "check", name]);
+        assert_refused(&out, 7, &new_fingerprint, None);
+        assert_refused(&out, 7, &fingerprint, None);
+    }
+    let out = t.run(&["rotate", "host/app"]);
+    assert_refused(&out, 6, "refusing to connect", None);
+    assert_eq!(
+        t.json(&["secret", "describe", "host/app"])["RotationStatus"],
+        "Failed",
+        "a changed host key is fatal"
+    );
+    assert_eq!(
+        sshd.login_password(&user.name, &user.password).unwrap(),
+        user.name,
+        "the password did not change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_rotate_through_passwd_without_an_admin_10_times() {
+    let t = env(Backend::Sqlite).await;
+    let sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+    ok(add_target(
+        &t,
+        "host",
+        &sshd,
+        &["--host-key", &sshd.host_key()],
+        "",
+    ));
+
+    // A wrong password is refused and nothing is stored.
+    let wrong = serde_json::json!({"UserName": user.name, "Password": "Not-the-password-1"});
+    let out = t.run(&[
+        "secret",
+        "create",
+        "host/app",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "Password",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &wrong),
+    ]);
+    assert_refused(&out, 2, "does not log in", Some("Not-the-password-1"));
+    assert_refused(&t.run(&["secret", "describe", "host/app"]), 3, "", None);
+
+    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/app",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "Password",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &good),
+    ]);
+    let mut older: Vec<String> = vec![];
+    let mut current = user.password.clone();
+    for round in 1..=10 {
+        rotate(&t, "host/app");
+        older.push(current);
+        let v = value(&t, "host/app", "ACSCurrent");
+        current = field(&v, "Password");
+        assert_eq!(field(&v, "UserName"), user.name);
+        assert_eq!(current.len(), 32, "32 characters by default");
+        assert!(
+            !current.chars().any(|c| ":/@\"'\\ ".contains(c)),
+            "safe alphabet"
+        );
+        assert_eq!(
+            sshd.login_password(&user.name, &current).unwrap(),
+            user.name,
+            "round {round}: ACSCurrent logs in"
+        );
+        let previous = older.last().unwrap();
+        assert!(
+            sshd.login_password(&user.name, previous).is_err(),
+            "round {round}: the old password no longer does"
+        );
+    }
+    assert!(
+        !sshd.log().contains(&current),
+        "sshd's debug log never shows a password"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
+    let t = env(Backend::Postgres).await;
+    let sshd = Sshd::start();
+    let sudoer = HostUser::new(Sudo::WithPassword);
+    let root = HostUser::new(Sudo::IsRoot);
+    let plain = HostUser::new(Sudo::No);
+    let (root_public, root_private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    root.write_authorized_keys(&format!("{root_public}\n"));
+    let key_file = write_file(t.dir.path(), "root_key", root_private.as_bytes());
+    let host_key = sshd.host_key();
+
+    // A key file others may read is refused, as OpenSSH refuses it.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key_path = key_file.display().to_string();
+    let args = [
+        "--host-key",
+        &host_key,
+        "--admin-user",
+        &root.name,
+        "--admin-key-file",
+        &key_path,
+    ];
+    let out = add_target(&t, "as-root", &sshd, &args, "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(add_target(&t, "as-root", &sshd, &args, ""));
+    let out = add_target(
+        &t,
+        "with-sudo",
+        &sshd,
+        &[
+            "--host-key",
+            &host_key,
+            "--admin-user",
+            &sudoer.name,
+            "--admin-password-stdin",
+        ],
+        &sudoer.password,
+    );
+    assert!(ok(out).contains("acs/target/with-sudo/admin"));
+    let report = t.ok(&["target", "check", "as-root"]);
+    assert!(report.contains("(root)"), "{report}");
+    let report = t.ok(&["target", "check", "with-sudo"]);
+    assert!(report.contains("sudo (password)"), "{report}");
+    // A user without sudo is no admin: check says so.
+    let out = add_target(
+        &t,
+        "no-sudo",
+        &sshd,
+        &[
+            "--host-key",
+            &host_key,
+            "--admin-user",
+            &plain.name,
+            "--admin-password-stdin",
+        ],
+        &plain.password,
+    );
+    ok(out);
+    assert_refused(
+        &t.run(&["target", "check", "no-sudo"]),
+        7,
+        "cannot run commands as root",
+        None,
+    );
+
+    for target in ["as-root", "with-sudo"] {
+        let user = HostUser::new(Sudo::No);
+        let secret = format!("host/{target}");
+        // Create mode: rotor makes the first password and installs it with the admin.
+        t.ok(&[
+            "secret",
+            "create",
+            &secret,
+            "--type",
+            "ECS",
+            "--target",
+            target,
+            "--user",
+            &user.name,
+            "--password-length",
+            "40",
+        ]);
+        let first = field(&value(&t, &secret, "ACSCurrent"), "Password");
+        assert_eq!(first.len(), 40);
+        assert_eq!(sshd.login_password(&user.name, &first).unwrap(), user.name);
+        assert!(sshd.login_password(&user.name, &user.password).is_err());
+        let mut previous = first;
+        for _ in 0..3 {
+            rotate(&t, &secret);
+            let current = field(&value(&t, &secret, "ACSCurrent"), "Password");
+            assert_eq!(
+                sshd.login_password(&user.name, &current).unwrap(),
+                user.name
+            );
+            assert!(sshd.login_password(&user.name, &previous).is_err());
+            previous = current;
+        }
+    }
+    // The sudo admin's own password rotates too (it is an ECS secret of its own).
+    rotate(&t, "acs/target/with-sudo/admin");
+    let admin = field(
+        &value(&t, "acs/target/with-sudo/admin", "ACSCurrent"),
+        "Password",
+    );
+    assert_eq!(
+        sshd.login_password(&sudoer.name, &admin).unwrap(),
+        sudoer.name
+    );
+    t.ok(&["target", "check", "with-sudo"]);
+}
+
+/// Lines rotor must never touch, in the user's authorized_keys from the start.
+fn unrelated_lines(dir: &Path) -> String {
+    let (a, _) = keygen(dir, &["-t", "ed25519"]);
+    let (b, _) = keygen(dir, &["-t", "ecdsa"]);
+    format!("# managed by hand\n\nfrom=\"10.0.0.1\",no-pty {a}\n{b}   extra   spaces\n")
+}
+
+fn assert_file_kept(user: &HostUser, unrelated: &str) {
+    let content = std::fs::read_to_string(user.authorized_keys()).unwrap();
+    let meta = std::fs::metadata(user.authorized_keys()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600, "mode kept");
+    let uid = run(Command::new("id").args(["-u", &user.name]));
+    assert_eq!(
+        meta.uid().to_string(),
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "owner kept"
+    );
+    assert!(
+        content.starts_with(unrelated),
+        "unrelated lines byte for byte:\n{content}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_pairs_rotate_with_current_and_previous_working_and_others_untouched() {
+    let t = env(Backend::Sqlite).await;
+    let sshd = Sshd::start();
+    let admin = HostUser::new(Sudo::WithoutPassword);
+    let user = HostUser::new(Sudo::No);
+    let unrelated = unrelated_lines(t.dir.path());
+    user.write_authorized_keys(&unrelated);
+    let (admin_public, admin_private) = keygen(t.dir.path(), &["-t", "rsa", "-b", "3072"]);
+    admin.write_authorized_keys(&format!("{admin_public}\n"));
+    let key_file = write_file(t.dir.path(), "admin_key", admin_private.as_bytes());
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(add_target(
+        &t,
+        "host",
+        &sshd,
+        &[
+            "--host-key",
+            &sshd.host_key(),
+            "--admin-user",
+            &admin.name,
+            "--admin-key-file",
+            &key_file.display().to_string(),
+        ],
+        "",
+    ));
+    assert!(t
+        .ok(&["target", "check", "host"])
+        .contains("sudo (no password)"));
+
+    // Create mode: rotor generates the first pair (Ed25519) and installs it with the admin.
+    t.ok(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--user",
+        &user.name,
+    ]);
+    let first = value(&t, "host/key", "ACSCurrent");
+    assert!(field(&first, "PublicKey").starts_with("ssh-ed25519 "));
+    assert!(field(&first, "PrivateKey").starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    assert_eq!(
+        sshd.login_key(&user.name, &field(&first, "PrivateKey"))
+            .unwrap(),
+        user.name
+    );
+    assert_file_kept(&user, &unrelated);
+
+    let mut keys = vec![field(&first, "PrivateKey")];
+    for round in 1..=10 {
+        rotate(&t, "host/key");
+        let current = value(&t, "host/key", "ACSCurrent");
+        keys.push(field(&current, "PrivateKey"));
+        let n = keys.len();
+        assert_eq!(
+            sshd.login_key(&user.name, &keys[n - 1]).unwrap(),
+            user.name,
+            "round {round}: ACSCurrent logs in"
+        );
+        assert_eq!(
+            sshd.login_key(&user.name, &keys[n - 2]).unwrap(),
+            user.name,
+            "round {round}: ACSPrevious logs in"
+        );
+        for (i, old) in keys[..n - 2].iter().enumerate() {
+            assert!(
+                sshd.login_key(&user.name, old).is_err(),
+                "round {round}: key {i} no longer logs in"
+            );
+        }
+        assert_file_kept(&user, &unrelated);
+        let content = std::fs::read_to_string(user.authorized_keys()).unwrap();
+        let ours: Vec<&str> = content
+            .lines()
+            .filter(|l| l.contains(" rotor:host/key:"))
+            .collect();
+        assert_eq!(ours.len(), 2, "exactly current and previous:\n{content}");
+    }
+    let content = std::fs::read_to_string(user.authorized_keys()).unwrap();
+    let current_version = t.json(&["secret", "get", "host/key"])["VersionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content.contains(&format!(" rotor:host/key:{current_version}\n")),
+        "rotor's lines name the secret and version:\n{content}"
+    );
+    assert!(
+        t.ok(&["secret", "rollback", "host/key"])
+            .contains("ACSCurrent"),
+        "the previous key still works, so it can be rolled back to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_keys_rotate_without_an_admin_and_the_adopted_key_is_retired() {
+    let t = env(Backend::Postgres).await;
+    let sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+    let unrelated = unrelated_lines(t.dir.path());
+    let (public, private) = keygen(t.dir.path(), &["-t", "ecdsa", "-b", "384"]);
+    user.write_authorized_keys(&format!("{unrelated}{public}\n"));
+    ok(add_target(
+        &t,
+        "host",
+        &sshd,
+        &["--host-key-fingerprint", &sshd.fingerprint()],
+        "",
+    ));
+    assert!(t
+        .ok(&["target", "check", "host"])
+        .contains("change their own"));
+
+    // A pair whose halves do not match, or a key that does not log in: refused, nothing stored.
+    let (other_public, other_private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    let mismatched = serde_json::json!({"UserName": user.name, "PublicKey": other_public, "PrivateKey": private});
+    let out = t.run(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &mismatched),
+    ]);
+    assert_refused(&out, 2, "does not belong", None);
+    let stranger = serde_json::json!({"UserName": user.name, "PublicKey": other_public, "PrivateKey": other_private});
+    let out = t.run(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &stranger),
+    ]);
+    assert_refused(&out, 2, "does not log in", None);
+    // Create mode needs an admin.
+    let out = t.run(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--user",
+        &user.name,
+    ]);
+    assert_refused(&out, 2, "no admin credential", None);
+
+    let adopted =
+        serde_json::json!({"UserName": user.name, "PublicKey": public, "PrivateKey": private});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &adopted),
+        "--key-type",
+        "rsa-3072",
+    ]);
+    rotate(&t, "host/key");
+    let first = value(&t, "host/key", "ACSCurrent");
+    assert!(
+        field(&first, "PublicKey").starts_with("ssh-rsa "),
+        "--key-type"
+    );
+    assert_eq!(
+        sshd.login_key(&user.name, &private).unwrap(),
+        user.name,
+        "adopted key is ACSPrevious"
+    );
+    rotate(&t, "host/key");
+    assert!(
+        sshd.login_key(&user.name, &private).is_err(),
+        "the adopted key is retired once it is neither current nor previous"
+    );
+    assert_eq!(
+        sshd.login_key(&user.name, &field(&first, "PrivateKey"))
+            .unwrap(),
+        user.name
+    );
+    assert_file_kept(&user, &unrelated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshd_down_mid_rotation_is_retried_and_bad_input_is_refused() {
+    let t = env(Backend::Sqlite).await;
+    let mut sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+    ok(add_target(
+        &t,
+        "host",
+        &sshd,
+        &["--host-key", &sshd.host_key()],
+        "",
+    ));
+    for bad in ["a;b", "$(id)", "x y", "-rf", "1000"] {
+        let v = serde_json::json!({"UserName": bad, "Password": "Whatever-Pass-1"});
+        let out = t.run(&[
+            "secret",
+            "create",
+            "host/bad",
+            "--type",
+            "ECS",
+            "--target",
+            "host",
+            "--value-file",
+            &import_file(&t, &v),
+        ]);
+        assert_refused(
+            &out,
+            2,
+            "not a valid host user name",
+            Some("Whatever-Pass-1"),
+        );
+    }
+    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/app",
+        "--type",
+        "ECS",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &good),
+    ]);
+
+    sshd.stop();
+    let out = t.run(&["rotate", "host/app", "--backoff-base", "1s"]);
+    assert_refused(&out, 6, "cannot connect", None);
+    assert_eq!(
+        t.json(&["secret", "describe", "host/app"])["RotationStatus"],
+        "Retrying"
+    );
+    sshd.resume();
+    assert_eq!(
+        sshd.login_password(&user.name, &user.password).unwrap(),
+        user.name,
+        "current untouched"
+    );
+    rotate(&t, "host/app");
+    let current = field(&value(&t, "host/app", "ACSCurrent"), "Password");
+    assert_eq!(
+        sshd.login_password(&user.name, &current).unwrap(),
+        user.name
+    );
+
+    // Changed outside rotor: a fatal, clear message, and nothing changes.
+    set_password(&user.name, "Changed-Outside-1");
+    let out = t.run(&["rotate", "host/app"]);
+    assert_refused(&out, 6, "current password of user", Some(&current));
+    assert_eq!(
+        t.json(&["secret", "describe", "host/app"])["RotationStatus"],
+        "Failed"
+    );
+    assert_eq!(
+        sshd.login_password(&user.name, "Changed-Outside-1")
+            .unwrap(),
+        user.name
+    );
+}
+
+/// Kills `rotor rotate` at spread-out instants until a rotation completes; after every kill the
+/// user can still log in with the stored current or pending credential.
+fn rotate_through_kills(
+    t: &TestEnv,
+    secret: &str,
+    steps: &mut Vec<String>,
+    logs_in: impl Fn(&Value) -> bool,
+) -> usize {
+    let mut kills = 0;
+    for attempt in 0..60u64 {
+        let mut child = t
+            .rotor()
+            .args(["rotate", secret, "--backoff-base", "1s"])
+            .env("ROTOR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(40 + (attempt * 37) % 400));
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            if out.status.success() {
+                return kills;
+            }
+            // Retrying after an earlier kill: go on.
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        let step = &t.json(&["secret", "describe", secret])["RotationStep"];
+        steps.push(step.as_str().unwrap_or("none").to_owned());
+        let current = value(t, secret, "ACSCurrent");
+        let pending = t.run(&["--json", "secret", "get", secret, "--stage", "ACSPending"]);
+        let pending: Option<Value> = pending.status.success().then(|| {
+            let v: Value = serde_json::from_slice(&pending.stdout).unwrap();
+            serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap()
+        });
+        assert!(
+            logs_in(&current) || pending.as_ref().is_some_and(&logs_in),
+            "after kill {kills}: neither the current nor the pending credential logs in"
+        );
+    }
+    panic!("the rotation never completed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_killed_during_set_resumes_without_locking_the_user_out() {
+    let t = env(Backend::Sqlite).await;
+    let sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+    ok(add_target(
+        &t,
+        "host",
+        &sshd,
+        &["--host-key", &sshd.host_key()],
+        "",
+    ));
+    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/pw",
+        "--type",
+        "ECS",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &good),
+    ]);
+    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    user.write_authorized_keys(&format!("{public}\n"));
+    let pair =
+        serde_json::json!({"UserName": user.name, "PublicKey": public, "PrivateKey": private});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &pair),
+    ]);
+    let (mut kills, mut steps) = (0, vec![]);
+    for _ in 0..3 {
+        kills += rotate_through_kills(&t, "host/pw", &mut steps, |v| {
+            sshd.login_password(&field(v, "UserName"), &field(v, "Password"))
+                .is_ok()
+        });
+        let current = value(&t, "host/pw", "ACSCurrent");
+        assert!(sshd
+            .login_password(&user.name, &field(&current, "Password"))
+            .is_ok());
+        kills += rotate_through_kills(&t, "host/key", &mut steps, |v| {
+            sshd.login_key(&field(v, "UserName"), &field(v, "PrivateKey"))
+                .is_ok()
+        });
+        let current = value(&t, "host/key", "ACSCurrent");
+        assert!(sshd
+            .login_key(&user.name, &field(&current, "PrivateKey"))
+            .is_ok());
+    }
+    eprintln!("{kills} kills; the step each left next: {steps:?}");
+    assert!(
+        steps.iter().any(|s| s == "set"),
+        "some kills landed in set: {steps:?}"
+    );
+}
