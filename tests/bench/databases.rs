@@ -25,6 +25,10 @@ use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
 use rotor::worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
+#[path = "gap.rs"]
+mod gap;
+use gap::GapProbe;
+
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
 }
@@ -139,39 +143,6 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     )
 }
 
-/// Wraps the account rotator and notes when `set` changed the password and when the promoted
-/// version reached `finish`: the single-account gap.
-struct GapProbe {
-    inner: Arc<dyn Rotator>,
-    set_done: Mutex<Option<Instant>>,
-    gaps: Mutex<Vec<Duration>>,
-}
-
-#[async_trait]
-impl Rotator for GapProbe {
-    async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
-        self.inner.create(cx).await
-    }
-    async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        self.inner.set(cx, pending).await?;
-        *self.set_done.lock().unwrap() = Some(Instant::now());
-        Ok(())
-    }
-    async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        self.inner.test(cx, pending).await
-    }
-    async fn finish(
-        &self,
-        cx: &RotationContext,
-        promoted: &SecretValue,
-    ) -> Result<(), RotateError> {
-        if let Some(at) = self.set_done.lock().unwrap().take() {
-            self.gaps.lock().unwrap().push(at.elapsed());
-        }
-        self.inner.finish(cx, promoted).await
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -281,7 +252,7 @@ async fn main() {
     for _ in 0..rotations {
         samples.push(rotate_once(&gap_engine, "pg/solo").await);
     }
-    let (median, p95) = percentiles(probe.gaps.lock().unwrap().clone());
+    let (median, p95) = percentiles(probe.take());
     let (whole, _) = percentiles(samples);
     println!("PostgreSQL  single-account gap (password changed -> new version promoted): median {median:5.1} ms  p95 {p95:5.1} ms  (whole rotation median {whole:.1} ms)");
 

@@ -1,6 +1,8 @@
 //! rotor's integration tests, one binary: every test runs against real services, and the store
 //! tests run once on SQLite and once on PostgreSQL (`both_backends!`).
 
+#[path = "../testkit/sshd.rs"]
+mod sshd;
 mod support;
 #[path = "../testkit/rotator.rs"]
 mod testkit_rotator;
