@@ -72,8 +72,27 @@ async fn env(backend: Backend) -> TestEnv {
     t
 }
 
+/// `rotor rotate SECRET` (trace logs on), which must succeed and whose output and logs show
+/// neither the new nor the old credential.
 fn rotate(t: &TestEnv, secret: &str) -> String {
-    t.ok(&["rotate", secret])
+    let out = t.run(&["rotate", secret]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rotate {secret}: {text}");
+    for stage in ["ACSCurrent", "ACSPrevious"] {
+        let v = value(t, secret, stage);
+        for secret_field in ["Password", "PrivateKey"] {
+            if let Some(s) = v[secret_field].as_str() {
+                // A private key: one line of its body is enough to find it.
+                let needle = s.lines().nth(2).unwrap_or(s);
+                assert!(!text.contains(needle), "rotate's output shows the {stage} {secret_field}");
+            }
+        }
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,10 +285,18 @@ async fn passwords_rotate_through_passwd_without_an_admin_10_times() {
             "round {round}: the old password no longer does"
         );
     }
+    older.push(current);
+    let log = sshd.log();
     assert!(
-        !sshd.log().contains(&current),
-        "sshd's debug log never shows a password"
+        log.contains("Accepted password") && log.contains("entering command"),
+        "sshd's debug log is on and shows every command run"
     );
+    for password in &older {
+        assert!(
+            !log.contains(password.as_str()),
+            "sshd's debug log never shows a password"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,6 +370,7 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
         None,
     );
 
+    let mut seen = vec![sudoer.password.clone()];
     for target in ["as-root", "with-sudo"] {
         let user = HostUser::new(Sudo::No);
         let secret = format!("host/{target}");
