@@ -10,15 +10,12 @@
 //! cargo bench --bench databases -- --rotations 100 --batch 2000 --batch-store postgres --tls
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use rotators::family::OptionValue;
 use rotators::{Options, Source};
-use rotators::{
-    Registry, RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
-};
+use rotators::{Registry, SecretKind, SecretType, SecretValue, SubType};
 use rotor::engine::{Engine, EngineConfig, Outcome};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
 use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
@@ -237,11 +234,7 @@ async fn main() {
     let inner = rotor::builtin_rotators()
         .get(SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap())
         .unwrap();
-    let probe = Arc::new(GapProbe {
-        inner,
-        set_done: Mutex::new(None),
-        gaps: Mutex::new(vec![]),
-    });
+    let probe = GapProbe::new(inner);
     let mut registry = Registry::new();
     registry.register(
         SecretKind::new(SecretType::Rds, Some(SubType::SingleUser)).unwrap(),

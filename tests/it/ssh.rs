@@ -88,7 +88,10 @@ fn rotate(t: &TestEnv, secret: &str) -> String {
             if let Some(s) = v[secret_field].as_str() {
                 // A private key: one line of its body is enough to find it.
                 let needle = s.lines().nth(2).unwrap_or(s);
-                assert!(!text.contains(needle), "rotate's output shows the {stage} {secret_field}");
+                assert!(
+                    !text.contains(needle),
+                    "rotate's output shows the {stage} {secret_field}"
+                );
             }
         }
     }
@@ -392,6 +395,7 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
         assert_eq!(first.len(), 40);
         assert_eq!(sshd.login_password(&user.name, &first).unwrap(), user.name);
         assert!(sshd.login_password(&user.name, &user.password).is_err());
+        seen.push(first.clone());
         let mut previous = first;
         for _ in 0..3 {
             rotate(&t, &secret);
@@ -401,6 +405,7 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
                 user.name
             );
             assert!(sshd.login_password(&user.name, &previous).is_err());
+            seen.push(current.clone());
             previous = current;
         }
     }
@@ -415,6 +420,19 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
         sudoer.name
     );
     t.ok(&["target", "check", "with-sudo"]);
+    seen.push(admin);
+    // chpasswd and sudo read passwords on stdin: sshd's log of every command shows none.
+    let log = sshd.log();
+    assert!(
+        log.contains("entering command sudo -S"),
+        "commands are logged"
+    );
+    for password in &seen {
+        assert!(
+            !log.contains(password.as_str()),
+            "sshd's log shows a password"
+        );
+    }
 }
 
 /// Lines rotor must never touch, in the user's authorized_keys from the start.
