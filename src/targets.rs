@@ -14,7 +14,7 @@ use rotators::{
 
 use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
-use crate::store::{DeleteMode, NewSecret, PutOutcome, Store, TargetInfo};
+use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
 pub fn setup_error(e: SetupError) -> Error {
@@ -196,7 +196,10 @@ pub async fn reimport(
     value: SecretValue,
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
-    if m.state.job.is_some() {
+    // A rotation that failed (its credential changed outside rotor, say) gives way to the
+    // credential the operator brings; one still running or retrying does not.
+    let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
+    if m.state.job.is_some() && !failed {
         return Err(crate::store::rotation_in_flight(name));
     }
     let current = m
@@ -217,6 +220,19 @@ pub async fn reimport(
             SetupError::Invalid(msg) => Error::invalid(format!("{msg}; nothing stored")),
             other => setup_error(other),
         })?;
+    if m.state.job.is_some() {
+        // Leased like a manual rotation (refused while a worker holds it), then ended.
+        let owner = crate::store::owner_name();
+        let claim = store
+            .claim_now(&owner, name, std::time::Duration::from_secs(60))
+            .await?;
+        let next = m
+            .state
+            .schedule
+            .as_ref()
+            .and_then(|s| s.plan(m.state.jitter, store.clock().now()));
+        store.abandon_failed_job(&owner, &claim, next).await?;
+    }
     store.import_value(name, value).await
 }
 

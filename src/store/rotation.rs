@@ -364,6 +364,37 @@ impl Store {
         Ok(())
     }
 
+    /// Ends a failed rotation cycle without completing it, before a checked re-import replaces
+    /// the credential it could not rotate: the job and the `ACSPending` stage go (the pending
+    /// version stays, unstaged, until pruned), the failure is cleared, the next rotation is
+    /// planned at `next` and the lease released — one transaction.
+    pub async fn abandon_failed_job(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        next: Option<Planned>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM version_stages WHERE secret_id = $1 AND stage = 'ACSPending'")
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE secrets SET failure_reason = NULL, failure_attempts = NULL, failure_at = NULL \
+             WHERE id = $1",
+        )
+        .bind(claim.secret_id)
+        .execute(&mut *tx)
+        .await?;
+        self.reschedule_in(&mut tx, owner, claim, next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Schedules the next look at a secret and gives up its lease, leaving any job in place
     /// (a missed cron window, or a job to retry later).
     pub async fn reschedule(

@@ -744,6 +744,56 @@ async fn sshd_down_mid_rotation_is_retried_and_bad_input_is_refused() {
             .unwrap(),
         user.name
     );
+    assert_refused(
+        &t.run(&["rotate", "host/app", "--dry-run"]),
+        4,
+        "does not log in",
+        None,
+    );
+
+    // The operator re-imports the password in use: checked by logging in, then rotation resumes.
+    let other = HostUser::new(Sudo::No);
+    let wrong_user = serde_json::json!({"UserName": other.name, "Password": other.password});
+    let out = t.run(&[
+        "secret",
+        "import",
+        "host/app",
+        "--value-file",
+        &import_file(&t, &wrong_user),
+    ]);
+    assert_refused(&out, 2, "is not this secret's", Some(&other.password));
+    let changed = serde_json::json!({"UserName": user.name, "Password": "Changed-Outside-1"});
+    t.ok(&[
+        "secret",
+        "import",
+        "host/app",
+        "--value-file",
+        &import_file(&t, &changed),
+    ]);
+    let described = t.json(&["secret", "describe", "host/app"]);
+    assert_eq!(
+        described["RotationStatus"], "Idle",
+        "the import ended the failed rotation: {described}"
+    );
+    assert!(
+        !t.ok(&["secret", "versions", "host/app"])
+            .contains("ACSPending"),
+        "its pending version is unstaged"
+    );
+    t.ok(&["rotate", "host/app", "--dry-run"]);
+    rotate(&t, "host/app");
+    let current = field(&value(&t, "host/app", "ACSCurrent"), "Password");
+    assert_eq!(
+        sshd.login_password(&user.name, &current).unwrap(),
+        user.name
+    );
+    // A host password cannot be rolled back: the previous one stopped working.
+    assert_refused(
+        &t.run(&["secret", "rollback", "host/app"]),
+        2,
+        "cannot be rolled back",
+        None,
+    );
 }
 
 /// Kills `rotor rotate` at spread-out instants until a rotation completes; after every kill the
