@@ -14,7 +14,7 @@ use rotators::{
 
 use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
-use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
+use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Step, Store, TargetInfo};
 
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
 pub fn setup_error(e: SetupError) -> Error {
@@ -196,11 +196,15 @@ pub async fn reimport(
     value: SecretValue,
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
-    // A rotation that failed (its credential changed outside rotor, say) gives way to the
-    // credential the operator brings; one still running or retrying does not.
-    let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
-    if m.state.job.is_some() && !failed {
-        return Err(crate::store::rotation_in_flight(name));
+    // A rotation that failed before its new credential was surely applied (in `create` or
+    // `set`: the current credential was changed outside rotor, say) gives way to the
+    // credential the operator brings. One still running or retrying does not, nor one that
+    // failed later, whose pending credential is on the target.
+    if let Some(job) = &m.state.job {
+        let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
+        if !failed || !matches!(job.step, Step::Create | Step::Set) {
+            return Err(crate::store::rotation_in_flight(name));
+        }
     }
     let current = m
         .state

@@ -100,6 +100,19 @@ impl KeyPair {
     }
 }
 
+/// A new key pair as an `ECS`/`SSHKey` value, generated off the async workers (an RSA key
+/// takes a while).
+pub async fn generate_value(
+    user: &str,
+    key_type: KeyType,
+    comment: &str,
+) -> Result<SecretValue, RotateError> {
+    let (user, comment) = (user.to_owned(), comment.to_owned());
+    tokio::task::spawn_blocking(move || KeyPair::generate(&user, key_type, &comment)?.to_value())
+        .await
+        .map_err(|e| RotateError::fatal(format!("key generation stopped: {e}")))?
+}
+
 /// Parses an OpenSSH or PEM private key; encrypted keys are refused.
 pub fn parse_private_key(text: &str) -> Result<PrivateKey, String> {
     let key = russh::keys::decode_secret_key(text.trim(), None).map_err(|e| match e {

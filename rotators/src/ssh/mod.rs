@@ -354,12 +354,14 @@ impl Family for SshFamily {
                     )));
                 }
                 let value = match sub {
-                    SubType::SSHKey => KeyPair::generate(
-                        user,
-                        settings.key_type,
-                        &format!("rotor:{secret_name}"),
-                    )?
-                    .to_value()?,
+                    SubType::SSHKey => {
+                        keys::generate_value(
+                            user,
+                            settings.key_type,
+                            &format!("rotor:{secret_name}"),
+                        )
+                        .await?
+                    }
                     _ => password_value(
                         user,
                         secrecy::ExposeSecret::expose_secret(&settings.password.generate()),

@@ -183,7 +183,7 @@ impl Rotator for KeyRotator {
         let settings = EcsSettings::from_json(&cx.settings)?;
         let current = KeyPair::from_value(current(cx)?)?;
         let comment = format!("rotor:{}", cx.secret_name);
-        KeyPair::generate(&current.user, settings.key_type, &comment)?.to_value()
+        keys::generate_value(&current.user, settings.key_type, &comment).await
     }
 
     async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
