@@ -13,6 +13,7 @@
 pub mod database;
 pub mod family;
 pub mod kind;
+pub mod ram;
 pub mod registry;
 pub mod rotator;
 pub mod ssh;
