@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod databases;
 mod encryption;
+mod ram;
 mod rotation;
 mod ssh;
 mod store;

@@ -56,19 +56,20 @@ pub fn canonical_query(params: &[(String, String)]) -> String {
         .join("&")
 }
 
-/// The headers a V3 signature covers: `host`, `content-type` and every `x-acs-*`, lower-cased,
-/// values trimmed, sorted by name.
-pub fn signed_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
-    let mut signed: Vec<(String, String)> = headers
+/// The headers rotor signs: `host`, `content-type` and every `x-acs-*`. (A verifier signs
+/// exactly the headers the request's `SignedHeaders` lists: the SDKs sign more.)
+pub fn headers_to_sign(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-        .filter(|(k, _)| k == "host" || k == "content-type" || k.starts_with("x-acs-"))
-        .collect();
-    signed.sort();
-    signed
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            k == "host" || k == "content-type" || k.starts_with("x-acs-")
+        })
+        .cloned()
+        .collect()
 }
 
-/// The V3 canonical request.
+/// The V3 canonical request over `headers` (all of them: lower-cased, values trimmed, sorted).
 pub fn canonical_request(
     method: &str,
     path: &str,
@@ -76,18 +77,18 @@ pub fn canonical_request(
     headers: &[(String, String)],
     body_sha256: &str,
 ) -> (String, String) {
-    let signed = signed_headers(headers);
+    let mut signed: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    signed.sort();
     let canonical_headers: String = signed.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let names = signed
         .iter()
         .map(|(k, _)| k.as_str())
         .collect::<Vec<_>>()
         .join(";");
-    let path = path
-        .split('/')
-        .map(percent)
-        .collect::<Vec<_>>()
-        .join("/");
+    let path = path.split('/').map(percent).collect::<Vec<_>>().join("/");
     let request = format!(
         "{method}\n{path}\n{}\n{canonical_headers}\n{names}\n{body_sha256}",
         canonical_query(query)
@@ -95,7 +96,7 @@ pub fn canonical_request(
     (request, names)
 }
 
-/// The V3 signature of a request, and the `SignedHeaders` it covers.
+/// The V3 signature of a request over `headers`, and the `SignedHeaders` it covers.
 pub fn v3_signature(
     secret: &str,
     method: &str,

@@ -1,0 +1,580 @@
+//! `ram-emulator`: a stand-in for the Alibaba Cloud RAM OpenAPI (version 2015-05-01), the one
+//! service rotor's tests cannot run for real.
+//!
+//! ```text
+//! ram-emulator --listen 127.0.0.1:PORT --admin-access-key-id ID --admin-access-key-secret SECRET
+//! ```
+//!
+//! It prints `listening on ADDR` once ready. Requests must carry a valid signature in either
+//! style — V3 (`ACS3-HMAC-SHA256`, signed headers as sent) or V1 (RPC `HMAC-SHA1`) — within 15
+//! minutes of the emulator's clock and with a nonce not seen before; otherwise the cloud's
+//! errors (`SignatureDoesNotMatch`, `InvalidTimeStamp.Expired`, `SignatureNonceUsed`,
+//! `InvalidAccessKeyId.NotFound`, `InvalidAccessKeyId.Inactive`) come back in the cloud's JSON
+//! shape with a `RequestId`. Users and AccessKeys live in memory; a user holds at most two keys.
+//! The admin pair may call every action (CreateUser, GetUser, DeleteUser, CreateAccessKey,
+//! ListAccessKeys, UpdateAccessKey, DeleteAccessKey); an Active user key may call GetUser and
+//! ListAccessKeys for its own user.
+//!
+//! Test controls (loopback only, no signature): `POST /_emulator/throttle?count=N` makes the
+//! next N signed calls answer `Throttling.User`; `POST /_emulator/slow-create?ms=N` makes
+//! CreateAccessKey wait N ms after creating the key, before answering.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::Router;
+use percent_encoding::percent_decode_str;
+use rand::distr::{Alphanumeric, SampleString};
+use rotators::ram::sign;
+use serde_json::{json, Value};
+
+const WINDOW: Duration = Duration::from_secs(15 * 60);
+const MAX_KEYS: usize = 2;
+
+struct Key {
+    user: Option<String>,
+    secret: String,
+    active: bool,
+    created: String,
+}
+
+struct User {
+    id: String,
+    display: String,
+    created: String,
+    keys: Vec<String>,
+}
+
+#[derive(Default)]
+struct Cloud {
+    keys: HashMap<String, Key>,
+    users: BTreeMap<String, User>,
+    nonces: HashMap<String, Instant>,
+    throttle: u32,
+    slow_create: Duration,
+}
+
+type Shared = Arc<Mutex<Cloud>>;
+
+/// A cloud error.
+struct Fault(StatusCode, &'static str, String);
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn request_id() -> String {
+    let raw = Alphanumeric
+        .sample_string(&mut rand::rng(), 32)
+        .to_uppercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &raw[..8],
+        &raw[8..12],
+        &raw[12..16],
+        &raw[16..20],
+        &raw[20..32]
+    )
+}
+
+fn answer(status: StatusCode, mut body: Value) -> Response {
+    body["RequestId"] = json!(request_id());
+    (
+        status,
+        [("content-type", "application/json;charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        answer(
+            self.0,
+            json!({"HostId": "ram.aliyuncs.com", "Code": self.1, "Message": self.2,
+                   "Recommend": "https://api.aliyun.com/troubleshoot"}),
+        )
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> Fault {
+    Fault(StatusCode::BAD_REQUEST, code, message.into())
+}
+
+/// `a=1&b=%20` → pairs, percent-decoded (`+` stays `+`: both signature styles encode a space
+/// as `%20`).
+fn pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let d = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (d(k), d(v))
+        })
+        .collect()
+}
+
+fn within_window(stamp: &str) -> Result<(), Fault> {
+    let at = chrono::DateTime::parse_from_rfc3339(stamp).map_err(|_| {
+        bad(
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        )
+    })?;
+    let skew = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .unsigned_abs();
+    if skew > WINDOW.as_secs() {
+        return Err(bad(
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
+    }
+    Ok(())
+}
+
+/// A signed call: the caller's key id, the action and its parameters.
+type Call = (String, String, Vec<(String, String)>);
+
+/// Checks the signature; returns the call.
+fn authenticate(
+    cloud: &mut Cloud,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Call, Fault> {
+    let query = pairs(uri.query().unwrap_or_default());
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let body_params = if form {
+        pairs(&String::from_utf8_lossy(body))
+    } else {
+        vec![]
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (key_id, action, params, nonce) = if let Some(auth) = header("authorization") {
+        let auth = sign::parse_v3_authorization(auth).ok_or_else(|| {
+            bad(
+                "IncompleteSignature",
+                "The request signature does not conform to Aliyun standards.",
+            )
+        })?;
+        let mut signed = vec![];
+        for name in &auth.signed_headers {
+            let mut values: Vec<String> = headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+                .collect();
+            if values.is_empty() {
+                return Err(bad(
+                    "IncompleteSignature",
+                    format!("The signed header {name} is missing."),
+                ));
+            }
+            values.sort();
+            signed.push((name.clone(), values.join(",")));
+        }
+        for required in [
+            "host",
+            "x-acs-action",
+            "x-acs-version",
+            "x-acs-date",
+            "x-acs-signature-nonce",
+            "x-acs-content-sha256",
+        ] {
+            if !auth.signed_headers.iter().any(|n| n == required) {
+                return Err(bad(
+                    "IncompleteSignature",
+                    format!("The header {required} must be signed."),
+                ));
+            }
+        }
+        let body_sha = sign::sha256_hex(body);
+        if header("x-acs-content-sha256") != Some(body_sha.as_str()) {
+            return Err(bad(
+                "ContentSHA256NotMatched",
+                "The x-acs-content-sha256 header does not match the body.",
+            ));
+        }
+        let secret = secret_of(cloud, &auth.key_id)?;
+        let (expected, _) = sign::v3_signature(
+            &secret,
+            method.as_str(),
+            uri.path(),
+            &query,
+            &signed,
+            &body_sha,
+        );
+        if !sign::same(&expected, &auth.signature) {
+            return Err(bad(
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+            ));
+        }
+        within_window(header("x-acs-date").unwrap_or_default())?;
+        let mut params = query;
+        params.extend(body_params);
+        (
+            auth.key_id,
+            header("x-acs-action").unwrap_or_default().to_owned(),
+            params,
+            header("x-acs-signature-nonce")
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    } else {
+        let mut params = query;
+        params.extend(body_params);
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let signature = get("Signature").ok_or_else(|| {
+            bad(
+                "MissingSignature",
+                "Signature is mandatory for this action.",
+            )
+        })?;
+        let key_id = get("AccessKeyId").ok_or_else(|| {
+            bad(
+                "MissingAccessKeyId",
+                "AccessKeyId is mandatory for this action.",
+            )
+        })?;
+        if get("SignatureMethod").as_deref() != Some("HMAC-SHA1")
+            || get("SignatureVersion").as_deref() != Some("1.0")
+        {
+            return Err(bad(
+                "InvalidParameter",
+                "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
+            ));
+        }
+        let unsigned: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "Signature")
+            .cloned()
+            .collect();
+        let secret = secret_of(cloud, &key_id)?;
+        if !sign::same(
+            &sign::v1_signature(&secret, method.as_str(), &unsigned),
+            &signature,
+        ) {
+            return Err(bad(
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+            ));
+        }
+        within_window(&get("Timestamp").unwrap_or_default())?;
+        let action = get("Action").unwrap_or_default();
+        let nonce = get("SignatureNonce").unwrap_or_default();
+        (key_id, action, unsigned, nonce)
+    };
+    let seen = Instant::now();
+    cloud
+        .nonces
+        .retain(|_, at| seen.duration_since(*at) < WINDOW);
+    if nonce.is_empty() || cloud.nonces.insert(nonce, seen).is_some() {
+        return Err(bad(
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        ));
+    }
+    let version = params
+        .iter()
+        .find(|(k, _)| k == "Version")
+        .map(|(_, v)| v.as_str())
+        .or(header("x-acs-version"));
+    if version != Some("2015-05-01") {
+        return Err(bad(
+            "InvalidVersion",
+            "Specified parameter Version is not valid.",
+        ));
+    }
+    Ok((key_id, action, params))
+}
+
+fn secret_of(cloud: &Cloud, key_id: &str) -> Result<String, Fault> {
+    match cloud.keys.get(key_id) {
+        None => Err(Fault(
+            StatusCode::NOT_FOUND,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.".into(),
+        )),
+        Some(k) if !k.active => Err(Fault(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId.Inactive",
+            "Specified access key is disabled.".into(),
+        )),
+        Some(k) => Ok(k.secret.clone()),
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, Fault> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| bad("MissingParameter", format!("The input parameter \"{name}\" that is mandatory for processing this request is not supplied.")))
+}
+
+fn no_user(name: &str) -> Fault {
+    Fault(
+        StatusCode::NOT_FOUND,
+        "EntityNotExist.User",
+        format!("The user does not exist: {name}."),
+    )
+}
+
+fn user_json(name: &str, u: &User) -> Value {
+    json!({"UserId": u.id, "UserName": name, "DisplayName": u.display, "CreateDate": u.created})
+}
+
+/// Runs `action` for the caller `key_id`.
+fn act(
+    cloud: &mut Cloud,
+    key_id: &str,
+    action: &str,
+    params: &[(String, String)],
+) -> Result<(Value, Option<Duration>), Fault> {
+    let caller_user = cloud.keys.get(key_id).and_then(|k| k.user.clone());
+    // A user key may read its own user and keys; the admin pair may do everything.
+    if let Some(own) = &caller_user {
+        let target = params
+            .iter()
+            .find(|(k, _)| k == "UserName")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(own);
+        if !matches!(action, "GetUser" | "ListAccessKeys") || target != own {
+            return Err(Fault(
+                StatusCode::FORBIDDEN,
+                "NoPermission",
+                format!("You are not authorized to do action {action}."),
+            ));
+        }
+    }
+    let user_param = |params: &[(String, String)]| -> Result<String, Fault> {
+        match (param(params, "UserName"), &caller_user) {
+            (Ok(u), _) => Ok(u.to_owned()),
+            (Err(_), Some(own)) => Ok(own.clone()),
+            (Err(e), None) => Err(e),
+        }
+    };
+    match action {
+        "CreateUser" => {
+            let name = param(params, "UserName")?.to_owned();
+            if cloud.users.contains_key(&name) {
+                return Err(Fault(
+                    StatusCode::CONFLICT,
+                    "EntityAlreadyExists.User",
+                    format!("The user does already exist: {name}."),
+                ));
+            }
+            let user = User {
+                id: format!("{}", rand::random::<u64>() % 10u64.pow(16)),
+                display: params
+                    .iter()
+                    .find(|(k, _)| k == "DisplayName")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| name.clone()),
+                created: now(),
+                keys: vec![],
+            };
+            let body = json!({"User": user_json(&name, &user)});
+            cloud.users.insert(name, user);
+            Ok((body, None))
+        }
+        "GetUser" => {
+            let name = user_param(params)?;
+            let user = cloud.users.get(&name).ok_or_else(|| no_user(&name))?;
+            Ok((json!({"User": user_json(&name, user)}), None))
+        }
+        "DeleteUser" => {
+            let name = param(params, "UserName")?.to_owned();
+            let user = cloud.users.get(&name).ok_or_else(|| no_user(&name))?;
+            if !user.keys.is_empty() {
+                return Err(Fault(
+                    StatusCode::CONFLICT,
+                    "DeleteConflict.User.AccessKey",
+                    "The user has access keys.".into(),
+                ));
+            }
+            cloud.users.remove(&name);
+            Ok((json!({}), None))
+        }
+        "CreateAccessKey" => {
+            let name = user_param(params)?;
+            let user = cloud.users.get_mut(&name).ok_or_else(|| no_user(&name))?;
+            if user.keys.len() >= MAX_KEYS {
+                return Err(Fault(
+                    StatusCode::CONFLICT,
+                    "LimitExceeded.User.AccessKey",
+                    "The count of access keys for the user exceeds the limit: 2.".into(),
+                ));
+            }
+            let id = format!("LTAI{}", Alphanumeric.sample_string(&mut rand::rng(), 20));
+            let secret = Alphanumeric.sample_string(&mut rand::rng(), 30);
+            let created = now();
+            user.keys.push(id.clone());
+            let body = json!({"AccessKey": {"AccessKeyId": id, "AccessKeySecret": secret, "Status": "Active", "CreateDate": created}});
+            cloud.keys.insert(
+                id,
+                Key {
+                    user: Some(name),
+                    secret,
+                    active: true,
+                    created,
+                },
+            );
+            Ok((body, Some(cloud.slow_create)))
+        }
+        "ListAccessKeys" => {
+            let name = user_param(params)?;
+            let user = cloud.users.get(&name).ok_or_else(|| no_user(&name))?;
+            let list: Vec<Value> = user.keys.iter().filter_map(|id| cloud.keys.get(id).map(|k| {
+                json!({"AccessKeyId": id, "Status": if k.active {"Active"} else {"Inactive"}, "CreateDate": k.created})
+            })).collect();
+            Ok((json!({"AccessKeys": {"AccessKey": list}}), None))
+        }
+        "UpdateAccessKey" | "DeleteAccessKey" => {
+            let name = user_param(params)?;
+            let id = param(params, "UserAccessKeyId")?.to_owned();
+            let user = cloud.users.get_mut(&name).ok_or_else(|| no_user(&name))?;
+            if !user.keys.contains(&id) {
+                return Err(Fault(
+                    StatusCode::NOT_FOUND,
+                    "EntityNotExist.User.AccessKey",
+                    format!("The access key does not exist: {id}."),
+                ));
+            }
+            if action == "DeleteAccessKey" {
+                user.keys.retain(|k| *k != id);
+                cloud.keys.remove(&id);
+            } else {
+                let active = match param(params, "Status")? {
+                    "Active" => true,
+                    "Inactive" => false,
+                    _ => {
+                        return Err(bad(
+                            "InvalidParameter.Status",
+                            "The parameter Status must be Active or Inactive.",
+                        ))
+                    }
+                };
+                if let Some(k) = cloud.keys.get_mut(&id) {
+                    k.active = active;
+                }
+            }
+            Ok((json!({}), None))
+        }
+        _ => Err(Fault(
+            StatusCode::NOT_FOUND,
+            "InvalidAction.NotFound",
+            format!("Specified api is not found, please check your url and method: {action}."),
+        )),
+    }
+}
+
+async fn handle(
+    State(cloud): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let done = {
+        let mut c = cloud.lock().expect("state");
+        authenticate(&mut c, &method, &uri, &headers, &body).and_then(|(key_id, action, params)| {
+            if c.throttle > 0 {
+                c.throttle -= 1;
+                return Err(bad(
+                    "Throttling.User",
+                    "Request was denied due to user flow control.",
+                ));
+            }
+            act(&mut c, &key_id, &action, &params)
+        })
+    };
+    match done {
+        Ok((body, delay)) => {
+            if let Some(d) = delay.filter(|d| !d.is_zero()) {
+                tokio::time::sleep(d).await;
+            }
+            answer(StatusCode::OK, body)
+        }
+        Err(fault) => fault.into_response(),
+    }
+}
+
+async fn throttle(
+    State(cloud): State<Shared>,
+    Query(q): Query<HashMap<String, u32>>,
+) -> &'static str {
+    cloud.lock().expect("state").throttle = q.get("count").copied().unwrap_or(1);
+    "ok\n"
+}
+
+async fn slow_create(
+    State(cloud): State<Shared>,
+    Query(q): Query<HashMap<String, u64>>,
+) -> &'static str {
+    cloud.lock().expect("state").slow_create =
+        Duration::from_millis(q.get("ms").copied().unwrap_or(0));
+    "ok\n"
+}
+
+fn usage() -> ! {
+    eprintln!("usage: ram-emulator --listen ADDR --admin-access-key-id ID --admin-access-key-secret SECRET");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| usage())
+    };
+    let listen: SocketAddr = arg("--listen").parse().unwrap_or_else(|_| usage());
+    let mut cloud = Cloud::default();
+    cloud.keys.insert(
+        arg("--admin-access-key-id"),
+        Key {
+            user: None,
+            secret: arg("--admin-access-key-secret"),
+            active: true,
+            created: now(),
+        },
+    );
+    let shared: Shared = Arc::new(Mutex::new(cloud));
+    let app = Router::new()
+        .route("/", any(handle))
+        .route("/_emulator/throttle", post(throttle))
+        .route("/_emulator/slow-create", post(slow_create))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("ram-emulator: cannot listen on {listen}: {e}");
+            std::process::exit(1)
+        });
+    println!(
+        "listening on {}",
+        listener.local_addr().expect("local address")
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, app).await.expect("serve");
+}
