@@ -56,6 +56,10 @@ pub struct RotationContext {
     /// The step may have run before (the job was resumed after a crash or a lost lease): it
     /// must check what is already done. False when the engine reached the step itself just now.
     pub resumed: bool,
+    /// For a rotator that [creates on its target](Rotator::creates_on_target), in `create`:
+    /// when this job first began creating a credential (ms since the epoch), stored before the
+    /// call. A credential made at or after it that no version holds is an earlier attempt's.
+    pub create_mark: Option<i64>,
 }
 
 /// A step's failure. Messages name the secret's account or target, never a credential.
@@ -121,6 +125,14 @@ pub trait Rotator: Send + Sync {
         _promoted: &SecretValue,
     ) -> Result<(), RotateError> {
         Ok(())
+    }
+
+    /// True when `create` makes the credential on the target itself (the RAM API's
+    /// CreateAccessKey), so that a crash before the store write could leave one nobody holds:
+    /// the engine then stores a create mark first and passes it as
+    /// [`RotationContext::create_mark`].
+    fn creates_on_target(&self) -> bool {
+        false
     }
 
     /// A dry run: checks that the current credential works and the target answers, changing

@@ -219,6 +219,7 @@ impl Engine {
                 version_id: None,
                 attempts: 0,
                 last_error: None,
+                create_mark: None,
             });
         }
 
@@ -233,7 +234,12 @@ impl Engine {
                 return self.finish(rotator.as_ref(), &mut state, resumed).await;
             }
             // The rotator's part of the step...
-            let cx = context(&state, resumed);
+            let mut cx = context(&state, resumed);
+            if step == Step::Create && rotator.creates_on_target() {
+                // Stored before the target makes anything, so that a crash before the store
+                // write leaves a trace the next attempt finds.
+                cx.create_mark = Some(self.store.mark_create(owner, claim).await?);
+            }
             let ran: Result<Option<SecretValue>, RotateError> = async {
                 match step {
                     Step::Create => Ok(Some(self.timed(rotator.create(&cx)).await?)),
@@ -455,5 +461,6 @@ fn context(state: &RotationState, resumed: bool) -> RotationContext {
         pending: state.pending.clone(),
         target: state.target_context.clone(),
         resumed,
+        create_mark: state.job.as_ref().and_then(|j| j.create_mark),
     }
 }

@@ -66,6 +66,9 @@ pub struct Job {
     /// Failed attempts in this cycle.
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// When the job first began creating a credential on its target (ms since the epoch), for
+    /// rotators whose target makes the credential (`Rotator::creates_on_target`).
+    pub create_mark: Option<i64>,
 }
 
 /// This machine's name, as lease owners carry it.

@@ -489,6 +489,10 @@ fn migrator(backend: Backend) -> Migrator {
                     "optional admin",
                     include_str!(concat!("migrations/", $dir, "/0005_optional_admin.sql")),
                 ),
+                (
+                    "create mark",
+                    include_str!(concat!("migrations/", $dir, "/0006_create_mark.sql")),
+                ),
             ]
         };
     }

@@ -290,6 +290,33 @@ impl Store {
         Ok(version_id)
     }
 
+    /// Records, before a rotator whose target makes the credential is called, when the job
+    /// began creating one: the first such time is kept across attempts and returned.
+    pub async fn mark_create(&self, owner: &str, claim: &Claim) -> Result<i64> {
+        let now = self.clock.now_ms();
+        let mut tx = self.begin_write().await?;
+        let row = self.claimed_row(&mut tx, claim, true).await?;
+        check_lease(&row, owner)?;
+        sqlx::query(
+            "INSERT INTO rotation_jobs (secret_id, step, attempts, started_at, updated_at, create_mark) \
+             VALUES ($1, 'create', 0, $2, $2, $2) \
+             ON CONFLICT (secret_id) DO UPDATE SET \
+                 create_mark = COALESCE(rotation_jobs.create_mark, excluded.create_mark)",
+        )
+        .bind(row.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mark: Option<i64> =
+            sqlx::query("SELECT create_mark FROM rotation_jobs WHERE secret_id = $1")
+                .bind(row.id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("create_mark")?;
+        tx.commit().await?;
+        Ok(mark.unwrap_or(now))
+    }
+
     /// Records that step `from` is done and the job goes on with `to`.
     pub async fn advance_job(
         &self,

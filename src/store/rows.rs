@@ -23,7 +23,8 @@ pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_
     s.rotation_jitter_s, s.next_rotation_at, s.rotation_deadline_at, s.last_rotation_at, \
     s.planned_delete_at, s.target, s.settings, s.lease_owner, s.lease_expires_at, \
     s.failure_reason, s.failure_attempts, s.failure_at, \
-    j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error";
+    j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error, \
+    j.create_mark AS job_create_mark";
 pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
     LEFT JOIN rotation_jobs j ON j.secret_id = s.id";
 
@@ -108,6 +109,7 @@ impl SecretRow {
                     .transpose()?,
                 attempts: row.try_get::<Option<i64>, _>("job_attempts")?.unwrap_or(0) as u32,
                 last_error: opt_text(row, "job_last_error")?,
+                create_mark: row.try_get::<Option<i64>, _>("job_create_mark")?,
             }),
             None => None,
         };
