@@ -25,5 +25,6 @@ pub fn builtin_rotators() -> rotators::Registry {
     let mut registry = rotators::Registry::new();
     registry.add_family(rotators::database::DatabaseFamily::new());
     registry.add_family(rotators::ssh::SshFamily::new());
+    registry.add_family(rotators::ram::RamFamily::new());
     registry
 }

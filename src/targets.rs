@@ -31,7 +31,7 @@ pub async fn add_target(
     registry: &Registry,
     name: &str,
     kind: &str,
-    url: &str,
+    url: Option<&str>,
     options: &Options,
 ) -> Result<(TargetInfo, Vec<String>)> {
     let (family, spec) = registry.target_kind(kind).ok_or_else(|| {
@@ -40,6 +40,9 @@ pub async fn add_target(
             or_list(&registry.target_kind_names())
         ))
     })?;
+    let url = url
+        .or(spec.default_url)
+        .ok_or_else(|| Error::invalid(format!("give --url for a {} target", spec.name)))?;
     crate::model::check_free_text("target URL", url)?;
     if !spec.schemes.iter().any(|s| url.starts_with(s)) {
         return Err(Error::invalid(format!(
@@ -139,7 +142,17 @@ pub async fn create_secret(
     new.target = Some(target.to_owned());
     let name = new.name.clone();
     let kind = new.kind;
-    let done = store.create_secret(new).await?;
+    let done = match store.create_secret(new).await {
+        Ok(done) => done,
+        Err(e) => {
+            if provisioned.made_on_target {
+                if let Err(gone) = family.discard(&context, kind, &provisioned).await {
+                    tracing::warn!(error = %gone, "could not remove the credential the target made");
+                }
+            }
+            return Err(e);
+        }
+    };
     if provisioned.install {
         if let Err(e) = family
             .install(

@@ -24,6 +24,8 @@ pub struct TargetKindSpec {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
     pub schemes: &'static [&'static str],
+    /// The address used when `target add` gives no `--url` (a cloud's public endpoint).
+    pub default_url: Option<&'static str>,
 }
 
 impl TargetKindSpec {
@@ -211,6 +213,9 @@ pub struct Provisioned {
     /// Create mode: the credentials must be installed on the target ([`Family::install`]) once
     /// the secret is stored. Import mode: they already work there.
     pub install: bool,
+    /// The target made the credential during `provision` (a cloud's CreateAccessKey): if the
+    /// store then refuses the secret, [`Family::discard`] removes it again.
+    pub made_on_target: bool,
 }
 
 /// One kind of target and everything rotor does with it.
@@ -262,6 +267,18 @@ pub trait Family: Send + Sync {
     /// Whether the `ACSPrevious` credential of a secret of `kind` still works after a rotation
     /// (dual accounts, key pairs), so that rolling back to it is safe.
     fn previous_stays_valid(&self, kind: SecretKind) -> bool;
+
+    /// The store refused a secret whose credential the target made in `provision`
+    /// ([`Provisioned::made_on_target`]): removes that credential, so none exists only on the
+    /// target.
+    async fn discard(
+        &self,
+        _target: &TargetContext,
+        _kind: SecretKind,
+        _provisioned: &Provisioned,
+    ) -> Result<(), SetupError> {
+        Ok(())
+    }
 
     /// Create mode, after the secret is stored as `secret_name` with first version
     /// `version_id`: puts its credentials on the target. On error the secret is deleted again,

@@ -17,9 +17,10 @@ pub enum TargetCommand {
         /// The target's kind (the rotator families of this build list theirs below).
         #[arg(long)]
         kind: String,
-        /// Address and options, without an account (SCHEME://HOST[:PORT][/…]; the kind's schemes).
+        /// Address and options, without an account (SCHEME://HOST[:PORT][/…]; the kind's schemes;
+        /// a cloud kind defaults to its public endpoint).
         #[arg(long)]
-        url: String,
+        url: Option<String>,
         /// The options rotator families declared for this command, read by the family.
         #[arg(skip)]
         options: Options,
@@ -46,7 +47,8 @@ pub async fn run(
             options,
         } => {
             let (info, notes) =
-                crate::targets::add_target(store, registry, &name, &kind, &url, &options).await?;
+                crate::targets::add_target(store, registry, &name, &kind, url.as_deref(), &options)
+                    .await?;
             for note in &notes {
                 eprintln!("rotor: {note}");
             }

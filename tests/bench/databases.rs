@@ -77,7 +77,7 @@ async fn add_target(store: &Store, name: &str, kind: &str, url: &str) {
         &rotor::builtin_rotators(),
         name,
         kind,
-        &url,
+        Some(&url),
         &options,
     )
     .await

@@ -112,15 +112,29 @@ async fn main() {
         .unwrap();
     let mut options = Options::new();
     options.insert("host-key", OptionValue::Text(sshd.host_key()));
-    rotor::targets::add_target(&store, &registry, "host", "ssh", &sshd.url(), &options)
-        .await
-        .unwrap();
+    rotor::targets::add_target(
+        &store,
+        &registry,
+        "host",
+        "ssh",
+        Some(&sshd.url()),
+        &options,
+    )
+    .await
+    .unwrap();
     options
         .insert("admin-user", OptionValue::Text(root.name.clone()))
         .insert("admin-key-file", OptionValue::Secret(root_private.into()));
-    rotor::targets::add_target(&store, &registry, "as-root", "ssh", &sshd.url(), &options)
-        .await
-        .unwrap();
+    rotor::targets::add_target(
+        &store,
+        &registry,
+        "as-root",
+        "ssh",
+        Some(&sshd.url()),
+        &options,
+    )
+    .await
+    .unwrap();
     import(
         &store,
         &registry,

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 
 use rotators::ram::client::{RamClient, SignatureStyle};
 
+use crate::support::{assert_refused, Backend, TestEnv};
+
 const ADMIN_ID: &str = "LTAIadminTestKey0001";
 const ADMIN_SECRET: &str = "AdminSecretForTheEmulator000001";
 
@@ -56,6 +58,11 @@ impl Emulator {
 
     pub fn admin(&self, style: SignatureStyle) -> RamClient {
         RamClient::new(&self.endpoint(), style, ADMIN_ID, ADMIN_SECRET).unwrap()
+    }
+
+    /// Makes CreateAccessKey wait `ms` after creating the key, before answering.
+    pub async fn slow_create(&self, ms: u64) {
+        control(&self.addr, &format!("/_emulator/slow-create?ms={ms}")).await;
     }
 
     /// Makes the next `count` signed calls answer `Throttling.User`.
@@ -188,4 +195,303 @@ async fn rotors_client_manages_keys_in_both_styles_and_retries_throttling() {
         .await
         .unwrap_err();
     assert!(err.code.starts_with("Throttling") && err.retryable, "{err}");
+}
+
+/// `rotor target add NAME --kind ram --url ENDPOINT` with the admin pair (secret on stdin).
+fn add_ram_target(
+    t: &TestEnv,
+    name: &str,
+    emulator: &Emulator,
+    extra: &[&str],
+) -> std::process::Output {
+    use std::io::Write;
+    let endpoint = emulator.endpoint();
+    let mut child = t
+        .rotor()
+        .args(["target", "add", name, "--kind", "ram", "--url", &endpoint])
+        .args([
+            "--admin-access-key-id",
+            ADMIN_ID,
+            "--admin-access-key-secret-stdin",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ADMIN_SECRET.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+async fn env(backend: Backend) -> TestEnv {
+    let t = TestEnv::new(backend).await;
+    t.ok(&["init"]);
+    t
+}
+
+/// A stage's AccessKey pair: (id, secret).
+fn pair(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
+    let out = t.json(&["secret", "get", secret, "--stage", stage]);
+    let v: serde_json::Value = serde_json::from_str(out["SecretData"].as_str().unwrap()).unwrap();
+    assert!(v["GenerateTimestamp"]
+        .as_str()
+        .is_some_and(|g| !g.is_empty()));
+    (
+        v["AccessKeyId"].as_str().unwrap().to_owned(),
+        v["AccessKeySecret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The user's key ids, sorted.
+async fn keys_of(emulator: &Emulator, user: &str) -> Vec<String> {
+    let mut ids: Vec<String> = emulator
+        .admin(SignatureStyle::V3)
+        .list_access_keys(user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.access_key_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether a pair signs for `user`.
+async fn signs(
+    emulator: &Emulator,
+    user: &str,
+    (id, secret): &(String, String),
+) -> Result<(), String> {
+    RamClient::new(&emulator.endpoint(), SignatureStyle::V3, id, secret)
+        .unwrap()
+        .get_user(user)
+        .await
+        .map(drop)
+        .map_err(|e| e.code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_keys_rotate_10_times_within_the_two_key_limit() {
+    let t = env(Backend::Sqlite).await;
+    let emulator = Emulator::start();
+    let admin = emulator.admin(SignatureStyle::V3);
+    admin
+        .call("CreateUser", &[("UserName", "app")])
+        .await
+        .unwrap();
+    let out = add_ram_target(&t, "cloud", &emulator, &["--signature", "v1"]);
+    assert!(out.status.success(), "{out:?}");
+    let report = t.ok(&["target", "check", "cloud"]);
+    assert!(report.contains("ListUsers"), "{report}");
+
+    // Create mode: the cloud makes the first pair.
+    t.ok(&[
+        "secret",
+        "create",
+        "ram/app",
+        "--type",
+        "RAMCredentials",
+        "--target",
+        "cloud",
+        "--ram-user",
+        "app",
+    ]);
+    let first = pair(&t, "ram/app", "ACSCurrent");
+    assert_eq!(keys_of(&emulator, "app").await, vec![first.0.clone()]);
+    signs(&emulator, "app", &first).await.unwrap();
+
+    let mut seen = vec![first];
+    for round in 1..=10 {
+        let out = t.run(&["rotate", "ram/app"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "round {round}: {text}");
+        let current = pair(&t, "ram/app", "ACSCurrent");
+        let previous = pair(&t, "ram/app", "ACSPrevious");
+        assert!(
+            !text.contains(&current.1) && !text.contains(&previous.1),
+            "no secret in rotor's output or logs"
+        );
+        let mut expected = vec![current.0.clone(), previous.0.clone()];
+        expected.sort();
+        assert_eq!(
+            keys_of(&emulator, "app").await,
+            expected,
+            "round {round}: exactly current and previous"
+        );
+        signs(&emulator, "app", &current).await.unwrap();
+        signs(&emulator, "app", &previous).await.unwrap();
+        for old in &seen[..seen.len() - 1] {
+            assert_eq!(
+                signs(&emulator, "app", old).await,
+                Err("InvalidAccessKeyId.NotFound".into()),
+                "round {round}: an older key is gone"
+            );
+        }
+        seen.push(current);
+    }
+    // Both keys work, so rolling back is allowed.
+    t.ok(&["secret", "rollback", "ram/app"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_pairs_are_checked_and_foreign_keys_stop_the_rotation() {
+    let t = env(Backend::Postgres).await;
+    let emulator = Emulator::start();
+    let admin = emulator.admin(SignatureStyle::V3);
+    admin
+        .call("CreateUser", &[("UserName", "svc")])
+        .await
+        .unwrap();
+    let existing = admin.create_access_key("svc").await.unwrap();
+    assert!(add_ram_target(&t, "cloud", &emulator, &[]).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, v: serde_json::Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p.display().to_string()
+    };
+    let wrong = file(
+        "wrong.json",
+        serde_json::json!({"AccessKeyId": existing.access_key_id, "AccessKeySecret": "not-it"}),
+    );
+    let out = t.run(&[
+        "secret",
+        "create",
+        "ram/svc",
+        "--type",
+        "RAMCredentials",
+        "--target",
+        "cloud",
+        "--ram-user",
+        "svc",
+        "--value-file",
+        &wrong,
+    ]);
+    assert_refused(&out, 2, "does not sign", Some("not-it"));
+    let good = file(
+        "good.json",
+        serde_json::json!({"AccessKeyId": existing.access_key_id, "AccessKeySecret": existing.access_key_secret.as_str()}),
+    );
+    t.ok(&[
+        "secret",
+        "create",
+        "ram/svc",
+        "--type",
+        "RAMCredentials",
+        "--target",
+        "cloud",
+        "--ram-user",
+        "svc",
+        "--value-file",
+        &good,
+    ]);
+    assert_eq!(pair(&t, "ram/svc", "ACSCurrent").0, existing.access_key_id);
+
+    // Someone adds a key of their own: the rotation fails, naming it, and changes nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let foreign = admin.create_access_key("svc").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let before = keys_of(&emulator, "svc").await;
+    let out = t.run(&["rotate", "ram/svc"]);
+    assert_refused(&out, 6, &foreign.access_key_id, None);
+    assert_eq!(keys_of(&emulator, "svc").await, before, "nothing changed");
+    assert_eq!(
+        t.json(&["secret", "describe", "ram/svc"])["RotationStatus"],
+        "Failed"
+    );
+    admin
+        .delete_access_key("svc", &foreign.access_key_id)
+        .await
+        .unwrap();
+
+    // Throttling answers back off and the rotation succeeds.
+    emulator.throttle(3).await;
+    t.ok(&["rotate", "ram/svc"]);
+    let current = pair(&t, "ram/svc", "ACSCurrent");
+    assert_ne!(current.0, existing.access_key_id);
+    let mut expected = vec![current.0.clone(), existing.access_key_id.clone()];
+    expected.sort();
+    assert_eq!(keys_of(&emulator, "svc").await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_killed_after_create_access_key_leaves_no_orphan() {
+    let t = env(Backend::Sqlite).await;
+    let emulator = Emulator::start();
+    let admin = emulator.admin(SignatureStyle::V3);
+    admin
+        .call("CreateUser", &[("UserName", "batch")])
+        .await
+        .unwrap();
+    assert!(add_ram_target(&t, "cloud", &emulator, &[]).status.success());
+    t.ok(&[
+        "secret",
+        "create",
+        "ram/batch",
+        "--type",
+        "RAMCredentials",
+        "--target",
+        "cloud",
+        "--ram-user",
+        "batch",
+    ]);
+    t.ok(&["rotate", "ram/batch"]);
+    assert_eq!(keys_of(&emulator, "batch").await.len(), 2);
+
+    // The cloud makes the key, then answers slowly: rotor is killed before it stores it.
+    emulator.slow_create(5000).await;
+    let mut child = t
+        .rotor()
+        .args(["rotate", "ram/batch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let current = pair(&t, "ram/batch", "ACSCurrent");
+    loop {
+        // Previous deleted, a new key made: current plus the key nobody holds yet.
+        let keys = keys_of(&emulator, "batch").await;
+        if keys.len() == 2 && !keys.contains(&pair(&t, "ram/batch", "ACSPrevious").0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CreateAccessKey never ran: {keys:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let orphan: Vec<String> = keys_of(&emulator, "batch")
+        .await
+        .into_iter()
+        .filter(|k| *k != current.0)
+        .collect();
+    assert_eq!(orphan.len(), 1, "one key nobody holds");
+    emulator.slow_create(0).await;
+
+    // The next attempt finds it (created after the job's create mark) and deletes it.
+    t.ok(&["rotate", "ram/batch"]);
+    let new = pair(&t, "ram/batch", "ACSCurrent");
+    let mut expected = vec![new.0.clone(), current.0.clone()];
+    expected.sort();
+    assert_eq!(
+        keys_of(&emulator, "batch").await,
+        expected,
+        "current and previous, no orphan"
+    );
+    assert!(!expected.contains(&orphan[0]));
+    assert_eq!(pair(&t, "ram/batch", "ACSPrevious").0, current.0);
 }

@@ -176,7 +176,7 @@ async fn add_unreachable_target(store: &Store, name: &str) {
         &rotor::builtin_rotators(),
         name,
         "postgres",
-        "postgres://127.0.0.1:1/none",
+        Some("postgres://127.0.0.1:1/none"),
         &admin,
     )
     .await

@@ -26,16 +26,19 @@ const KINDS: &[TargetKindSpec] = &[
         name: "postgres",
         aliases: &["postgresql"],
         schemes: &["postgres://", "postgresql://"],
+        default_url: None,
     },
     TargetKindSpec {
         name: "mysql",
         aliases: &["mariadb"],
         schemes: &["mysql://", "mariadb://"],
+        default_url: None,
     },
     TargetKindSpec {
         name: "redis",
         aliases: &[],
         schemes: &["redis://", "rediss://"],
+        default_url: None,
     },
 ];
 
@@ -302,6 +305,7 @@ impl Family for DatabaseFamily {
             previous: second.map(|a| a.to_value()),
             settings: serde_json::to_value(&settings).expect("settings serialise"),
             install,
+            made_on_target: false,
         })
     }
 

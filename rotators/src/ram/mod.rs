@@ -1,6 +1,501 @@
-//! The RAM family's building blocks (work in progress, see issue 10): request signatures
-//! ([`sign`]) and the RAM OpenAPI client ([`client`]). The family itself — targets, secrets,
-//! the AccessKey rotator — is not registered yet.
+//! The RAM family: a cloud RAM user's AccessKey pair, replaced through the RAM OpenAPI within
+//! the two-key limit.
+//!
+//! A target of kind `ram` is a RAM endpoint (default the public one) with an admin AccessKey
+//! pair that may manage users' keys. A `RAMCredentials` secret names its RAM user
+//! (`--ram-user`) and holds `{"AccessKeyId","AccessKeySecret","GenerateTimestamp"}`.
+//!
+//! Unlike other targets, the cloud makes the credential: `create` calls CreateAccessKey, so it
+//! changes the target before the engine stores the result. A crash between the two would leave
+//! a key nobody holds; the engine therefore stores a create mark first
+//! ([`RotationContext::create_mark`]), and `create` deletes any key of the user that no version
+//! holds and that was created at or after the mark (an earlier attempt's) before making a new
+//! one. A key created before the mark that no version holds was made by someone else: the
+//! rotation fails, naming it, and deletes nothing. A user holds at most two keys: after a
+//! rotation exactly `ACSCurrent` and `ACSPrevious`; `create` deletes the previous version's key
+//! when two are present (never the current one).
+//!
+//! [`client`] is the OpenAPI client, [`sign`] the two request signature styles.
 
 pub mod client;
 pub mod sign;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use self::client::{RamClient, SignatureStyle, DEFAULT_ENDPOINT};
+use crate::family::{
+    Family, NewAdmin, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned,
+    SecretRequest, SetupError, Source, TargetKindSpec,
+};
+use crate::kind::{SecretKind, SecretType};
+use crate::rotator::{RotateError, RotationContext, Rotator, TargetContext};
+use crate::value::SecretValue;
+
+const KINDS: &[TargetKindSpec] = &[TargetKindSpec {
+    name: "ram",
+    aliases: &[],
+    schemes: &["https://", "http://"],
+    default_url: Some(DEFAULT_ENDPOINT),
+}];
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "admin-access-key-id",
+        help: "RAM targets: the AccessKey ID of an admin that may manage users' AccessKeys",
+        arg: OptionArg::Value { value_name: "ID" },
+        scope: OptionScope::TargetAdd,
+    },
+    OptionSpec {
+        name: "admin-access-key-secret-stdin",
+        help: "RAM targets: read the admin's AccessKey secret from standard input",
+        arg: OptionArg::SecretFromStdin,
+        scope: OptionScope::TargetAdd,
+    },
+    OptionSpec {
+        name: "signature",
+        help:
+            "RAM targets: request signature, v3 (ACS3-HMAC-SHA256, default) or v1 (RPC HMAC-SHA1)",
+        arg: OptionArg::Value {
+            value_name: "v3|v1",
+        },
+        scope: OptionScope::TargetAdd,
+    },
+    OptionSpec {
+        name: "ram-user",
+        help: "RAMCredentials: the RAM user whose AccessKey pair the secret holds",
+        arg: OptionArg::Value { value_name: "USER" },
+        scope: OptionScope::SecretCreate,
+    },
+];
+
+/// A target's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RamTarget {
+    #[serde(default)]
+    signature: SignatureStyle,
+}
+
+/// A secret's settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RamSettings {
+    user: String,
+}
+
+impl RamSettings {
+    fn from_json(settings: &serde_json::Value) -> Result<Self, RotateError> {
+        serde_json::from_value(settings.clone()).map_err(|e| {
+            RotateError::fatal(format!("the secret's RAM settings are malformed: {e}"))
+        })
+    }
+}
+
+/// An AccessKey pair value.
+struct AccessKey {
+    id: String,
+    secret: Zeroizing<String>,
+    generated: String,
+}
+
+impl AccessKey {
+    fn from_value(value: &SecretValue) -> Result<AccessKey, RotateError> {
+        let v: serde_json::Value = serde_json::from_slice(value.expose())
+            .map_err(|_| RotateError::fatal("an AccessKey value is not JSON"))?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        match (field("AccessKeyId"), field("AccessKeySecret")) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok(AccessKey {
+                id,
+                secret: Zeroizing::new(secret),
+                generated: field("GenerateTimestamp").unwrap_or_default(),
+            }),
+            _ => Err(RotateError::fatal(
+                "an AccessKey value needs AccessKeyId and AccessKeySecret",
+            )),
+        }
+    }
+
+    fn to_value(&self) -> SecretValue {
+        let text = Zeroizing::new(
+            json!({"AccessKeyId": self.id, "AccessKeySecret": self.secret.as_str(), "GenerateTimestamp": self.generated})
+                .to_string(),
+        );
+        SecretValue::new(text.as_bytes().to_vec())
+    }
+}
+
+fn client(target: &TargetContext, key: &AccessKey) -> Result<RamClient, RotateError> {
+    let config: RamTarget = if target.config.is_null() {
+        RamTarget::default()
+    } else {
+        serde_json::from_value(target.config.clone()).map_err(|e| {
+            RotateError::fatal(format!("the RAM target's settings are malformed: {e}"))
+        })?
+    };
+    RamClient::new(&target.url, config.signature, &key.id, &key.secret).map_err(RotateError::fatal)
+}
+
+fn admin_client(target: &TargetContext) -> Result<RamClient, RotateError> {
+    client(target, &AccessKey::from_value(target.admin()?)?)
+}
+
+/// Checks a RAM user name: 1–64 letters, digits, `.`, `_`, `-`, `@`.
+fn check_user(name: &str) -> Result<(), SetupError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+    {
+        return Err(SetupError::Invalid(format!(
+            "'{}' is not a RAM user name (1 to 64 letters, digits, '.', '_', '-', '@')",
+            name.chars().take(64).collect::<String>().escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// `2026-11-29T14:00:05Z` → seconds since the epoch.
+fn epoch_seconds(date: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(date)
+        .ok()
+        .map(|d| d.timestamp())
+}
+
+/// The cloud's AccessKey pairs of RAM users.
+pub struct RamFamily;
+
+impl RamFamily {
+    pub fn new() -> Arc<Self> {
+        Arc::new(RamFamily)
+    }
+}
+
+fn invalid(m: impl Into<String>) -> SetupError {
+    SetupError::Invalid(m.into())
+}
+
+#[async_trait]
+impl Family for RamFamily {
+    fn name(&self) -> &'static str {
+        "ram"
+    }
+
+    fn target_kinds(&self) -> &'static [TargetKindSpec] {
+        KINDS
+    }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn rotators(&self) -> Vec<(SecretKind, Arc<dyn Rotator>)> {
+        vec![(
+            SecretKind {
+                ty: SecretType::RAMCredentials,
+                sub: None,
+            },
+            Arc::new(AccessKeyRotator),
+        )]
+    }
+
+    async fn new_target(
+        &self,
+        kind: &'static TargetKindSpec,
+        url: &str,
+        options: &Options,
+    ) -> Result<NewTarget, SetupError> {
+        let signature: SignatureStyle = options.parse("signature")?.unwrap_or_default();
+        let id = options
+            .text("admin-access-key-id")
+            .ok_or_else(|| invalid("give --admin-access-key-id for a RAM target"))?;
+        let secret = options
+            .secret("admin-access-key-secret-stdin")
+            .ok_or_else(|| {
+                invalid(
+                    "give the admin's AccessKey secret on stdin: --admin-access-key-secret-stdin",
+                )
+            })?;
+        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid("an AccessKey ID is letters and digits"));
+        }
+        if secret.is_empty() || secret.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(invalid(
+                "the AccessKey secret is empty or holds spaces or control characters",
+            ));
+        }
+        RamClient::new(url, signature, id, secret).map_err(invalid)?;
+        let admin = AccessKey {
+            id: id.to_owned(),
+            secret: Zeroizing::new(secret.to_owned()),
+            generated: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        };
+        Ok(NewTarget {
+            kind: kind.name,
+            url: url.to_owned(),
+            config: serde_json::to_value(RamTarget { signature }).expect("settings serialise"),
+            admin: Some(NewAdmin {
+                kind: SecretKind {
+                    ty: SecretType::RAMCredentials,
+                    sub: None,
+                },
+                value: admin.to_value(),
+            }),
+            notes: vec![],
+        })
+    }
+
+    async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError> {
+        admin_client(target)?
+            .call("ListUsers", &[("MaxItems", "1")])
+            .await
+            .map_err(|e| SetupError::Target(e.to_string()))?;
+        Ok("signs RAM API calls that the endpoint accepts (ListUsers)".into())
+    }
+
+    async fn provision(&self, request: SecretRequest<'_>) -> Result<Provisioned, SetupError> {
+        let SecretRequest {
+            kind,
+            source,
+            options,
+            target,
+            ..
+        } = request;
+        if kind.ty != SecretType::RAMCredentials {
+            return Err(invalid("a RAM target holds RAMCredentials secrets"));
+        }
+        let user = options.text("ram-user").ok_or_else(|| {
+            invalid("give --ram-user: the RAM user whose AccessKey the secret holds")
+        })?;
+        check_user(user)?;
+        let admin = admin_client(target)?;
+        let target_error = |e: client::RamError| SetupError::Target(e.to_string());
+        let keys = admin.list_access_keys(user).await.map_err(target_error)?;
+        let settings = serde_json::to_value(RamSettings {
+            user: user.to_owned(),
+        })
+        .expect("settings serialise");
+        match source {
+            Source::Create => {
+                if keys.len() >= 2 {
+                    return Err(invalid(format!(
+                        "RAM user '{user}' already holds two AccessKeys ({}); import the one in use with --value-file, or delete one",
+                        keys.iter().map(|k| k.access_key_id.as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let new = admin.create_access_key(user).await.map_err(target_error)?;
+                let key = AccessKey {
+                    id: new.access_key_id,
+                    secret: new.access_key_secret,
+                    generated: new.create_date,
+                };
+                Ok(Provisioned {
+                    current: key.to_value(),
+                    previous: None,
+                    settings,
+                    install: false,
+                    made_on_target: true,
+                })
+            }
+            Source::Import(value) => {
+                crate::value::check_unique_keys(value.expose()).map_err(invalid)?;
+                let mut key = AccessKey::from_value(&value).map_err(|e| invalid(e.to_string()))?;
+                let listed = keys
+                    .iter()
+                    .find(|k| k.access_key_id == key.id)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "AccessKey {} is not one of RAM user '{user}''s keys; nothing stored",
+                            key.id
+                        ))
+                    })?;
+                client(target, &key)?.get_user(user).await.map_err(|e| {
+                    invalid(format!(
+                        "AccessKey {} does not sign for RAM user '{user}': {e}; nothing stored",
+                        key.id
+                    ))
+                })?;
+                if key.generated.is_empty() {
+                    key.generated = listed.create_date.clone();
+                }
+                Ok(Provisioned {
+                    current: key.to_value(),
+                    previous: None,
+                    settings,
+                    install: false,
+                    made_on_target: false,
+                })
+            }
+        }
+    }
+
+    async fn check_credential(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        settings: &serde_json::Value,
+        _current: &SecretValue,
+        value: &SecretValue,
+    ) -> Result<(), SetupError> {
+        let settings = RamSettings::from_json(settings)?;
+        let key = AccessKey::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        client(target, &key)?
+            .get_user(&settings.user)
+            .await
+            .map_err(|e| {
+                invalid(format!(
+                    "AccessKey {} does not sign for RAM user '{}': {e}",
+                    key.id, settings.user
+                ))
+            })?;
+        Ok(())
+    }
+
+    fn previous_stays_valid(&self, _kind: SecretKind) -> bool {
+        true
+    }
+
+    async fn install(
+        &self,
+        _target: &TargetContext,
+        _kind: SecretKind,
+        _secret_name: &str,
+        _version_id: &str,
+        _provisioned: &Provisioned,
+    ) -> Result<(), SetupError> {
+        Ok(())
+    }
+
+    async fn discard(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        provisioned: &Provisioned,
+    ) -> Result<(), SetupError> {
+        let settings = RamSettings::from_json(&provisioned.settings)?;
+        let key = AccessKey::from_value(&provisioned.current)?;
+        admin_client(target)?
+            .delete_access_key(&settings.user, &key.id)
+            .await
+            .map_err(|e| SetupError::Target(e.to_string()))
+    }
+}
+
+/// Replaces a `RAMCredentials` secret's AccessKey pair.
+pub struct AccessKeyRotator;
+
+fn target(cx: &RotationContext) -> Result<&TargetContext, RotateError> {
+    cx.target.as_ref().ok_or_else(|| {
+        RotateError::fatal(format!(
+            "secret '{}' names no target to rotate on",
+            cx.secret_name
+        ))
+    })
+}
+
+fn current(cx: &RotationContext) -> Result<AccessKey, RotateError> {
+    AccessKey::from_value(
+        &cx.current
+            .as_ref()
+            .ok_or_else(|| RotateError::fatal("the secret has no current version"))?
+            .value,
+    )
+}
+
+#[async_trait]
+impl Rotator for AccessKeyRotator {
+    fn creates_on_target(&self) -> bool {
+        true
+    }
+
+    async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
+        let target = target(cx)?;
+        let settings = RamSettings::from_json(&cx.settings)?;
+        let user = settings.user.as_str();
+        let current = current(cx)?;
+        let previous = cx
+            .previous
+            .as_ref()
+            .map(|p| AccessKey::from_value(&p.value))
+            .transpose()?;
+        let admin = admin_client(target)?;
+        let keys = admin.list_access_keys(user).await?;
+        // Keys no version holds: an earlier attempt's (created at or after the mark), or
+        // someone else's, which stops the rotation before anything changes.
+        let mark = cx.create_mark.map(|ms| ms.div_euclid(1000));
+        let ours = |id: &str| id == current.id || previous.as_ref().is_some_and(|p| p.id == id);
+        let mut orphans = vec![];
+        for key in keys.iter().filter(|k| !ours(&k.access_key_id)) {
+            match (epoch_seconds(&key.create_date), mark) {
+                (Some(created), Some(mark)) if created >= mark => orphans.push(key),
+                _ => {
+                    return Err(RotateError::fatal(format!(
+                        "RAM user '{user}' holds AccessKey {} (created {}), which is not this secret's: rotor neither deletes nor adopts it; nothing changed (delete it, or import it with rotor secret import)",
+                        key.access_key_id, key.create_date
+                    )))
+                }
+            }
+        }
+        for orphan in &orphans {
+            admin.delete_access_key(user, &orphan.access_key_id).await?;
+            tracing::info!(access_key_id = %orphan.access_key_id, "deleted an AccessKey an interrupted attempt created");
+        }
+        let held = keys.len() - orphans.len();
+        if held >= 2 {
+            // The two are current and previous: the previous version's key makes room.
+            let previous = previous
+                .filter(|p| p.id != current.id)
+                .ok_or_else(|| RotateError::fatal(format!("RAM user '{user}' holds two AccessKeys and the secret knows no previous one to replace")))?;
+            admin.delete_access_key(user, &previous.id).await?;
+        }
+        let new = admin.create_access_key(user).await?;
+        Ok(AccessKey {
+            id: new.access_key_id,
+            secret: new.access_key_secret,
+            generated: new.create_date,
+        }
+        .to_value())
+    }
+
+    async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
+        // The cloud made the key Active; check it is still there.
+        let settings = RamSettings::from_json(&cx.settings)?;
+        let pending = AccessKey::from_value(pending)?;
+        let keys = admin_client(target(cx)?)?
+            .list_access_keys(&settings.user)
+            .await?;
+        if !keys.iter().any(|k| k.access_key_id == pending.id) {
+            return Err(RotateError::fatal(format!(
+                "the new AccessKey {} of RAM user '{}' is gone",
+                pending.id, settings.user
+            )));
+        }
+        Ok(())
+    }
+
+    async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
+        let settings = RamSettings::from_json(&cx.settings)?;
+        let pending = AccessKey::from_value(pending)?;
+        client(target(cx)?, &pending)?
+            .get_user(&settings.user)
+            .await
+            .map(drop)
+            .map_err(|e| match e.code.as_str() {
+                // A new key may take a moment to reach every region.
+                "InvalidAccessKeyId.NotFound" => RotateError::retryable(e.to_string()),
+                _ => e.into(),
+            })
+    }
+
+    async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
+        let settings = RamSettings::from_json(&cx.settings)?;
+        client(target(cx)?, &current(cx)?)?
+            .get_user(&settings.user)
+            .await
+            .map(drop)
+            .map_err(RotateError::from)
+    }
+}

@@ -36,6 +36,7 @@ const KINDS: &[TargetKindSpec] = &[TargetKindSpec {
     name: "ssh",
     aliases: &["ecs"],
     schemes: &["ssh://"],
+    default_url: None,
 }];
 
 const OPTIONS: &[OptionSpec] = &[
@@ -387,6 +388,7 @@ impl Family for SshFamily {
             previous: None,
             settings: serde_json::to_value(&settings).expect("settings serialise"),
             install,
+            made_on_target: false,
         })
     }
 

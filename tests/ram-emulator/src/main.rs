@@ -11,7 +11,7 @@
 //! errors (`SignatureDoesNotMatch`, `InvalidTimeStamp.Expired`, `SignatureNonceUsed`,
 //! `InvalidAccessKeyId.NotFound`, `InvalidAccessKeyId.Inactive`) come back in the cloud's JSON
 //! shape with a `RequestId`. Users and AccessKeys live in memory; a user holds at most two keys.
-//! The admin pair may call every action (CreateUser, GetUser, DeleteUser, CreateAccessKey,
+//! The admin pair may call every action (CreateUser, GetUser, ListUsers, DeleteUser, CreateAccessKey,
 //! ListAccessKeys, UpdateAccessKey, DeleteAccessKey); an Active user key may call GetUser and
 //! ListAccessKeys for its own user.
 //!
@@ -392,6 +392,13 @@ fn act(
             let body = json!({"User": user_json(&name, &user)});
             cloud.users.insert(name, user);
             Ok((body, None))
+        }
+        "ListUsers" => {
+            let users: Vec<Value> = cloud.users.iter().map(|(n, u)| user_json(n, u)).collect();
+            Ok((
+                json!({"IsTruncated": false, "Users": {"User": users}}),
+                None,
+            ))
         }
         "GetUser" => {
             let name = user_param(params)?;
