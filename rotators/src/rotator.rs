@@ -127,6 +127,19 @@ pub trait Rotator: Send + Sync {
         Ok(())
     }
 
+    /// After a rotation is promoted: how long until [`followup`](Self::followup) should run,
+    /// e.g. a grace period before the previous credential is disabled. `None`: nothing to do.
+    fn followup_after(&self, _cx: &RotationContext) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Runs once the time from [`followup_after`](Self::followup_after) has passed (by a
+    /// worker), with the secret's versions as they are then. Must tolerate what is already
+    /// done or gone.
+    async fn followup(&self, _cx: &RotationContext) -> Result<(), RotateError> {
+        Ok(())
+    }
+
     /// True when `create` makes the credential on the target itself (the RAM API's
     /// CreateAccessKey), so that a crash before the store write could leave one nobody holds:
     /// the engine then stores a create mark first and passes it as

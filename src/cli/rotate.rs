@@ -138,7 +138,9 @@ pub async fn rotate(
             .filter(|(_, r)| {
                 !matches!(
                     r,
-                    Ok(Outcome::Rotated { .. }) | Ok(Outcome::MissedWindow { .. })
+                    Ok(Outcome::Rotated { .. })
+                        | Ok(Outcome::MissedWindow { .. })
+                        | Ok(Outcome::FollowedUp { error: None })
                 )
             })
             .count();
@@ -210,6 +212,12 @@ fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
             format!("rotation of secret '{name}' interrupted before its {step} step")
         }
         Ok(Outcome::LeaseLost) => format!("rotation of secret '{name}' passed to another worker"),
+        Ok(Outcome::FollowedUp { error: None }) => {
+            format!("secret '{name}': the last rotation's follow-up ran")
+        }
+        Ok(Outcome::FollowedUp { error: Some(e) }) => {
+            format!("secret '{name}': the last rotation's follow-up failed: {e}; it runs again in a minute")
+        }
         Err(e) => format!("rotation of secret '{name}' failed: {e}"),
     }
 }
@@ -222,6 +230,8 @@ fn outcome_json(name: &SecretName, result: &Result<Outcome>) -> serde_json::Valu
         Ok(Outcome::MissedWindow { .. }) => ("MissedWindow", None),
         Ok(Outcome::Interrupted { .. }) => ("Interrupted", None),
         Ok(Outcome::LeaseLost) => ("LeaseLost", None),
+        Ok(Outcome::FollowedUp { error: None }) => ("FollowedUp", None),
+        Ok(Outcome::FollowedUp { error: Some(_) }) => ("FollowUpFailed", None),
         Err(_) => ("Error", None),
     };
     json!({"SecretName": name, "Outcome": outcome, "VersionId": version, "Message": outcome_line(name, result)})

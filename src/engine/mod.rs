@@ -84,7 +84,12 @@ pub enum Outcome {
     Interrupted { step: Step },
     /// The lease passed to another worker, which resumes the job.
     LeaseLost,
+    /// The last rotation's follow-up ran (`error`: it failed and runs again in a minute).
+    FollowedUp { error: Option<String> },
 }
+
+/// How long a failed follow-up waits before it runs again.
+const FOLLOWUP_RETRY_MS: i64 = 60_000;
 
 /// Drives rotators for claimed secrets.
 pub struct Engine {
@@ -199,6 +204,26 @@ impl Engine {
                 other => RotateError::fatal(other.to_string()),
             };
             return self.fail(&state, step, e).await;
+        }
+        // A follow-up that is due (and no rotation in flight): a worker runs it, then the
+        // secret waits for its next rotation.
+        let now = self.store.clock().now_ms();
+        if let Some(at) = state
+            .followup_at
+            .filter(|at| state.job.is_none() && !manual && *at <= now)
+        {
+            tracing::info!(due = %crate::clock::format_ms(at), "follow-up starts");
+            let cx = context(&state, false);
+            let error = match self.timed(rotator.followup(&cx)).await {
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            let retry_at = error.as_ref().map(|_| now + FOLLOWUP_RETRY_MS);
+            if let Some(e) = &error {
+                tracing::warn!(error = %e, "follow-up failed; it runs again in a minute");
+            }
+            self.store.complete_followup(owner, claim, retry_at).await?;
+            return Ok(Outcome::FollowedUp { error });
         }
         // A job found in the store may have run part of its current step already.
         let mut resumed = state.job.is_some();
@@ -335,8 +360,11 @@ impl Engine {
         if let Err(e) = self.timed(rotator.finish(&cx, &promoted)).await {
             return self.fail(state, Step::Finish, e).await;
         }
+        let followup = rotator
+            .followup_after(&cx)
+            .map(|d| self.store.clock().now_ms() + d.as_millis() as i64);
         self.store
-            .complete_job(owner, &claim, self.plan_next(state))
+            .complete_job(owner, &claim, self.plan_next(state), followup)
             .await?;
         tracing::info!(version = %version_id, "rotation complete");
         Ok(Outcome::Rotated { version_id })

@@ -29,6 +29,8 @@ pub struct RotationState {
     pub next_rotation_at: Option<i64>,
     /// A cron window's end: no new rotation starts after it.
     pub deadline_at: Option<i64>,
+    /// When the last rotation's follow-up is due (`Rotator::followup_after`).
+    pub followup_at: Option<i64>,
     pub target: Option<String>,
     /// Rotator settings stored with the secret (JSON; `Null` when none).
     pub settings: serde_json::Value,
@@ -230,6 +232,7 @@ impl Store {
             jitter: row.jitter,
             next_rotation_at: row.next_rotation_at,
             deadline_at: row.deadline_at,
+            followup_at: row.followup_at,
             target: row.target,
             settings: match &row.settings {
                 Some(text) => serde_json::from_str(text).map_err(|e| {
@@ -374,20 +377,78 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a rotation: deletes the job, schedules the next rotation and gives up the lease.
+    /// Ends a rotation: deletes the job, schedules the next rotation (and the rotator's
+    /// follow-up at `followup`, if it comes first) and gives up the lease.
     pub async fn complete_job(
         &self,
         owner: &str,
         claim: &Claim,
         next: Option<Planned>,
+        followup: Option<i64>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
             .bind(claim.secret_id)
             .execute(&mut *tx)
             .await?;
-        self.reschedule_in(&mut tx, owner, claim, next).await?;
+        let next_at = next.map(|p| p.at.timestamp_millis());
+        let followup = followup.filter(|f| next_at.is_none_or(|n| *f < n));
+        sqlx::query("UPDATE secrets SET followup_at = $1, followup_next_at = $2 WHERE id = $3")
+            .bind(followup)
+            .bind(followup.and(next_at))
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        match followup {
+            // The follow-up first; the next rotation waits in followup_next_at.
+            Some(at) => {
+                let done = sqlx::query(
+                    "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
+                            lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = $3 AND lease_owner = $4",
+                )
+                .bind(at)
+                .bind(next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()))
+                .bind(claim.secret_id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(lease_lost(&claim.name));
+                }
+            }
+            None => self.reschedule_in(&mut tx, owner, claim, next).await?,
+        }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a follow-up: the next rotation's time comes back and the lease goes; with
+    /// `retry_at`, the follow-up failed and runs again then.
+    pub async fn complete_followup(
+        &self,
+        owner: &str,
+        claim: &Claim,
+        retry_at: Option<i64>,
+    ) -> Result<()> {
+        let sql = if retry_at.is_some() {
+            "UPDATE secrets SET followup_at = $1, next_rotation_at = $1, \
+                    lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $2 AND lease_owner = $3"
+        } else {
+            "UPDATE secrets SET next_rotation_at = followup_next_at, followup_at = $1, \
+                    followup_next_at = NULL, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $2 AND lease_owner = $3"
+        };
+        let done = sqlx::query(sql)
+            .bind(retry_at)
+            .bind(claim.secret_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(lease_lost(&claim.name));
+        }
         Ok(())
     }
 

@@ -22,7 +22,7 @@ pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_
     s.rotation_enabled, s.rotation_interval_s, s.rotation_cron, s.rotation_window_s, \
     s.rotation_jitter_s, s.next_rotation_at, s.rotation_deadline_at, s.last_rotation_at, \
     s.planned_delete_at, s.target, s.settings, s.lease_owner, s.lease_expires_at, \
-    s.failure_reason, s.failure_attempts, s.failure_at, \
+    s.failure_reason, s.failure_attempts, s.failure_at, s.followup_at, \
     j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error, \
     j.create_mark AS job_create_mark";
 pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
@@ -45,6 +45,7 @@ pub(super) struct SecretRow {
     pub(super) jitter: Option<Duration>,
     pub(super) next_rotation_at: Option<i64>,
     pub(super) deadline_at: Option<i64>,
+    pub(super) followup_at: Option<i64>,
     last_rotation_at: Option<i64>,
     pub(super) planned_delete_at: Option<i64>,
     pub(super) target: Option<String>,
@@ -116,6 +117,7 @@ impl SecretRow {
         Ok(SecretRow {
             jitter: secs("rotation_jitter_s")?,
             deadline_at: row.try_get("rotation_deadline_at")?,
+            followup_at: row.try_get("followup_at")?,
             target: opt_text(row, "target")?,
             settings: opt_text(row, "settings")?,
             lease_owner: opt_text(row, "lease_owner")?,

@@ -66,6 +66,14 @@ const OPTIONS: &[OptionSpec] = &[
         scope: OptionScope::TargetAdd,
     },
     OptionSpec {
+        name: "previous-grace",
+        help: "RAMCredentials: after a rotation, disable the previous AccessKey once this has passed (e.g. 1h); it stays Active until the next rotation without it",
+        arg: OptionArg::Value {
+            value_name: "DURATION",
+        },
+        scope: OptionScope::SecretCreate,
+    },
+    OptionSpec {
         name: "ram-user",
         help: "RAMCredentials: the RAM user whose AccessKey pair the secret holds",
         arg: OptionArg::Value { value_name: "USER" },
@@ -84,6 +92,9 @@ struct RamTarget {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RamSettings {
     user: String,
+    /// Seconds after a rotation before the previous key is set Inactive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_grace_s: Option<u64>,
 }
 
 impl RamSettings {
@@ -274,8 +285,17 @@ impl Family for RamFamily {
         let admin = admin_client(target)?;
         let target_error = |e: client::RamError| SetupError::Target(e.to_string());
         let keys = admin.list_access_keys(user).await.map_err(target_error)?;
+        let previous_grace_s = options
+            .text("previous-grace")
+            .map(|g| {
+                humantime::parse_duration(g)
+                    .map(|d| d.as_secs())
+                    .map_err(|e| invalid(format!("--previous-grace: {e}")))
+            })
+            .transpose()?;
         let settings = serde_json::to_value(RamSettings {
             user: user.to_owned(),
+            previous_grace_s,
         })
         .expect("settings serialise");
         match source {
@@ -488,6 +508,30 @@ impl Rotator for AccessKeyRotator {
                 "InvalidAccessKeyId.NotFound" => RotateError::retryable(e.to_string()),
                 _ => e.into(),
             })
+    }
+
+    fn followup_after(&self, cx: &RotationContext) -> Option<std::time::Duration> {
+        RamSettings::from_json(&cx.settings)
+            .ok()?
+            .previous_grace_s
+            .map(std::time::Duration::from_secs)
+    }
+
+    /// The grace period is over: the previous key is set Inactive (it stays, so a rollback
+    /// can still find it; the next rotation deletes it).
+    async fn followup(&self, cx: &RotationContext) -> Result<(), RotateError> {
+        let Some(previous) = &cx.previous else {
+            return Ok(());
+        };
+        let settings = RamSettings::from_json(&cx.settings)?;
+        let previous = AccessKey::from_value(&previous.value)?;
+        match admin_client(target(cx)?)?
+            .update_access_key(&settings.user, &previous.id, "Inactive")
+            .await
+        {
+            Err(e) if e.code == "EntityNotExist.User.AccessKey" => Ok(()),
+            done => done.map_err(RotateError::from),
+        }
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
