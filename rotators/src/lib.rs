@@ -6,8 +6,9 @@
 //! value formats each type stores ([`value`]), the [`rotator`] contract — four idempotent steps
 //! (create / set / test / finish) that the engine drives — the [`family`] contract (targets,
 //! provisioning, options), the [`registry`] that maps kinds to both, and the families
-//! themselves, one module each: [`database`] (PostgreSQL, MySQL/MariaDB, Redis accounts) and [`ssh`] (host users'
-//! passwords and key pairs, over SSH). It
+//! themselves, one module each: [`database`] (PostgreSQL, MySQL/MariaDB, Redis accounts),
+//! [`ssh`] (host users' passwords and key pairs, over SSH) and [`ram`] (cloud RAM users'
+//! AccessKey pairs, through the RAM OpenAPI). It
 //! knows nothing of jobs, cron, the store or HTTP.
 
 pub mod database;

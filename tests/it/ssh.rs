@@ -836,7 +836,7 @@ fn rotate_through_kills(
         });
         assert!(
             logs_in(&current) || pending.as_ref().is_some_and(&logs_in),
-            "after kill {kills}: neither the current nor the pending credential logs in"
+            "{secret} after kill {kills}: neither the current nor the pending credential logs in"
         );
     }
     panic!("the rotation never completed")

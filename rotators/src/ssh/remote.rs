@@ -195,10 +195,16 @@ impl Admin {
         Ok(())
     }
 
-    /// Sets `user`'s password with `chpasswd`, the password on its standard input.
+    /// Sets `user`'s password with `chpasswd`, the password on its standard input. The line
+    /// goes to chpasswd only once it arrived whole (newline included): a connection cut
+    /// mid-way must not set a truncated password. It stays in the shell's memory (`read`,
+    /// then the `printf` builtin into the pipe): no file, no command line.
     pub async fn set_password(&self, user: &str, password: &str) -> Result<(), SshError> {
         let line = Zeroizing::new(format!("{user}:{password}\n"));
-        let out = self.run_as_root("chpasswd", line.as_bytes()).await?;
+        let script =
+            "IFS= read -r line || { echo 'the password arrived incomplete' >&2; exit 75; }\n\
+                      printf '%s\\n' \"$line\" | chpasswd";
+        let out = self.run_as_root(script, line.as_bytes()).await?;
         if out.status != 0 {
             return Err(SshError::Remote(format!(
                 "chpasswd for user '{user}' failed: {}",
@@ -266,13 +272,16 @@ fn read_script(user: &str) -> String {
 }
 
 /// Writes standard input to a temporary file beside authorized_keys, mode 0600, owned by the
-/// user, and renames it over the file, unless the file changed since rotor read it.
-fn write_script(user: &str, expected: &str) -> String {
+/// user, and renames it over the file — only if all of it arrived (its SHA-256 is `content`:
+/// a connection cut mid-way gives `cat` an early end of input, not a signal) and the file has
+/// not changed since rotor read it (its SHA-256 is still `expected`).
+fn write_script(user: &str, expected: &str, content: &str) -> String {
     format!(
         r#"{prelude}if [ ! -d "$d" ]; then mkdir -m 700 "$d"; if [ "$(id -u)" = 0 ]; then chown "$u": "$d"; fi; fi
 t=$(mktemp "$d/.authorized_keys.rotor.XXXXXX")
 trap 'rm -f "$t"' EXIT HUP INT TERM
 cat > "$t"
+if [ "$(sha256sum < "$t" | cut -c1-64)" != {content} ]; then echo "the new authorized_keys arrived incomplete" >&2; exit {CHANGED}; fi
 if [ -e "$f" ]; then now=$(sha256sum < "$f" | cut -c1-64); else now=absent; fi
 if [ "$now" != {expected} ]; then echo "$f changed while rotor was editing it" >&2; exit {CHANGED}; fi
 chmod 600 "$t"
@@ -282,6 +291,7 @@ trap - EXIT
 "#,
         prelude = prelude(user),
         expected = shell_quote(expected),
+        content = shell_quote(content),
     )
 }
 
@@ -327,7 +337,14 @@ impl Editor<'_> {
     /// Replaces `user`'s authorized_keys with `content` atomically, if it is still `read`.
     pub async fn write(&self, user: &str, read: &KeysFile, content: &[u8]) -> Result<(), SshError> {
         let out = self
-            .run(&write_script(user, &read.fingerprint()), content)
+            .run(
+                &write_script(
+                    user,
+                    &read.fingerprint(),
+                    &hex::encode(Sha256::digest(content)),
+                ),
+                content,
+            )
             .await?;
         match out.status {
             0 => Ok(()),
@@ -349,7 +366,7 @@ mod tests {
     #[test]
     fn scripts_quote_the_user_name() {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
-        let s = write_script("app", "absent");
+        let s = write_script("app", "absent", "abc");
         assert!(s.contains("u='app'\n"), "{s}");
         assert!(s.contains("!= 'absent' ]"), "{s}");
     }
