@@ -449,21 +449,33 @@ async fn a_rotation_killed_after_create_access_key_leaves_no_orphan() {
     t.ok(&["rotate", "ram/batch"]);
     assert_eq!(keys_of(&emulator, "batch").await.len(), 2);
 
-    // The cloud makes the key, then answers slowly: rotor is killed before it stores it.
+    // The cloud makes the key, then answers slowly: the worker is killed before it stores it.
+    t.ok(&[
+        "rotation",
+        "set",
+        "ram/batch",
+        "--interval",
+        "7d",
+        "--rotate-now",
+    ]);
     emulator.slow_create(5000).await;
-    let mut child = t
-        .rotor()
-        .args(["rotate", "ram/batch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let worker = || {
+        t.rotor()
+            .args(["worker", "--lease", "2s", "--poll", "100ms"])
+            .env("ROTOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = worker();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let current = pair(&t, "ram/batch", "ACSCurrent");
+    let previous = pair(&t, "ram/batch", "ACSPrevious");
     loop {
         // Previous deleted, a new key made: current plus the key nobody holds yet.
         let keys = keys_of(&emulator, "batch").await;
-        if keys.len() == 2 && !keys.contains(&pair(&t, "ram/batch", "ACSPrevious").0) {
+        if keys.len() == 2 && !keys.contains(&previous.0) {
             break;
         }
         assert!(
@@ -480,10 +492,28 @@ async fn a_rotation_killed_after_create_access_key_leaves_no_orphan() {
         .filter(|k| *k != current.0)
         .collect();
     assert_eq!(orphan.len(), 1, "one key nobody holds");
+    assert_eq!(
+        pair(&t, "ram/batch", "ACSCurrent"),
+        current,
+        "nothing stored"
+    );
     emulator.slow_create(0).await;
 
-    // The next attempt finds it (created after the job's create mark) and deletes it.
-    t.ok(&["rotate", "ram/batch"]);
+    // The next worker takes the job over once the lease has expired, finds the key (created
+    // after the job's create mark), deletes it and rotates.
+    let mut child = worker();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pair(&t, "ram/batch", "ACSCurrent") == current
+        || t.json(&["secret", "describe", "ram/batch"])["RotationStatus"] != "Idle"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
     let new = pair(&t, "ram/batch", "ACSCurrent");
     let mut expected = vec![new.0.clone(), current.0.clone()];
     expected.sort();
@@ -583,4 +613,61 @@ async fn the_worker_disables_the_previous_key_once_its_grace_has_passed() {
     let mut expected = vec![pair(&t, "ram/web", "ACSCurrent").0, current.0.clone()];
     expected.sort();
     assert_eq!(keys_of(&emulator, "web").await, expected);
+}
+
+/// Sends one V3-signed GetUser as raw HTTP, with the date and nonce given; returns the answer.
+async fn raw_v3(addr: &str, date: &str, nonce: &str) -> String {
+    use rotators::ram::sign;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body_sha = sign::sha256_hex(b"");
+    let headers: Vec<(String, String)> = [
+        ("host", addr),
+        ("x-acs-action", "GetUser"),
+        ("x-acs-version", "2015-05-01"),
+        ("x-acs-date", date),
+        ("x-acs-signature-nonce", nonce),
+        ("x-acs-content-sha256", body_sha.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let query = vec![("UserName".to_string(), "nobody".to_string())];
+    let (signature, names) =
+        sign::v3_signature(ADMIN_SECRET, "POST", "/", &query, &headers, &body_sha);
+    let mut request = format!("POST /?{} HTTP/1.1\r\n", sign::canonical_query(&query));
+    for (k, v) in &headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!(
+        "authorization: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        sign::v3_authorization(ADMIN_ID, &names, &signature)
+    ));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_refuses_reused_nonces_and_stale_timestamps() {
+    let emulator = Emulator::start();
+    let now = chrono::Utc::now();
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // A correctly signed call gets through the signature check (the user does not exist).
+    let first = raw_v3(&emulator.addr, &stamp(now), "nonce-0001").await;
+    assert!(first.contains("EntityNotExist.User"), "{first}");
+    let again = raw_v3(&emulator.addr, &stamp(now), "nonce-0001").await;
+    assert!(again.contains("SignatureNonceUsed"), "{again}");
+    let stale = raw_v3(
+        &emulator.addr,
+        &stamp(now - chrono::Duration::minutes(20)),
+        "nonce-0002",
+    )
+    .await;
+    assert!(stale.contains("InvalidTimeStamp.Expired"), "{stale}");
+    assert!(
+        stale.contains("\"RequestId\""),
+        "errors carry a RequestId: {stale}"
+    );
 }
