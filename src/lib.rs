@@ -15,6 +15,7 @@ pub mod files;
 pub mod model;
 pub mod store;
 pub mod targets;
+pub mod telemetry;
 pub mod worker;
 
 pub use error::{Error, Result};

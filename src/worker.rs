@@ -22,6 +22,8 @@ use crate::store::{Claim, Store};
 
 /// How often the worker purges secrets whose recovery window has ended.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// How often a worker that serves metrics counts due and failed secrets.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 /// How the worker schedules rotations.
 #[derive(Clone, Debug)]
@@ -34,6 +36,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// How long in-flight steps may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Count due and failed secrets for the metrics gauges (when metrics are served).
+    pub metrics: bool,
 }
 
 impl WorkerConfig {
@@ -43,6 +47,7 @@ impl WorkerConfig {
         per_target: 2,
         poll: Duration::from_millis(500),
         drain_timeout: Duration::from_secs(30),
+        metrics: false,
     };
 }
 
@@ -71,6 +76,7 @@ pub async fn run(
     let gates = Gates::new(config.per_target);
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut purge = tokio::time::interval(PURGE_EVERY);
+    let mut gauges = tokio::time::interval(GAUGES_EVERY);
 
     loop {
         while let Some(done) = tasks.try_join_next() {
@@ -100,7 +106,10 @@ pub async fn run(
                         );
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming due secrets failed"),
+                Err(e) => {
+                    crate::telemetry::store_error();
+                    tracing::warn!(error = %e, "claiming due secrets failed")
+                }
             }
         }
         if full_batch {
@@ -110,6 +119,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(config.poll) => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
+            _ = gauges.tick(), if config.metrics => crate::telemetry::count_secrets(&store).await,
             _ = purge.tick() => match store.purge_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(secrets = n, "purged secrets whose recovery window ended"),

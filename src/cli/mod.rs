@@ -75,7 +75,7 @@ pub enum Command {
     /// Create the data directory, the store and the master key file.
     Init,
     /// Run the background worker until SIGINT or SIGTERM.
-    Worker(EngineArgs),
+    Worker(rotate::WorkerArgs),
     /// Rotate now: one secret, or everything due; or check one without changing it.
     Rotate(RotateArgs),
     /// Manage secrets and their versions.

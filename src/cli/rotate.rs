@@ -74,6 +74,7 @@ impl EngineArgs {
             per_target: self.per_target.max(1),
             poll: *self.poll,
             drain_timeout: *self.drain_timeout,
+            metrics: false,
         }
     }
 }
@@ -104,13 +105,31 @@ pub struct RotateArgs {
     pub engine: EngineArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "ROTOR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// `rotor worker`: rotates due secrets until SIGINT/SIGTERM, then drains and exits.
-pub async fn worker(store: &Store, registry: Registry, args: &EngineArgs) -> Result<()> {
+pub async fn worker(store: &Store, registry: Registry, args: &WorkerArgs) -> Result<()> {
     let _lock = store.lock_single_worker()?;
     let shutdown = CancellationToken::new();
     crate::worker::cancel_on_signal(shutdown.clone());
-    let engine = Arc::new(Engine::new(store.clone(), registry, args.engine_config()));
-    crate::worker::run(engine, args.worker_config(), shutdown).await
+    let mut config = args.engine.worker_config();
+    if let Some(addr) = args.metrics_listen {
+        crate::telemetry::serve(addr, store.clone(), shutdown.clone()).await?;
+        config.metrics = true;
+    }
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        registry,
+        args.engine.engine_config(),
+    ));
+    crate::worker::run(engine, config, shutdown).await
 }
 
 /// `rotor rotate`: one secret now, a pass over everything due, or a dry run.

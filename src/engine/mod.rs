@@ -265,6 +265,7 @@ impl Engine {
                 // write leaves a trace the next attempt finds.
                 cx.create_mark = Some(self.store.mark_create(owner, claim).await?);
             }
+            let started = std::time::Instant::now();
             let ran: Result<Option<SecretValue>, RotateError> = async {
                 match step {
                     Step::Create => Ok(Some(self.timed(rotator.create(&cx)).await?)),
@@ -282,6 +283,7 @@ impl Engine {
                 }
             }
             .await;
+            crate::telemetry::step(step.as_str(), self.family_of(&state), started.elapsed());
             let created = match ran {
                 Ok(created) => created,
                 Err(e) => return self.fail(&state, step, e).await,
@@ -367,6 +369,7 @@ impl Engine {
             .complete_job(owner, &claim, self.plan_next(state), followup)
             .await?;
         tracing::info!(version = %version_id, "rotation complete");
+        crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "rotated");
         Ok(Outcome::Rotated { version_id })
     }
 
@@ -422,6 +425,7 @@ impl Engine {
                     Some(next),
                 )
                 .await?;
+            crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
             Ok(Outcome::Retrying {
                 error,
                 attempts,
@@ -440,8 +444,18 @@ impl Engine {
                     next,
                 )
                 .await?;
+            crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
             Ok(Outcome::Failed { error, attempts })
         }
+    }
+
+    /// The family a secret's target belongs to, for metrics (`none` without a target).
+    fn family_of(&self, state: &RotationState) -> &'static str {
+        state
+            .target_context
+            .as_ref()
+            .and_then(|t| self.registry.target_kind(&t.kind))
+            .map_or("none", |(f, _)| f.name())
     }
 
     /// The delay before retry `attempts`: base × 2^(attempts−1), capped, the upper half jittered.

@@ -518,6 +518,31 @@ fn migrator(backend: Backend) -> Migrator {
     migrator
 }
 
+impl Store {
+    /// Checks the store answers (`/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Secrets due for rotation now, and secrets whose last cycle failed (the metrics gauges).
+    pub async fn count_due_and_failed(&self) -> Result<(i64, i64)> {
+        let now = self.clock.now_ms();
+        let due: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM secrets WHERE next_rotation_at <= $1")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+        let failed: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM secrets WHERE failure_reason IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+        Ok((due, failed))
+    }
+}
+
 /// The master key from `ROTOR_MASTER_KEY` or the key file.
 fn load_master_key(config: &StoreConfig) -> Result<KeyMaterial> {
     if let Some(key) = &config.master_key {

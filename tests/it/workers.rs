@@ -444,3 +444,146 @@ both_backends!(
         assert!(out.contains("is ACSCurrent"), "{out}");
     }
 );
+
+/// `GET path` on `addr`: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the metrics listener answers");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a sample of `metric` whose labels include `labels`, in a scrape.
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .reduce(|a, b| a + b)
+}
+
+fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("the scrape parses as Prometheus text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_metrics_that_move_with_rotations_and_health_for_load_balancers() {
+    let t = TestEnv::new(crate::support::Backend::Postgres).await;
+    t.ok(&["init"]);
+    let hosts = tempfile::tempdir().unwrap();
+    for name in ["m1", "m2"] {
+        ecs_secret(&t, hosts.path(), name);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = spawn_worker(&t, hosts.path(), None, &["--metrics-listen", &addr]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the metrics listener never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".into()));
+    let before = scrape(&addr);
+    let rotated = |s: &prometheus_parse::Scrape| {
+        sample(
+            s,
+            "rotor_rotations_total",
+            &[("type", "ECS"), ("result", "rotated")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(rotated(&before), 0.0);
+
+    for name in ["m1", "m2"] {
+        testkit_ok(
+            &t,
+            hosts.path(),
+            &["rotation", "set", name, "--interval", "1h", "--rotate-now"],
+        );
+    }
+    let mut after = scrape(&addr);
+    while rotated(&after) < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotations never showed in /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        after = scrape(&addr);
+    }
+    // Step durations for every step, and the gauges.
+    for step in ["create", "set", "test"] {
+        assert!(
+            sample(
+                &after,
+                "rotor_step_duration_seconds_count",
+                &[("step", step)]
+            )
+            .unwrap_or(0.0)
+                >= 2.0,
+            "{step} durations"
+        );
+    }
+    while sample(&after, "rotor_secrets_due", &[]).is_none() {
+        assert!(Instant::now() < deadline, "the gauges never showed");
+        std::thread::sleep(Duration::from_millis(200));
+        after = scrape(&addr);
+    }
+    assert_eq!(sample(&after, "rotor_secrets_failed", &[]), Some(0.0));
+    let (_, text) = http_get(&addr, "/metrics");
+    assert!(
+        !text.contains("initial-m1") && !text.contains("m1\""),
+        "no secret names or values in labels"
+    );
+
+    // The store goes away: not ready (503), still alive.
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&crate::support::pg_admin_url())
+            .await
+            .unwrap();
+    let db = t.pg_db.clone().unwrap();
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("DROP DATABASE {db} WITH (FORCE)").as_str(),
+    )
+    .await
+    .unwrap();
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store"), "{body}");
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    wait_exit(&mut worker, Duration::from_secs(20));
+}

@@ -1,0 +1,156 @@
+//! Metrics and health: what `rotor worker --metrics-listen ADDR` serves.
+//!
+//! - `/metrics`: Prometheus text exposition (the `metrics` facade, rendered by
+//!   `metrics-exporter-prometheus`): rotations by secret type, family and result, step
+//!   durations, secrets due and failed, store errors. Labels carry kinds and
+//!   results, never a secret's name or value.
+//! - `/healthz`: 200 while the process runs.
+//! - `/readyz`: 200 when the store answers (the master key was unlocked at start), 503 with
+//!   the reason otherwise.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Seconds buckets for step durations.
+const STEP_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process's metrics recorder (once) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "rotor_step_duration_seconds".into(),
+                    ),
+                    &STEP_BUCKETS,
+                )
+                .expect("buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A second recorder (tests in one process) keeps the first.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "rotor_rotations_total",
+        "Rotation cycles ended, by secret type, family and result"
+    );
+    metrics::describe_histogram!(
+        "rotor_step_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of rotator steps, by step and family"
+    );
+    metrics::describe_gauge!(
+        "rotor_secrets_due",
+        "Secrets due for rotation, as the worker last counted"
+    );
+    metrics::describe_gauge!(
+        "rotor_secrets_failed",
+        "Secrets whose last rotation cycle failed"
+    );
+    metrics::describe_counter!(
+        "rotor_store_errors_total",
+        "Store operations of the worker that failed"
+    );
+}
+
+/// A rotation cycle ended with `result` (`rotated`, `retrying`, `failed`, …).
+pub fn rotation(ty: &str, family: &str, result: &'static str) {
+    metrics::counter!("rotor_rotations_total", "type" => ty.to_owned(), "family" => family.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// A rotator step took `elapsed`.
+pub fn step(step: &'static str, family: &str, elapsed: Duration) {
+    metrics::histogram!("rotor_step_duration_seconds", "step" => step, "family" => family.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn store_error() {
+    metrics::counter!("rotor_store_errors_total").increment(1);
+}
+
+/// Counts due and failed secrets for the gauges.
+pub async fn count_secrets(store: &Store) {
+    match store.count_due_and_failed().await {
+        Ok((due, failed)) => {
+            metrics::gauge!("rotor_secrets_due").set(due as f64);
+            metrics::gauge!("rotor_secrets_failed").set(failed as f64);
+        }
+        Err(e) => {
+            store_error();
+            tracing::warn!(error = %e, "counting due secrets failed");
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Served {
+    handle: PrometheusHandle,
+    store: Store,
+}
+
+async fn render(State(s): State<Served>) -> String {
+    s.handle.render()
+}
+
+async fn ready(State(s): State<Served>) -> (StatusCode, String) {
+    match tokio::time::timeout(Duration::from_secs(5), s.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unreachable: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store did not answer within 5s\n".into(),
+        ),
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until `stop`.
+pub async fn serve(addr: SocketAddr, store: Store, stop: CancellationToken) -> Result<()> {
+    let handle = install();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on {addr} for metrics: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::config(e.to_string()))?;
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(Served { handle, store });
+    tracing::info!(listen = %local, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}
