@@ -154,11 +154,13 @@ pub async fn run(
 }
 
 /// One pass over everything due: rotates it (with the same limits as the worker) and returns
-/// how each rotation ended. Secrets that become due again during the pass wait for the next.
+/// how each rotation ended (`on_done` hears of each as it ends). Secrets that become due again
+/// during the pass wait for the next.
 pub async fn run_due(
     engine: Arc<Engine>,
     config: &WorkerConfig,
     stop: &CancellationToken,
+    on_done: &(dyn Fn(&Finished) + Sync),
 ) -> Result<Vec<Finished>> {
     let store = engine.store().clone();
     let owner = engine.config().owner.clone();
@@ -184,7 +186,10 @@ pub async fn run_due(
             }
             while let Some(done) = tasks.join_next().await {
                 match done {
-                    Ok(finished) => results.push(finished),
+                    Ok(finished) => {
+                        on_done(&finished);
+                        results.push(finished)
+                    }
                     Err(e) => tracing::error!(error = %e, "rotation task panicked"),
                 }
             }

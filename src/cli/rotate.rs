@@ -147,44 +147,7 @@ pub async fn rotate(
     let stop = CancellationToken::new();
     crate::worker::cancel_on_signal(stop.clone());
     if args.due {
-        let results = crate::worker::run_due(engine, &args.engine.worker_config(), &stop).await?;
-        let rotated = results
-            .iter()
-            .filter(|(_, r)| matches!(r, Ok(Outcome::Rotated { .. })))
-            .count();
-        let failed = results
-            .iter()
-            .filter(|(_, r)| {
-                !matches!(
-                    r,
-                    Ok(Outcome::Rotated { .. })
-                        | Ok(Outcome::MissedWindow { .. })
-                        | Ok(Outcome::FollowedUp { error: None })
-                )
-            })
-            .count();
-        let rows: Vec<serde_json::Value> = results
-            .iter()
-            .map(|(name, r)| outcome_json(name, r))
-            .collect();
-        out.print(&rows, || {
-            let mut lines: Vec<String> = results
-                .iter()
-                .map(|(name, r)| outcome_line(name, r))
-                .collect();
-            lines.push(format!(
-                "{} due, {rotated} rotated, {failed} not rotated",
-                results.len()
-            ));
-            lines.join("\n")
-        });
-        if failed > 0 {
-            return Err(Error::Rotation(format!(
-                "{failed} of {} due rotations did not complete",
-                results.len()
-            )));
-        }
-        return Ok(());
+        return due(store, engine, &args.engine, &stop, out).await;
     }
     let Some(name) = &args.name else {
         return Err(Error::invalid("give a secret NAME or --due"));
@@ -206,6 +169,107 @@ pub async fn rotate(
         }
         other => Err(Error::Rotation(outcome_line(name, &Ok(other)))),
     }
+}
+
+/// How a `--due` pass sorts an outcome.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    Rotated,
+    Failed,
+    /// Not rotated by design: a missed cron window, or only the last rotation's follow-up.
+    Skipped,
+}
+
+/// Everything that did not complete counts as failed (and makes the pass exit 6): a failed or
+/// retrying attempt, a rotation interrupted or passed to another worker, a failed follow-up.
+fn tally(result: &Result<Outcome>) -> Tally {
+    match result {
+        Ok(Outcome::Rotated { .. }) => Tally::Rotated,
+        Ok(Outcome::MissedWindow { .. } | Outcome::FollowedUp { error: None }) => Tally::Skipped,
+        _ => Tally::Failed,
+    }
+}
+
+/// `rotor rotate --due`: a progress bar on a terminal (stderr), then a table of what each
+/// secret did and the counts; `--json` one object with both.
+async fn due(
+    store: &Store,
+    engine: Arc<Engine>,
+    args: &EngineArgs,
+    stop: &CancellationToken,
+    out: &Output,
+) -> Result<()> {
+    let (expected, _) = store.count_due_and_failed().await?;
+    let bar = if out.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(
+            Some(expected.max(0) as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rotated or tried  {msg}")
+            .expect("a valid template"),
+    );
+    let on_done = |(name, result): &(SecretName, Result<Outcome>)| {
+        bar.inc(1);
+        if tally(result) == Tally::Failed {
+            bar.set_message(format!("last failure: {name}"));
+        }
+    };
+    let results = crate::worker::run_due(engine, &args.worker_config(), stop, &on_done).await?;
+    bar.finish_and_clear();
+    let count = |t: Tally| results.iter().filter(|(_, r)| tally(r) == t).count();
+    let (rotated, failed, skipped) = (
+        count(Tally::Rotated),
+        count(Tally::Failed),
+        count(Tally::Skipped),
+    );
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(name, r)| outcome_json(name, r))
+        .collect();
+    let summary = json!({
+        "Due": results.len(),
+        "Rotated": rotated,
+        "Failed": failed,
+        "Skipped": skipped,
+        "Results": rows,
+    });
+    out.print(&summary, || {
+        let mut text = String::new();
+        if !results.is_empty() {
+            text = super::output::table(
+                &["SECRET", "OUTCOME", "DETAIL"],
+                results
+                    .iter()
+                    .map(|(name, r)| {
+                        let json = outcome_json(name, r);
+                        vec![
+                            name.to_string(),
+                            json["Outcome"].as_str().unwrap_or_default().to_owned(),
+                            outcome_line(name, r),
+                        ]
+                    })
+                    .collect(),
+            );
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "{} due, {rotated} rotated, {} not rotated ({failed} failed, {skipped} skipped)",
+            results.len(),
+            failed + skipped
+        ));
+        text
+    });
+    if failed > 0 {
+        return Err(Error::Rotation(format!(
+            "{failed} of {} due rotations did not complete",
+            results.len()
+        )));
+    }
+    Ok(())
 }
 
 fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {

@@ -587,3 +587,85 @@ async fn a_worker_serves_metrics_that_move_with_rotations_and_health_for_load_ba
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     wait_exit(&mut worker, Duration::from_secs(20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_pass_ends_with_a_table_and_a_machine_readable_summary() {
+    let t = TestEnv::new(crate::support::Backend::Sqlite).await;
+    t.ok(&["init"]);
+    let hosts = tempfile::tempdir().unwrap();
+    let hosts = hosts.path();
+    for name in ["one-1", "two-1", "one-2", "two-2"] {
+        ecs_secret(&t, hosts, name);
+    }
+    let due = |names: &[&str]| {
+        for name in names {
+            testkit_ok(
+                &t,
+                hosts,
+                &["rotation", "set", name, "--interval", "1d", "--rotate-now"],
+            );
+        }
+    };
+    // One of the two rotations of each pass fails in its set step.
+    let pass = |json: bool| {
+        let mut cmd = t.testkit(hosts);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.args(["rotate", "--due", "--max-attempts", "1"])
+            .env("ROTOR_TEST_FAULT", "set:fatal:1")
+            .output()
+            .unwrap()
+    };
+    due(&["one-1", "two-1"]);
+    let out = pass(true);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "a failure makes the pass exit 6"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &summary["Due"],
+            &summary["Rotated"],
+            &summary["Failed"],
+            &summary["Skipped"]
+        ),
+        (&json!(2), &json!(1), &json!(1), &json!(0)),
+        "{summary}"
+    );
+    let results = summary["Results"].as_array().unwrap();
+    let failed = results.iter().find(|r| r["Outcome"] == "Failed").unwrap();
+    assert!(
+        failed["Message"]
+            .as_str()
+            .unwrap()
+            .contains("set step failed"),
+        "{failed}"
+    );
+
+    // On a pipe: no progress bar, a table with a reason per secret, then the counts.
+    due(&["one-2", "two-2"]);
+    let out = pass(false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "no terminal control on a pipe"
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("SECRET") && header.contains("OUTCOME") && header.contains("DETAIL"),
+        "{stdout}"
+    );
+    let failed = stdout
+        .lines()
+        .find(|l| l.contains("Failed"))
+        .expect("a row per secret");
+    assert!(failed.contains("failed after 1 attempt"), "{failed}");
+    assert!(
+        stdout.contains("2 due, 1 rotated, 1 not rotated (1 failed, 0 skipped)"),
+        "{stdout}"
+    );
+}
