@@ -10,6 +10,7 @@ mod testkit_rotator;
 mod cli;
 mod concurrency;
 mod databases;
+mod deploy;
 mod encryption;
 mod ram;
 mod rotation;
