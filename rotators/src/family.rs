@@ -72,6 +72,50 @@ pub struct OptionSpec {
     pub scope: OptionScope,
 }
 
+/// Options more than one family declares (the CLI shows one of each name).
+pub mod shared {
+    use super::{OptionArg, OptionScope, OptionSpec};
+
+    pub const ADMIN_USER: OptionSpec = OptionSpec {
+        name: "admin-user",
+        help: "The admin account (databases: one that may manage accounts; SSH hosts: root or a sudo user)",
+        arg: OptionArg::Value { value_name: "USER" },
+        scope: OptionScope::TargetAdd,
+    };
+
+    pub const ADMIN_PASSWORD_STDIN: OptionSpec = OptionSpec {
+        name: "admin-password-stdin",
+        help: "Read the admin password from standard input (empty for none)",
+        arg: OptionArg::SecretFromStdin,
+        scope: OptionScope::TargetAdd,
+    };
+
+    pub const ADMIN_PASSWORD: OptionSpec = OptionSpec {
+        name: "admin-password",
+        help: "The admin password (visible in the process list; prefer --admin-password-stdin)",
+        arg: OptionArg::Secret {
+            value_name: "PASSWORD",
+        },
+        scope: OptionScope::TargetAdd,
+    };
+
+    pub const PASSWORD_LENGTH: OptionSpec = OptionSpec {
+        name: "password-length",
+        help: "Length of generated passwords (16–128) [default: 32]",
+        arg: OptionArg::Value { value_name: "N" },
+        scope: OptionScope::SecretCreate,
+    };
+
+    pub const EXCLUDE_CHARS: OptionSpec = OptionSpec {
+        name: "exclude-chars",
+        help: "Characters generated passwords must not use (: / @ \" ' \\ and space never are)",
+        arg: OptionArg::Value {
+            value_name: "CHARS",
+        },
+        scope: OptionScope::SecretCreate,
+    };
+}
+
 /// A value given for a family option.
 #[derive(Clone)]
 pub enum OptionValue {

@@ -62,6 +62,18 @@ pub struct RotationContext {
     pub create_mark: Option<i64>,
 }
 
+impl RotationContext {
+    /// The secret's target, or a fatal error naming the secret.
+    pub fn require_target(&self) -> Result<&TargetContext, RotateError> {
+        self.target.as_ref().ok_or_else(|| {
+            RotateError::fatal(format!(
+                "secret '{}' names no target to rotate on",
+                self.secret_name
+            ))
+        })
+    }
+}
+
 /// A step's failure. Messages name the secret's account or target, never a credential.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RotateError {

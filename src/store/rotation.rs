@@ -399,26 +399,15 @@ impl Store {
             .bind(claim.secret_id)
             .execute(&mut *tx)
             .await?;
-        match followup {
-            // The follow-up first; the next rotation waits in followup_next_at.
-            Some(at) => {
-                let done = sqlx::query(
-                    "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
-                            lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $3 AND lease_owner = $4",
-                )
-                .bind(at)
-                .bind(next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()))
-                .bind(claim.secret_id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err(lease_lost(&claim.name));
-                }
-            }
-            None => self.reschedule_in(&mut tx, owner, claim, next).await?,
-        }
+        // The follow-up first, when there is one; the next rotation waits in followup_next_at.
+        let look = match followup {
+            Some(at) => Some(Planned {
+                at: chrono::DateTime::from_timestamp_millis(at).unwrap_or_default(),
+                deadline: next.and_then(|p| p.deadline),
+            }),
+            None => next,
+        };
+        self.reschedule_in(&mut tx, owner, claim, look).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 use rotators::family::OptionValue;
 use rotators::{Options, Source};
 use rotators::{Registry, SecretKind, SecretType, SecretValue, SubType};
-use rotor::engine::{Engine, EngineConfig, Outcome};
+use rotor::engine::{Engine, EngineConfig};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName};
 use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
 use rotor::worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-#[path = "gap.rs"]
-mod gap;
-use gap::GapProbe;
+#[path = "common.rs"]
+mod common;
+use common::{percentiles, rotate_once, GapProbe};
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
@@ -113,31 +113,6 @@ async fn account_secret(
     )
     .await
     .unwrap();
-}
-
-async fn rotate_once(engine: &Engine, name: &str) -> Duration {
-    let name = SecretName::parse(name).unwrap();
-    let started = Instant::now();
-    let claim = engine
-        .store()
-        .claim_now("bench", &name, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let outcome = engine
-        .rotate(&claim, true, &CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(matches!(outcome, Outcome::Rotated { .. }), "{outcome:?}");
-    started.elapsed()
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (
-        ms(samples[samples.len() / 2]),
-        ms(samples[(samples.len() * 95 / 100).min(samples.len() - 1)]),
-    )
 }
 
 #[tokio::main]

@@ -10,48 +10,21 @@
 //! cargo bench --bench ssh -- --rotations 100
 //! ```
 
-#[path = "gap.rs"]
-mod gap;
+#[path = "common.rs"]
+mod common;
 #[path = "../testkit/sshd.rs"]
 mod sshd;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rotators::family::OptionValue;
 use rotators::{Options, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
-use rotor::engine::{Engine, EngineConfig, Outcome};
+use rotor::engine::{Engine, EngineConfig};
 use rotor::model::SecretName;
 use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
-use tokio_util::sync::CancellationToken;
 
-use gap::GapProbe;
+use common::{percentiles, rotate_once, GapProbe};
 use sshd::{keygen, HostUser, Sshd, Sudo};
-
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (
-        ms(samples[samples.len() / 2]),
-        ms(samples[(samples.len() * 95 / 100).min(samples.len() - 1)]),
-    )
-}
-
-async fn rotate_once(engine: &Engine, name: &str) -> Duration {
-    let name = SecretName::parse(name).unwrap();
-    let started = Instant::now();
-    let claim = engine
-        .store()
-        .claim_now("bench", &name, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let outcome = engine
-        .rotate(&claim, true, &CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(matches!(outcome, Outcome::Rotated { .. }), "{outcome:?}");
-    started.elapsed()
-}
 
 async fn import(
     store: &Store,

@@ -2,7 +2,6 @@
 //! passwords (scram-sha-256; `tests/run` starts it on port 55432), because the machine's own
 //! cluster trusts every local login and would let a wrong password through.
 
-use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -34,9 +33,8 @@ fn add_target(
     user: &str,
     password: &str,
 ) -> Output {
-    let mut child = t
-        .rotor()
-        .args([
+    t.run_with_stdin(
+        &[
             "target",
             "add",
             name,
@@ -47,19 +45,9 @@ fn add_target(
             "--admin-user",
             user,
             "--admin-password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        ],
+        password,
+    )
 }
 
 async fn admin() -> PgConnection {

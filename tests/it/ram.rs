@@ -204,29 +204,21 @@ fn add_ram_target(
     emulator: &Emulator,
     extra: &[&str],
 ) -> std::process::Output {
-    use std::io::Write;
     let endpoint = emulator.endpoint();
-    let mut child = t
-        .rotor()
-        .args(["target", "add", name, "--kind", "ram", "--url", &endpoint])
-        .args([
-            "--admin-access-key-id",
-            ADMIN_ID,
-            "--admin-access-key-secret-stdin",
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ADMIN_SECRET.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = vec![
+        "target",
+        "add",
+        name,
+        "--kind",
+        "ram",
+        "--url",
+        &endpoint,
+        "--admin-access-key-id",
+        ADMIN_ID,
+        "--admin-access-key-secret-stdin",
+    ];
+    all.extend_from_slice(extra);
+    t.run_with_stdin(&all, ADMIN_SECRET)
 }
 
 async fn env(backend: Backend) -> TestEnv {

@@ -16,23 +16,9 @@ use crate::support::{assert_refused, write_file, Backend, TestEnv};
 /// `rotor target add NAME --kind ssh --url URL ARGS…`, with `stdin` on standard input.
 fn add_target(t: &TestEnv, name: &str, sshd: &Sshd, args: &[&str], stdin: &str) -> Output {
     let url = sshd.url();
-    let mut child = t
-        .rotor()
-        .args(["target", "add", name, "--kind", "ssh", "--url", &url])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = vec!["target", "add", name, "--kind", "ssh", "--url", &url];
+    all.extend_from_slice(args);
+    t.run_with_stdin(&all, stdin)
 }
 
 fn ok(out: Output) -> String {
@@ -796,6 +782,59 @@ async fn sshd_down_mid_rotation_is_retried_and_bad_input_is_refused() {
     );
 }
 
+/// Target `host` (pinned by key, no admin) with `host/pw` and `host/key`, imported from `user`'s
+/// password and a fresh Ed25519 key pair.
+fn both_secrets(t: &TestEnv, sshd: &Sshd, user: &HostUser) {
+    ok(add_target(
+        t,
+        "host",
+        sshd,
+        &["--host-key", &sshd.host_key()],
+        "",
+    ));
+    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/pw",
+        "--type",
+        "ECS",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(t, &good),
+    ]);
+    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    user.write_authorized_keys(&format!("{public}\n"));
+    let pair =
+        serde_json::json!({"UserName": user.name, "PublicKey": public, "PrivateKey": private});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(t, &pair),
+    ]);
+}
+
+/// Whether the secret's stored current credential, or its pending one if it has one, logs in.
+fn current_or_pending_logs_in(t: &TestEnv, secret: &str, logs_in: impl Fn(&Value) -> bool) -> bool {
+    if logs_in(&value(t, secret, "ACSCurrent")) {
+        return true;
+    }
+    let pending = t.run(&["--json", "secret", "get", secret, "--stage", "ACSPending"]);
+    pending.status.success() && {
+        let v: Value = serde_json::from_slice(&pending.stdout).unwrap();
+        logs_in(&serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap())
+    }
+}
+
 /// Kills `rotor rotate` at spread-out instants until a rotation completes; after every kill the
 /// user can still log in with the stored current or pending credential.
 fn rotate_through_kills(
@@ -828,14 +867,8 @@ fn rotate_through_kills(
         kills += 1;
         let step = &t.json(&["secret", "describe", secret])["RotationStep"];
         steps.push(step.as_str().unwrap_or("none").to_owned());
-        let current = value(t, secret, "ACSCurrent");
-        let pending = t.run(&["--json", "secret", "get", secret, "--stage", "ACSPending"]);
-        let pending: Option<Value> = pending.status.success().then(|| {
-            let v: Value = serde_json::from_slice(&pending.stdout).unwrap();
-            serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap()
-        });
         assert!(
-            logs_in(&current) || pending.as_ref().is_some_and(&logs_in),
+            current_or_pending_logs_in(t, secret, &logs_in),
             "{secret} after kill {kills}: neither the current nor the pending credential logs in"
         );
     }
@@ -847,42 +880,7 @@ async fn a_rotation_killed_during_set_resumes_without_locking_the_user_out() {
     let t = env(Backend::Sqlite).await;
     let sshd = Sshd::start();
     let user = HostUser::new(Sudo::No);
-    ok(add_target(
-        &t,
-        "host",
-        &sshd,
-        &["--host-key", &sshd.host_key()],
-        "",
-    ));
-    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
-    t.ok(&[
-        "secret",
-        "create",
-        "host/pw",
-        "--type",
-        "ECS",
-        "--target",
-        "host",
-        "--value-file",
-        &import_file(&t, &good),
-    ]);
-    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
-    user.write_authorized_keys(&format!("{public}\n"));
-    let pair =
-        serde_json::json!({"UserName": user.name, "PublicKey": public, "PrivateKey": private});
-    t.ok(&[
-        "secret",
-        "create",
-        "host/key",
-        "--type",
-        "ECS",
-        "--sub-type",
-        "SSHKey",
-        "--target",
-        "host",
-        "--value-file",
-        &import_file(&t, &pair),
-    ]);
+    both_secrets(&t, &sshd, &user);
     let (mut kills, mut steps) = (0, vec![]);
     for _ in 0..3 {
         kills += rotate_through_kills(&t, "host/pw", &mut steps, |v| {
@@ -922,42 +920,7 @@ async fn a_worker_killed_mid_rotation_leaves_it_to_the_next_worker_without_a_loc
     let t = env(Backend::Postgres).await;
     let sshd = Sshd::start();
     let user = HostUser::new(Sudo::No);
-    ok(add_target(
-        &t,
-        "host",
-        &sshd,
-        &["--host-key", &sshd.host_key()],
-        "",
-    ));
-    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
-    t.ok(&[
-        "secret",
-        "create",
-        "host/pw",
-        "--type",
-        "ECS",
-        "--target",
-        "host",
-        "--value-file",
-        &import_file(&t, &good),
-    ]);
-    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
-    user.write_authorized_keys(&format!("{public}\n"));
-    let pair =
-        serde_json::json!({"UserName": user.name, "PublicKey": public, "PrivateKey": private});
-    t.ok(&[
-        "secret",
-        "create",
-        "host/key",
-        "--type",
-        "ECS",
-        "--sub-type",
-        "SSHKey",
-        "--target",
-        "host",
-        "--value-file",
-        &import_file(&t, &pair),
-    ]);
+    both_secrets(&t, &sshd, &user);
     let before = [version_of(&t, "host/pw"), version_of(&t, "host/key")];
     for secret in ["host/pw", "host/key"] {
         t.ok(&[
@@ -1001,14 +964,8 @@ async fn a_worker_killed_mid_rotation_leaves_it_to_the_next_worker_without_a_loc
         for secret in ["host/pw", "host/key"] {
             let step = &t.json(&["secret", "describe", secret])["RotationStep"];
             steps.push(format!("{secret}:{}", step.as_str().unwrap_or("-")));
-            let current = value(&t, secret, "ACSCurrent");
-            let pending = t.run(&["--json", "secret", "get", secret, "--stage", "ACSPending"]);
-            let pending: Option<Value> = pending.status.success().then(|| {
-                let v: Value = serde_json::from_slice(&pending.stdout).unwrap();
-                serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap()
-            });
             assert!(
-                logs_in(secret, &current) || pending.is_some_and(|p| logs_in(secret, &p)),
+                current_or_pending_logs_in(&t, secret, |v| logs_in(secret, v)),
                 "{secret} after kill {kills}: neither current nor pending logs in"
             );
         }

@@ -122,6 +122,26 @@ impl TestEnv {
         self.rotor().args(args).output().expect("rotor runs")
     }
 
+    /// Runs `rotor ARGS...` with `stdin` on its standard input (a secret read from stdin).
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .rotor()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("rotor runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("rotor runs")
+    }
+
     /// Runs `rotor ARGS...`, which must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -119,6 +119,21 @@ impl Default for PasswordPolicy {
 }
 
 impl PasswordPolicy {
+    /// The policy `--password-length` and `--exclude-chars` ask for, checked.
+    pub fn from_options(
+        options: &crate::family::Options,
+    ) -> Result<Self, crate::family::SetupError> {
+        let mut policy = PasswordPolicy::default();
+        if let Some(length) = options.parse::<usize>("password-length")? {
+            policy.length = length;
+        }
+        if let Some(exclude) = options.text("exclude-chars") {
+            policy.exclude = exclude.to_owned();
+        }
+        policy.check().map_err(crate::family::SetupError::Invalid)?;
+        Ok(policy)
+    }
+
     /// Checks the policy: 16–128 characters, and enough of each class left to draw from.
     pub fn check(&self) -> Result<(), String> {
         if !(16..=128).contains(&self.length) {

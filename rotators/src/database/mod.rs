@@ -109,15 +109,6 @@ impl AccountRotator {
     }
 }
 
-fn target(cx: &RotationContext) -> Result<&TargetContext, RotateError> {
-    cx.target.as_ref().ok_or_else(|| {
-        RotateError::fatal(format!(
-            "secret '{}' names no target to rotate on",
-            cx.secret_name
-        ))
-    })
-}
-
 fn current(cx: &RotationContext) -> Result<Account, RotateError> {
     let current = cx
         .current
@@ -148,7 +139,7 @@ impl Rotator for AccountRotator {
     }
 
     async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         let settings = DbSettings::from_json(&cx.settings)?;
         let current = current(cx)?;
         let pending = Account::from_value(pending)?;
@@ -187,7 +178,7 @@ impl Rotator for AccountRotator {
     async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
         let settings = DbSettings::from_json(&cx.settings)?;
         let pending = Account::from_value(pending)?;
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         self.server(target)?
             .login(target, settings.database.as_deref(), &pending)
             .await
@@ -195,7 +186,7 @@ impl Rotator for AccountRotator {
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         let settings = DbSettings::from_json(&cx.settings)?;
         let db = self.server(target)?;
         db.login(target, settings.database.as_deref(), &current(cx)?)

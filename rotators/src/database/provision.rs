@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 
 use super::account::{check_identifier, clone_name, Account, DbSettings, PasswordPolicy};
 use super::{mysql::Mysql, postgres::Postgres, redis::Redis, AccountRotator, AccountServer};
+use crate::family::shared::{
+    ADMIN_PASSWORD, ADMIN_PASSWORD_STDIN, ADMIN_USER, EXCLUDE_CHARS, PASSWORD_LENGTH,
+};
 use crate::family::{
     Family, NewAdmin, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned,
     SecretRequest, SetupError, Source, TargetKindSpec,
@@ -43,26 +46,9 @@ const KINDS: &[TargetKindSpec] = &[
 ];
 
 const OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        name: "admin-user",
-        help: "The admin account (databases: one that may manage accounts; SSH hosts: root or a sudo user)",
-        arg: OptionArg::Value { value_name: "USER" },
-        scope: OptionScope::TargetAdd,
-    },
-    OptionSpec {
-        name: "admin-password-stdin",
-        help: "Read the admin password from standard input (empty for none)",
-        arg: OptionArg::SecretFromStdin,
-        scope: OptionScope::TargetAdd,
-    },
-    OptionSpec {
-        name: "admin-password",
-        help: "The admin password (visible in the process list; prefer --admin-password-stdin)",
-        arg: OptionArg::Secret {
-            value_name: "PASSWORD",
-        },
-        scope: OptionScope::TargetAdd,
-    },
+    ADMIN_USER,
+    ADMIN_PASSWORD_STDIN,
+    ADMIN_PASSWORD,
     OptionSpec {
         name: "account",
         help: "Create mode: the account to create (and ACCOUNT_clone for dual accounts)",
@@ -87,20 +73,8 @@ const OPTIONS: &[OptionSpec] = &[
         },
         scope: OptionScope::SecretCreate,
     },
-    OptionSpec {
-        name: "password-length",
-        help: "Length of generated passwords (16–128) [default: 32]",
-        arg: OptionArg::Value { value_name: "N" },
-        scope: OptionScope::SecretCreate,
-    },
-    OptionSpec {
-        name: "exclude-chars",
-        help: "Characters generated passwords must not use (: / @ \" ' \\ and space never are)",
-        arg: OptionArg::Value {
-            value_name: "CHARS",
-        },
-        scope: OptionScope::SecretCreate,
-    },
+    PASSWORD_LENGTH,
+    EXCLUDE_CHARS,
 ];
 
 /// The secret kinds the family rotates.
@@ -228,14 +202,7 @@ impl Family for DatabaseFamily {
         }
         let db = self.server(target)?;
         let dual = kind.sub != Some(SubType::SingleUser);
-        let mut password = PasswordPolicy::default();
-        if let Some(length) = options.parse::<usize>("password-length")? {
-            password.length = length;
-        }
-        if let Some(exclude) = options.text("exclude-chars") {
-            password.exclude = exclude.to_owned();
-        }
-        password.check().map_err(invalid)?;
+        let password = PasswordPolicy::from_options(options)?;
         let database = options.text("database").map(str::to_owned);
         if let Some(database) = &database {
             check_identifier("database name", database, 64).map_err(invalid)?;

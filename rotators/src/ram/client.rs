@@ -161,6 +161,18 @@ impl RamClient {
         {
             return Err("the RAM endpoint is https://HOST[:PORT], with no path or query".into());
         }
+        // CreateAccessKey answers with a secret: plain HTTP only to this machine (an emulator).
+        let loopback = match endpoint.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if endpoint.scheme() == "http" && !loopback {
+            return Err(
+                "the RAM endpoint must be https:// (plain http:// only to this machine)".into(),
+            );
+        }
         let host = match (endpoint.host_str(), endpoint.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),

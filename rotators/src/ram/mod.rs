@@ -407,15 +407,6 @@ impl Family for RamFamily {
 /// Replaces a `RAMCredentials` secret's AccessKey pair.
 pub struct AccessKeyRotator;
 
-fn target(cx: &RotationContext) -> Result<&TargetContext, RotateError> {
-    cx.target.as_ref().ok_or_else(|| {
-        RotateError::fatal(format!(
-            "secret '{}' names no target to rotate on",
-            cx.secret_name
-        ))
-    })
-}
-
 fn current(cx: &RotationContext) -> Result<AccessKey, RotateError> {
     AccessKey::from_value(
         &cx.current
@@ -432,7 +423,7 @@ impl Rotator for AccessKeyRotator {
     }
 
     async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         let settings = RamSettings::from_json(&cx.settings)?;
         let user = settings.user.as_str();
         let current = current(cx)?;
@@ -484,7 +475,7 @@ impl Rotator for AccessKeyRotator {
         // The cloud made the key Active; check it is still there.
         let settings = RamSettings::from_json(&cx.settings)?;
         let pending = AccessKey::from_value(pending)?;
-        let keys = admin_client(target(cx)?)?
+        let keys = admin_client(cx.require_target()?)?
             .list_access_keys(&settings.user)
             .await?;
         if !keys.iter().any(|k| k.access_key_id == pending.id) {
@@ -499,7 +490,7 @@ impl Rotator for AccessKeyRotator {
     async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
         let settings = RamSettings::from_json(&cx.settings)?;
         let pending = AccessKey::from_value(pending)?;
-        client(target(cx)?, &pending)?
+        client(cx.require_target()?, &pending)?
             .get_user(&settings.user)
             .await
             .map(drop)
@@ -525,7 +516,7 @@ impl Rotator for AccessKeyRotator {
         };
         let settings = RamSettings::from_json(&cx.settings)?;
         let previous = AccessKey::from_value(&previous.value)?;
-        match admin_client(target(cx)?)?
+        match admin_client(cx.require_target()?)?
             .update_access_key(&settings.user, &previous.id, "Inactive")
             .await
         {
@@ -536,7 +527,7 @@ impl Rotator for AccessKeyRotator {
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
         let settings = RamSettings::from_json(&cx.settings)?;
-        client(target(cx)?, &current(cx)?)?
+        client(cx.require_target()?, &current(cx)?)?
             .get_user(&settings.user)
             .await
             .map(drop)

@@ -24,6 +24,9 @@ use self::remote::{Credential, CredentialSecret, Editor, Host};
 use self::rotator::{password_value, KeyRotator, PasswordRotator};
 use self::settings::{check_fingerprint, check_user_name, EcsSettings, SshAddress, SshTarget};
 use crate::database::account::PasswordPolicy;
+use crate::family::shared::{
+    ADMIN_PASSWORD, ADMIN_PASSWORD_STDIN, ADMIN_USER, EXCLUDE_CHARS, PASSWORD_LENGTH,
+};
 use crate::family::{
     Family, NewAdmin, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned,
     SecretRequest, SetupError, Source, TargetKindSpec,
@@ -60,32 +63,15 @@ const OPTIONS: &[OptionSpec] = &[
         arg: OptionArg::Flag,
         scope: OptionScope::TargetAdd,
     },
-    OptionSpec {
-        name: "admin-user",
-        help: "The admin account (databases: one that may manage accounts; SSH hosts: root or a sudo user)",
-        arg: OptionArg::Value { value_name: "USER" },
-        scope: OptionScope::TargetAdd,
-    },
+    ADMIN_USER,
     OptionSpec {
         name: "admin-key-file",
         help: "SSH targets: the admin's private key file (OpenSSH or PEM, unencrypted, mode 0600)",
         arg: OptionArg::SecretFile { value_name: "PATH" },
         scope: OptionScope::TargetAdd,
     },
-    OptionSpec {
-        name: "admin-password-stdin",
-        help: "Read the admin password from standard input (empty for none)",
-        arg: OptionArg::SecretFromStdin,
-        scope: OptionScope::TargetAdd,
-    },
-    OptionSpec {
-        name: "admin-password",
-        help: "The admin password (visible in the process list; prefer --admin-password-stdin)",
-        arg: OptionArg::Secret {
-            value_name: "PASSWORD",
-        },
-        scope: OptionScope::TargetAdd,
-    },
+    ADMIN_PASSWORD_STDIN,
+    ADMIN_PASSWORD,
     OptionSpec {
         name: "user",
         help: "ECS create mode: the host user whose password or key pair rotor makes (needs the target's admin)",
@@ -98,20 +84,8 @@ const OPTIONS: &[OptionSpec] = &[
         arg: OptionArg::Value { value_name: "TYPE" },
         scope: OptionScope::SecretCreate,
     },
-    OptionSpec {
-        name: "password-length",
-        help: "Length of generated passwords (16–128) [default: 32]",
-        arg: OptionArg::Value { value_name: "N" },
-        scope: OptionScope::SecretCreate,
-    },
-    OptionSpec {
-        name: "exclude-chars",
-        help: "Characters generated passwords must not use (: / @ \" ' \\ and space never are)",
-        arg: OptionArg::Value {
-            value_name: "CHARS",
-        },
-        scope: OptionScope::SecretCreate,
-    },
+    PASSWORD_LENGTH,
+    EXCLUDE_CHARS,
 ];
 
 /// Host users' passwords and SSH key pairs.
@@ -318,16 +292,10 @@ impl Family for SshFamily {
             target,
         } = request;
         let sub = ecs_sub(kind)?;
-        let mut settings = EcsSettings::default();
-        let mut policy = PasswordPolicy::default();
-        if let Some(length) = options.parse::<usize>("password-length")? {
-            policy.length = length;
-        }
-        if let Some(exclude) = options.text("exclude-chars") {
-            policy.exclude = exclude.to_owned();
-        }
-        policy.check().map_err(invalid)?;
-        settings.password = policy;
+        let mut settings = EcsSettings {
+            password: PasswordPolicy::from_options(options)?,
+            ..EcsSettings::default()
+        };
         if let Some(key_type) = options.parse("key-type")? {
             if sub != SubType::SSHKey {
                 return Err(invalid("--key-type is for ECS SSHKey secrets"));

@@ -69,11 +69,21 @@ impl Host {
         })?;
         let out = session.exec("id -u", b"").await?;
         let root = String::from_utf8_lossy(&out.stdout).trim() == "0";
+        // A password goes to sudo only if sudo will ask for one: with a NOPASSWD rule it
+        // would not read it, and the password line would reach the command's input instead.
+        // (`-k` ignores cached credentials, so `sudo -k -n` succeeds only without a password.)
         let via = if root {
             Via::Root
         } else {
             match credential.secret {
-                CredentialSecret::Password(p) => Via::SudoPassword(p),
+                CredentialSecret::Password(p) => {
+                    let probe = session.exec("sudo -k -n true", b"").await?;
+                    if probe.status == 0 {
+                        Via::SudoNoPassword
+                    } else {
+                        Via::SudoPassword(p)
+                    }
+                }
                 CredentialSecret::Key(_) => Via::SudoNoPassword,
             }
         };
@@ -144,7 +154,8 @@ pub struct Admin {
 
 impl Admin {
     /// Runs `script` as root, `input` on its standard input (after the sudo password, which
-    /// `sudo -S` reads first).
+    /// `sudo -S -k` reads first: `-k` makes it ask even where an earlier sudo left cached
+    /// credentials).
     pub async fn run_as_root(&self, script: &str, input: &[u8]) -> Result<Output, SshError> {
         let quoted = shell_quote(script);
         match &self.via {
@@ -161,7 +172,7 @@ impl Admin {
                 stdin.push(b'\n');
                 stdin.extend_from_slice(input);
                 self.session
-                    .exec(&format!("sudo -S -p '' sh -c {quoted}"), &stdin)
+                    .exec(&format!("sudo -S -k -p '' sh -c {quoted}"), &stdin)
                     .await
             }
         }

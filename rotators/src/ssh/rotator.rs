@@ -18,15 +18,6 @@ use super::settings::EcsSettings;
 use crate::rotator::{RotateError, RotationContext, Rotator, TargetContext};
 use crate::value::SecretValue;
 
-fn target(cx: &RotationContext) -> Result<&TargetContext, RotateError> {
-    cx.target.as_ref().ok_or_else(|| {
-        RotateError::fatal(format!(
-            "secret '{}' names no target to rotate on",
-            cx.secret_name
-        ))
-    })
-}
-
 fn current(cx: &RotationContext) -> Result<&SecretValue, RotateError> {
     cx.current
         .as_ref()
@@ -57,6 +48,34 @@ fn refused(what: &str, user: &str, host: &Host, e: SshError) -> RotateError {
     }
 }
 
+/// `test` of both kinds: a fresh login with the pending credential, as the right user. A
+/// refusal is retryable: a new password or key may take a moment to reach every PAM backend.
+async fn login_with_pending(
+    cx: &RotationContext,
+    pending: &SecretValue,
+) -> Result<(), RotateError> {
+    let host = Host::of(cx.require_target()?)?;
+    let pending = Credential::from_value(pending)?;
+    let session = host.login_checked(&pending).await.map_err(|e| match e {
+        SshError::Denied(m) => RotateError::retryable(m),
+        other => other.into(),
+    })?;
+    session.close().await;
+    Ok(())
+}
+
+/// Logs in with the current credential, as a dry run does.
+async fn login_with_current(cx: &RotationContext, what: &str) -> Result<Host, RotateError> {
+    let host = Host::of(cx.require_target()?)?;
+    let current = Credential::from_value(current(cx)?)?;
+    let session = host
+        .login_checked(&current)
+        .await
+        .map_err(|e| refused(what, &current.user, &host, e))?;
+    session.close().await;
+    Ok(host)
+}
+
 /// An `ECS`/`Password` secret.
 pub struct PasswordRotator;
 
@@ -73,7 +92,7 @@ impl Rotator for PasswordRotator {
     }
 
     async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         let host = Host::of(target)?;
         let current = Credential::from_value(current(cx)?)?;
         let pending = Credential::from_value(pending)?;
@@ -99,26 +118,12 @@ impl Rotator for PasswordRotator {
     }
 
     async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        let host = Host::of(target(cx)?)?;
-        let pending = Credential::from_value(pending)?;
-        let session = host.login_checked(&pending).await.map_err(|e| match e {
-            // The password may take a moment to reach every PAM backend: worth a retry.
-            SshError::Denied(m) => RotateError::retryable(m),
-            other => other.into(),
-        })?;
-        session.close().await;
-        Ok(())
+        login_with_pending(cx, pending).await
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
-        let target = target(cx)?;
-        let host = Host::of(target)?;
-        let current = Credential::from_value(current(cx)?)?;
-        let session = host
-            .login_checked(&current)
-            .await
-            .map_err(|e| refused("current password", &current.user, &host, e))?;
-        session.close().await;
+        let target = cx.require_target()?;
+        let host = login_with_current(cx, "current password").await?;
         if target.admin.is_some() {
             let admin = host.admin(target).await?;
             admin.check_root().await?;
@@ -187,7 +192,7 @@ impl Rotator for KeyRotator {
     }
 
     async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         let host = Host::of(target)?;
         let current = Credential::from_value(current(cx)?)?;
         let new = KeyPair::from_value(pending)?;
@@ -221,14 +226,7 @@ impl Rotator for KeyRotator {
     }
 
     async fn test(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
-        let host = Host::of(target(cx)?)?;
-        let pending = Credential::from_value(pending)?;
-        let session = host.login_checked(&pending).await.map_err(|e| match e {
-            SshError::Denied(m) => RotateError::retryable(m),
-            other => other.into(),
-        })?;
-        session.close().await;
-        Ok(())
+        login_with_pending(cx, pending).await
     }
 
     async fn finish(
@@ -236,7 +234,7 @@ impl Rotator for KeyRotator {
         cx: &RotationContext,
         promoted: &SecretValue,
     ) -> Result<(), RotateError> {
-        let target = target(cx)?;
+        let target = cx.require_target()?;
         let host = Host::of(target)?;
         let settings = EcsSettings::from_json(&cx.settings)?;
         let promoted = KeyPair::from_value(promoted)?;
@@ -281,14 +279,6 @@ impl Rotator for KeyRotator {
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
-        let target = target(cx)?;
-        let host = Host::of(target)?;
-        let current = Credential::from_value(current(cx)?)?;
-        let session = host
-            .login_checked(&current)
-            .await
-            .map_err(|e| refused("key", &current.user, &host, e))?;
-        session.close().await;
-        Ok(())
+        login_with_current(cx, "key").await.map(drop)
     }
 }
