@@ -8,11 +8,13 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod files;
 pub mod model;
+pub mod notify;
 pub mod store;
 pub mod targets;
 pub mod telemetry;

@@ -368,6 +368,21 @@ pub enum RotationSchedule {
 }
 
 impl RotationSchedule {
+    /// `every 7d`, `cron '0 3 * * *' within 1h`.
+    pub fn summary(&self) -> String {
+        match self {
+            RotationSchedule::Interval(d) => format!("every {}", fmt_duration(*d)),
+            RotationSchedule::Cron {
+                expression,
+                window: None,
+            } => format!("cron '{expression}'"),
+            RotationSchedule::Cron {
+                expression,
+                window: Some(w),
+            } => format!("cron '{expression}' within {}", fmt_duration(*w)),
+        }
+    }
+
     /// Builds a cron schedule from a standard five-field expression (UTC).
     pub fn cron(expression: &str, window: Option<Duration>) -> Result<Self, Error> {
         let expression = expression.trim().to_owned();

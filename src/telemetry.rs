@@ -2,7 +2,7 @@
 //!
 //! - `/metrics`: Prometheus text exposition (the `metrics` facade, rendered by
 //!   `metrics-exporter-prometheus`): rotations by secret type, family and result, step
-//!   durations, secrets due and failed, store errors. Labels carry kinds and
+//!   durations, secrets due and failed, lease takeovers, store errors. Labels carry kinds and
 //!   results, never a secret's name or value.
 //! - `/healthz`: 200 while the process runs.
 //! - `/readyz`: 200 when the store answers (the master key was unlocked at start), 503 with
@@ -70,6 +70,10 @@ fn describe() {
         "Secrets whose last rotation cycle failed"
     );
     metrics::describe_counter!(
+        "rotor_lease_takeovers_total",
+        "Claims that took over another worker's expired lease"
+    );
+    metrics::describe_counter!(
         "rotor_store_errors_total",
         "Store operations of the worker that failed"
     );
@@ -85,6 +89,11 @@ pub fn rotation(ty: &str, family: &str, result: &'static str) {
 pub fn step(step: &'static str, family: &str, elapsed: Duration) {
     metrics::histogram!("rotor_step_duration_seconds", "step" => step, "family" => family.to_owned())
         .record(elapsed.as_secs_f64());
+}
+
+/// A claim took over another worker's expired lease.
+pub fn lease_takeover() {
+    metrics::counter!("rotor_lease_takeovers_total").increment(1);
 }
 
 pub fn store_error() {

@@ -22,6 +22,8 @@ use crate::store::{Claim, Store};
 
 /// How often the worker purges secrets whose recovery window has ended.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// How often a worker with `secret_due_soon` webhooks looks for secrets due soon.
+const DUE_SOON_EVERY: Duration = Duration::from_secs(30);
 /// How often a worker that serves metrics counts due and failed secrets.
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
@@ -38,6 +40,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// Count due and failed secrets for the metrics gauges (when metrics are served).
     pub metrics: bool,
+    /// Prune audit records older than this (with the purge of deleted secrets).
+    pub audit_retention: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -48,6 +52,7 @@ impl WorkerConfig {
         poll: Duration::from_millis(500),
         drain_timeout: Duration::from_secs(30),
         metrics: false,
+        audit_retention: None,
     };
 }
 
@@ -77,6 +82,9 @@ pub async fn run(
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut purge = tokio::time::interval(PURGE_EVERY);
     let mut gauges = tokio::time::interval(GAUGES_EVERY);
+    let mut due_soon = tokio::time::interval(DUE_SOON_EVERY);
+    let mut announced = crate::notify::DueSoon::default();
+    let notifier = engine.notifier().cloned();
 
     loop {
         while let Some(done) = tasks.try_join_next() {
@@ -120,11 +128,12 @@ pub async fn run(
             _ = tokio::time::sleep(config.poll) => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
             _ = gauges.tick(), if config.metrics => crate::telemetry::count_secrets(&store).await,
-            _ = purge.tick() => match store.purge_expired().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(secrets = n, "purged secrets whose recovery window ended"),
-                Err(e) => tracing::warn!(error = %e, "purge of deleted secrets failed"),
-            },
+            _ = due_soon.tick(), if notifier.is_some() => {
+                if let Some(n) = &notifier {
+                    announced.check(n, &store).await;
+                }
+            }
+            _ = purge.tick() => purge_old(&store, config.audit_retention).await,
         }
     }
 
@@ -151,6 +160,22 @@ pub async fn run(
     let released = store.release_leases(&owner).await?;
     tracing::info!(released, "worker stopped");
     Ok(())
+}
+
+/// Purges secrets whose recovery window ended and audit records past their retention.
+async fn purge_old(store: &Store, audit_retention: Option<Duration>) {
+    match store.purge_expired().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(secrets = n, "purged secrets whose recovery window ended"),
+        Err(e) => tracing::warn!(error = %e, "purge of deleted secrets failed"),
+    }
+    if let Some(retention) = audit_retention {
+        match store.prune_audit(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "pruned audit records past their retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+        }
+    }
 }
 
 /// One pass over everything due: rotates it (with the same limits as the worker) and returns

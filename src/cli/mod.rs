@@ -6,6 +6,7 @@
 //! store and the rotator families. Options a family declares reach it through [`options`]
 //! without the CLI knowing what they mean. Values are printed only by `secret get`.
 
+mod audit;
 mod options;
 mod output;
 mod rotate;
@@ -20,6 +21,8 @@ use rotators::Registry;
 use serde_json::json;
 
 use crate::clock::{format_ms, Clock};
+pub use crate::config::LogFormat;
+use crate::config::{self, CommandLine, Config, LogSettings};
 use crate::crypto::KeyMaterial;
 use crate::error::{Error, Result};
 use crate::model::{parse_duration, RotationPolicy, RotationSchedule, SecretName};
@@ -60,14 +63,14 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "ROTOR_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// The configuration file (TOML); DATA_DIR/rotor.toml is read when present.
+    #[arg(long, global = true, env = "ROTOR_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Settings given as flags, for the configuration's top layer (filled in by [`parse`]).
+    #[arg(skip)]
+    pub flags: CommandLine,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +93,18 @@ pub enum Command {
     /// Manage the servers rotor rotates credentials on.
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Read the audit log.
+    Audit(audit::AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print every effective setting and where it came from
+    /// (never secret material); worker flags given here show their effect.
+    Check(rotate::WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,8 +141,8 @@ pub enum KeyCommand {
     List,
 }
 
-/// Builds the store configuration from the global options and the environment.
-pub fn store_config(cli: &Cli) -> Result<StoreConfig> {
+/// Builds the store configuration from the settings and the environment.
+pub fn store_config(settings: &Config) -> Result<StoreConfig> {
     let master_key = match std::env::var("ROTOR_MASTER_KEY") {
         Ok(text) => Some(KeyMaterial::from_base64(&text).ok_or_else(|| {
             Error::config("ROTOR_MASTER_KEY does not hold a base64-encoded 32-byte key")
@@ -135,11 +150,14 @@ pub fn store_config(cli: &Cli) -> Result<StoreConfig> {
         Err(_) => None,
     };
     Ok(StoreConfig {
-        data_dir: cli.data_dir.clone(),
-        url: cli.store.clone(),
+        data_dir: settings.data_dir.clone(),
+        url: settings.store.url.clone(),
         master_key,
+        key_file: settings.master_key.file.clone(),
         clock: Clock::system(),
-        connect_timeout: *cli.store_connect_timeout,
+        connect_timeout: settings.store.connect_timeout,
+        audit_reads: settings.audit.reads,
+        actor: actor(),
     })
 }
 
@@ -150,7 +168,78 @@ pub fn parse(registry: &Registry, args: Vec<std::ffi::OsString>) -> Result<Cli, 
     let matches = command.try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     options::collect(&mut cli, &matches, registry)?;
+    cli.flags = flags(&cli, &matches);
     Ok(cli)
+}
+
+/// The settings given as flags on the command line (not by environment or default), for the
+/// configuration's top layer.
+fn flags(cli: &Cli, matches: &clap::ArgMatches) -> CommandLine {
+    use clap::parser::ValueSource;
+    let mut flags = CommandLine::default();
+    // Global flags may be given after the subcommand: clap records them on the deepest one.
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    if given("data_dir") {
+        flags.set("data_dir", &cli.data_dir);
+    }
+    if given("store") {
+        flags.set("store.url", &cli.store);
+    }
+    if given("store_connect_timeout") {
+        flags.set(
+            "store.connect_timeout",
+            cli.store_connect_timeout.to_string(),
+        );
+    }
+    if given("log_format") {
+        flags.set("log.format", cli.log_format);
+    }
+    match &cli.command {
+        Command::Worker(args) | Command::Config(ConfigCommand::Check(args)) => {
+            args.engine.flags(m, &mut flags);
+            if given("metrics_listen") {
+                flags.set("worker.metrics_listen", args.metrics_listen);
+            }
+        }
+        Command::Rotate(args) => args.engine.flags(m, &mut flags),
+        _ => {}
+    }
+    flags
+}
+
+/// Who runs this command, for the audit log: the OS user (by uid, not the environment).
+fn actor() -> String {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers given.
+        let uid = unsafe { libc::getuid() };
+        let mut buf = vec![0u8; 4096];
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == 0 && !found.is_null() {
+            // SAFETY: pw_name points into `buf`, NUL-terminated, while `buf` lives.
+            let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+            return format!("cli:{}", name.to_string_lossy());
+        }
+        format!("cli:uid {uid}")
+    }
+    #[cfg(not(unix))]
+    {
+        "cli".into()
+    }
 }
 
 /// The `rotor` binary's whole life: parse, log, run with `registry`'s families and rotators,
@@ -158,12 +247,19 @@ pub fn parse(registry: &Registry, args: Vec<std::ffi::OsString>) -> Result<Cli, 
 /// rotators of their own.
 pub fn main_with(registry: Registry) {
     let cli = parse(&registry, std::env::args_os().collect()).unwrap_or_else(|e| usage_error(e));
-    init_tracing(cli.log_format);
+    let loaded = match config::load(cli.config.as_deref(), &cli.flags) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("rotor: {e}");
+            std::process::exit(crate::error::exit::INVALID);
+        }
+    };
+    init_tracing(&loaded.config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime starts");
-    if let Err(e) = runtime.block_on(run(cli, registry)) {
+    if let Err(e) = runtime.block_on(run(cli, loaded, registry)) {
         eprintln!("rotor: {e}");
         std::process::exit(e.exit_code());
     }
@@ -190,9 +286,14 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(crate::error::exit::INVALID)
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROTOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+fn init_tracing(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).unwrap_or_else(|e| {
+        eprintln!(
+            "rotor: log.level '{}' is not a filter ({e}); logging at info",
+            log.level
+        );
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn")
+    });
     // Colour only for a person at a terminal, and never under NO_COLOR (https://no-color.org).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -200,7 +301,7 @@ fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    match format {
+    match log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -208,9 +309,14 @@ fn init_tracing(format: LogFormat) {
 
 /// Runs one command to completion: opens the store (creating it for `init` and `worker`), runs
 /// the command, and closes the store whatever the outcome.
-pub async fn run(cli: Cli, registry: Registry) -> Result<()> {
-    let config = store_config(&cli)?;
+pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result<()> {
     let out = Output { json: cli.json };
+    if let Command::Config(ConfigCommand::Check(_)) = cli.command {
+        config_check(&loaded, &out);
+        return Ok(());
+    }
+    let settings = &loaded.config;
+    let config = store_config(settings)?;
     let mode = match cli.command {
         Command::Init | Command::Worker(_) => OpenMode::Init,
         _ => OpenMode::Existing,
@@ -222,15 +328,42 @@ pub async fn run(cli: Cli, registry: Registry) -> Result<()> {
             init(&store, &config, existed, &out);
             Ok(())
         }
-        Command::Worker(args) => rotate::worker(&store, registry, &args).await,
-        Command::Rotate(args) => rotate::rotate(&store, registry, &args, &out).await,
+        Command::Worker(_) => rotate::worker(&store, registry, settings).await,
+        Command::Rotate(args) => rotate::rotate(&store, registry, &args, settings, &out).await,
         Command::Secret(cmd) => secret::run(&store, &registry, cmd, &out).await,
         Command::Rotation(cmd) => rotation(&store, cmd, &out).await,
         Command::Target(cmd) => target::run(&store, &registry, cmd, &out).await,
         Command::Key(cmd) => key(&store, cmd, &out).await,
+        Command::Audit(args) => audit::run(&store, &args, &out).await,
+        Command::Config(_) => unreachable!("config check runs without a store"),
     };
     store.close().await;
     result
+}
+
+/// `rotor config check`: the effective settings, each with where it came from.
+fn config_check(loaded: &config::Loaded, out: &Output) {
+    let rows = loaded.effective();
+    let file = loaded
+        .file
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |f| f.display().to_string());
+    out.print(
+        json!({
+            "File": loaded.file,
+            "Settings": rows.iter().map(|(k, v, s)| json!({"Key": k, "Value": v, "Source": s})).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut text = format!("configuration OK (file: {file})\n");
+            text.push_str(&table(
+                &["SETTING", "VALUE", "FROM"],
+                rows.iter()
+                    .map(|(k, v, s)| vec![k.clone(), v.clone(), s.clone()])
+                    .collect(),
+            ));
+            text
+        },
+    );
 }
 
 /// `rotor init`: says where the store and its master key are.

@@ -11,14 +11,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::Output;
 use crate::clock::format_ms;
+use crate::config::{CommandLine, Config};
 use crate::engine::{Engine, EngineConfig, Outcome};
 use crate::error::{Error, Result};
 use crate::model::SecretName;
+use crate::notify::{Dispatcher, Notifier};
 use crate::store::Store;
 use crate::worker::WorkerConfig;
 
 /// How rotations run (worker and one-shot runs). Defaults come from [`EngineConfig::DEFAULTS`]
-/// and [`WorkerConfig::DEFAULTS`].
+/// and [`WorkerConfig::DEFAULTS`]; a flag given on the command line overrides the configuration
+/// file and the environment (`[worker]`, `ROTOR_…`), which override the defaults.
 #[derive(Clone, Debug, Args)]
 pub struct EngineArgs {
     /// Rotations in flight at once.
@@ -55,26 +58,35 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            lease: *self.lease,
-            max_attempts: self.max_attempts.max(1),
-            backoff_base: *self.backoff_base,
-            backoff_cap: *self.backoff_cap,
-            step_timeout: *self.step_timeout,
-            test_retries: self.test_retries,
-            test_retry_delay: *self.test_retry_delay,
-            ..EngineConfig::default()
+    /// The flags given on the command line, as configuration (over the file and environment).
+    pub fn flags(&self, m: &clap::ArgMatches, flags: &mut CommandLine) {
+        let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        let d = |d: &humantime::Duration| d.to_string();
+        for (id, value) in [
+            ("concurrency", self.concurrency.to_string()),
+            ("per_target", self.per_target.to_string()),
+            ("max_attempts", self.max_attempts.to_string()),
+            ("test_retries", self.test_retries.to_string()),
+        ] {
+            if given(id) {
+                flags.set(
+                    &format!("worker.{id}"),
+                    value.parse::<u64>().unwrap_or_default(),
+                );
+            }
         }
-    }
-
-    fn worker_config(&self) -> WorkerConfig {
-        WorkerConfig {
-            concurrency: self.concurrency.max(1),
-            per_target: self.per_target.max(1),
-            poll: *self.poll,
-            drain_timeout: *self.drain_timeout,
-            metrics: false,
+        for (id, value) in [
+            ("lease", &self.lease),
+            ("poll", &self.poll),
+            ("drain_timeout", &self.drain_timeout),
+            ("backoff_base", &self.backoff_base),
+            ("backoff_cap", &self.backoff_cap),
+            ("step_timeout", &self.step_timeout),
+            ("test_retry_delay", &self.test_retry_delay),
+        ] {
+            if given(id) {
+                flags.set(&format!("worker.{id}"), d(value));
+            }
         }
     }
 }
@@ -114,22 +126,46 @@ pub struct WorkerArgs {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// How long a finished command waits for its webhook deliveries.
+const WEBHOOK_GRACE: Duration = Duration::from_secs(10);
+
+/// The engine with the configured settings and webhooks; the dispatcher is finished with
+/// [`finish_webhooks`] once the engine is dropped.
+fn engine(
+    store: &Store,
+    registry: Registry,
+    settings: &Config,
+) -> Result<(Arc<Engine>, Option<Dispatcher>)> {
+    let mut engine = Engine::new(store.clone(), registry, settings.worker.engine_config());
+    let mut dispatcher = None;
+    if let Some((notifier, d)) = Notifier::start(&settings.webhooks)? {
+        engine = engine.with_notifier(notifier);
+        dispatcher = Some(d);
+    }
+    Ok((Arc::new(engine), dispatcher))
+}
+
+async fn finish_webhooks(dispatcher: Option<Dispatcher>, grace: Duration) {
+    if let Some(d) = dispatcher {
+        d.finish(grace).await;
+    }
+}
+
 /// `rotor worker`: rotates due secrets until SIGINT/SIGTERM, then drains and exits.
-pub async fn worker(store: &Store, registry: Registry, args: &WorkerArgs) -> Result<()> {
+pub async fn worker(store: &Store, registry: Registry, settings: &Config) -> Result<()> {
     let _lock = store.lock_single_worker()?;
     let shutdown = CancellationToken::new();
     crate::worker::cancel_on_signal(shutdown.clone());
-    let mut config = args.engine.worker_config();
-    if let Some(addr) = args.metrics_listen {
+    let mut config = settings.worker.worker_config();
+    config.audit_retention = Some(settings.audit.retention);
+    if let Some(addr) = settings.worker.metrics_listen {
         crate::telemetry::serve(addr, store.clone(), shutdown.clone()).await?;
         config.metrics = true;
     }
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        registry,
-        args.engine.engine_config(),
-    ));
-    crate::worker::run(engine, config, shutdown).await
+    let (engine, dispatcher) = engine(store, registry, settings)?;
+    let result = crate::worker::run(engine, config, shutdown).await;
+    finish_webhooks(dispatcher, settings.worker.drain_timeout.min(WEBHOOK_GRACE)).await;
+    result
 }
 
 /// `rotor rotate`: one secret now, a pass over everything due, or a dry run.
@@ -137,17 +173,26 @@ pub async fn rotate(
     store: &Store,
     registry: Registry,
     args: &RotateArgs,
+    settings: &Config,
     out: &Output,
 ) -> Result<()> {
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        registry,
-        args.engine.engine_config(),
-    ));
+    let (engine, dispatcher) = engine(store, registry, settings)?;
+    let result = rotate_with(store, engine, args, settings, out).await;
+    finish_webhooks(dispatcher, WEBHOOK_GRACE).await;
+    result
+}
+
+async fn rotate_with(
+    store: &Store,
+    engine: Arc<Engine>,
+    args: &RotateArgs,
+    settings: &Config,
+    out: &Output,
+) -> Result<()> {
     let stop = CancellationToken::new();
     crate::worker::cancel_on_signal(stop.clone());
     if args.due {
-        return due(store, engine, &args.engine, &stop, out).await;
+        return due(store, engine, &settings.worker.worker_config(), &stop, out).await;
     }
     let Some(name) = &args.name else {
         return Err(Error::invalid("give a secret NAME or --due"));
@@ -195,7 +240,7 @@ fn tally(result: &Result<Outcome>) -> Tally {
 async fn due(
     store: &Store,
     engine: Arc<Engine>,
-    args: &EngineArgs,
+    config: &WorkerConfig,
     stop: &CancellationToken,
     out: &Output,
 ) -> Result<()> {
@@ -218,7 +263,7 @@ async fn due(
             bar.set_message(format!("last failure: {name}"));
         }
     };
-    let results = crate::worker::run_due(engine, &args.worker_config(), stop, &on_done).await?;
+    let results = crate::worker::run_due(engine, config, stop, &on_done).await?;
     bar.finish_and_clear();
     let count = |t: Tally| results.iter().filter(|(_, r)| tally(r) == t).count();
     let (rotated, failed, skipped) = (

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::model::{Planned, SecretName, VersionId};
+use crate::notify::{Event, Notice, Notifier};
 pub use crate::store::Step;
 use crate::store::{Claim, Job, RotationState, Store};
 
@@ -96,6 +97,8 @@ pub struct Engine {
     store: Store,
     registry: Registry,
     config: EngineConfig,
+    /// Webhooks to tell of outcomes (queued, never waited for).
+    notifier: Option<Notifier>,
 }
 
 impl Engine {
@@ -104,6 +107,25 @@ impl Engine {
             store,
             registry,
             config,
+            notifier: None,
+        }
+    }
+
+    /// Tells `notifier`'s webhooks of rotations that succeed or fail.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
+    }
+
+    fn notify(&self, state: &RotationState, event: Event, fill: impl FnOnce(&mut Notice)) {
+        if let Some(n) = &self.notifier {
+            let mut notice = Notice::new(event, state.claim.name.as_str(), state.kind.ty.as_str());
+            fill(&mut notice);
+            n.send(notice);
         }
     }
 
@@ -370,6 +392,9 @@ impl Engine {
             .await?;
         tracing::info!(version = %version_id, "rotation complete");
         crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "rotated");
+        self.notify(state, Event::RotationSucceeded, |n| {
+            n.version_id = Some(version_id.to_string())
+        });
         Ok(Outcome::Rotated { version_id })
     }
 
@@ -426,6 +451,11 @@ impl Engine {
                 )
                 .await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
+            self.notify(state, Event::RotationFailed, |n| {
+                n.error = Some(error.clone());
+                n.attempts = Some(attempts);
+                n.next_rotation_date = Some(crate::clock::format_ms(at.timestamp_millis()));
+            });
             Ok(Outcome::Retrying {
                 error,
                 attempts,
@@ -445,6 +475,14 @@ impl Engine {
                 )
                 .await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
+            let version = state.job.as_ref().and_then(|j| j.version_id.clone());
+            for event in [Event::RotationFailed, Event::SecretFailed] {
+                self.notify(state, event, |n| {
+                    n.error = Some(error.clone());
+                    n.attempts = Some(attempts);
+                    n.version_id = version.as_ref().map(|v| v.to_string());
+                });
+            }
             Ok(Outcome::Failed { error, attempts })
         }
     }

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::audit::Entry;
 use super::{is_unique_violation, Cmk, KeyInfo, Store};
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
@@ -74,13 +75,14 @@ impl Store {
         let material = KeyMaterial::generate();
         let wrapped = self.master.wrap(&material, &crypto::aad_cmk(name));
         let now = self.clock.now_ms();
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO master_keys (name, wrapped_material, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(name)
         .bind(wrapped)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -90,6 +92,10 @@ impl Store {
             }
         })?;
         let id: i64 = row.try_get("id")?;
+        let detail = format!("key {name}");
+        self.audit(&mut tx, Entry::new("key.create", None).detail(&detail))
+            .await?;
+        tx.commit().await?;
         self.cmks.write().expect("cmk cache poisoned").insert(
             id,
             Cmk {

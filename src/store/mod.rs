@@ -7,6 +7,7 @@
 //! version and its stage moves) commit in one transaction: on SQLite `BEGIN IMMEDIATE` takes the
 //! write lock up front, on PostgreSQL the secret's row is locked `FOR UPDATE`.
 
+mod audit;
 mod jobs;
 mod keys;
 mod rotation;
@@ -30,6 +31,7 @@ use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
 use crate::files;
 
+pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
 pub use secrets::{
@@ -56,10 +58,17 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Master key given directly (from `ROTOR_MASTER_KEY`) instead of the key file.
     pub master_key: Option<KeyMaterial>,
+    /// The master key file, when not `DATA_DIR/master.key`.
+    pub key_file: Option<PathBuf>,
     /// The clock the store stamps times with.
     pub clock: Clock,
     /// How long opening the store may wait for a connection.
     pub connect_timeout: Duration,
+    /// Record reads of secret values in the audit log too.
+    pub audit_reads: bool,
+    /// Who changes the store through it, for the audit log (`cli:USER`; rotations record their
+    /// worker).
+    pub actor: String,
 }
 
 /// The default for [`StoreConfig::connect_timeout`].
@@ -71,13 +80,18 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             url: None,
             master_key: None,
+            key_file: None,
             clock: Clock::system(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            audit_reads: false,
+            actor: "library".into(),
         }
     }
 
     pub fn key_file(&self) -> PathBuf {
-        self.data_dir.join(KEY_FILE)
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(KEY_FILE))
     }
 }
 
@@ -168,6 +182,9 @@ pub struct Store {
     clock: Clock,
     /// The data directory of an embedded (SQLite) store.
     data_dir: Option<PathBuf>,
+    /// Who acts through this handle, for the audit log.
+    actor: Arc<str>,
+    audit_reads: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -219,6 +236,8 @@ impl Store {
             cmks: Arc::default(),
             clock: config.clock.clone(),
             data_dir: (backend == Backend::Sqlite).then(|| config.data_dir.clone()),
+            actor: config.actor.as_str().into(),
+            audit_reads: config.audit_reads,
         };
         store.load_cmks().await?;
         if mode == OpenMode::Init && store.cmk_id(DEFAULT_KEY).is_none() {
@@ -446,7 +465,7 @@ fn describe_host(url: &str) -> String {
 }
 
 /// The URL without its password, for messages.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -492,6 +511,10 @@ fn migrator(backend: Backend) -> Migrator {
                 (
                     "create mark",
                     include_str!(concat!("migrations/", $dir, "/0006_create_mark.sql")),
+                ),
+                (
+                    "audit",
+                    include_str!(concat!("migrations/", $dir, "/0007_audit.sql")),
                 ),
             ]
         };
@@ -541,6 +564,30 @@ impl Store {
                 .try_get("n")?;
         Ok((due, failed))
     }
+
+    /// Secrets (name, type, time) whose next rotation comes within `window` from now, for
+    /// `secret_due_soon` notices.
+    pub async fn rotating_within(&self, window: Duration) -> Result<Vec<(String, String, i64)>> {
+        let now = self.clock.now_ms();
+        let rows = sqlx::query(
+            "SELECT name, secret_type, next_rotation_at FROM secrets \
+             WHERE next_rotation_at > $1 AND next_rotation_at <= $2 AND planned_delete_at IS NULL \
+             ORDER BY next_rotation_at LIMIT 10000",
+        )
+        .bind(now)
+        .bind(now.saturating_add(window.as_millis().min(i64::MAX as u128) as i64))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("secret_type")?,
+                    r.try_get("next_rotation_at")?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The master key from `ROTOR_MASTER_KEY` or the key file.
@@ -555,8 +602,17 @@ fn load_master_key(config: &StoreConfig) -> Result<KeyMaterial> {
             path.display()
         )));
     }
-    check_data_dir(&config.data_dir)?;
+    check_key_dir(config)?;
     crypto::read_key_file(&path)
+}
+
+/// The directory holding the master key file must be as trustworthy as the data directory.
+fn check_key_dir(config: &StoreConfig) -> Result<()> {
+    let path = config.key_file();
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => files::check(dir, "master key directory", files::Kind::DataDir),
+        None => check_data_dir(&config.data_dir),
+    }
 }
 
 /// First open of a fresh store: find or create the master key and record its check value.
@@ -565,7 +621,7 @@ async fn initialise(pool: &AnyPool, config: &StoreConfig) -> Result<KeyMaterial>
     let master = match &config.master_key {
         Some(key) => key.clone(),
         None if path.exists() => {
-            check_data_dir(&config.data_dir)?;
+            check_key_dir(config)?;
             crypto::read_key_file(&path)?
         }
         None => {

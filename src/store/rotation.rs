@@ -12,6 +12,7 @@ use std::time::Duration;
 use rotators::{SecretKind, SecretValue, VersionValue};
 use sqlx::{AnyConnection, Row};
 
+use super::audit::Entry;
 use super::jobs::{Claim, Job, Step};
 use super::rows::{move_current, prune, set_stage, SecretRow};
 use super::Store;
@@ -73,12 +74,12 @@ impl Store {
             )
         };
         let sql = format!(
-            "UPDATE secrets SET lease_owner = $1, lease_expires_at = $2 \
+            "UPDATE secrets SET lease_owner = $1, lease_expires_at = $2, lease_taken_from = lease_owner \
              WHERE id IN (SELECT id FROM secrets \
                           WHERE next_rotation_at <= $3 \
                             AND (lease_expires_at IS NULL OR lease_expires_at < $3){skip_busy} \
                           ORDER BY next_rotation_at LIMIT $4{}) \
-             RETURNING id, name, target",
+             RETURNING id, name, target, lease_taken_from",
             self.backend.skip_locked()
         );
         let mut query = sqlx::query(&sql)
@@ -94,11 +95,17 @@ impl Store {
         tx.commit().await?;
         rows.iter()
             .map(|r| {
-                Ok(Claim {
+                let claim = Claim {
                     secret_id: r.try_get("id")?,
                     name: SecretName::parse_any(&r.try_get::<String, _>("name")?)?,
                     target: r.try_get("target")?,
-                })
+                };
+                let from: Option<String> = r.try_get("lease_taken_from")?;
+                if let Some(from) = from.filter(|f| f != owner) {
+                    tracing::warn!(secret = %claim.name, previous = %from, "took over an expired lease: its holder stopped renewing it");
+                    crate::telemetry::lease_takeover();
+                }
+                Ok(claim)
             })
             .collect()
     }
@@ -289,6 +296,10 @@ impl Store {
                 row.name
             )));
         }
+        let entry = Entry::new("rotation.create", Some(row.name.as_str()))
+            .version(version_id.as_str())
+            .detail("new credential stored as ACSPending");
+        self.audit_as(&mut tx, &worker(owner), entry).await?;
         tx.commit().await?;
         Ok(version_id)
     }
@@ -328,6 +339,7 @@ impl Store {
         from: Step,
         to: Step,
     ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE rotation_jobs SET step = $1, updated_at = $2 \
              WHERE secret_id = $3 AND step = $4 \
@@ -338,7 +350,7 @@ impl Store {
         .bind(claim.secret_id)
         .bind(from.as_str())
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
             return Err(Error::Lease(format!(
@@ -346,6 +358,19 @@ impl Store {
                 claim.name
             )));
         }
+        let action = format!("rotation.{from}");
+        let version: Option<String> =
+            sqlx::query("SELECT version_id FROM rotation_jobs WHERE secret_id = $1")
+                .bind(claim.secret_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("version_id")?;
+        let mut entry = Entry::new(&action, Some(claim.name.as_str()));
+        if let Some(v) = &version {
+            entry = entry.version(v);
+        }
+        self.audit_as(&mut tx, &worker(owner), entry).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -373,6 +398,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         prune(&mut tx, row.id).await?;
+        let entry = Entry::new("rotation.promote", Some(row.name.as_str()))
+            .version(version.as_str())
+            .detail("ACSPending promoted to ACSCurrent");
+        self.audit_as(&mut tx, &worker(owner), entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -408,6 +437,9 @@ impl Store {
             None => next,
         };
         self.reschedule_in(&mut tx, owner, claim, look).await?;
+        let entry =
+            Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete");
+        self.audit_as(&mut tx, &worker(owner), entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -429,15 +461,20 @@ impl Store {
                     followup_next_at = NULL, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $2 AND lease_owner = $3"
         };
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(sql)
             .bind(retry_at)
             .bind(claim.secret_id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() != 1 {
             return Err(lease_lost(&claim.name));
         }
+        let entry = Entry::new("rotation.followup", Some(claim.name.as_str()))
+            .outcome(if retry_at.is_some() { "retrying" } else { "ok" });
+        self.audit_as(&mut tx, &worker(owner), entry).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -468,6 +505,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         self.reschedule_in(&mut tx, owner, claim, next).await?;
+        let entry = Entry::new("rotation.abandon", Some(claim.name.as_str()))
+            .detail("failed cycle ended by a checked re-import");
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -549,9 +589,25 @@ impl Store {
                 .await?;
         }
         self.reschedule_in(&mut tx, owner, claim, next).await?;
+        let step: String = sqlx::query("SELECT step FROM rotation_jobs WHERE secret_id = $1")
+            .bind(claim.secret_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("step")?;
+        let action = format!("rotation.{step}");
+        let detail = format!("attempt {attempts}: {error}");
+        let entry = Entry::new(&action, Some(claim.name.as_str()))
+            .outcome(if failed { "failed" } else { "retrying" })
+            .detail(&detail);
+        self.audit_as(&mut tx, &worker(owner), entry).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A rotation's actor in the audit log.
+fn worker(owner: &str) -> String {
+    format!("worker:{owner}")
 }
 
 fn check_lease(row: &SecretRow, owner: &str) -> Result<()> {

@@ -5,6 +5,7 @@
 use rotators::SecretKind;
 use sqlx::AnyConnection;
 
+use super::audit::Entry;
 use super::{SecretInfo, Store};
 use crate::error::{Error, Result};
 use crate::model::{Planned, RotationPolicy, RotationSchedule, SecretName};
@@ -35,6 +36,15 @@ impl Store {
         columns
             .write(&mut tx, row.id, keep, now.timestamp_millis())
             .await?;
+        let detail = match &policy {
+            Some(p) => p.schedule.summary(),
+            None => "disabled".to_string(),
+        };
+        self.audit(
+            &mut tx,
+            Entry::new("rotation.policy", Some(name.as_str())).detail(&detail),
+        )
+        .await?;
         tx.commit().await?;
         self.describe(name).await
     }

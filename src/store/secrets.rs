@@ -13,6 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
 
+use super::audit::Entry;
 use super::rows::{
     insert_version, move_current, not_found, prune, set_stage, stage_holder, stages_of, touch,
     SecretRow, SECRET_COLS, SECRET_FROM,
@@ -107,6 +108,9 @@ impl Store {
     pub async fn create_secret(&self, new: NewSecret) -> Result<PutOutcome> {
         let mut tx = self.begin_write().await?;
         let done = self.insert_secret(&mut tx, new).await?;
+        let entry = Entry::new("secret.create", Some(done.secret_name.as_str()))
+            .version(done.version_id.as_str());
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -365,6 +369,20 @@ impl Store {
             }
         }
         prune(&mut tx, row.id).await?;
+        let action = if checked {
+            "secret.import"
+        } else {
+            "secret.put"
+        };
+        let stage_list = stages
+            .iter()
+            .map(Stage::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        let entry = Entry::new(action, Some(name.as_str()))
+            .version(version_id.as_str())
+            .detail(&stage_list);
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(PutOutcome {
             secret_name: name.clone(),
@@ -414,6 +432,9 @@ impl Store {
         let stages = stages_of(&mut conn, row.id, &version_id).await?;
         let data_key = self.data_key(&row).await?;
         let value = self.open_value(&row, &data_key, &version_id, &sealed)?;
+        drop(conn);
+        self.audit_read(row.name.as_str(), version_id.as_str())
+            .await?;
         Ok(SecretVersion {
             name: row.name,
             kind: row.kind,
@@ -581,6 +602,17 @@ impl Store {
         }
         touch(&mut tx, row.id, self.clock.now_ms()).await?;
         prune(&mut tx, row.id).await?;
+        let detail = match (move_to, remove_from) {
+            (Some(to), Some(from)) => format!("{stage} moved from {from} to {to}"),
+            (Some(to), None) => format!("{stage} moved to {to}"),
+            (None, Some(from)) => format!("{stage} removed from {from}"),
+            (None, None) => unreachable!("checked above"),
+        };
+        let mut entry = Entry::new("secret.stage", Some(name.as_str())).detail(&detail);
+        if let Some(to) = move_to.or(remove_from) {
+            entry = entry.version(to.as_str());
+        }
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         self.versions(name).await
     }
@@ -609,6 +641,11 @@ impl Store {
         }
         move_current(&mut tx, row.id, to).await?;
         touch(&mut tx, row.id, self.clock.now_ms()).await?;
+        let detail = format!("ACSCurrent moved back from {from}");
+        let entry = Entry::new("secret.rollback", Some(name.as_str()))
+            .version(to.as_str())
+            .detail(&detail);
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         self.versions(name).await
     }
@@ -656,6 +693,12 @@ impl Store {
                 Some(at)
             }
         };
+        let detail = match planned {
+            Some(at) => format!("scheduled for {}", format_ms(at)),
+            None => "forced, at once".to_string(),
+        };
+        let entry = Entry::new("secret.delete", Some(name.as_str())).detail(&detail);
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(planned)
     }
@@ -702,16 +745,36 @@ impl Store {
         .bind(row.id)
         .execute(&mut *tx)
         .await?;
+        self.audit(&mut tx, Entry::new("secret.restore", Some(name.as_str())))
+            .await?;
         tx.commit().await?;
         self.describe(name).await
     }
 
     /// Deletes the secrets whose recovery window has ended; returns how many.
     pub async fn purge_expired(&self) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let names: Vec<String> =
+            sqlx::query("SELECT name FROM secrets WHERE planned_delete_at <= $1")
+                .bind(self.clock.now_ms())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("name"))
+                .collect::<std::result::Result<_, _>>()?;
+        if names.is_empty() {
+            return Ok(0);
+        }
         let done = sqlx::query("DELETE FROM secrets WHERE planned_delete_at <= $1")
             .bind(self.clock.now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        for name in &names {
+            let entry =
+                Entry::new("secret.purge", Some(name.as_str())).detail("recovery window ended");
+            self.audit(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

@@ -8,6 +8,7 @@ use rotators::{NewTarget, TargetContext};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::audit::Entry;
 use super::{is_unique_violation, opt_text, NewSecret, Selector, Store};
 use crate::error::{Error, Result};
 use crate::model::SecretName;
@@ -72,6 +73,9 @@ impl Store {
         if let Some(admin) = admin {
             self.insert_secret(&mut tx, admin).await?;
         }
+        let detail = format!("target {name}, kind {}", target.kind);
+        let entry = Entry::new("target.add", admin_name.as_deref()).detail(&detail);
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         self.target(name).await
     }
@@ -119,6 +123,9 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        let detail = format!("target {name}");
+        let entry = Entry::new("target.remove", info.admin_secret.as_deref()).detail(&detail);
+        self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(info)
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::jobs::Step;
 use crate::clock::format_ms;
-use crate::model::{fmt_duration, RotationSchedule, SecretName, Stage, Tag, VersionId};
+use crate::model::{RotationSchedule, SecretName, Stage, Tag, VersionId};
 
 /// A secret's metadata, as `describe` and `list` show it.
 #[derive(Clone, Debug)]
@@ -152,20 +152,9 @@ impl Serialize for SecretInfo {
 impl SecretInfo {
     /// A short human description of the rotation policy.
     pub fn rotation_summary(&self) -> String {
-        match &self.rotation {
-            None => "disabled".into(),
-            Some(RotationSchedule::Interval(d)) => format!("every {}", fmt_duration(*d)),
-            Some(RotationSchedule::Cron {
-                expression,
-                window: None,
-            }) => format!("cron '{expression}'"),
-            Some(RotationSchedule::Cron {
-                expression,
-                window: Some(w),
-            }) => {
-                format!("cron '{expression}' within {}", fmt_duration(*w))
-            }
-        }
+        self.rotation
+            .as_ref()
+            .map_or_else(|| "disabled".into(), RotationSchedule::summary)
     }
 }
 

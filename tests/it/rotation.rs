@@ -662,7 +662,7 @@ both_backends!(
             per_target: 2,
             poll: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(5),
-            metrics: false,
+            ..Default::default()
         };
         let shutdown = CancellationToken::new();
         let worker = tokio::spawn(rotor::worker::run(engine, worker_config, shutdown.clone()));

@@ -1,0 +1,185 @@
+//! The audit log: one append-only record per change, written inside the change's own
+//! transaction (so a rolled-back write leaves none), and — when configured — per value read.
+//! Records hold who, what, which secret and version, and how it ended; never a value.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use super::Store;
+use crate::clock::format_ms;
+use crate::error::Result;
+
+/// The most records one query returns.
+pub const MAX_RECORDS: i64 = 10_000;
+
+/// One audit record.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AuditRecord {
+    pub id: i64,
+    /// ms since the epoch.
+    #[serde(skip)]
+    pub at_ms: i64,
+    /// `2026-11-28T10:00:00.123Z`.
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub secret: Option<String>,
+    pub version: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// Which records `rotor audit` shows, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub secret: Option<String>,
+    /// Only records at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// An action (`rotation.set`), or a group of them (`rotation`).
+    pub action: Option<String>,
+    /// At most this many, the newest (capped at [`MAX_RECORDS`]).
+    pub limit: Option<i64>,
+}
+
+/// What one record says; the store adds the time and the actor.
+pub(super) struct Entry<'a> {
+    pub action: &'a str,
+    pub secret: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub outcome: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(action: &'a str, secret: Option<&'a str>) -> Self {
+        Entry {
+            action,
+            secret,
+            version: None,
+            outcome: "ok",
+            detail: None,
+        }
+    }
+
+    pub fn version(mut self, version: &'a str) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    pub fn outcome(mut self, outcome: &'a str) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    pub fn detail(mut self, detail: &'a str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+impl Store {
+    /// This handle acting for `actor` in the audit log (a worker, an API key).
+    pub fn with_actor(&self, actor: &str) -> Store {
+        let mut store = self.clone();
+        store.actor = actor.into();
+        store
+    }
+
+    /// Writes `entry` inside the caller's transaction, as this handle's actor.
+    pub(super) async fn audit(&self, conn: &mut AnyConnection, entry: Entry<'_>) -> Result<()> {
+        let actor = self.actor.clone();
+        self.audit_as(conn, &actor, entry).await
+    }
+
+    /// Writes `entry` inside the caller's transaction for a rotation run by `owner`.
+    pub(super) async fn audit_as(
+        &self,
+        conn: &mut AnyConnection,
+        actor: &str,
+        entry: Entry<'_>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(self.clock.now_ms())
+        .bind(actor)
+        .bind(entry.action)
+        .bind(entry.secret)
+        .bind(entry.version)
+        .bind(entry.outcome)
+        .bind(entry.detail)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a read of a secret's value, when reads are audited.
+    pub(super) async fn audit_read(&self, secret: &str, version: &str) -> Result<()> {
+        if !self.audit_reads {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        self.audit(
+            &mut conn,
+            Entry::new("secret.read", Some(secret)).version(version),
+        )
+        .await
+    }
+
+    /// The records `query` selects, oldest first.
+    pub async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let limit = query.limit.unwrap_or(MAX_RECORDS).clamp(1, MAX_RECORDS);
+        let (exact, group) = match &query.action {
+            Some(a) if a.contains('.') => (Some(a.clone()), None),
+            Some(a) => (None, Some(format!("{a}."))),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, secret, version, outcome, detail FROM audit_log \
+             WHERE ($1 IS NULL OR secret = $1) AND ($2 IS NULL OR at >= $2) \
+               AND ($3 IS NULL OR action = $3) \
+               AND ($4 IS NULL OR substr(action, 1, length($4)) = $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(query.secret.as_deref())
+        .bind(query.since)
+        .bind(exact.as_deref())
+        .bind(group.as_deref())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut records = rows
+            .iter()
+            .map(|row| {
+                let at: i64 = row.try_get("at")?;
+                Ok(AuditRecord {
+                    id: row.try_get("id")?,
+                    at_ms: at,
+                    time: format_ms(at),
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    secret: row.try_get("secret")?,
+                    version: row.try_get("version")?,
+                    outcome: row.try_get("outcome")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        records.reverse();
+        Ok(records)
+    }
+
+    /// Deletes records older than `retention` (the worker's pruning); returns how many.
+    pub async fn prune_audit(&self, retention: Duration) -> Result<u64> {
+        let cutoff = self.clock.now_ms() - retention.as_millis() as i64;
+        let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
