@@ -373,7 +373,13 @@ const TEXT_KEYS: [&str; 5] = [
 
 impl Provider for EnvLayer {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment")
+        // Errors name the variable, not the setting's path.
+        Metadata::named("environment").interpolater(|_profile, keys| {
+            let key = keys.join(".");
+            ENV.iter()
+                .find(|(_, k)| *k == key)
+                .map_or(key, |(var, _)| (*var).to_owned())
+        })
     }
 
     fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {

@@ -276,7 +276,8 @@ impl Engine {
                 tracing::info!(%step, "stopping between steps");
                 return Ok(Outcome::Interrupted { step });
             }
-            tracing::info!(%step, "step starts");
+            let attempt = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
+            tracing::info!(%step, attempt, "step starts");
             if step == Step::Finish {
                 return self.finish(rotator.as_ref(), &mut state, resumed).await;
             }
@@ -305,7 +306,8 @@ impl Engine {
                 }
             }
             .await;
-            crate::telemetry::step(step.as_str(), self.family_of(&state), started.elapsed());
+            let elapsed = started.elapsed();
+            crate::telemetry::step(step.as_str(), self.family_of(&state), elapsed);
             let created = match ran {
                 Ok(created) => created,
                 Err(e) => return self.fail(&state, step, e).await,
@@ -333,7 +335,12 @@ impl Engine {
                     set_job(&mut state, Step::Finish, None);
                 }
             }
-            tracing::info!(%step, "step done");
+            tracing::info!(
+                %step,
+                attempt,
+                duration_ms = elapsed.as_millis() as u64,
+                "step done"
+            );
             resumed = false;
         }
     }

@@ -12,6 +12,7 @@ mod concurrency;
 mod databases;
 mod deploy;
 mod encryption;
+mod operations;
 mod ram;
 mod rotation;
 mod ssh;

@@ -17,10 +17,10 @@ use crate::support::{assert_refused, TestEnv};
 use crate::testkit_rotator::FileRotator;
 
 /// Quick polling and short leases, so that a restarted worker takes over within a second.
-const FAST: [&str; 4] = ["--poll", "100ms", "--test-retry-delay", "50ms"];
+pub(crate) const FAST: [&str; 4] = ["--poll", "100ms", "--test-retry-delay", "50ms"];
 
 /// Creates an `ECS`/`Password` secret through the CLI, with its host accepting the password.
-fn ecs_secret(t: &TestEnv, hosts: &Path, name: &str) {
+pub(crate) fn ecs_secret(t: &TestEnv, hosts: &Path, name: &str) {
     let password = format!("initial-{name}");
     let value = json!({"UserName": name, "Password": password}).to_string();
     let out = t
@@ -36,7 +36,7 @@ fn ecs_secret(t: &TestEnv, hosts: &Path, name: &str) {
     FileRotator::set_passwords(hosts, name, &[password]);
 }
 
-fn testkit_ok(t: &TestEnv, hosts: &Path, args: &[&str]) -> String {
+pub(crate) fn testkit_ok(t: &TestEnv, hosts: &Path, args: &[&str]) -> String {
     let out = t.testkit(hosts).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -46,7 +46,12 @@ fn testkit_ok(t: &TestEnv, hosts: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn spawn_worker(t: &TestEnv, hosts: &Path, fault: Option<&str>, extra: &[&str]) -> Child {
+pub(crate) fn spawn_worker(
+    t: &TestEnv,
+    hosts: &Path,
+    fault: Option<&str>,
+    extra: &[&str],
+) -> Child {
     let mut cmd = t.testkit(hosts);
     cmd.arg("worker")
         .args(FAST)
@@ -62,7 +67,7 @@ fn spawn_worker(t: &TestEnv, hosts: &Path, fault: Option<&str>, extra: &[&str]) 
     cmd.spawn().expect("worker starts")
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -76,7 +81,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn terminate(child: &mut Child) {
+pub(crate) fn terminate(child: &mut Child) {
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -98,7 +103,7 @@ async fn versions(store: &Store, name: &str) -> Vec<(String, Vec<Stage>)> {
         .collect()
 }
 
-async fn password(store: &Store, name: &str, stage: Stage) -> String {
+pub(crate) async fn password(store: &Store, name: &str, stage: Stage) -> String {
     let v = store
         .get_value(&SecretName::parse(name).unwrap(), &Selector::Stage(stage))
         .await
@@ -108,7 +113,7 @@ async fn password(store: &Store, name: &str, stage: Stage) -> String {
 }
 
 /// Waits until `name`'s rotation has completed (promoted, cleaned up, job gone).
-async fn wait_rotated(store: &Store, name: &str, within: Duration) {
+pub(crate) async fn wait_rotated(store: &Store, name: &str, within: Duration) {
     let deadline = Instant::now() + within;
     let name = SecretName::parse(name).unwrap();
     loop {
@@ -446,7 +451,7 @@ both_backends!(
 );
 
 /// `GET path` on `addr`: (status code, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("the metrics listener answers");
     write!(
@@ -469,7 +474,11 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// The value of a sample of `metric` whose labels include `labels`, in a scrape.
-fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     scrape
         .samples
         .iter()
@@ -484,7 +493,7 @@ fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
         .reduce(|a, b| a + b)
 }
 
-fn scrape(addr: &str) -> prometheus_parse::Scrape {
+pub(crate) fn scrape(addr: &str) -> prometheus_parse::Scrape {
     let (status, body) = http_get(addr, "/metrics");
     assert_eq!(status, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
