@@ -1914,3 +1914,167 @@ async fn managed_secrets_change_only_by_rotation_checked_import_or_rollback() {
     ])
     .await;
 }
+
+// --- One rotation suite, every output scanned: JSON logs, metrics, the audit log ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_suite_leaves_no_value_in_json_logs_metrics_or_the_audit_log() {
+    use crate::workers::{http_get, terminate, wait_rotated};
+    let pg = Pg::new().await;
+    let t = &pg.t;
+    let out = add_target(t, "red", "redis", &redis_url(), "default", "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = pg.name("scan");
+    let redis_user = format!("rs_{}", pg.suffix);
+    t.ok(&[
+        "secret",
+        "create",
+        "db/scan",
+        "--type",
+        "Rds",
+        "--target",
+        "pg",
+        "--account",
+        &app,
+        "--database",
+        &pg.db,
+    ]);
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/scan",
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
+        &redis_user,
+        "--privilege",
+        "ReadWrite",
+    ]);
+    for name in ["db/scan", "cache/scan"] {
+        t.ok(&["rotation", "set", name, "--interval", "1d", "--rotate-now"]);
+    }
+    // A worker with JSON logs at trace level, metrics, and audited reads.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = t
+        .rotor()
+        .args(["--log-format", "json", "worker", "--poll", "100ms"])
+        .args(["--metrics-listen", &addr])
+        .env("ROTOR_AUDIT_READS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = pg.store().await;
+    for name in ["db/scan", "cache/scan"] {
+        wait_rotated(&store, name, Duration::from_secs(60)).await;
+    }
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("rotor_rotations_total"), "{metrics}");
+    // More rotations and reads from one-shot commands, logging JSON too.
+    let mut logs = String::new();
+    for name in ["db/scan", "cache/scan"] {
+        let out = logged(t, &["rotate", name], true, &mut logs);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = t
+            .rotor()
+            .env("ROTOR_AUDIT_READS", "true")
+            .args(["--log-format", "json", "secret", "get", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    terminate(&mut worker);
+    let mut worker_logs = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut worker_logs).unwrap();
+    let audit = t.ok(&["--json", "audit"]);
+
+    // One JSON object per line; the steps carry the secret, step, attempt and duration.
+    let mut steps_done = 0;
+    for line in worker_logs.lines().chain(logs.lines()) {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["fields"].is_object(),
+            "{line}"
+        );
+        if event["target"].as_str().unwrap_or_default().starts_with("rotor") {
+            assert!(event["fields"]["message"].is_string(), "{line}");
+        }
+        if event["fields"]["message"] == "step done" {
+            steps_done += 1;
+            let f = &event["fields"];
+            assert!(
+                f["step"].is_string() && f["attempt"].is_u64() && f["duration_ms"].is_u64(),
+                "{line}"
+            );
+            let secret = event["span"]["secret"].as_str().unwrap_or_default();
+            assert!(secret == "db/scan" || secret == "cache/scan", "{line}");
+        }
+    }
+    assert!(
+        steps_done >= 12,
+        "create, set and test of four rotations: {steps_done}"
+    );
+    let audit_json: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let records = audit_json.as_array().unwrap();
+    for name in ["db/scan", "cache/scan"] {
+        let of = |action: &str| {
+            records
+                .iter()
+                .filter(|r| r["Secret"] == name && r["Action"] == action)
+                .count()
+        };
+        assert_eq!(of("rotation.promote"), 2, "{name}");
+        assert_eq!(of("secret.read"), 1, "{name}");
+    }
+
+    // Every value involved: each version of both secrets and the targets' admin password.
+    let mut values = stored_passwords(t, "db/scan");
+    values.extend(stored_passwords(t, "cache/scan"));
+    assert_eq!(
+        values.len(),
+        8,
+        "current and previous of two accounts, per secret"
+    );
+    let admin = scram_url()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    values.push(admin);
+    assert_no_password(&worker_logs, &values, "the worker's JSON logs");
+    assert_no_password(&logs, &values, "the commands' JSON logs");
+    assert_no_password(&metrics, &values, "/metrics");
+    assert_no_password(&audit, &values, "the audit log");
+
+    let mut admin = redis_admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&redis_user)
+        .arg(format!("{redis_user}_clone"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
+        .await;
+}
