@@ -2014,7 +2014,11 @@ async fn a_rotation_suite_leaves_no_value_in_json_logs_metrics_or_the_audit_log(
             event["level"].is_string() && event["fields"].is_object(),
             "{line}"
         );
-        if event["target"].as_str().unwrap_or_default().starts_with("rotor") {
+        if event["target"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rotor")
+        {
             assert!(event["fields"]["message"].is_string(), "{line}");
         }
         if event["fields"]["message"] == "step done" {

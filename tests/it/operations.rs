@@ -204,6 +204,27 @@ async fn configuration_layers_defaults_file_environment_and_flags_and_says_where
         &["webhook[0]", "no signing secret"],
     );
 
+    // The README's example file is valid as written.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("README has Configuration");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("an example TOML block");
+    let example_file = t.dir.path().join("example.toml");
+    write_private(&example_file, example, 0o600);
+    let (_, rows) = effective(&t, &[], &["--config", example_file.to_str().unwrap()]);
+    assert_eq!(
+        setting(&rows, "webhook[0].events").0,
+        "rotation_failed,secret_failed"
+    );
+    assert_eq!(setting(&rows, "log.format").0, "json");
+
     // Secret material is never shown: the store URL's password, the webhook's secret and the
     // token in its path.
     write_private(&file, hook, 0o600);
