@@ -442,7 +442,12 @@ struct FileLayer {
 
 impl Provider for FileLayer {
     fn metadata(&self) -> Metadata {
-        Metadata::from("TOML file", figment::Source::File(self.path.clone()))
+        // A custom source prints as given (figment shows a file relative to the working
+        // directory); errors then name the file exactly as the user gave it.
+        Metadata::from(
+            "TOML file",
+            figment::Source::Custom(self.path.display().to_string()),
+        )
     }
 
     fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
@@ -519,8 +524,8 @@ impl Loaded {
         self.figment
             .find_metadata(key)
             .and_then(|m| m.source.as_ref())
-            .and_then(|s| s.file_path())
-            .map(Path::to_path_buf)
+            .and_then(|s| s.custom())
+            .map(PathBuf::from)
     }
 
     fn invalid(&self, key: &str, what: &str) -> Error {
@@ -533,8 +538,8 @@ impl Loaded {
         let Some(meta) = self.figment.find_metadata(key) else {
             return "default".into();
         };
-        if let Some(path) = meta.source.as_ref().and_then(|s| s.file_path()) {
-            return path.display().to_string();
+        if let Some(path) = meta.source.as_ref().and_then(|s| s.custom()) {
+            return path.to_owned();
         }
         match meta.name.as_ref() {
             "command line" => "command line".into(),
