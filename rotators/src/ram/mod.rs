@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod sign;
+pub mod verify;
 
 use std::sync::Arc;
 

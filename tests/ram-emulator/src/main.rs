@@ -30,9 +30,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::Router;
-use percent_encoding::percent_decode_str;
 use rand::distr::{Alphanumeric, SampleString};
-use rotators::ram::sign;
+use rotators::ram::verify;
 use serde_json::{json, Value};
 
 const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -108,42 +107,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> Fault {
     Fault(StatusCode::BAD_REQUEST, code, message.into())
 }
 
-/// `a=1&b=%20` → pairs, percent-decoded (`+` stays `+`: both signature styles encode a space
-/// as `%20`).
-fn pairs(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let d = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-            (d(k), d(v))
-        })
-        .collect()
-}
-
-fn within_window(stamp: &str) -> Result<(), Fault> {
-    let at = chrono::DateTime::parse_from_rfc3339(stamp).map_err(|_| {
-        bad(
-            "InvalidTimeStamp.Format",
-            "Specified time stamp or date value is not well formatted.",
-        )
-    })?;
-    let skew = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .unsigned_abs();
-    if skew > WINDOW.as_secs() {
-        return Err(bad(
-            "InvalidTimeStamp.Expired",
-            "Specified time stamp or date value is expired.",
-        ));
-    }
-    Ok(())
-}
-
-/// A signed call: the caller's key id, the action and its parameters.
-type Call = (String, String, Vec<(String, String)>);
-
-/// Checks the signature; returns the call.
+/// Checks the signature (both styles, [`verify`]), the nonce and the version; returns the call.
 fn authenticate(
     cloud: &mut Cloud,
     method: &Method,
@@ -151,168 +115,65 @@ fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Call, Fault> {
-    let query = pairs(uri.query().unwrap_or_default());
-    let form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    let body_params = if form {
-        pairs(&String::from_utf8_lossy(body))
-    } else {
-        vec![]
-    };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (key_id, action, params, nonce) = if let Some(auth) = header("authorization") {
-        let auth = sign::parse_v3_authorization(auth).ok_or_else(|| {
-            bad(
-                "IncompleteSignature",
-                "The request signature does not conform to Aliyun standards.",
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
             )
-        })?;
-        let mut signed = vec![];
-        for name in &auth.signed_headers {
-            let mut values: Vec<String> = headers
-                .get_all(name.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(|v| v.trim().to_owned())
-                .collect();
-            if values.is_empty() {
-                return Err(bad(
-                    "IncompleteSignature",
-                    format!("The signed header {name} is missing."),
-                ));
-            }
-            values.sort();
-            signed.push((name.clone(), values.join(",")));
-        }
-        for required in [
-            "host",
-            "x-acs-action",
-            "x-acs-version",
-            "x-acs-date",
-            "x-acs-signature-nonce",
-            "x-acs-content-sha256",
-        ] {
-            if !auth.signed_headers.iter().any(|n| n == required) {
-                return Err(bad(
-                    "IncompleteSignature",
-                    format!("The header {required} must be signed."),
-                ));
-            }
-        }
-        let body_sha = sign::sha256_hex(body);
-        if header("x-acs-content-sha256") != Some(body_sha.as_str()) {
-            return Err(bad(
-                "ContentSHA256NotMatched",
-                "The x-acs-content-sha256 header does not match the body.",
-            ));
-        }
-        let secret = secret_of(cloud, &auth.key_id)?;
-        let (expected, _) = sign::v3_signature(
-            &secret,
-            method.as_str(),
-            uri.path(),
-            &query,
-            &signed,
-            &body_sha,
-        );
-        if !sign::same(&expected, &auth.signature) {
-            return Err(bad(
-                "SignatureDoesNotMatch",
-                "Specified signature is not matched with our calculation.",
-            ));
-        }
-        within_window(header("x-acs-date").unwrap_or_default())?;
-        let mut params = query;
-        params.extend(body_params);
-        (
-            auth.key_id,
-            header("x-acs-action").unwrap_or_default().to_owned(),
-            params,
-            header("x-acs-signature-nonce")
-                .unwrap_or_default()
-                .to_owned(),
+        })
+        .collect();
+    let req = verify::Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &headers,
+        body,
+    };
+    let call = verify::verify(&req, chrono::Utc::now(), WINDOW, &mut |id| {
+        secret_of(cloud, id).map(zeroize::Zeroizing::new)
+    })
+    .map_err(|r| {
+        Fault(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+            r.code,
+            r.message,
         )
-    } else {
-        let mut params = query;
-        params.extend(body_params);
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let signature = get("Signature").ok_or_else(|| {
-            bad(
-                "MissingSignature",
-                "Signature is mandatory for this action.",
-            )
-        })?;
-        let key_id = get("AccessKeyId").ok_or_else(|| {
-            bad(
-                "MissingAccessKeyId",
-                "AccessKeyId is mandatory for this action.",
-            )
-        })?;
-        if get("SignatureMethod").as_deref() != Some("HMAC-SHA1")
-            || get("SignatureVersion").as_deref() != Some("1.0")
-        {
-            return Err(bad(
-                "InvalidParameter",
-                "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
-            ));
-        }
-        let unsigned: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| k != "Signature")
-            .cloned()
-            .collect();
-        let secret = secret_of(cloud, &key_id)?;
-        if !sign::same(
-            &sign::v1_signature(&secret, method.as_str(), &unsigned),
-            &signature,
-        ) {
-            return Err(bad(
-                "SignatureDoesNotMatch",
-                "Specified signature is not matched with our calculation.",
-            ));
-        }
-        within_window(&get("Timestamp").unwrap_or_default())?;
-        let action = get("Action").unwrap_or_default();
-        let nonce = get("SignatureNonce").unwrap_or_default();
-        (key_id, action, unsigned, nonce)
-    };
+    })?;
     let seen = Instant::now();
     cloud
         .nonces
         .retain(|_, at| seen.duration_since(*at) < WINDOW);
-    if nonce.is_empty() || cloud.nonces.insert(nonce, seen).is_some() {
+    if call.nonce.is_empty() || cloud.nonces.insert(call.nonce.clone(), seen).is_some() {
         return Err(bad(
             "SignatureNonceUsed",
             "Specified signature nonce was used already.",
         ));
     }
-    let version = params
-        .iter()
-        .find(|(k, _)| k == "Version")
-        .map(|(_, v)| v.as_str())
-        .or(header("x-acs-version"));
-    if version != Some("2015-05-01") {
+    if call.version.as_deref() != Some("2015-05-01") {
         return Err(bad(
             "InvalidVersion",
             "Specified parameter Version is not valid.",
         ));
     }
-    Ok((key_id, action, params))
+    Ok((call.key_id, call.action, call.params))
 }
 
-fn secret_of(cloud: &Cloud, key_id: &str) -> Result<String, Fault> {
+/// A signed call: the caller's key id, the action and its parameters.
+type Call = (String, String, Vec<(String, String)>);
+
+fn secret_of(cloud: &Cloud, key_id: &str) -> Result<String, verify::Refused> {
     match cloud.keys.get(key_id) {
-        None => Err(Fault(
-            StatusCode::NOT_FOUND,
+        None => Err(verify::Refused::new(
+            404,
             "InvalidAccessKeyId.NotFound",
-            "Specified access key is not found.".into(),
+            "Specified access key is not found.",
         )),
-        Some(k) if !k.active => Err(Fault(
-            StatusCode::FORBIDDEN,
+        Some(k) if !k.active => Err(verify::Refused::new(
+            403,
             "InvalidAccessKeyId.Inactive",
-            "Specified access key is disabled.".into(),
+            "Specified access key is disabled.",
         )),
         Some(k) => Ok(k.secret.clone()),
     }
