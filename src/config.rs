@@ -36,6 +36,7 @@ pub struct Config {
     pub worker: WorkerSettings,
     pub log: LogSettings,
     pub audit: AuditSettings,
+    pub api: ApiConfig,
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookSettings>,
 }
@@ -49,6 +50,7 @@ impl Default for Config {
             worker: WorkerSettings::default(),
             log: LogSettings::default(),
             audit: AuditSettings::default(),
+            api: ApiConfig::default(),
             webhooks: vec![],
         }
     }
@@ -182,6 +184,29 @@ impl Default for LogSettings {
     }
 }
 
+/// The KMS-compatible API (`rotor serve`, `rotor worker`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API here; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Plain HTTP instead of HTTPS (loopback addresses only).
+    pub plain_http: bool,
+    /// More names for the server certificate (besides localhost, 127.0.0.1 and ::1).
+    pub hostnames: Vec<String>,
+}
+
+impl ApiConfig {
+    pub fn settings(&self) -> Option<crate::api::ApiSettings> {
+        self.listen.map(|listen| crate::api::ApiSettings {
+            listen,
+            plain_http: self.plain_http,
+            hostnames: self.hostnames.clone(),
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
@@ -249,7 +274,7 @@ impl std::fmt::Debug for WebhookSettings {
 
 /// `ROTOR_…` variables and the settings they set. `ROTOR_MASTER_KEY` is key material, not a
 /// setting: the store reads it itself.
-pub const ENV: [(&str, &str); 20] = [
+pub const ENV: [(&str, &str); 22] = [
     ("ROTOR_DATA_DIR", "data_dir"),
     ("ROTOR_STORE", "store.url"),
     ("ROTOR_STORE_CONNECT_TIMEOUT", "store.connect_timeout"),
@@ -270,6 +295,8 @@ pub const ENV: [(&str, &str); 20] = [
     ("ROTOR_LOG", "log.level"),
     ("ROTOR_AUDIT_READS", "audit.reads"),
     ("ROTOR_AUDIT_RETENTION", "audit.retention"),
+    ("ROTOR_API_LISTEN", "api.listen"),
+    ("ROTOR_API_PLAIN_HTTP", "api.plain_http"),
 ];
 
 /// Values given as flags on the command line (the top layer).
@@ -363,7 +390,8 @@ fn env_provider() -> EnvLayer {
 struct EnvLayer;
 
 /// Settings whose values are text, whatever they look like.
-const TEXT_KEYS: [&str; 5] = [
+const TEXT_KEYS: [&str; 6] = [
+    "api.listen",
     "data_dir",
     "store.url",
     "master_key.file",
@@ -470,6 +498,19 @@ impl Loaded {
         }
         if w.lease < Duration::from_secs(1) {
             return Err(self.invalid("worker.lease", "must be at least 1s"));
+        }
+        for name in &self.config.api.hostnames {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            if !ok {
+                return Err(self.invalid(
+                    "api.hostnames",
+                    "holds a name that is not a DNS name or IP address",
+                ));
+            }
         }
         if w.backoff_cap < w.backoff_base {
             return Err(self.invalid("worker.backoff_cap", "is shorter than worker.backoff_base"));
@@ -598,6 +639,12 @@ impl Loaded {
             ),
             ("log.level".into(), c.log.level.clone()),
             ("audit.reads".into(), c.audit.reads.to_string()),
+            (
+                "api.listen".into(),
+                opt(c.api.listen.map(|a| a.to_string())),
+            ),
+            ("api.plain_http".into(), c.api.plain_http.to_string()),
+            ("api.hostnames".into(), c.api.hostnames.join(",")),
             ("audit.retention".into(), d(c.audit.retention)),
         ];
         for (i, hook) in c.webhooks.iter().enumerate() {
@@ -662,7 +709,12 @@ mod tests {
     fn every_environment_variable_names_a_real_setting() {
         let figment = Figment::from(Serialized::defaults(Config::default()));
         for (var, key) in ENV {
-            let optional = ["store.url", "master_key.file", "worker.metrics_listen"];
+            let optional = [
+                "store.url",
+                "master_key.file",
+                "worker.metrics_listen",
+                "api.listen",
+            ];
             assert!(
                 figment.contains(key) || optional.contains(&key),
                 "{var} -> {key}"

@@ -6,6 +6,7 @@
 //! (targets and the secrets on them, through their rotator family), and the [`cli`]. It names no
 //! kind of target: rotator families live in the `rotators` crate and are registered below.
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -27,6 +27,11 @@ const STEP_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Seconds buckets for API requests.
+const API_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process's metrics recorder (once) and returns its handle.
@@ -39,6 +44,13 @@ pub fn install() -> PrometheusHandle {
                         "rotor_step_duration_seconds".into(),
                     ),
                     &STEP_BUCKETS,
+                )
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "rotor_api_request_duration_seconds".into(),
+                    ),
+                    &API_BUCKETS,
                 )
                 .expect("buckets are not empty")
                 .build_recorder();
@@ -70,6 +82,15 @@ fn describe() {
         "Secrets whose last rotation cycle failed"
     );
     metrics::describe_counter!(
+        "rotor_api_requests_total",
+        "API requests, by action and result code (OK or the KMS error code)"
+    );
+    metrics::describe_histogram!(
+        "rotor_api_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "API request durations, by action"
+    );
+    metrics::describe_counter!(
         "rotor_lease_takeovers_total",
         "Claims that took over another worker's expired lease"
     );
@@ -88,6 +109,13 @@ pub fn rotation(ty: &str, family: &str, result: &'static str) {
 /// A rotator step took `elapsed`.
 pub fn step(step: &'static str, family: &str, elapsed: Duration) {
     metrics::histogram!("rotor_step_duration_seconds", "step" => step, "family" => family.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// An API request ended with `code` (`OK` or the KMS error code).
+pub fn api_request(action: &'static str, code: &'static str, elapsed: Duration) {
+    metrics::counter!("rotor_api_requests_total", "action" => action, "code" => code).increment(1);
+    metrics::histogram!("rotor_api_request_duration_seconds", "action" => action)
         .record(elapsed.as_secs_f64());
 }
 

@@ -6,6 +6,7 @@
 //! store and the rotator families. Options a family declares reach it through [`options`]
 //! without the CLI knowing what they mean. Values are printed only by `secret get`.
 
+mod api;
 mod audit;
 mod options;
 mod output;
@@ -98,6 +99,13 @@ pub enum Command {
     Config(ConfigCommand),
     /// Read the audit log.
     Audit(audit::AuditArgs),
+    /// Serve the KMS-compatible API (and metrics) without rotating.
+    Serve(rotate::WorkerArgs),
+    /// Print the API's CA certificate (PEM), for clients to pin.
+    Ca,
+    /// Manage the API's AccessKeys and their policies.
+    #[command(subcommand, name = "access-key")]
+    AccessKey(api::AccessKeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,8 +207,11 @@ fn flags(cli: &Cli, matches: &clap::ArgMatches) -> CommandLine {
         flags.set("log.format", cli.log_format);
     }
     match &cli.command {
-        Command::Worker(args) | Command::Config(ConfigCommand::Check(args)) => {
+        Command::Worker(args)
+        | Command::Serve(args)
+        | Command::Config(ConfigCommand::Check(args)) => {
             args.engine.flags(m, &mut flags);
+            args.api.flags(m, &mut flags);
             if given("metrics_listen") {
                 flags.set("worker.metrics_listen", args.metrics_listen);
             }
@@ -315,6 +326,9 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         config_check(&loaded, &out);
         return Ok(());
     }
+    if let Command::Ca = cli.command {
+        return api::ca(&loaded.config);
+    }
     let settings = &loaded.config;
     let config = store_config(settings)?;
     let mode = match cli.command {
@@ -324,10 +338,7 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
     let existed = config.url.is_some() || config.data_dir.join(crate::store::DB_FILE).exists();
     let store = Store::open(&config, mode).await?;
     let result = match cli.command {
-        Command::Init => {
-            init(&store, &config, existed, &out);
-            Ok(())
-        }
+        Command::Init => init(&store, &config, existed, &out),
         Command::Worker(_) => rotate::worker(&store, registry, settings).await,
         Command::Rotate(args) => rotate::rotate(&store, registry, &args, settings, &out).await,
         Command::Secret(cmd) => secret::run(&store, &registry, cmd, &out).await,
@@ -335,7 +346,9 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         Command::Target(cmd) => target::run(&store, &registry, cmd, &out).await,
         Command::Key(cmd) => key(&store, cmd, &out).await,
         Command::Audit(args) => audit::run(&store, &args, &out).await,
-        Command::Config(_) => unreachable!("config check runs without a store"),
+        Command::Serve(_) => api::serve(&store, registry, settings).await,
+        Command::AccessKey(cmd) => api::access_key(&store, cmd, &out).await,
+        Command::Config(_) | Command::Ca => unreachable!("these run without a store"),
     };
     store.close().await;
     result
@@ -367,7 +380,11 @@ fn config_check(loaded: &config::Loaded, out: &Output) {
 }
 
 /// `rotor init`: says where the store and its master key are.
-fn init(store: &Store, config: &StoreConfig, existed: bool, out: &Output) {
+fn init(store: &Store, config: &StoreConfig, existed: bool, out: &Output) -> Result<()> {
+    // The API's certificate authority lives in the data directory, whatever the store.
+    crate::store::create_data_dir(&config.data_dir)?;
+    crate::api::tls::ensure_ca(&config.data_dir)?;
+    let ca = config.data_dir.join(crate::api::tls::CA_CERT);
     let location = match &config.url {
         Some(_) => "PostgreSQL".to_string(),
         None => config
@@ -382,12 +399,13 @@ fn init(store: &Store, config: &StoreConfig, existed: bool, out: &Output) {
         config.key_file().display().to_string()
     };
     out.print(
-        json!({"DataDir": config.data_dir, "Store": store.backend().name(), "MasterKey": key}),
+        json!({"DataDir": config.data_dir, "Store": store.backend().name(), "MasterKey": key, "ApiCa": ca}),
         || {
             let verb = if existed { "ready" } else { "initialised" };
             format!("rotor {verb}: store {location}, master key {key}")
         },
     );
+    Ok(())
 }
 
 /// `rotor rotation set`.

@@ -121,6 +121,8 @@ pub struct RotateArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub api: super::api::ApiArgs,
     /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
     #[arg(long, env = "ROTOR_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -163,7 +165,11 @@ pub async fn worker(store: &Store, registry: Registry, settings: &Config) -> Res
         config.metrics = true;
     }
     let (engine, dispatcher) = engine(store, registry, settings)?;
+    let api = super::api::start(store, engine.clone(), settings, shutdown.clone()).await?;
     let result = crate::worker::run(engine, config, shutdown).await;
+    if let Some(api) = api {
+        api.stopped().await;
+    }
     finish_webhooks(dispatcher, settings.worker.drain_timeout.min(WEBHOOK_GRACE)).await;
     result
 }

@@ -7,6 +7,7 @@
 //! version and its stage moves) commit in one transaction: on SQLite `BEGIN IMMEDIATE` takes the
 //! write lock up front, on PostgreSQL the secret's row is locked `FOR UPDATE`.
 
+mod access_keys;
 mod audit;
 mod jobs;
 mod keys;
@@ -31,6 +32,7 @@ use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
 use crate::files;
 
+pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
@@ -352,7 +354,7 @@ fn check_data_dir(dir: &Path) -> Result<()> {
 
 /// Creates the data directory (0700) unless it exists; an existing one is checked, never
 /// repaired.
-fn create_data_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_data_dir(dir: &Path) -> Result<()> {
     if std::fs::symlink_metadata(dir).is_ok() {
         return check_data_dir(dir);
     }
@@ -515,6 +517,10 @@ fn migrator(backend: Backend) -> Migrator {
                 (
                     "audit",
                     include_str!(concat!("migrations/", $dir, "/0007_audit.sql")),
+                ),
+                (
+                    "access keys",
+                    include_str!(concat!("migrations/", $dir, "/0008_access_keys.sql")),
                 ),
             ]
         };

@@ -35,6 +35,8 @@ pub struct Verified {
     /// Every parameter (query, then form body), decoded, without the V1 `Signature`.
     pub params: Vec<(String, String)>,
     pub nonce: String,
+    /// The request's signed timestamp, Unix seconds.
+    pub timestamp: i64,
 }
 
 /// A refused request: HTTP status, the cloud's error code and message.
@@ -62,8 +64,9 @@ impl Refused {
 /// The most parameters one request may carry.
 pub const MAX_PARAMS: usize = 256;
 
-/// `a=1&b=%20` → pairs, percent-decoded (`+` stays `+`: both signature styles encode a space as
-/// `%20`). Refuses text that is not UTF-8 once decoded, and more than [`MAX_PARAMS`] pairs.
+/// `a=1&b=%20+x` → pairs, decoded as `application/x-www-form-urlencoded` (`+` is a space: the
+/// SDKs' HTTP layers send spaces so, while signing them as `%20`; a literal `+` arrives as
+/// `%2B`). Refuses text that is not UTF-8 once decoded, and more than [`MAX_PARAMS`] pairs.
 pub fn pairs(text: &str) -> Result<Vec<(String, String)>, Refused> {
     let mut out = Vec::new();
     for p in text.split('&').filter(|p| !p.is_empty()) {
@@ -75,7 +78,8 @@ pub fn pairs(text: &str) -> Result<Vec<(String, String)>, Refused> {
         }
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         let d = |s: &str| {
-            percent_decode_str(s)
+            let s = s.replace('+', " ");
+            percent_decode_str(&s)
                 .decode_utf8()
                 .map(|c| c.into_owned())
                 .map_err(|_| Refused::bad("InvalidParameter", "A parameter is not UTF-8 text."))
@@ -97,7 +101,7 @@ fn within(
     stamp: &str,
     now: chrono::DateTime<chrono::Utc>,
     window: Duration,
-) -> Result<(), Refused> {
+) -> Result<i64, Refused> {
     let at = chrono::DateTime::parse_from_rfc3339(stamp).map_err(|_| {
         Refused::bad(
             "InvalidTimeStamp.Format",
@@ -113,7 +117,7 @@ fn within(
             "Specified time stamp or date value is expired.",
         ));
     }
-    Ok(())
+    Ok(at.timestamp())
 }
 
 /// Verifies `req`: `secret_of` gives the secret of an AccessKeyId (or the refusal: unknown,
@@ -209,7 +213,7 @@ fn verify_v3(
             "Specified signature is not matched with our calculation.",
         ));
     }
-    within(header(req, "x-acs-date").unwrap_or_default(), now, window)?;
+    let timestamp = within(header(req, "x-acs-date").unwrap_or_default(), now, window)?;
     let mut params = query;
     params.extend(body_params);
     Ok(Verified {
@@ -220,6 +224,7 @@ fn verify_v3(
         nonce: header(req, "x-acs-signature-nonce")
             .unwrap_or_default()
             .to_owned(),
+        timestamp,
     })
 }
 
@@ -269,13 +274,14 @@ fn verify_v1(
             "Specified signature is not matched with our calculation.",
         ));
     }
-    within(&get("Timestamp").unwrap_or_default(), now, window)?;
+    let timestamp = within(&get("Timestamp").unwrap_or_default(), now, window)?;
     Ok(Verified {
         key_id,
         action: get("Action").unwrap_or_default(),
         version: get("Version"),
         nonce: get("SignatureNonce").unwrap_or_default(),
         params: unsigned,
+        timestamp,
     })
 }
 
