@@ -86,15 +86,15 @@ fn urlencode(s: &str) -> String {
 }
 
 /// One test's slice of the shared cluster: a database and role names of its own.
-struct Pg {
-    t: TestEnv,
-    suffix: String,
-    db: String,
+pub(crate) struct Pg {
+    pub t: TestEnv,
+    pub suffix: String,
+    pub db: String,
     roles: Vec<String>,
 }
 
 impl Pg {
-    async fn new() -> Pg {
+    pub async fn new() -> Pg {
         let t = TestEnv::new(Backend::Sqlite).await;
         let suffix = rotor::crypto::random_id()[..8].to_owned();
         let db = format!("appdb_{suffix}");
@@ -128,7 +128,7 @@ impl Pg {
         pg
     }
 
-    fn name(&self, base: &str) -> String {
+    pub fn name(&self, base: &str) -> String {
         format!("{base}_{}", self.suffix)
     }
 
@@ -153,7 +153,7 @@ impl Pg {
         )
     }
 
-    async fn login(&self, (user, password): &(String, String)) -> Result<String, String> {
+    pub async fn login(&self, (user, password): &(String, String)) -> Result<String, String> {
         login(user, password, &self.db, scram_port()).await
     }
 
@@ -166,7 +166,7 @@ impl Pg {
         self.roles.push(name.into());
     }
 
-    async fn cleanup(&self, extra_roles: &[String]) {
+    pub async fn cleanup(&self, extra_roles: &[String]) {
         let mut conn = admin().await;
         let _ = conn
             .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db).as_str())

@@ -7,6 +7,7 @@ mod support;
 #[path = "../testkit/rotator.rs"]
 mod testkit_rotator;
 
+mod api;
 mod cli;
 mod concurrency;
 mod databases;
