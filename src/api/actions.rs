@@ -156,16 +156,29 @@ pub async fn run(api: &Api, call: &Verified, policy: &Policy) -> Answer {
     }
     let name = p.secret_name()?;
     allow(policy, action, name.as_str())?;
+    if action != "GetSecretValue" && action != "DescribeSecret" && action != "ListSecretVersionIds"
+    {
+        // A change: later reads through this server see it at once.
+        let result = change(api, action, &p, &name).await;
+        api.forget(&name);
+        return result;
+    }
     match action {
         "GetSecretValue" => get_secret_value(api, &p, &name).await,
-        "CreateSecret" => create_secret(api, &p, name).await,
-        "PutSecretValue" => put_secret_value(api, &p, &name).await,
         "DescribeSecret" => describe_secret(api, &p, &name).await,
-        "ListSecretVersionIds" => list_version_ids(api, &p, &name).await,
-        "UpdateSecretVersionStage" => update_stage(api, &p, &name).await,
+        _ => list_version_ids(api, &p, &name).await,
+    }
+}
+
+async fn change(api: &Api, action: &str, p: &Params<'_>, name: &SecretName) -> Answer {
+    let name = name.clone();
+    match action {
+        "CreateSecret" => create_secret(api, p, name).await,
+        "PutSecretValue" => put_secret_value(api, p, &name).await,
+        "UpdateSecretVersionStage" => update_stage(api, p, &name).await,
         "RotateSecret" => rotate_secret(api, &name).await,
-        "UpdateSecretRotationPolicy" => rotation_policy(api, &p, &name).await,
-        "DeleteSecret" => delete_secret(api, &p, &name).await,
+        "UpdateSecretRotationPolicy" => rotation_policy(api, p, &name).await,
+        "DeleteSecret" => delete_secret(api, p, &name).await,
         "RestoreSecret" => {
             api.store.restore(&name).await?;
             Ok(json!({"SecretName": name}))
@@ -188,7 +201,10 @@ async fn get_secret_value(api: &Api, p: &Params<'_>, name: &SecretName) -> Answe
     };
     let want_stage = p.opt("VersionStage");
     let fetch_extended = p.bool("FetchExtendedConfig")?.unwrap_or(false);
-    let version = api.store.get_value(name, &selector).await?;
+    let version = api.sealed(name, &selector).await?.open()?;
+    api.store
+        .record_read(name.as_str(), version.version_id.as_str())
+        .await?;
     if let (Some(stage), Selector::Version(_)) = (want_stage, &selector) {
         if !version.stages.iter().any(|s| s.as_str() == stage) {
             return Err(ApiError::invalid(format!(

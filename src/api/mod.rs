@@ -39,7 +39,8 @@ use zeroize::Zeroizing;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::store::{AccessKeyAuth, Store};
+use crate::model::SecretName;
+use crate::store::{AccessKeyAuth, SealedVersion, Selector, Store};
 
 /// The API version this server speaks.
 pub const VERSION: &str = "2016-01-20";
@@ -138,7 +139,18 @@ pub struct Api {
     pub(crate) engine: Arc<Engine>,
     keys: Arc<Mutex<KeyCache>>,
     nonces: Arc<Mutex<nonces::Nonces>>,
+    /// Versions read lately, still sealed: every use decrypts.
+    versions: Arc<Mutex<VersionCache>>,
 }
+
+/// Sealed versions by (secret, `VersionStage`/`VersionId` asked for), with when they were read.
+type VersionCache = HashMap<(String, String), (Instant, Arc<SealedVersion>)>;
+
+/// How long a version read from the store serves further reads of the same secret and
+/// selector. Changes made through this server are seen at once; changes made elsewhere (the
+/// CLI, a worker's rotation, another server) within this time.
+pub const VERSION_CACHE_TTL: Duration = Duration::from_secs(1);
+const VERSION_CACHE_MAX: usize = 10_000;
 
 /// AccessKeys by id (unknown ids too), with when they were read.
 type KeyCache = HashMap<String, (Instant, Option<Arc<AccessKeyAuth>>)>;
@@ -153,7 +165,43 @@ impl Api {
             engine,
             keys: Arc::default(),
             nonces: Arc::new(Mutex::new(nonces::Nonces::new(nonces::DEFAULT_CAPACITY))),
+            versions: Arc::default(),
         }
+    }
+
+    /// A version of `name`, sealed, from the cache or the store.
+    pub(crate) async fn sealed(
+        &self,
+        name: &SecretName,
+        selector: &Selector,
+    ) -> std::result::Result<Arc<SealedVersion>, ApiError> {
+        let key = (
+            name.as_str().to_owned(),
+            match selector {
+                Selector::Stage(s) => format!("stage:{s}"),
+                Selector::Version(v) => format!("version:{v}"),
+            },
+        );
+        if let Some((at, v)) = self.versions.lock().expect("version cache").get(&key) {
+            if at.elapsed() < VERSION_CACHE_TTL {
+                return Ok(v.clone());
+            }
+        }
+        let version = Arc::new(self.store.get_sealed(name, selector).await?);
+        let mut cache = self.versions.lock().expect("version cache");
+        if cache.len() >= VERSION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), version.clone()));
+        Ok(version)
+    }
+
+    /// Forgets what is cached of `name` (after a change made through this server).
+    pub(crate) fn forget(&self, name: &SecretName) {
+        self.versions
+            .lock()
+            .expect("version cache")
+            .retain(|(secret, _), _| secret != name.as_str());
     }
 
     /// The key's secret, state and policy, from the cache or the store.

@@ -37,7 +37,8 @@ pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
 pub use secrets::{
-    rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,
+    rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
+    KEEP_UNSTAGED,
 };
 pub use targets::{admin_secret_name, TargetInfo};
 pub use types::{

@@ -394,6 +394,21 @@ impl Store {
 
     /// Reads and decrypts one version (by default the `ACSCurrent` one).
     pub async fn get_value(&self, name: &SecretName, selector: &Selector) -> Result<SecretVersion> {
+        let sealed = self.get_sealed(name, selector).await?;
+        let version = sealed.open()?;
+        self.audit_read(version.name.as_str(), version.version_id.as_str())
+            .await?;
+        Ok(version)
+    }
+
+    /// Reads one version still sealed, with the data key that opens it (for a caller that
+    /// keeps versions for a moment and decrypts on every use, like the API). Not audited:
+    /// the caller records the read ([`Store::record_read`]).
+    pub async fn get_sealed(
+        &self,
+        name: &SecretName,
+        selector: &Selector,
+    ) -> Result<SealedVersion> {
         let mut conn = self.pool.acquire().await?;
         let (join, key) = match selector {
             Selector::Stage(stage) => (
@@ -431,18 +446,22 @@ impl Store {
         let created_at: i64 = found.try_get("v_created_at")?;
         let stages = stages_of(&mut conn, row.id, &version_id).await?;
         let data_key = self.data_key(&row).await?;
-        let value = self.open_value(&row, &data_key, &version_id, &sealed)?;
-        drop(conn);
-        self.audit_read(row.name.as_str(), version_id.as_str())
-            .await?;
-        Ok(SecretVersion {
+        let aad = crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str());
+        Ok(SealedVersion {
             name: row.name,
             kind: row.kind,
             version_id,
             stages,
             created_at,
-            value,
+            sealed,
+            data_key,
+            aad,
         })
+    }
+
+    /// Records a read of `version` of `secret` in the audit log, when reads are audited.
+    pub async fn record_read(&self, secret: &str, version: &str) -> Result<()> {
+        self.audit_read(secret, version).await
     }
 
     /// A secret's metadata, including one scheduled for deletion.
@@ -776,6 +795,48 @@ impl Store {
         }
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// A version as stored, sealed, with the data key that opens it. Never shows the key.
+#[derive(Clone)]
+pub struct SealedVersion {
+    pub name: SecretName,
+    pub kind: SecretKind,
+    pub version_id: VersionId,
+    pub stages: Vec<Stage>,
+    pub created_at: i64,
+    sealed: Vec<u8>,
+    data_key: KeyMaterial,
+    aad: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedVersion")
+            .field("name", &self.name)
+            .field("version_id", &self.version_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedVersion {
+    /// Decrypts the value.
+    pub fn open(&self) -> Result<SecretVersion> {
+        let plain = self.data_key.open(&self.sealed, &self.aad).ok_or_else(|| {
+            Error::Crypto(format!(
+                "version '{}' of secret '{}' does not decrypt: its ciphertext belongs to another secret or version, or was altered",
+                self.version_id, self.name
+            ))
+        })?;
+        Ok(SecretVersion {
+            name: self.name.clone(),
+            kind: self.kind,
+            version_id: self.version_id.clone(),
+            stages: self.stages.clone(),
+            created_at: self.created_at,
+            value: SecretValue::new(plain.to_vec()),
+        })
     }
 }
 
