@@ -1,9 +1,11 @@
 //! Nonces seen within the signature window, bounded. A nonce is refused if seen before. The
-//! memory is capped: when full, the oldest entries go and the *floor* rises to their timestamp —
-//! a request signed at or before the floor is refused, since its nonce can no longer be checked.
-//! Under a load that fills the cache faster than the window passes, the replay window narrows
-//! to what the cache holds (65,536 nonces: about 4 s at 15,000 requests a second) instead of
-//! memory growing. Nonces are kept as 64-bit keyed hashes (SipHash with a per-process random
+//! memory is capped: when full, the oldest entry goes and the *floor* rises to its timestamp —
+//! a request signed at or before the floor is refused (`SignatureNonceUsed`: its nonce can no
+//! longer be checked; signing again fixes it). Under a load that fills the cache faster than
+//! the window passes, the replay window narrows to what the cache holds (65,536 nonces: about
+//! 4 s at 15,000 requests a second) instead of memory growing; more requests within one second
+//! than the cache holds are throttled (`Rejected.Throttling`, 429), never let through
+//! unchecked. Nonces are kept as 64-bit keyed hashes (SipHash with a per-process random
 //! key): 24 bytes or so each, so the cache stays near 2 MB.
 
 use std::collections::hash_map::RandomState;
@@ -89,12 +91,23 @@ impl Nonces {
                 "Specified signature nonce was used already.",
             ));
         }
-        self.order.push_back((timestamp, hash));
-        while self.order.len() > self.capacity {
-            let (at, old) = self.order.pop_front().expect("over capacity");
+        if self.order.len() >= self.capacity {
+            let (oldest, old) = *self.order.front().expect("full");
+            if oldest >= timestamp {
+                // Evicting would make this very second unverifiable: more requests arrive in
+                // one second than the cache holds.
+                self.seen.remove(&hash);
+                return Err(ApiError::new(
+                    429,
+                    "Rejected.Throttling",
+                    "Too many requests in one second for this server to check their nonces; retry.",
+                ));
+            }
+            self.order.pop_front();
             self.seen.remove(&old);
-            self.floor = self.floor.max(at);
+            self.floor = self.floor.max(oldest);
         }
+        self.order.push_back((timestamp, hash));
         Ok(())
     }
 
@@ -120,16 +133,47 @@ mod tests {
             "SignatureNonceUsed"
         );
         for i in 0..10_000 {
-            n.check(&format!("n{i}"), 1001 + i / 1000, 1001 + i / 1000, 900)
+            n.check(&format!("n{i}"), 1001 + i / 50, 1001 + i / 50, 900)
                 .unwrap();
         }
         assert_eq!(n.len(), 100);
         // Older than what the cache can vouch for: refused, even with a fresh nonce.
         assert_eq!(
-            n.check("fresh", 1001, 1011, 900).unwrap_err().code,
+            n.check("fresh", 1001, 1200, 900).unwrap_err().code,
             "SignatureNonceUsed"
         );
-        n.check("fresh", 1011, 1011, 900).unwrap();
-        assert!(n.check("", 1011, 1011, 900).is_err());
+        n.check("fresh", 1200, 1200, 900).unwrap();
+        assert!(n.check("", 1200, 1200, 900).is_err());
+        // More in one second than the cache holds: throttled, not forgotten.
+        let mut m = Nonces::new(10);
+        for i in 0..10 {
+            m.check(&format!("s{i}"), 5000, 5000, 900).unwrap();
+        }
+        assert_eq!(
+            m.check("s10", 5000, 5000, 900).unwrap_err().code,
+            "Rejected.Throttling"
+        );
+        assert_eq!(
+            m.check("s0", 5000, 5000, 900).unwrap_err().code,
+            "SignatureNonceUsed"
+        );
+        m.check("t0", 5001, 5001, 900).unwrap();
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_more_than_capacity_and_never_a_repeat(
+            nonces in proptest::collection::vec(("[a-z]{1,3}", 0i64..50), 1..400)
+        ) {
+            let mut n = Nonces::new(32);
+            let mut accepted = std::collections::HashSet::new();
+            for (nonce, at) in nonces {
+                if n.check(&nonce, 1000 + at, 1050, 900).is_ok() {
+                    // Accepted twice only if the first acceptance left the cache.
+                    proptest::prop_assert!(accepted.insert(nonce.clone()) || n.len() == 32);
+                }
+                proptest::prop_assert!(n.len() <= 32);
+            }
+        }
     }
 }

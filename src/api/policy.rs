@@ -168,4 +168,26 @@ mod tests {
         assert!("GetSecretValue:a b".parse::<Rule>().is_err());
         assert!(Policy::new(vec![]).is_err());
     }
+
+    /// The obvious recursive matcher, for comparison on short inputs.
+    fn reference(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| reference(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && reference(rest, &n[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_matches_like_the_obvious_matcher(p in "[ab*/]{0,8}", n in "[ab/]{0,10}") {
+            let (pc, nc): (Vec<char>, Vec<char>) = (p.chars().collect(), n.chars().collect());
+            proptest::prop_assert_eq!(matches(&p, &n), reference(&pc, &nc));
+        }
+
+        #[test]
+        fn any_rule_text_parses_or_is_refused(text in ".{0,300}") {
+            let _ = text.parse::<Rule>();
+        }
+    }
 }
