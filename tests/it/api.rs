@@ -718,4 +718,52 @@ async fn plain_http_is_only_for_loopback_and_https_needs_the_ca() {
         200
     );
     stop(server);
+
+    // `rotor worker --api-listen` serves the API beside its rotations (and `serve` may run
+    // beside it on the SQLite store: it takes no worker lock).
+    t.ok(&[
+        "secret",
+        "create",
+        "w/one",
+        "--type",
+        "Generic",
+        "--value",
+        "Worker-Served-1",
+    ]);
+    let key = access_key(&t, "w", &["GetSecretValue:w/*"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut worker = t
+        .rotor()
+        .args(["worker", "--poll", "100ms", "--api-listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the worker's API never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (beside, beside_addr) = serve(&t, &[]);
+    for a in [&addr, &beside_addr] {
+        let c = Client::new(&t, a);
+        let (status, body) = c
+            .v3(
+                &Signing::new(&key),
+                "GetSecretValue",
+                &[("SecretName", "w/one")],
+                true,
+                b"",
+                b"",
+            )
+            .await;
+        assert_eq!(
+            (status, body["SecretData"].as_str()),
+            (200, Some("Worker-Served-1")),
+            "{body}"
+        );
+    }
+    stop(beside);
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    assert_eq!(worker.wait().unwrap().code(), Some(0));
 }
