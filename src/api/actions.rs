@@ -139,6 +139,8 @@ fn allow(policy: &Policy, action: &str, secret: &str) -> Result<(), ApiError> {
 
 /// Runs a verified call.
 pub async fn run(api: &Api, call: &Verified, policy: &Policy) -> Answer {
+    // The audit log names the AccessKey as the actor of what this call changes or reads.
+    let api = &api.acting_as(&format!("api:{}", call.key_id));
     let p = Params::new(call)?;
     let action = call.action.as_str();
     if !ACTIONS.contains(&action) {

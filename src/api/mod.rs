@@ -169,6 +169,14 @@ impl Api {
         }
     }
 
+    /// This API with its store acting for `actor` in the audit log.
+    pub(crate) fn acting_as(&self, actor: &str) -> Api {
+        Api {
+            store: self.store.with_actor(actor),
+            ..self.clone()
+        }
+    }
+
     /// A version of `name`, sealed, from the cache or the store.
     pub(crate) async fn sealed(
         &self,

@@ -165,6 +165,11 @@ pub async fn worker(store: &Store, registry: Registry, settings: &Config) -> Res
         config.metrics = true;
     }
     let (engine, dispatcher) = engine(store, registry, settings)?;
+    if settings.api.listen.is_some() && !settings.api.plain_http {
+        // The worker initialises what is missing (like the store): the API's CA too.
+        crate::store::create_data_dir(&settings.data_dir)?;
+        crate::api::tls::ensure_ca(&settings.data_dir)?;
+    }
     let api = super::api::start(store, engine.clone(), settings, shutdown.clone()).await?;
     let result = crate::worker::run(engine, config, shutdown).await;
     if let Some(api) = api {

@@ -613,6 +613,18 @@ async fn every_refusal_has_its_kms_code_and_no_secret_in_it() {
         .await;
     refused(res, 400, "InvalidVersion");
 
+    let put = [
+        ("SecretName", "app/two"),
+        ("VersionId", "v2"),
+        ("SecretData", "Api-Put-Value-2"),
+    ];
+    assert_eq!(
+        c.v1(&Signing::new(&all), "PutSecretValue", &put, "")
+            .await
+            .0,
+        200
+    );
+
     // A disabled key stops working within the cache time; enabled again, it works.
     t.ok(&["access-key", "disable", "reader"]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -643,7 +655,13 @@ async fn every_refusal_has_its_kms_code_and_no_secret_in_it() {
     for secret in [value, all.1.as_str(), reader.1.as_str()] {
         assert!(!log.contains(secret), "the API's log shows a secret");
     }
-    // Audit: key changes are recorded.
+    // Audit: a write through the API names its AccessKey; key changes are recorded.
+    let audit = t.json(&["audit", "--secret", "app/two", "--action", "secret.put"]);
+    assert_eq!(
+        audit[0]["Actor"],
+        format!("api:{}", all.0).as_str(),
+        "{audit}"
+    );
     let audit = t.ok(&["audit", "--action", "access_key"]);
     for action in [
         "access_key.create",
