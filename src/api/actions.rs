@@ -442,6 +442,8 @@ async fn list_secrets(api: &Api, p: &Params<'_>, policy: &Policy) -> Answer {
     let all = api.store.list(&[], false).await?;
     let visible: Vec<&SecretInfo> = all
         .iter()
+        // Internal secrets (a target's admin credential, `acs/…`) are never the API's.
+        .filter(|s| SecretName::parse(s.name.as_str()).is_ok())
         .filter(|s| policy.allows("ListSecrets", s.name.as_str()))
         .filter(|s| filters.iter().all(|f| passes(s, f)))
         .collect();

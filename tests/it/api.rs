@@ -136,6 +136,27 @@ async fn the_official_sdk_drives_the_api_in_both_signature_styles_and_rotates_a_
         assert_eq!(pg.login(&account).await.unwrap(), account.0, "{algorithm}");
         values.push(account.1);
     }
+    // The target's admin secret is not the API's: not listed, not readable, even with *:*.
+    let c = Client::new(t, &addr);
+    let key = (id.clone(), secret.clone());
+    let (status, listed) = c
+        .v1(
+            &Signing::new(&key),
+            "ListSecrets",
+            &[("PageSize", "100")],
+            "",
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed["TotalCount"].as_u64().unwrap() > 0);
+    assert!(!listed.to_string().contains("acs/"), "{listed}");
+    let admin = [("SecretName", "acs/target/pg/admin")];
+    refused(
+        c.v1(&Signing::new(&key), "GetSecretValue", &admin, "")
+            .await,
+        400,
+        "InvalidParameter",
+    );
     let log = stop(server);
     for v in &values {
         assert!(!log.contains(v.as_str()), "the API's log shows a secret");
