@@ -327,7 +327,8 @@ async fn every_refusal_has_its_kms_code_and_no_secret_in_it() {
     }
     let all = access_key(&t, "all", &["*:*"]);
     let reader = access_key(&t, "reader", &["GetSecretValue:app/*", "ListSecrets:app/*"]);
-    let (server, addr) = serve(&t, &[]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let (server, addr) = serve(&t, &["--metrics-listen", &metrics_addr]);
     let c = Client::new(&t, &addr);
     let get = [("SecretName", "app/one")];
 
@@ -672,6 +673,20 @@ async fn every_refusal_has_its_kms_code_and_no_secret_in_it() {
         "InvalidAccessKeyId.NotFound",
     );
 
+    // The API's requests show in the metrics, by action and result code.
+    let scraped = crate::workers::scrape(&metrics_addr);
+    let count = |action: &str, code: &str| {
+        crate::workers::sample(
+            &scraped,
+            "rotor_api_requests_total",
+            &[("action", action), ("code", code)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(count("GetSecretValue", "OK") >= 4.0);
+    assert!(count("GetSecretValue", "Forbidden.NoPermission") >= 1.0);
+    assert!(count("unknown", "SignatureNonceUsed") >= 2.0);
+    assert!(count("unknown", "InvalidAccessKeyId.NotFound") >= 2.0);
     let log = stop(server);
     for secret in [value, all.1.as_str(), reader.1.as_str()] {
         assert!(!log.contains(secret), "the API's log shows a secret");
