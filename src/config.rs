@@ -56,7 +56,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// `postgres://…` for a shared store; the embedded SQLite store in the data directory when
@@ -73,6 +73,16 @@ impl Default for StoreSettings {
             url: None,
             connect_timeout: crate::store::DEFAULT_CONNECT_TIMEOUT,
         }
+    }
+}
+
+/// The URL's password never shows.
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &self.url.as_deref().map(crate::store::redact_url))
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
     }
 }
 
@@ -446,19 +456,10 @@ fn describe_error(e: figment::Error) -> String {
 /// Reads the configuration file: its owner and mode are checked (no one else may write it),
 /// and it is read up to [`MAX_FILE`] bytes.
 fn read_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    crate::files::check(path, "configuration file", crate::files::Kind::Lock)?;
-    let mut text = String::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
-        .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
-    if read as u64 > MAX_FILE {
-        return Err(Error::config(format!(
-            "{} is larger than {MAX_FILE} bytes",
-            path.display()
-        )));
-    }
-    Ok(text)
+    let what = "configuration file";
+    let bytes = crate::files::read_checked(path, what, crate::files::Kind::Lock, MAX_FILE)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::config(format!("{what} {} is not UTF-8 text", path.display())))
 }
 
 /// The configuration file's text as a layer that names its file (in errors, and as the

@@ -7,7 +7,6 @@
 //! never enters the store.
 
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
 use aes_gcm::aead::rand_core::RngCore;
@@ -158,24 +157,9 @@ pub fn read_key_file(path: &Path) -> Result<KeyMaterial> {
 /// Creates a new master key file with mode 0600; refuses to overwrite one.
 pub fn create_key_file(path: &Path) -> Result<KeyMaterial> {
     let key = KeyMaterial::generate();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let io_err = |e: std::io::Error| {
-        Error::config(format!(
-            "cannot create master key file {}: {e}",
-            path.display()
-        ))
-    };
-    let mut file = options.open(path).map_err(io_err)?;
-    let text = key.to_base64();
-    file.write_all(text.as_bytes()).map_err(io_err)?;
-    file.write_all(b"\n").map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
+    let mut text = Zeroizing::new(key.to_base64().as_bytes().to_vec());
+    text.push(b'\n');
+    crate::files::create_private(path, "master key file", &text)?;
     Ok(key)
 }
 

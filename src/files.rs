@@ -61,6 +61,45 @@ pub fn check(path: &Path, what: &str, kind: Kind) -> Result<()> {
     Ok(())
 }
 
+/// [`check`]s `path` as `kind`, then reads it, at most `max` bytes (a larger file is refused
+/// without being held in memory).
+pub fn read_checked(
+    path: &Path,
+    what: &str,
+    kind: Kind,
+    max: u64,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    check(path, what, kind)?;
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut buf))
+        .map_err(|e| Error::config(format!("cannot read {what} {}: {e}", path.display())))?;
+    if buf.len() as u64 > max {
+        return Err(Error::config(format!(
+            "{what} {} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Creates `path` with mode 0600 holding `bytes`, synced; refuses to overwrite a file.
+pub fn create_private(path: &Path, what: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .map_err(|e| Error::config(format!("cannot create {what} {}: {e}", path.display())))
+}
+
 /// [`check`] for a file that may come and go (SQLite's `-wal` and `-shm`, which another
 /// process removes when it closes the store): one that is not there is fine.
 pub fn check_if_present(path: &Path, what: &str, kind: Kind) -> Result<()> {

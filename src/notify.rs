@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 const QUEUE: usize = 1024;
 /// Deliveries in flight at once.
 const IN_FLIGHT: usize = 64;
+/// The largest webhook secret file read.
+const MAX_KEY_FILE: u64 = 4096;
 /// The longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
@@ -101,6 +103,11 @@ impl Hook {
     fn wants(&self, event: Event) -> bool {
         self.settings.events.is_empty() || self.settings.events.contains(&event)
     }
+
+    /// Whether a secret rotating `ahead` from now is within this webhook's `due_soon`.
+    fn due_soon(&self, ahead: Duration) -> bool {
+        self.wants(Event::SecretDueSoon) && ahead <= self.settings.due_soon
+    }
 }
 
 /// The sending side: cheap to clone; queues notices for the dispatcher task.
@@ -162,11 +169,6 @@ impl Notifier {
             .map(|h| h.settings.due_soon)
             .max()
     }
-
-    /// Whether `ahead` (time until a secret's rotation) is within some webhook's window.
-    fn due_soon_for(&self, hook: &Hook, ahead: Duration) -> bool {
-        hook.wants(Event::SecretDueSoon) && ahead <= hook.settings.due_soon
-    }
 }
 
 impl Dispatcher {
@@ -189,11 +191,12 @@ fn signing_key(settings: &WebhookSettings) -> Result<Zeroizing<Vec<u8>>> {
         .secret_file
         .as_ref()
         .ok_or_else(|| Error::config("a webhook has no signing secret"))?;
-    crate::files::check(path, "webhook secret file", crate::files::Kind::Private)?;
-    let text = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?,
-    );
+    let text = crate::files::read_checked(
+        path,
+        "webhook secret file",
+        crate::files::Kind::Private,
+        MAX_KEY_FILE,
+    )?;
     let end = text
         .iter()
         .rposition(|b| !matches!(b, b'\n' | b'\r'))
@@ -254,7 +257,7 @@ async fn dispatch(mut rx: mpsc::Receiver<Notice>, hooks: Arc<Vec<Hook>>, client:
                 deliveries.join_next().await;
             }
             let delivery = Delivery {
-                id: delivery_id(),
+                id: crate::crypto::random_id(),
                 event: notice.event,
                 secret: notice.secret.clone(),
                 body: body.clone(),
@@ -271,11 +274,6 @@ struct Delivery {
     event: Event,
     secret: String,
     body: Arc<[u8]>,
-}
-
-fn delivery_id() -> String {
-    let bytes: [u8; 12] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sends one notice to one webhook, retrying until it is taken, refused for good, or out of
@@ -373,11 +371,7 @@ impl DueSoon {
                 continue;
             }
             let ahead = Duration::from_millis(at.saturating_sub(now).max(0) as u64);
-            if !notifier
-                .hooks
-                .iter()
-                .any(|h| notifier.due_soon_for(h, ahead))
-            {
+            if !notifier.hooks.iter().any(|h| h.due_soon(ahead)) {
                 self.announced.remove(&(name, at));
                 continue;
             }

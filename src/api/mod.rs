@@ -35,7 +35,6 @@ use rotators::ram::verify;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zeroize::Zeroizing;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -247,13 +246,6 @@ impl Api {
                 .map_err(|_| ApiError::invalid("A header is not visible ASCII text."))?;
             list.push((name.as_str().to_owned(), value.to_owned()));
         }
-        // The key id is needed before the signature can be checked: find it, fetch the key
-        // (async), then verify with its secret.
-        let key_id = claimed_key_id(&list, uri.query().unwrap_or_default(), body);
-        let key = match &key_id {
-            Some(id) => self.key(id).await?,
-            None => None,
-        };
         let req = verify::Request {
             method: method.as_str(),
             path: uri.path(),
@@ -261,27 +253,26 @@ impl Api {
             headers: &list,
             body,
         };
-        let mut secret_of = |id: &str| -> std::result::Result<Zeroizing<String>, verify::Refused> {
-            match (&key, key_id.as_deref()) {
-                (Some(k), Some(claimed)) if claimed == id => {
-                    if !k.enabled {
-                        return Err(verify::Refused::new(
-                            403,
-                            "InvalidAccessKeyId.Inactive",
-                            "Specified access key is disabled.",
-                        ));
-                    }
-                    Ok(k.secret.clone())
-                }
-                _ => Err(verify::Refused::new(
+        // The request names its key; the key (async, cached) gives the secret to check it with.
+        let prepared = verify::prepare(&req)?;
+        let key = match self.key(&prepared.key_id).await? {
+            None => {
+                return Err(ApiError::new(
                     404,
                     "InvalidAccessKeyId.NotFound",
                     "Specified access key is not found.",
-                )),
+                ))
             }
+            Some(k) if !k.enabled => {
+                return Err(ApiError::new(
+                    403,
+                    "InvalidAccessKeyId.Inactive",
+                    "Specified access key is disabled.",
+                ))
+            }
+            Some(k) => k,
         };
-        let call = verify::verify(&req, chrono::Utc::now(), WINDOW, &mut secret_of)?;
-        let key = key.expect("a verified call has its key");
+        let call = prepared.verify(&key.secret, chrono::Utc::now(), WINDOW)?;
         let now = chrono::Utc::now().timestamp();
         self.nonces.lock().expect("nonces").check(
             &call.nonce,
@@ -298,22 +289,6 @@ impl Api {
         }
         Ok((call, key))
     }
-}
-
-/// The AccessKeyId a request names (V3 `Credential=`, else the `AccessKeyId` parameter), before
-/// anything is verified.
-fn claimed_key_id(headers: &[(String, String)], query: &str, body: &[u8]) -> Option<String> {
-    if let Some((_, auth)) = headers.iter().find(|(n, _)| n == "authorization") {
-        return rotators::ram::sign::parse_v3_authorization(auth).map(|a| a.key_id);
-    }
-    let find = |text: &str| {
-        verify::pairs(text)
-            .ok()?
-            .into_iter()
-            .find(|(k, _)| k == "AccessKeyId")
-            .map(|(_, v)| v)
-    };
-    find(query).or_else(|| std::str::from_utf8(body).ok().and_then(find))
 }
 
 pub fn request_id() -> String {

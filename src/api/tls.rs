@@ -48,24 +48,10 @@ pub fn ensure_ca(dir: &Path) -> Result<bool> {
     }
     let key = KeyPair::generate().map_err(tls_error)?;
     let cert = ca_params().self_signed(&key).map_err(tls_error)?;
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
-    write_private(&cert_path, cert.pem().as_bytes())?;
+    let pem = zeroize::Zeroizing::new(key.serialize_pem());
+    files::create_private(&key_path, "API CA key", pem.as_bytes())?;
+    files::create_private(&cert_path, "API CA certificate", cert.pem().as_bytes())?;
     Ok(true)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .map_err(|e| Error::config(format!("cannot write {}: {e}", path.display())))
 }
 
 /// The CA certificate (PEM) clients pin.
@@ -89,12 +75,9 @@ pub fn server_config(dir: &Path, hostnames: &[String]) -> Result<Arc<rustls::Ser
             dir.display()
         )));
     }
-    files::check(&key_path, "API CA key", files::Kind::Private)?;
-    let ca_key_pem = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&key_path)
-            .map_err(|e| Error::config(format!("cannot read {}: {e}", key_path.display())))?,
-    );
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_error)?;
+    let pem = files::read_checked(&key_path, "API CA key", files::Kind::Private, 64 * 1024)?;
+    let pem = std::str::from_utf8(&pem).map_err(|_| tls_error("the CA key is not PEM text"))?;
+    let ca_key = KeyPair::from_pem(pem).map_err(tls_error)?;
     let issuer = Issuer::new(ca_params(), ca_key);
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     names.extend(hostnames.iter().cloned());

@@ -267,16 +267,25 @@ impl Store {
         version: &VersionId,
         sealed: &[u8],
     ) -> Result<SecretValue> {
-        let plain = dk
-            .open(sealed, &crypto::aad_value(&row.uid, row.name.as_str(), version.as_str()))
-            .ok_or_else(|| {
-                Error::Crypto(format!(
-                    "version '{version}' of secret '{}' does not decrypt: its ciphertext belongs to another secret or version, or was altered",
-                    row.name
-                ))
-            })?;
-        Ok(SecretValue::new(plain.to_vec()))
+        let aad = crypto::aad_value(&row.uid, row.name.as_str(), version.as_str());
+        open_sealed(dk, sealed, &aad, &row.name, version)
     }
+}
+
+/// Opens version `version` of secret `name`, sealed under `dk` with associated data `aad`.
+pub(super) fn open_sealed(
+    dk: &KeyMaterial,
+    sealed: &[u8],
+    aad: &[u8],
+    name: &SecretName,
+    version: &VersionId,
+) -> Result<SecretValue> {
+    let plain = dk.open(sealed, aad).ok_or_else(|| {
+        Error::Crypto(format!(
+            "version '{version}' of secret '{name}' does not decrypt: its ciphertext belongs to another secret or version, or was altered"
+        ))
+    })?;
+    Ok(SecretValue::new(plain.to_vec()))
 }
 
 pub(super) async fn insert_version(

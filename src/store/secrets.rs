@@ -823,19 +823,20 @@ impl std::fmt::Debug for SealedVersion {
 impl SealedVersion {
     /// Decrypts the value.
     pub fn open(&self) -> Result<SecretVersion> {
-        let plain = self.data_key.open(&self.sealed, &self.aad).ok_or_else(|| {
-            Error::Crypto(format!(
-                "version '{}' of secret '{}' does not decrypt: its ciphertext belongs to another secret or version, or was altered",
-                self.version_id, self.name
-            ))
-        })?;
+        let value = super::rows::open_sealed(
+            &self.data_key,
+            &self.sealed,
+            &self.aad,
+            &self.name,
+            &self.version_id,
+        )?;
         Ok(SecretVersion {
             name: self.name.clone(),
             kind: self.kind,
             version_id: self.version_id.clone(),
             stages: self.stages.clone(),
             created_at: self.created_at,
-            value: SecretValue::new(plain.to_vec()),
+            value,
         })
     }
 }

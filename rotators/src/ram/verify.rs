@@ -2,9 +2,10 @@
 //! server side of the signatures, shared by rotor's KMS-compatible API and the RAM emulator the
 //! tests run.
 //!
-//! [`verify`] reads the parameters (query, and a form body), checks the signature with the
-//! caller's secret (looked up by AccessKeyId through a callback), the body hash (V3), the
-//! timestamp window, and returns the call. Remembering nonces is the caller's: it knows how
+//! [`prepare`] reads the parameters (query, and a form body) and the signature fields, checks
+//! the body hash (V3) and says which AccessKeyId the request claims; [`Prepared::verify`] then
+//! checks the signature with that key's secret and the timestamp window, and returns the call.
+//! [`verify`] does both with a lookup callback. Remembering nonces is the caller's: it knows how
 //! long, and how many, it can keep. Errors carry the cloud's codes and statuses; their messages
 //! never include a secret or a signature.
 
@@ -121,13 +122,44 @@ fn within(
 }
 
 /// Verifies `req`: `secret_of` gives the secret of an AccessKeyId (or the refusal: unknown,
-/// disabled).
+/// disabled). [`prepare`] then [`Prepared::verify`], for callers whose lookup is synchronous.
 pub fn verify(
     req: &Request,
     now: chrono::DateTime<chrono::Utc>,
     window: Duration,
     secret_of: &mut dyn FnMut(&str) -> Result<Zeroizing<String>, Refused>,
 ) -> Result<Verified, Refused> {
+    let prepared = prepare(req)?;
+    let secret = secret_of(&prepared.key_id)?;
+    prepared.verify(&secret, now, window)
+}
+
+/// A request read and checked for everything but its signature: its parameters and the
+/// AccessKeyId it claims, whose secret the caller now looks up (perhaps asynchronously).
+pub struct Prepared<'a> {
+    req: &'a Request<'a>,
+    /// Query parameters (the V3 canonical query), then form-body ones.
+    query: Vec<(String, String)>,
+    body_params: Vec<(String, String)>,
+    style: Style,
+    /// The AccessKeyId the request claims; not verified yet.
+    pub key_id: String,
+}
+
+enum Style {
+    V3 {
+        signed_headers: Vec<String>,
+        signature: String,
+        body_sha: String,
+    },
+    V1 {
+        signature: String,
+    },
+}
+
+/// Reads `req`'s parameters and signature fields; refuses what no secret could make valid
+/// (malformed parameters, incomplete signatures, a body that is not the one signed).
+pub fn prepare<'a>(req: &'a Request<'a>) -> Result<Prepared<'a>, Refused> {
     let query = pairs(req.query)?;
     let form = header(req, "content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
@@ -144,21 +176,20 @@ pub fn verify(
             format!("A request carries at most {MAX_PARAMS} parameters."),
         ));
     }
-    match header(req, "authorization") {
-        Some(auth) => verify_v3(req, auth, query, body_params, now, window, secret_of),
-        None => verify_v1(req, query, body_params, now, window, secret_of),
-    }
+    let (style, key_id) = match header(req, "authorization") {
+        Some(auth) => prepare_v3(req, auth)?,
+        None => prepare_v1(&query, &body_params)?,
+    };
+    Ok(Prepared {
+        req,
+        query,
+        body_params,
+        style,
+        key_id,
+    })
 }
 
-fn verify_v3(
-    req: &Request,
-    auth: &str,
-    query: Vec<(String, String)>,
-    body_params: Vec<(String, String)>,
-    now: chrono::DateTime<chrono::Utc>,
-    window: Duration,
-    secret_of: &mut dyn FnMut(&str) -> Result<Zeroizing<String>, Refused>,
-) -> Result<Verified, Refused> {
+fn prepare_v3(req: &Request, auth: &str) -> Result<(Style, String), Refused> {
     let auth = sign::parse_v3_authorization(auth).ok_or_else(|| {
         Refused::bad(
             "IncompleteSignature",
@@ -180,22 +211,15 @@ fn verify_v3(
             ));
         }
     }
-    let mut signed = Vec::with_capacity(auth.signed_headers.len());
-    for name in &auth.signed_headers {
-        let mut values: Vec<&str> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.trim())
-            .collect();
-        if values.is_empty() {
-            return Err(Refused::bad(
-                "IncompleteSignature",
-                "A signed header is missing from the request.",
-            ));
-        }
-        values.sort_unstable();
-        signed.push((name.clone(), values.join(",")));
+    if auth
+        .signed_headers
+        .iter()
+        .any(|name| header(req, name).is_none())
+    {
+        return Err(Refused::bad(
+            "IncompleteSignature",
+            "A signed header is missing from the request.",
+        ));
     }
     let body_sha = sign::sha256_hex(req.body);
     if header(req, "x-acs-content-sha256") != Some(body_sha.as_str()) {
@@ -204,41 +228,25 @@ fn verify_v3(
             "The x-acs-content-sha256 header does not match the body.",
         ));
     }
-    let secret = secret_of(&auth.key_id)?;
-    let (expected, _) =
-        sign::v3_signature(&secret, req.method, req.path, &query, &signed, &body_sha);
-    if !sign::same(&expected, &auth.signature) {
-        return Err(Refused::bad(
-            "SignatureDoesNotMatch",
-            "Specified signature is not matched with our calculation.",
-        ));
-    }
-    let timestamp = within(header(req, "x-acs-date").unwrap_or_default(), now, window)?;
-    let mut params = query;
-    params.extend(body_params);
-    Ok(Verified {
-        key_id: auth.key_id,
-        action: header(req, "x-acs-action").unwrap_or_default().to_owned(),
-        version: header(req, "x-acs-version").map(str::to_owned),
-        params,
-        nonce: header(req, "x-acs-signature-nonce")
-            .unwrap_or_default()
-            .to_owned(),
-        timestamp,
-    })
+    let style = Style::V3 {
+        signed_headers: auth.signed_headers,
+        signature: auth.signature,
+        body_sha,
+    };
+    Ok((style, auth.key_id))
 }
 
-fn verify_v1(
-    req: &Request,
-    query: Vec<(String, String)>,
-    body_params: Vec<(String, String)>,
-    now: chrono::DateTime<chrono::Utc>,
-    window: Duration,
-    secret_of: &mut dyn FnMut(&str) -> Result<Zeroizing<String>, Refused>,
-) -> Result<Verified, Refused> {
-    let mut params = query;
-    params.extend(body_params);
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+fn prepare_v1(
+    query: &[(String, String)],
+    body_params: &[(String, String)],
+) -> Result<(Style, String), Refused> {
+    let get = |k: &str| {
+        query
+            .iter()
+            .chain(body_params)
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
     let signature = get("Signature").ok_or_else(|| {
         Refused::bad(
             "MissingSignature",
@@ -259,30 +267,82 @@ fn verify_v1(
             "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
         ));
     }
-    let unsigned: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "Signature")
-        .cloned()
-        .collect();
-    let secret = secret_of(&key_id)?;
-    if !sign::same(
-        &sign::v1_signature(&secret, req.method, &unsigned),
-        &signature,
-    ) {
-        return Err(Refused::bad(
-            "SignatureDoesNotMatch",
-            "Specified signature is not matched with our calculation.",
-        ));
+    Ok((Style::V1 { signature }, key_id))
+}
+
+impl Prepared<'_> {
+    /// Checks the signature with the claimed key's `secret`, then the timestamp window.
+    pub fn verify(
+        self,
+        secret: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        window: Duration,
+    ) -> Result<Verified, Refused> {
+        let mismatch = || {
+            Refused::bad(
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+            )
+        };
+        let req = self.req;
+        let mut params = self.query;
+        match self.style {
+            Style::V3 {
+                signed_headers,
+                signature,
+                body_sha,
+            } => {
+                let signed: Vec<(String, String)> = signed_headers
+                    .into_iter()
+                    .map(|name| {
+                        let mut values: Vec<&str> = req
+                            .headers
+                            .iter()
+                            .filter(|(n, _)| *n == name)
+                            .map(|(_, v)| v.trim())
+                            .collect();
+                        values.sort_unstable();
+                        let joined = values.join(",");
+                        (name, joined)
+                    })
+                    .collect();
+                let (expected, _) =
+                    sign::v3_signature(secret, req.method, req.path, &params, &signed, &body_sha);
+                if !sign::same(&expected, &signature) {
+                    return Err(mismatch());
+                }
+                let timestamp = within(header(req, "x-acs-date").unwrap_or_default(), now, window)?;
+                params.extend(self.body_params);
+                Ok(Verified {
+                    key_id: self.key_id,
+                    action: header(req, "x-acs-action").unwrap_or_default().to_owned(),
+                    version: header(req, "x-acs-version").map(str::to_owned),
+                    params,
+                    nonce: header(req, "x-acs-signature-nonce")
+                        .unwrap_or_default()
+                        .to_owned(),
+                    timestamp,
+                })
+            }
+            Style::V1 { signature } => {
+                params.extend(self.body_params);
+                params.retain(|(k, _)| k != "Signature");
+                if !sign::same(&sign::v1_signature(secret, req.method, &params), &signature) {
+                    return Err(mismatch());
+                }
+                let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let timestamp = within(&get("Timestamp").unwrap_or_default(), now, window)?;
+                Ok(Verified {
+                    key_id: self.key_id,
+                    action: get("Action").unwrap_or_default(),
+                    version: get("Version"),
+                    nonce: get("SignatureNonce").unwrap_or_default(),
+                    params,
+                    timestamp,
+                })
+            }
+        }
     }
-    let timestamp = within(&get("Timestamp").unwrap_or_default(), now, window)?;
-    Ok(Verified {
-        key_id,
-        action: get("Action").unwrap_or_default(),
-        version: get("Version"),
-        nonce: get("SignatureNonce").unwrap_or_default(),
-        params: unsigned,
-        timestamp,
-    })
 }
 
 #[cfg(test)]
