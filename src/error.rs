@@ -13,6 +13,10 @@ pub enum Error {
     /// A request that contradicts the store's state (existing name, version id reuse, ...).
     #[error("{0}")]
     Conflict(String),
+    /// The secret is being rotated by another claim right now (a manual rotation, the API's
+    /// `RotateSecret` or a worker): a second rotation is refused, never run beside the first.
+    #[error("{0}")]
+    InProgress(String),
     /// This worker no longer holds the lease of the secret it was rotating (it expired and may
     /// have passed to another worker): stop, the new holder resumes.
     #[error("{0}")]
@@ -70,7 +74,7 @@ impl Error {
         match self {
             Error::Invalid(_) => exit::INVALID,
             Error::NotFound(_) => exit::NOT_FOUND,
-            Error::Conflict(_) | Error::Lease(_) => exit::CONFLICT,
+            Error::Conflict(_) | Error::InProgress(_) | Error::Lease(_) => exit::CONFLICT,
             Error::Crypto(_) => exit::CRYPTO,
             Error::Rotation(_) => exit::ROTATION_FAILED,
             Error::Target(_) => exit::TARGET,

@@ -211,8 +211,9 @@ pub async fn reimport(
     let m = managed(store, registry, name, "re-imported").await?;
     // A rotation that failed before its new credential was surely applied (in `create` or
     // `set`: the current credential was changed outside rotor, say) gives way to the
-    // credential the operator brings. One still running or retrying does not, nor one that
-    // failed later, whose pending credential is on the target.
+    // credential the operator brings; the store checks it again, and ends the job in the
+    // import's own transaction. One still running or retrying does not, nor one that failed
+    // later, whose pending credential is on the target.
     if let Some(job) = &m.state.job {
         let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
         if !failed || !matches!(job.step, Step::Create | Step::Set) {
@@ -237,20 +238,12 @@ pub async fn reimport(
             SetupError::Invalid(msg) => Error::invalid(format!("{msg}; nothing stored")),
             other => setup_error(other),
         })?;
-    if m.state.job.is_some() {
-        // Leased like a manual rotation (refused while a worker holds it), then ended.
-        let owner = crate::store::owner_name();
-        let claim = store
-            .claim_now(&owner, name, std::time::Duration::from_secs(60))
-            .await?;
-        let next = m
-            .state
-            .schedule
-            .as_ref()
-            .and_then(|s| s.plan(m.state.jitter, store.clock().now()));
-        store.abandon_failed_job(&owner, &claim, next).await?;
-    }
-    store.import_value(name, value).await
+    let next = m
+        .state
+        .schedule
+        .as_ref()
+        .and_then(|s| s.plan(m.state.jitter, store.clock().now()));
+    store.import_value(name, value, next).await
 }
 
 /// `rotor secret rollback`: `ACSCurrent` goes back to the `ACSPrevious` version after its

@@ -1,10 +1,13 @@
 //! The background worker: claims due secrets and runs their rotations with a global and a
-//! per-target concurrency limit, keeps its leases alive, and purges expired deletions.
+//! per-target concurrency limit, and purges expired deletions. Each claim's lease is renewed by
+//! the engine while its rotation runs, and given back by the worker when the rotation leaves it
+//! held — one claim at a time, never the process's others (an API rotation in the same process
+//! keeps its own).
 //!
 //! Shutdown (the token is cancelled, by SIGINT/SIGTERM in the binary): it stops claiming, asks
 //! in-flight rotations to stop after their current step, waits up to the drain timeout, aborts
-//! what is left (each job's progress is saved after every step), releases its leases so another
-//! worker resumes at once, and returns. [`run_due`] is the one-shot variant behind
+//! what is left (each job's progress is saved after every step), releases the leases of the
+//! claims it holds so another worker resumes at once, and returns. [`run_due`] is the one-shot variant behind
 //! `rotor rotate --due`.
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Outcome};
+use crate::engine::{release, still_held, Engine, Outcome};
 use crate::error::Result;
 use crate::model::SecretName;
 use crate::store::{Claim, Store};
@@ -75,7 +78,7 @@ pub async fn run(
     let owner = engine.config().owner.clone();
     let lease = engine.config().lease;
     tracing::info!(owner = %owner, store = store.backend().name(), concurrency = config.concurrency, "worker started");
-    let heartbeat = Heartbeat::start(store.clone(), owner.clone(), lease);
+    let mut held = Claims::default();
     let stop_steps = CancellationToken::new();
     let global = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let gates = Gates::new(config.per_target);
@@ -88,7 +91,7 @@ pub async fn run(
 
     loop {
         while let Some(done) = tasks.try_join_next() {
-            report(done);
+            held.end(&store, done).await;
         }
         let free = global.available_permits();
         let mut full_batch = false;
@@ -104,6 +107,7 @@ pub async fn run(
                             .clone()
                             .try_acquire_owned()
                             .expect("a permit per free slot");
+                        held.start(&claim);
                         spawn_rotation(
                             &mut tasks,
                             &engine,
@@ -126,7 +130,9 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(config.poll) => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done),
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                held.end(&store, done).await;
+            }
             _ = gauges.tick(), if config.metrics => crate::telemetry::count_secrets(&store).await,
             _ = due_soon.tick(), if notifier.is_some() => {
                 if let Some(n) = &notifier {
@@ -144,7 +150,7 @@ pub async fn run(
     stop_steps.cancel();
     let drained = tokio::time::timeout(config.drain_timeout, async {
         while let Some(done) = tasks.join_next().await {
-            report(done);
+            held.end(&store, done).await;
         }
     })
     .await;
@@ -156,8 +162,7 @@ pub async fn run(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    heartbeat.stop().await;
-    let released = store.release_leases(&owner).await?;
+    let released = held.release_all(&store).await;
     tracing::info!(released, "worker stopped");
     Ok(())
 }
@@ -189,7 +194,7 @@ pub async fn run_due(
 ) -> Result<Vec<Finished>> {
     let store = engine.store().clone();
     let owner = engine.config().owner.clone();
-    let heartbeat = Heartbeat::start(store.clone(), owner.clone(), engine.config().lease);
+    let mut held = Claims::default();
     let gates = Gates::new(config.per_target);
     let mut seen = HashSet::new();
     let mut results = Vec::new();
@@ -198,32 +203,36 @@ pub async fn run_due(
             let claims = store
                 .claim_due(&owner, engine.config().lease, config.concurrency.max(1))
                 .await?;
-            let fresh: Vec<Claim> = claims
-                .into_iter()
-                .filter(|c| seen.insert(c.secret_id))
-                .collect();
+            let mut fresh = Vec::new();
+            for claim in claims {
+                if seen.insert(claim.secret_id) {
+                    fresh.push(claim);
+                } else {
+                    // Due again during this pass: it waits for the next, unclaimed.
+                    release(&store, &claim).await;
+                }
+            }
             if fresh.is_empty() {
                 break;
             }
             let mut tasks = JoinSet::new();
             for claim in fresh {
+                held.start(&claim);
                 spawn_rotation(&mut tasks, &engine, &gates, stop, claim, None);
             }
             while let Some(done) = tasks.join_next().await {
-                match done {
-                    Ok(finished) => {
-                        on_done(&finished);
-                        results.push(finished)
-                    }
-                    Err(e) => tracing::error!(error = %e, "rotation task panicked"),
+                if let Ok(finished) = &done {
+                    on_done(finished);
+                }
+                if let Some(finished) = held.end(&store, done).await {
+                    results.push(finished);
                 }
             }
         }
         Ok::<_, crate::Error>(())
     }
     .await;
-    heartbeat.stop().await;
-    store.release_leases(&owner).await?;
+    held.release_all(&store).await;
     outcome.map(|_| results)
 }
 
@@ -244,12 +253,50 @@ fn spawn_rotation(
     });
 }
 
-fn report(done: std::result::Result<Finished, tokio::task::JoinError>) {
-    match done {
-        Ok((name, Ok(outcome))) => tracing::debug!(secret = %name, ?outcome, "rotation task ended"),
-        Ok((name, Err(e))) => tracing::warn!(secret = %name, error = %e, "rotation task failed"),
-        Err(e) if e.is_cancelled() => {}
-        Err(e) => tracing::error!(error = %e, "rotation task panicked"),
+/// The claims a worker's rotation tasks hold, by secret.
+#[derive(Default)]
+struct Claims(HashMap<SecretName, Claim>);
+
+impl Claims {
+    fn start(&mut self, claim: &Claim) {
+        self.0.insert(claim.name.clone(), claim.clone());
+    }
+
+    /// A rotation task ended: logs how, and gives its lease back if the rotation left it held.
+    async fn end(
+        &mut self,
+        store: &Store,
+        done: std::result::Result<Finished, tokio::task::JoinError>,
+    ) -> Option<Finished> {
+        match done {
+            Ok((name, result)) => {
+                match &result {
+                    Ok(outcome) => tracing::debug!(secret = %name, ?outcome, "rotation task ended"),
+                    Err(e) => tracing::warn!(secret = %name, error = %e, "rotation task failed"),
+                }
+                if let Some(claim) = self.0.remove(&name) {
+                    if still_held(&result) {
+                        release(store, &claim).await;
+                    }
+                }
+                Some((name, result))
+            }
+            Err(e) => {
+                if !e.is_cancelled() {
+                    tracing::error!(error = %e, "rotation task panicked");
+                }
+                None
+            }
+        }
+    }
+
+    /// Gives back the leases of claims whose tasks never reported (aborted or panicked).
+    async fn release_all(&mut self, store: &Store) -> usize {
+        let left: Vec<Claim> = self.0.drain().map(|(_, c)| c).collect();
+        for claim in &left {
+            release(store, claim).await;
+        }
+        left.len()
     }
 }
 
@@ -289,39 +336,6 @@ impl Gates {
                 .clone()
         };
         gate.acquire_owned().await.ok()
-    }
-}
-
-/// Renews this process's leases every third of their length until stopped.
-struct Heartbeat {
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Heartbeat {
-    fn start(store: Store, owner: String, lease: Duration) -> Self {
-        let token = CancellationToken::new();
-        let stop = token.clone();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(lease / 3);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = store.renew_leases(&owner, lease).await {
-                            tracing::warn!(error = %e, "lease heartbeat failed");
-                        }
-                    }
-                }
-            }
-        });
-        Heartbeat { token, task }
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        let _ = self.task.await;
     }
 }
 

@@ -12,7 +12,6 @@ use base64::Engine as _;
 use rotators::ram::verify::Verified;
 use rotators::{SecretKind, SecretType, SecretValue};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use super::policy::{Policy, ACTIONS};
 use super::{Api, ApiError};
@@ -510,8 +509,7 @@ async fn update_stage(api: &Api, p: &Params<'_>, name: &SecretName) -> Answer {
 }
 
 async fn rotate_secret(api: &Api, name: &SecretName) -> Answer {
-    let stop = CancellationToken::new();
-    match api.engine.rotate_now(name, &stop).await? {
+    match api.engine.rotate_now(name, &api.shutdown).await? {
         Outcome::Rotated { version_id } => Ok(json!({
             "Arn": arn(name.as_str()),
             "SecretName": name,

@@ -113,6 +113,7 @@ impl From<Error> for ApiError {
             Error::Conflict(m) if m.contains("already exists") => {
                 ApiError::new(409, "Rejected.ResourceExist", m.clone())
             }
+            Error::InProgress(m) => ApiError::new(409, "Rejected.RotationInProgress", m.clone()),
             Error::Conflict(m) | Error::Lease(m) => {
                 ApiError::new(409, "Rejected.ResourceConflict", m.clone())
             }
@@ -140,6 +141,8 @@ pub struct Api {
     nonces: Arc<Mutex<nonces::Nonces>>,
     /// Versions read lately, still sealed: every use decrypts.
     versions: Arc<Mutex<VersionCache>>,
+    /// Cancelled when the server stops: `RotateSecret` stops between steps, like the worker.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// Sealed versions by (secret, `VersionStage`/`VersionId` asked for), with when they were read.
@@ -165,7 +168,13 @@ impl Api {
             keys: Arc::default(),
             nonces: Arc::new(Mutex::new(nonces::Nonces::new(nonces::DEFAULT_CAPACITY))),
             versions: Arc::default(),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// This API with rotations it starts stopping (between steps) once `shutdown` is cancelled.
+    pub fn with_shutdown(self, shutdown: CancellationToken) -> Api {
+        Api { shutdown, ..self }
     }
 
     /// This API with its store acting for `actor` in the audit log.

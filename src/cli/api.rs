@@ -55,7 +55,7 @@ pub async fn start(
         return Ok(None);
     };
     let server = crate::api::serve(
-        Api::new(store.clone(), engine),
+        Api::new(store.clone(), engine).with_shutdown(stop.clone()),
         &api,
         &settings.data_dir,
         stop,
@@ -76,16 +76,14 @@ pub async fn serve(store: &Store, registry: Registry, settings: &Config) -> Resu
     if let Some(addr) = settings.worker.metrics_listen {
         crate::telemetry::serve(addr, store.clone(), stop.clone()).await?;
     }
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        registry,
-        settings.worker.engine_config(),
-    ));
+    // The same engine as the worker's, webhooks included.
+    let (engine, dispatcher) = super::rotate::engine(store, registry, settings)?;
     let server = start(store, engine, settings, stop.clone())
         .await?
         .expect("checked above");
     stop.cancelled().await;
     server.stopped().await;
+    super::rotate::finish_webhooks(dispatcher, super::rotate::WEBHOOK_GRACE).await;
     Ok(())
 }
 

@@ -129,11 +129,12 @@ pub struct WorkerArgs {
 }
 
 /// How long a finished command waits for its webhook deliveries.
-const WEBHOOK_GRACE: Duration = Duration::from_secs(10);
+pub(super) const WEBHOOK_GRACE: Duration = Duration::from_secs(10);
 
-/// The engine with the configured settings and webhooks; the dispatcher is finished with
+/// The engine with the configured settings and webhooks — the one place it is built, for
+/// `worker`, `rotate`, `serve` and the API beside a worker; the dispatcher is finished with
 /// [`finish_webhooks`] once the engine is dropped.
-fn engine(
+pub(super) fn engine(
     store: &Store,
     registry: Registry,
     settings: &Config,
@@ -147,7 +148,7 @@ fn engine(
     Ok((Arc::new(engine), dispatcher))
 }
 
-async fn finish_webhooks(dispatcher: Option<Dispatcher>, grace: Duration) {
+pub(super) async fn finish_webhooks(dispatcher: Option<Dispatcher>, grace: Duration) {
     if let Some(d) = dispatcher {
         d.finish(grace).await;
     }
@@ -241,7 +242,11 @@ enum Tally {
 fn tally(result: &Result<Outcome>) -> Tally {
     match result {
         Ok(Outcome::Rotated { .. }) => Tally::Rotated,
-        Ok(Outcome::MissedWindow { .. } | Outcome::FollowedUp { error: None }) => Tally::Skipped,
+        Ok(
+            Outcome::MissedWindow { .. }
+            | Outcome::FollowedUp { error: None, .. }
+            | Outcome::Verified { error: None, .. },
+        ) => Tally::Skipped,
         _ => Tally::Failed,
     }
 }
@@ -351,12 +356,28 @@ fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
             format!("rotation of secret '{name}' interrupted before its {step} step")
         }
         Ok(Outcome::LeaseLost) => format!("rotation of secret '{name}' passed to another worker"),
-        Ok(Outcome::FollowedUp { error: None }) => {
+        Ok(Outcome::FollowedUp { error: None, .. }) => {
             format!("secret '{name}': the last rotation's follow-up ran")
         }
-        Ok(Outcome::FollowedUp { error: Some(e) }) => {
-            format!("secret '{name}': the last rotation's follow-up failed: {e}; it runs again in a minute")
-        }
+        Ok(Outcome::FollowedUp {
+            error: Some(e),
+            retry_at: Some(at),
+        }) => format!(
+            "secret '{name}': the last rotation's {e}; it runs again at {}",
+            format_ms(*at)
+        ),
+        Ok(Outcome::FollowedUp {
+            error: Some(e),
+            retry_at: None,
+        }) => format!("secret '{name}': the last rotation's {e}; given up"),
+        Ok(Outcome::Verified {
+            repaired,
+            error: None,
+        }) => format!(
+            "secret '{name}': ACSCurrent checked after a takeover{}",
+            if *repaired { ": set again, it logs in" } else { ": it logs in" }
+        ),
+        Ok(Outcome::Verified { error: Some(e), .. }) => format!("secret '{name}': {e}"),
         Err(e) => format!("rotation of secret '{name}' failed: {e}"),
     }
 }
@@ -369,8 +390,10 @@ fn outcome_json(name: &SecretName, result: &Result<Outcome>) -> serde_json::Valu
         Ok(Outcome::MissedWindow { .. }) => ("MissedWindow", None),
         Ok(Outcome::Interrupted { .. }) => ("Interrupted", None),
         Ok(Outcome::LeaseLost) => ("LeaseLost", None),
-        Ok(Outcome::FollowedUp { error: None }) => ("FollowedUp", None),
-        Ok(Outcome::FollowedUp { error: Some(_) }) => ("FollowUpFailed", None),
+        Ok(Outcome::FollowedUp { error: None, .. }) => ("FollowedUp", None),
+        Ok(Outcome::FollowedUp { error: Some(_), .. }) => ("FollowUpFailed", None),
+        Ok(Outcome::Verified { error: None, .. }) => ("Verified", None),
+        Ok(Outcome::Verified { error: Some(_), .. }) => ("VerifyFailed", None),
         Err(_) => ("Error", None),
     };
     json!({"SecretName": name, "Outcome": outcome, "VersionId": version, "Message": outcome_line(name, result)})

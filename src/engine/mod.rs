@@ -11,6 +11,11 @@
 //! fails with its reason on the secret, the current credential untouched, and the next cycle or
 //! a manual rotation resumes the same job — a stale pending version never blocks rotation.
 
+mod between;
+mod lease;
+
+pub use lease::{release, still_held, Held};
+
 use std::time::Duration;
 
 use rotators::{Registry, RotateError, RotationContext, Rotator, SecretValue, VersionValue};
@@ -85,12 +90,20 @@ pub enum Outcome {
     Interrupted { step: Step },
     /// The lease passed to another worker, which resumes the job.
     LeaseLost,
-    /// The last rotation's follow-up ran (`error`: it failed and runs again in a minute).
-    FollowedUp { error: Option<String> },
+    /// The last rotation's follow-up ran. `error`: it failed; it runs again at `retry_at`
+    /// (backing off like a rotation, never past the next rotation's turn), or, without one, it
+    /// was given up and the failure is shown on the secret.
+    FollowedUp {
+        error: Option<String>,
+        retry_at: Option<i64>,
+    },
+    /// After a takeover, `ACSCurrent` was checked once the previous holder's last write could
+    /// have landed: it logged in, or was set again (`repaired`); `error`: it could not be.
+    Verified {
+        repaired: bool,
+        error: Option<String>,
+    },
 }
-
-/// How long a failed follow-up waits before it runs again.
-const FOLLOWUP_RETRY_MS: i64 = 60_000;
 
 /// Drives rotators for claimed secrets.
 pub struct Engine {
@@ -146,7 +159,10 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<Outcome> {
         let span = tracing::info_span!("rotation", secret = %claim.name);
-        match self.drive(claim, manual, stop).instrument(span).await {
+        let keeper = lease::Keeper::start(self.store.clone(), claim.clone(), self.config.lease);
+        let driven = self.drive(claim, manual, stop, &keeper).instrument(span).await;
+        drop(keeper);
+        match driven {
             Err(Error::Lease(reason)) => {
                 tracing::warn!(secret = %claim.name, %reason, "lease lost; the new holder resumes the rotation");
                 Ok(Outcome::LeaseLost)
@@ -156,7 +172,9 @@ impl Engine {
     }
 
     /// Rotates one secret now (a manual rotation, which ignores cron windows): claims it, runs
-    /// or resumes its rotation, and gives up the lease. A failed secret gets its attempts back.
+    /// or resumes its rotation, and gives up that claim's lease. A failed secret gets its
+    /// attempts back. A secret being rotated by any other claim is refused
+    /// ([`Error::InProgress`]).
     pub async fn rotate_now(&self, name: &SecretName, stop: &CancellationToken) -> Result<Outcome> {
         let info = self.store.describe(name).await?;
         if info.kind.ty == rotators::SecretType::Generic {
@@ -168,8 +186,9 @@ impl Engine {
             .store
             .claim_now(&self.config.owner, name, self.config.lease)
             .await?;
-        let result = self.rotate(&claim, true, stop).await;
-        self.store.release_leases(&self.config.owner).await?;
+        let held = Held::new(self.store.clone(), claim);
+        let result = self.rotate(held.claim(), true, stop).await;
+        held.end(&result).await;
         result
     }
 
@@ -207,9 +226,16 @@ impl Engine {
         claim: &Claim,
         manual: bool,
         stop: &CancellationToken,
+        keeper: &lease::Keeper,
     ) -> Result<Outcome> {
-        let owner = self.config.owner.as_str();
-        let mut state = self.store.load_rotation(owner, claim).await?;
+        let mut state = self.store.load_rotation(claim).await?;
+        if claim.taken_from.is_some() {
+            // The previous holder's last target write may still land, until its step timeout
+            // has passed: then ACSCurrent is checked (and set again if that write undid it).
+            let at = self.store.clock().now_ms() + self.config.step_timeout.as_millis() as i64;
+            self.store.plan_verify(claim, at).await?;
+            state.looks.verify = Some(state.looks.verify.map_or(at, |v| v.min(at)));
+        }
         let rotator = match self.rotator(&state) {
             Ok(r) => r,
             Err(e) => {
@@ -227,25 +253,12 @@ impl Engine {
             };
             return self.fail(&state, step, e).await;
         }
-        // A follow-up that is due (and no rotation in flight): a worker runs it, then the
-        // secret waits for its next rotation.
-        let now = self.store.clock().now_ms();
-        if let Some(at) = state
-            .followup_at
-            .filter(|at| state.job.is_none() && !manual && *at <= now)
-        {
-            tracing::info!(due = %crate::clock::format_ms(at), "follow-up starts");
-            let cx = context(&state, false);
-            let error = match self.timed(rotator.followup(&cx)).await {
-                Ok(()) => None,
-                Err(e) => Some(e.to_string()),
-            };
-            let retry_at = error.as_ref().map(|_| now + FOLLOWUP_RETRY_MS);
-            if let Some(e) = &error {
-                tracing::warn!(error = %e, "follow-up failed; it runs again in a minute");
+        // Between rotations, a worker runs what is due first: a check after a takeover, or a
+        // follow-up (unless the next rotation is due too: a follow-up never holds one up).
+        if state.job.is_none() && !manual {
+            if let Some(outcome) = self.between(&state, rotator.as_ref(), keeper).await? {
+                return Ok(outcome);
             }
-            self.store.complete_followup(owner, claim, retry_at).await?;
-            return Ok(Outcome::FollowedUp { error });
         }
         // A job found in the store may have run part of its current step already.
         let mut resumed = state.job.is_some();
@@ -254,7 +267,7 @@ impl Engine {
             if let Some(deadline) = state.deadline_at.filter(|d| !manual && now > *d) {
                 let next = self.plan_next(&state);
                 tracing::info!(deadline = %crate::clock::format_ms(deadline), "rotation window missed; waiting for the next one");
-                self.store.reschedule(owner, claim, next).await?;
+                self.store.reschedule(claim, next).await?;
                 return Ok(Outcome::MissedWindow {
                     next_at: next.map(|p| p.at.timestamp_millis()),
                 });
@@ -279,33 +292,42 @@ impl Engine {
             let attempt = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
             tracing::info!(%step, attempt, "step starts");
             if step == Step::Finish {
-                return self.finish(rotator.as_ref(), &mut state, resumed).await;
+                return self
+                    .finish(rotator.as_ref(), &mut state, resumed, keeper)
+                    .await;
             }
             // The rotator's part of the step...
             let mut cx = context(&state, resumed);
             if step == Step::Create && rotator.creates_on_target() {
                 // Stored before the target makes anything, so that a crash before the store
                 // write leaves a trace the next attempt finds.
-                cx.create_mark = Some(self.store.mark_create(owner, claim).await?);
+                cx.create_mark = Some(self.store.mark_create(claim).await?);
             }
             let started = std::time::Instant::now();
-            let ran: Result<Option<SecretValue>, RotateError> = async {
-                match step {
-                    Step::Create => Ok(Some(self.timed(rotator.create(&cx)).await?)),
-                    Step::Set => {
-                        let pending = pending_value(&state)?;
-                        self.timed(rotator.set(&cx, &pending)).await?;
-                        Ok(None)
-                    }
-                    _ => {
-                        let pending = pending_value(&state)?;
-                        self.test_with_retries(rotator.as_ref(), &cx, &pending)
-                            .await?;
-                        Ok(None)
-                    }
-                }
-            }
-            .await;
+            let ran: Result<Option<SecretValue>, RotateError> = match step {
+                Step::Create => self
+                    .on_target(claim, keeper, self.timed(rotator.create(&cx)))
+                    .await?
+                    .map(Some),
+                Step::Set => match pending_value(&state) {
+                    Ok(pending) => self
+                        .on_target(claim, keeper, self.timed(rotator.set(&cx, &pending)))
+                        .await?
+                        .map(|()| None),
+                    Err(e) => Err(e),
+                },
+                _ => match pending_value(&state) {
+                    Ok(pending) => self
+                        .on_target(
+                            claim,
+                            keeper,
+                            self.test_with_retries(rotator.as_ref(), &cx, &pending),
+                        )
+                        .await?
+                        .map(|()| None),
+                    Err(e) => Err(e),
+                },
+            };
             let elapsed = started.elapsed();
             crate::telemetry::step(step.as_str(), self.family_of(&state), elapsed);
             let created = match ran {
@@ -315,7 +337,7 @@ impl Engine {
             // ...then the engine saves that it is done.
             match (step, created) {
                 (Step::Create, Some(value)) => {
-                    let version_id = self.store.store_pending(owner, claim, &value).await?;
+                    let version_id = self.store.store_pending(claim, &value).await?;
                     state.pending = Some(VersionValue {
                         version_id: version_id.to_string(),
                         value,
@@ -324,13 +346,13 @@ impl Engine {
                 }
                 (Step::Set, _) => {
                     self.store
-                        .advance_job(owner, claim, Step::Set, Step::Test)
+                        .advance_job(claim, Step::Set, Step::Test)
                         .await?;
                     set_job(&mut state, Step::Test, None);
                 }
                 _ => {
                     self.store
-                        .advance_job(owner, claim, Step::Test, Step::Finish)
+                        .advance_job(claim, Step::Test, Step::Finish)
                         .await?;
                     set_job(&mut state, Step::Finish, None);
                 }
@@ -351,8 +373,8 @@ impl Engine {
         rotator: &dyn Rotator,
         state: &mut RotationState,
         resumed: bool,
+        keeper: &lease::Keeper,
     ) -> Result<Outcome> {
-        let owner = self.config.owner.as_str();
         let claim = state.claim.clone();
         let version_id = state
             .job
@@ -369,7 +391,7 @@ impl Engine {
             .as_ref()
             .is_some_and(|c| c.version_id == version_id.as_str());
         if !already {
-            self.store.promote(owner, &claim, &version_id).await?;
+            self.store.promote(&claim, &version_id).await?;
             let promoted = state.pending.take();
             state.previous = state.current.take();
             state.current = promoted;
@@ -388,14 +410,17 @@ impl Engine {
                     .await
             }
         };
-        if let Err(e) = self.timed(rotator.finish(&cx, &promoted)).await {
+        if let Err(e) = self
+            .on_target(&claim, keeper, self.timed(rotator.finish(&cx, &promoted)))
+            .await?
+        {
             return self.fail(state, Step::Finish, e).await;
         }
         let followup = rotator
             .followup_after(&cx)
             .map(|d| self.store.clock().now_ms() + d.as_millis() as i64);
         self.store
-            .complete_job(owner, &claim, self.plan_next(state), followup)
+            .complete_job(&claim, self.plan_next(state), followup)
             .await?;
         tracing::info!(version = %version_id, "rotation complete");
         crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "rotated");
@@ -424,6 +449,25 @@ impl Engine {
         }
     }
 
+    /// Runs a rotator's call on the target (already [`timed`](Self::timed)): only with enough
+    /// of the lease left, and dropped (with its connections) as soon as the lease is lost.
+    async fn on_target<T>(
+        &self,
+        claim: &Claim,
+        keeper: &lease::Keeper,
+        fut: impl std::future::Future<Output = Result<T, RotateError>>,
+    ) -> Result<Result<T, RotateError>> {
+        keeper.ensure_time(claim)?;
+        tokio::select! {
+            biased;
+            _ = keeper.lost().cancelled() => Err(Error::Lease(format!(
+                "secret '{}': the lease could not be kept; the step in flight was stopped",
+                claim.name
+            ))),
+            ran = fut => Ok(ran),
+        }
+    }
+
     async fn timed<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, RotateError>>,
@@ -449,7 +493,6 @@ impl Engine {
             let next = Planned { at, deadline: None };
             self.store
                 .record_failure(
-                    &self.config.owner,
                     &state.claim,
                     &error,
                     attempts,
@@ -473,7 +516,6 @@ impl Engine {
             let next = self.plan_next(state);
             self.store
                 .record_failure(
-                    &self.config.owner,
                     &state.claim,
                     &error,
                     attempts,

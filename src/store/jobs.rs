@@ -47,13 +47,23 @@ impl FromStr for Step {
     }
 }
 
-/// A secret whose lease this worker holds.
+/// One claim of one secret: its lease, held under a token of its own (not the process's), so
+/// that every job write names the claim it belongs to. A claim that lost its lease fails its
+/// next write; a second claim of the same secret, in this process or another, is never granted
+/// while the lease lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub secret_id: i64,
     pub name: SecretName,
     /// The target it rotates on, for per-target concurrency limits.
     pub target: Option<String>,
+    /// The process holding it (`host-pid-random`), as the audit log and takeovers name it.
+    pub owner: String,
+    /// This claim's lease token (empty for a read-only look, which holds no lease).
+    pub token: String,
+    /// The previous holder, when this claim took over a lease its holder stopped renewing (or
+    /// held by a process on this host that is gone): its last target write may still land.
+    pub taken_from: Option<String>,
 }
 
 /// A rotation in flight.

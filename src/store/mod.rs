@@ -10,6 +10,7 @@
 mod access_keys;
 mod audit;
 mod jobs;
+mod leases;
 mod keys;
 mod rotation;
 mod rows;
@@ -35,7 +36,7 @@ use crate::files;
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
-pub use rotation::RotationState;
+pub use rotation::{Looks, RotationState};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
     KEEP_UNSTAGED,
@@ -522,6 +523,10 @@ fn migrator(backend: Backend) -> Migrator {
                 (
                     "access keys",
                     include_str!(concat!("migrations/", $dir, "/0008_access_keys.sql")),
+                ),
+                (
+                    "claims",
+                    include_str!(concat!("migrations/", $dir, "/0009_claims.sql")),
                 ),
             ]
         };

@@ -22,7 +22,8 @@ pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_
     s.rotation_enabled, s.rotation_interval_s, s.rotation_cron, s.rotation_window_s, \
     s.rotation_jitter_s, s.next_rotation_at, s.rotation_deadline_at, s.last_rotation_at, \
     s.planned_delete_at, s.target, s.settings, s.lease_owner, s.lease_expires_at, \
-    s.failure_reason, s.failure_attempts, s.failure_at, s.followup_at, \
+    s.failure_reason, s.failure_attempts, s.failure_at, s.followup_at, s.followup_next_at, \
+    s.followup_attempts, s.verify_at, s.lease_token, \
     j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error, \
     j.create_mark AS job_create_mark";
 pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
@@ -46,12 +47,19 @@ pub(super) struct SecretRow {
     pub(super) next_rotation_at: Option<i64>,
     pub(super) deadline_at: Option<i64>,
     pub(super) followup_at: Option<i64>,
+    /// The next rotation while an earlier look (a follow-up or a check) waits.
+    pub(super) followup_next_at: Option<i64>,
+    pub(super) followup_attempts: u32,
+    /// When to check that `ACSCurrent` still logs in, after a takeover.
+    pub(super) verify_at: Option<i64>,
     last_rotation_at: Option<i64>,
     pub(super) planned_delete_at: Option<i64>,
     pub(super) target: Option<String>,
     pub(super) settings: Option<String>,
     pub(super) lease_owner: Option<String>,
     pub(super) lease_expires_at: Option<i64>,
+    /// The token of the claim holding the lease.
+    pub(super) lease_token: Option<String>,
     failure: Option<RotationFailure>,
     pub(super) job: Option<Job>,
 }
@@ -118,10 +126,16 @@ impl SecretRow {
             jitter: secs("rotation_jitter_s")?,
             deadline_at: row.try_get("rotation_deadline_at")?,
             followup_at: row.try_get("followup_at")?,
+            followup_next_at: row.try_get("followup_next_at")?,
+            followup_attempts: row
+                .try_get::<Option<i64>, _>("followup_attempts")?
+                .unwrap_or(0) as u32,
+            verify_at: row.try_get("verify_at")?,
             target: opt_text(row, "target")?,
             settings: opt_text(row, "settings")?,
             lease_owner: opt_text(row, "lease_owner")?,
             lease_expires_at: row.try_get("lease_expires_at")?,
+            lease_token: opt_text(row, "lease_token")?,
             failure,
             job,
             id: row.try_get("id")?,
@@ -153,6 +167,16 @@ impl SecretRow {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// True when the last rotation cycle failed in `create` or `set`, before its new
+    /// credential surely reached the target.
+    pub(super) fn failed_before_target(&self) -> bool {
+        self.failure.is_some()
+            && self
+                .job
+                .as_ref()
+                .is_some_and(|j| matches!(j.step, super::jobs::Step::Create | super::jobs::Step::Set))
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {

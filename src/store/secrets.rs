@@ -277,22 +277,36 @@ impl Store {
     /// `ACSPrevious`. The same version id with the same data again is a no-op; with other data,
     /// a conflict.
     pub async fn put_value(&self, name: &SecretName, put: PutValue) -> Result<PutOutcome> {
-        self.put(name, put, false).await
+        self.put(name, put, None).await
     }
 
     /// Stores a credential checked on the secret's target (`rotor secret import`) as the new
     /// `ACSCurrent`: the one way besides rotation and rollback that a managed secret's value
-    /// changes. Refused while a rotation is in flight.
-    pub async fn import_value(&self, name: &SecretName, value: SecretValue) -> Result<PutOutcome> {
+    /// changes. Refused while a rotation is in flight — except one that *failed* in `create` or
+    /// `set` (the credential it could not rotate was changed outside rotor), which the import
+    /// ends in the same transaction, planning the next rotation at `next`.
+    pub async fn import_value(
+        &self,
+        name: &SecretName,
+        value: SecretValue,
+        next: Option<Planned>,
+    ) -> Result<PutOutcome> {
         let put = PutValue {
             value,
             version_id: None,
             stages: vec![],
         };
-        self.put(name, put, true).await
+        self.put(name, put, Some(next)).await
     }
 
-    async fn put(&self, name: &SecretName, put: PutValue, checked: bool) -> Result<PutOutcome> {
+    /// `import`: `Some(next)` for a checked import (see [`import_value`](Self::import_value)).
+    async fn put(
+        &self,
+        name: &SecretName,
+        put: PutValue,
+        import: Option<Option<Planned>>,
+    ) -> Result<PutOutcome> {
+        let checked = import.is_some();
         check_user_writable(name)?;
         let mut stages = if put.stages.is_empty() {
             vec![Stage::Current]
@@ -321,8 +335,8 @@ impl Store {
                 row.kind
             )));
         }
-        if checked && row.job.is_some() {
-            return Err(rotation_in_flight(name));
+        if let (Some(next), Some(_)) = (import, &row.job) {
+            self.end_failed_job(&mut tx, &row, next).await?;
         }
         let data_key = self.data_key(&row).await?;
 

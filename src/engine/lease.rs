@@ -1,0 +1,155 @@
+//! Keeping a claim's lease while its rotation runs, and giving it back.
+//!
+//! [`Keeper`] renews one claim's lease every third of its length while the engine drives it —
+//! whoever started the rotation (worker, `rotor rotate`, the API). When the lease can no longer
+//! be held (the store says another claim has it, or renewals fail until only a third of the
+//! lease is left), it cancels [`Keeper::lost`]: the step in flight is dropped with its target
+//! connections, and no new target operation starts ([`Keeper::ensure_time`] refuses one within
+//! the last third of the lease). [`Held`] gives a claim's lease back when a rotation started on
+//! request ends without having done so itself, or is dropped half-way.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Outcome;
+use crate::error::{Error, Result};
+use crate::store::{Claim, Store};
+
+/// Renews one claim's lease until dropped.
+pub(crate) struct Keeper {
+    lost: CancellationToken,
+    /// Until when the lease is surely ours (renewed at, plus its length), on this process's
+    /// monotonic clock: it runs on while the process is stopped.
+    fresh_until: Arc<Mutex<Instant>>,
+    margin: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Keeper {
+    /// Starts renewing `claim`, which the store has just granted for `lease`.
+    pub(crate) fn start(store: Store, claim: Claim, lease: Duration) -> Keeper {
+        let lost = CancellationToken::new();
+        let margin = lease / 3;
+        let fresh_until = Arc::new(Mutex::new(Instant::now() + lease));
+        let task = {
+            let (lost, fresh_until) = (lost.clone(), fresh_until.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(margin.max(Duration::from_millis(10)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    let until = *fresh_until.lock().expect("lease clock");
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = tokio::time::sleep_until(until - margin) => {
+                            tracing::warn!(secret = %claim.name, "the lease could not be renewed in time; stopping the rotation before it runs out");
+                            lost.cancel();
+                            return;
+                        }
+                    }
+                    let asked = Instant::now();
+                    match tokio::time::timeout(margin, store.renew_claim(&claim, lease)).await {
+                        Ok(Ok(true)) => *fresh_until.lock().expect("lease clock") = asked + lease,
+                        Ok(Ok(false)) => {
+                            tracing::warn!(secret = %claim.name, "the lease passed to another claim; stopping the rotation");
+                            lost.cancel();
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(secret = %claim.name, error = %e, "renewing the lease failed; trying again")
+                        }
+                        Err(_) => {
+                            tracing::warn!(secret = %claim.name, "renewing the lease timed out; trying again")
+                        }
+                    }
+                }
+            })
+        };
+        Keeper {
+            lost,
+            fresh_until,
+            margin,
+            task,
+        }
+    }
+
+    /// Cancelled once the lease can no longer be held.
+    pub(crate) fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Refuses to start a target operation unless more than a third of the lease is left.
+    pub(crate) fn ensure_time(&self, claim: &Claim) -> Result<()> {
+        let until = *self.fresh_until.lock().expect("lease clock");
+        if self.lost.is_cancelled() || Instant::now() + self.margin >= until {
+            return Err(Error::Lease(format!(
+                "secret '{}': the lease is running out; no target operation starts now",
+                claim.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A claim taken on request (`rotor rotate NAME`, the API's `RotateSecret`): its lease is given
+/// back when the rotation leaves it held (stopped between steps, or an error), or when the
+/// request is dropped half-way.
+pub struct Held {
+    store: Store,
+    claim: Option<Claim>,
+}
+
+impl Held {
+    pub fn new(store: Store, claim: Claim) -> Held {
+        Held {
+            store,
+            claim: Some(claim),
+        }
+    }
+
+    pub fn claim(&self) -> &Claim {
+        self.claim.as_ref().expect("held until ended")
+    }
+
+    /// Ends the claim after its rotation returned `result`.
+    pub async fn end(mut self, result: &Result<Outcome>) {
+        if let Some(claim) = self.claim.take() {
+            if still_held(result) {
+                release(&self.store, &claim).await;
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let store = self.store.clone();
+                runtime.spawn(async move { release(&store, &claim).await });
+            }
+        }
+    }
+}
+
+/// True when a rotation that returned `result` left its claim's lease in place (every other
+/// ending gives it up in the store write that ends it).
+pub fn still_held(result: &Result<Outcome>) -> bool {
+    matches!(result, Ok(Outcome::Interrupted { .. }) | Err(_))
+}
+
+/// Gives `claim`'s lease back, logging (not failing) when the store cannot.
+pub async fn release(store: &Store, claim: &Claim) {
+    if let Err(e) = store.release_claim(claim).await {
+        tracing::warn!(secret = %claim.name, error = %e, "giving the lease back failed; it expires on its own");
+    }
+}
