@@ -276,7 +276,16 @@ both_backends!(
             );
             // ...and once it has expired, another worker resumes the same job.
             rig.clock.advance(LEASE + Duration::from_secs(1));
-            let outcomes = rig.run_due(&other).await;
+            let mut outcomes = rig.run_due(&other).await;
+            // The secret taken over in `set` the round before is checked once its holder's
+            // step timeout has passed: ACSCurrent still logs in, nothing to repair.
+            outcomes.retain(|o| {
+                assert!(
+                    !matches!(o, Outcome::Verified { repaired: true, .. } | Outcome::Verified { error: Some(_), .. }),
+                    "{step}: {o:?}"
+                );
+                !matches!(o, Outcome::Verified { .. })
+            });
             assert!(
                 matches!(outcomes[..], [Outcome::Rotated { .. }]),
                 "{step}: {outcomes:?}"
