@@ -375,7 +375,11 @@ fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
             error: None,
         }) => format!(
             "secret '{name}': ACSCurrent checked after a takeover{}",
-            if *repaired { ": set again, it logs in" } else { ": it logs in" }
+            if *repaired {
+                ": set again, it logs in"
+            } else {
+                ": it logs in"
+            }
         ),
         Ok(Outcome::Verified { error: Some(e), .. }) => format!("secret '{name}': {e}"),
         Err(e) => format!("rotation of secret '{name}' failed: {e}"),

@@ -134,7 +134,11 @@ impl Engine {
         let mut looks = state.looks;
         looks.verify = None;
         let checked = self
-            .on_target(claim, keeper, self.timed(rotator.check(&context(state, false))))
+            .on_target(
+                claim,
+                keeper,
+                self.timed(rotator.check(&context(state, false))),
+            )
             .await?;
         let Err(e) = checked else {
             tracing::info!("ACSCurrent logs in after the takeover");
@@ -190,14 +194,20 @@ impl Engine {
                         None,
                     )
                     .await?;
-                crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "repaired");
+                crate::telemetry::rotation(
+                    state.kind.ty.as_str(),
+                    self.family_of(state),
+                    "repaired",
+                );
                 Ok(Outcome::Verified {
                     repaired: true,
                     error: None,
                 })
             }
             Err(again) => {
-                let error = format!("ACSCurrent does not log in ({e}) and setting it again failed: {again}");
+                let error = format!(
+                    "ACSCurrent does not log in ({e}) and setting it again failed: {again}"
+                );
                 tracing::error!(%error, "ACSCurrent could not be repaired");
                 self.store
                     .settle(
@@ -208,7 +218,9 @@ impl Engine {
                     )
                     .await?;
                 crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
-                self.notify(state, Event::SecretFailed, |n| n.error = Some(error.clone()));
+                self.notify(state, Event::SecretFailed, |n| {
+                    n.error = Some(error.clone())
+                });
                 Ok(Outcome::Verified {
                     repaired: false,
                     error: Some(error),

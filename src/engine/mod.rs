@@ -160,7 +160,10 @@ impl Engine {
     ) -> Result<Outcome> {
         let span = tracing::info_span!("rotation", secret = %claim.name);
         let keeper = lease::Keeper::start(self.store.clone(), claim.clone(), self.config.lease);
-        let driven = self.drive(claim, manual, stop, &keeper).instrument(span).await;
+        let driven = self
+            .drive(claim, manual, stop, &keeper)
+            .instrument(span)
+            .await;
         drop(keeper);
         match driven {
             Err(Error::Lease(reason)) => {
@@ -347,9 +350,7 @@ impl Engine {
                     set_job(&mut state, Step::Set, Some(version_id));
                 }
                 (Step::Set, _) => {
-                    self.store
-                        .advance_job(claim, Step::Set, Step::Test)
-                        .await?;
+                    self.store.advance_job(claim, Step::Set, Step::Test).await?;
                     set_job(&mut state, Step::Test, None);
                 }
                 _ => {
@@ -494,13 +495,7 @@ impl Engine {
             tracing::warn!(%step, attempts, error = %e, retry_at = %at, "attempt failed; will retry");
             let next = Planned { at, deadline: None };
             self.store
-                .record_failure(
-                    &state.claim,
-                    &error,
-                    attempts,
-                    false,
-                    Some(next),
-                )
+                .record_failure(&state.claim, &error, attempts, false, Some(next))
                 .await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
             self.notify(state, Event::RotationFailed, |n| {
@@ -517,13 +512,7 @@ impl Engine {
             tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential is untouched");
             let next = self.plan_next(state);
             self.store
-                .record_failure(
-                    &state.claim,
-                    &error,
-                    attempts,
-                    true,
-                    next,
-                )
+                .record_failure(&state.claim, &error, attempts, true, next)
                 .await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
             let version = state.job.as_ref().and_then(|j| j.version_id.clone());

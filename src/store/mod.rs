@@ -10,8 +10,8 @@
 mod access_keys;
 mod audit;
 mod jobs;
-mod leases;
 mod keys;
+mod leases;
 mod rotation;
 mod rows;
 mod schedule;

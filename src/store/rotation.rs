@@ -112,11 +112,7 @@ impl Store {
 
     /// Stores a rotator's new credential as the `ACSPending` version and records the job at
     /// `set` (creating its row), in one transaction — before anything on the target changes.
-    pub async fn store_pending(
-        &self,
-        claim: &Claim,
-        value: &SecretValue,
-    ) -> Result<VersionId> {
+    pub async fn store_pending(&self, claim: &Claim, value: &SecretValue) -> Result<VersionId> {
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
@@ -186,12 +182,7 @@ impl Store {
     }
 
     /// Records that step `from` is done and the job goes on with `to`.
-    pub async fn advance_job(
-        &self,
-        claim: &Claim,
-        from: Step,
-        to: Step,
-    ) -> Result<()> {
+    pub async fn advance_job(&self, claim: &Claim, from: Step, to: Step) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE rotation_jobs SET step = $1, updated_at = $2 \

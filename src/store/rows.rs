@@ -173,10 +173,9 @@ impl SecretRow {
     /// credential surely reached the target.
     pub(super) fn failed_before_target(&self) -> bool {
         self.failure.is_some()
-            && self
-                .job
-                .as_ref()
-                .is_some_and(|j| matches!(j.step, super::jobs::Step::Create | super::jobs::Step::Set))
+            && self.job.as_ref().is_some_and(|j| {
+                matches!(j.step, super::jobs::Step::Create | super::jobs::Step::Set)
+            })
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {

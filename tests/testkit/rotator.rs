@@ -4,7 +4,8 @@
 //! `rotor-testkit` binary (the `rotor` CLI with this rotator) for the process-kill tests.
 //!
 //! Faults come from [`Fault`] or, in the binary, `ROTOR_TEST_FAULT=step:mode[:times]` with mode
-//! `fail` (retryable), `fatal`, `hang`, `crash-before`, `crash-during` or `crash-after`.
+//! `fail` (retryable), `fatal`, `hang`, `slow` (the step waits `ROTOR_TEST_SLOW_MS`, default
+//! 3000, then runs), `crash-before`, `crash-during` or `crash-after`.
 //! Every step run is appended to `steps.log` in the target directory: `secret step pid`.
 
 #![allow(dead_code)]
@@ -23,6 +24,7 @@ pub enum Mode {
     Fail,
     Fatal,
     Hang,
+    Slow,
     CrashBefore,
     CrashDuring,
     CrashAfter,
@@ -44,6 +46,7 @@ impl Fault {
             "fail" => Mode::Fail,
             "fatal" => Mode::Fatal,
             "hang" => Mode::Hang,
+            "slow" => Mode::Slow,
             "crash-before" => Mode::CrashBefore,
             "crash-during" => Mode::CrashDuring,
             "crash-after" => Mode::CrashAfter,
@@ -132,7 +135,7 @@ impl FileRotator {
         };
         let at_start = matches!(
             f.mode,
-            Mode::Fail | Mode::Fatal | Mode::Hang | Mode::CrashBefore
+            Mode::Fail | Mode::Fatal | Mode::Hang | Mode::Slow | Mode::CrashBefore
         );
         if (when == Mode::CrashBefore) != at_start || (!at_start && f.mode != when) {
             return Ok(());
@@ -150,6 +153,14 @@ impl FileRotator {
                 "host rejected the {step} step for good (injected)"
             ))),
             Mode::Hang => std::future::pending().await,
+            Mode::Slow => {
+                let ms = std::env::var("ROTOR_TEST_SLOW_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3000);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Ok(())
+            }
             _ => {
                 // SIGKILL ourselves: no destructor, no flush, like a power cut for the process.
                 let _ = std::process::Command::new("kill")

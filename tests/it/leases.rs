@@ -1,0 +1,301 @@
+//! One driver per secret on every path: a lease belongs to one claim, is renewed while any step
+//! runs — worker, `rotor rotate`, the API's `RotateSecret` — and released by that claim alone; a
+//! second rotation of a secret being rotated is refused. Real `rotor-testkit` processes (the
+//! rotor CLI with the file-host test rotator, whose `set` can be made slow) on a PostgreSQL
+//! store, the API driven by the official KMS SDK for Python.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Backend, TestEnv};
+use crate::testkit_rotator::FileRotator;
+use crate::workers::{ecs_secret, sample, scrape, terminate, testkit_ok, wait_exit, FAST};
+
+/// A PostgreSQL store, initialised.
+async fn env() -> TestEnv {
+    let t = TestEnv::new(Backend::Postgres).await;
+    t.ok(&["init"]);
+    t
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pids that ran `step` of `secret`, in order.
+fn runs(hosts: &Path, secret: &str, step: &str) -> Vec<String> {
+    FileRotator::log(hosts)
+        .into_iter()
+        .filter(|(s, st, _)| s == secret && st == step)
+        .map(|(_, _, pid)| pid)
+        .collect()
+}
+
+/// An AccessKey allowed everything, and the API's CA in a file, for the SDK.
+fn sdk_access(t: &TestEnv) -> (String, String, String) {
+    let key = t.json(&["access-key", "create", "--name", "sdk", "--allow", "*:*"]);
+    let ca = t.dir.path().join("ca.pem");
+    std::fs::write(&ca, t.ok(&["ca"])).unwrap();
+    (
+        key["AccessKeyId"].as_str().unwrap().to_owned(),
+        key["AccessKeySecret"].as_str().unwrap().to_owned(),
+        ca.to_str().unwrap().to_owned(),
+    )
+}
+
+/// `RotateSecret` on each of `names` at once, through the official SDK: one JSON line each.
+fn sdk_rotate(
+    addr: &str,
+    access: &(String, String, String),
+    names: &[&str],
+) -> std::process::Command {
+    let python = std::env::var("ROTOR_TEST_KMS_SDK_PYTHON").unwrap_or_else(|_| {
+        panic!("ROTOR_TEST_KMS_SDK_PYTHON is not set: tests/run makes the KMS SDK virtualenv and sets it")
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/rotate_many.py");
+    let mut cmd = std::process::Command::new(python);
+    cmd.args([script, addr, &access.2, &access.0, &access.1])
+        .args(names)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn answers(out: &std::process::Output) -> Vec<Value> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn listening(addr: &str) {
+    wait_for(
+        &format!("listening on {addr}"),
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(addr).is_ok(),
+    );
+}
+
+/// A `rotor-testkit` process whose `set` steps take `slow_ms`.
+fn slow(t: &TestEnv, hosts: &Path, slow_ms: u64, args: &[&str]) -> Child {
+    t.testkit(hosts)
+        .args(args)
+        .env("ROTOR_TEST_FAULT", "set:slow")
+        .env("ROTOR_TEST_SLOW_MS", slow_ms.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `name`'s rotation has stored its pending value and is in its `set` step.
+fn in_set(t: &TestEnv, name: &str) {
+    wait_for(&format!("{name} in set"), Duration::from_secs(20), || {
+        describe(t, name)["RotationStep"] == "set"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn describe(t: &TestEnv, name: &str) -> Value {
+    t.json(&["secret", "describe", name])
+}
+
+fn current_version(t: &TestEnv, name: &str) -> String {
+    let versions = t.json(&["secret", "versions", name]);
+    versions
+        .as_array()
+        .or_else(|| versions["VersionIds"].as_array())
+        .unwrap()
+        .iter()
+        .find(|v| v.to_string().contains("ACSCurrent"))
+        .map(|v| v["VersionId"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_rotations_beside_a_worker_leave_its_in_flight_leases_alone() {
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    let busy = ["busy-1", "busy-2", "busy-3"];
+    for name in busy.iter().chain(&["api-1", "api-2"]) {
+        ecs_secret(&t, h, name);
+    }
+    for name in busy {
+        testkit_ok(
+            &t,
+            h,
+            &["rotation", "set", name, "--interval", "1d", "--rotate-now"],
+        );
+    }
+    let access = sdk_access(&t);
+    let (api, metrics) = (free_addr(), free_addr());
+    // Every `set` takes 6 s, three lease lengths: the worker renews each claim meanwhile.
+    let mut worker = slow(
+        &t,
+        h,
+        6000,
+        &[
+            "worker",
+            "--lease",
+            "2s",
+            "--poll",
+            "100ms",
+            "--api-listen",
+            &api,
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+    listening(&api);
+    wait_for("the worker's three sets", Duration::from_secs(30), || {
+        busy.iter().all(|n| !runs(h, n, "set").is_empty())
+    });
+    // Two API rotations of other secrets, in the same process, while the three are in `set`.
+    let out = sdk_rotate(&api, &access, &["api-1", "api-2"])
+        .output()
+        .unwrap();
+    for answer in answers(&out) {
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    wait_for("the worker's rotations", Duration::from_secs(30), || {
+        busy.iter()
+            .all(|n| describe(&t, n)["RotationStatus"] == "Idle")
+    });
+    for name in busy.iter().chain(&["api-1", "api-2"]) {
+        for step in ["create", "set", "test", "finish"] {
+            assert_eq!(runs(h, name, step).len(), 1, "{name} ran {step} once");
+        }
+        assert_eq!(current_version(&t, name), "v2", "{name}");
+        let audit = t.json(&["audit", "--secret", name]);
+        let records = audit.as_array().unwrap();
+        for action in ["rotation.create", "rotation.set", "rotation.promote"] {
+            let n = records.iter().filter(|r| r["Action"] == action).count();
+            assert_eq!(n, 1, "{name}: {action} once in {audit}");
+        }
+    }
+    assert_eq!(
+        sample(&scrape(&metrics), "rotor_lease_takeovers_total", &[]).unwrap_or(0.0),
+        0.0,
+        "no lease was taken over"
+    );
+    terminate(&mut worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotate_secret_calls_on_one_secret_one_rotates_the_other_is_refused() {
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "one");
+    let access = sdk_access(&t);
+    let api = free_addr();
+    let mut server = slow(&t, h, 3000, &["serve", "--api-listen", &api]);
+    listening(&api);
+    let out = sdk_rotate(&api, &access, &["one", "one"]).output().unwrap();
+    let answers = answers(&out);
+    assert_eq!(answers.len(), 2);
+    let rotated: Vec<&Value> = answers.iter().filter(|a| a["ok"] == true).collect();
+    let refused: Vec<&Value> = answers.iter().filter(|a| a["ok"] == false).collect();
+    assert_eq!(rotated.len(), 1, "{answers:?}");
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert_eq!(refused[0]["code"], "Rejected.RotationInProgress");
+    assert_eq!(rotated[0]["version"], "v2");
+    assert_eq!(runs(h, "one", "create").len(), 1, "one driver only");
+    assert_eq!(runs(h, "one", "set").len(), 1, "one driver only");
+    terminate(&mut server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_rotation_keeps_its_lease_through_a_slow_set_and_a_killed_one_is_resumed() {
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "manual");
+    let mut worker = t
+        .testkit(h)
+        .args(["worker", "--lease", "1s"])
+        .args(FAST)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // `set` takes 3.5 lease lengths; the worker beside it must never take the secret over.
+    let mut manual = slow(&t, h, 3500, &["rotate", "manual", "--lease", "1s"]);
+    let pid = manual.id().to_string();
+    let status = wait_exit(&mut manual, Duration::from_secs(30));
+    assert!(status.success(), "the manual rotation completes");
+    assert_eq!(runs(h, "manual", "set"), vec![pid.clone()], "one driver");
+    assert_eq!(runs(h, "manual", "finish"), vec![pid], "one driver");
+    assert_eq!(current_version(&t, "manual"), "v2");
+    // A second manual run, killed in its `set`: the worker resumes it once the lease expires.
+    let mut killed = t
+        .testkit(h)
+        .args(["rotate", "manual", "--lease", "1s"])
+        .env("ROTOR_TEST_FAULT", "set:hang")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed_pid = killed.id().to_string();
+    in_set(&t, "manual");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    wait_for("the worker to resume", Duration::from_secs(30), || {
+        describe(&t, "manual")["RotationStatus"] == "Idle" && current_version(&t, "manual") == "v3"
+    });
+    let sets = runs(h, "manual", "set");
+    assert_eq!(
+        sets.len(),
+        2,
+        "the killed run never logged its hung set: {sets:?}"
+    );
+    assert_ne!(sets[1], killed_pid, "the worker ran the resumed set");
+    terminate(&mut worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_an_api_rotation_between_steps_and_gives_its_lease_back() {
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "drain");
+    let access = sdk_access(&t);
+    let api = free_addr();
+    let mut server = slow(&t, h, 3000, &["serve", "--api-listen", &api]);
+    listening(&api);
+    let call = sdk_rotate(&api, &access, &["drain"]).spawn().unwrap();
+    in_set(&t, "drain");
+    terminate(&mut server);
+    let answer = answers(&call.wait_with_output().unwrap());
+    assert_eq!(answer[0]["ok"], false, "{answer:?}");
+    // The step in flight finished; the rotation stopped before the next one.
+    assert!(runs(h, "drain", "test").is_empty(), "stopped after set");
+    let described = describe(&t, "drain");
+    assert_eq!(described["RotationStep"], "test", "{described}");
+    // Its lease was given back: a manual run resumes at once, from `test`.
+    let started = Instant::now();
+    testkit_ok(&t, h, &["rotate", "drain"]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(runs(h, "drain", "set").len(), 1, "set is not run again");
+    assert_eq!(runs(h, "drain", "finish").len(), 1);
+    assert_eq!(current_version(&t, "drain"), "v2");
+}
