@@ -96,9 +96,18 @@ fn listening(addr: &str) {
 
 /// A `rotor-testkit` process whose `set` steps take `slow_ms`.
 fn slow(t: &TestEnv, hosts: &Path, slow_ms: u64, args: &[&str]) -> Child {
+    slow_first(t, hosts, slow_ms, None, args)
+}
+
+/// A `rotor-testkit` process whose first `times` `set` steps (all, with `None`) take `slow_ms`.
+fn slow_first(t: &TestEnv, hosts: &Path, slow_ms: u64, times: Option<u32>, args: &[&str]) -> Child {
+    let fault = match times {
+        Some(n) => format!("set:slow:{n}"),
+        None => "set:slow".into(),
+    };
     t.testkit(hosts)
         .args(args)
-        .env("ROTOR_TEST_FAULT", "set:slow")
+        .env("ROTOR_TEST_FAULT", fault)
         .env("ROTOR_TEST_SLOW_MS", slow_ms.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -148,11 +157,13 @@ async fn api_rotations_beside_a_worker_leave_its_in_flight_leases_alone() {
     }
     let access = sdk_access(&t);
     let (api, metrics) = (free_addr(), free_addr());
-    // Every `set` takes 6 s, three lease lengths: the worker renews each claim meanwhile.
-    let mut worker = slow(
+    // The three sets take 6 s, three lease lengths: the worker renews each claim meanwhile.
+    // The API's rotations, later, are quick.
+    let mut worker = slow_first(
         &t,
         h,
         6000,
+        Some(3),
         &[
             "worker",
             "--lease",
@@ -166,15 +177,22 @@ async fn api_rotations_beside_a_worker_leave_its_in_flight_leases_alone() {
         ],
     );
     listening(&api);
-    wait_for("the worker's three sets", Duration::from_secs(30), || {
-        busy.iter().all(|n| !runs(h, n, "set").is_empty())
-    });
+    for name in busy {
+        in_set(&t, name);
+    }
     // Two API rotations of other secrets, in the same process, while the three are in `set`.
     let out = sdk_rotate(&api, &access, &["api-1", "api-2"])
         .output()
         .unwrap();
     for answer in answers(&out) {
         assert_eq!(answer["ok"], true, "{answer}");
+    }
+    for name in busy {
+        assert_eq!(
+            describe(&t, name)["RotationStep"],
+            "set",
+            "{name} still in set"
+        );
     }
     wait_for("the worker's rotations", Duration::from_secs(30), || {
         busy.iter()
