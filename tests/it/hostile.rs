@@ -1,0 +1,102 @@
+//! What a careless or hostile operator may hand rotor: a store URL with passwords in its query,
+//! a FIFO where a file is expected, control characters in a refused value, a recovery window
+//! out of range. Each is refused or redacted — never echoed raw, never waited on forever.
+
+use std::process::Output;
+
+use crate::support::{assert_refused, Backend, TestEnv};
+
+const URL_SECRETS: [&str; 3] = ["Hunter2User", "Hunter2Secret", "Hunter2Other"];
+
+fn assert_hidden(what: &str, out: &Output) {
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for secret in URL_SECRETS {
+            assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+        }
+    }
+}
+
+/// `url` with a password in its user-info and two in its query.
+fn with_passwords(url: &str) -> reqwest::Url {
+    let mut url = reqwest::Url::parse(url).unwrap();
+    url.set_password(Some("Hunter2User")).unwrap();
+    url.set_query(Some(
+        "sslmode=disable&password=Hunter2Secret&sslpassword=Hunter2Other",
+    ));
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_url_with_passwords_in_its_query_shows_none_of_them() {
+    let t = TestEnv::new(Backend::Postgres).await;
+    let url = with_passwords(&t.store_url().unwrap());
+    let rotor = |url: &str, log: Option<&str>, args: &[&str]| {
+        let mut cmd = t.rotor();
+        cmd.env("ROTOR_STORE", url).args(args);
+        match log {
+            Some(level) => cmd.env("ROTOR_LOG", level),
+            None => cmd.env_remove("ROTOR_LOG"),
+        };
+        cmd.output().unwrap()
+    };
+    // The URL works (sqlx takes `password=`), and no log level shows a password.
+    let out = rotor(url.as_str(), Some("trace"), &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_hidden("init", &out);
+    let create = ["secret", "create", "x", "--type", "Generic", "--value", "v"];
+    let out = rotor(url.as_str(), Some("trace"), &create);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_hidden("secret create", &out);
+    for level in [
+        None,
+        Some("trace"),
+        Some("debug"),
+        Some("info"),
+        Some("warn"),
+    ] {
+        let out = rotor(url.as_str(), level, &["secret", "list"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_hidden(&format!("secret list at {level:?}"), &out);
+    }
+    // config check shows the URL, its passwords masked.
+    for args in [&["config", "check"][..], &["--json", "config", "check"]] {
+        let out = rotor(url.as_str(), None, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_hidden("config check", &out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("sslpassword=***"), "{text}");
+    }
+    // Store-open errors: a database that does not exist, a port nobody listens on.
+    let mut missing = url.clone();
+    missing.set_path("/rotor_it_no_such_database");
+    let mut closed = url.clone();
+    closed.set_port(Some(1)).unwrap();
+    for (url, expect) in [(missing, "does not exist"), (closed, "127.0.0.1:1")] {
+        for level in [None, Some("trace")] {
+            let out = rotor(
+                url.as_str(),
+                level,
+                &["--store-connect-timeout", "5s", "secret", "list"],
+            );
+            assert_refused(&out, 1, expect, None);
+            assert_hidden(&format!("{url} at {level:?}"), &out);
+        }
+    }
+}
