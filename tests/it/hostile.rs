@@ -2,7 +2,8 @@
 //! a FIFO where a file is expected, control characters in a refused value, a recovery window
 //! out of range. Each is refused or redacted — never echoed raw, never waited on forever.
 
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::{assert_refused, Backend, TestEnv};
 
@@ -99,4 +100,76 @@ async fn a_store_url_with_passwords_in_its_query_shows_none_of_them() {
             assert_hidden(&format!("{url} at {level:?}"), &out);
         }
     }
+}
+
+/// Runs `cmd`; a command still running after 20 s is killed and the test fails.
+fn run_bounded(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "rotor still waits after 20 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &std::path::Path, mode: u32) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo has no other preconditions.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), mode) }, 0, "mkfifo");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_or_directory_given_as_a_file_is_refused_without_waiting() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    let fifo = t.dir.path().join("fifo");
+    mkfifo(&fifo, 0o600);
+    let fifo = fifo.to_str().unwrap();
+    let dir = t.dir.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let dir = dir.to_str().unwrap();
+    for file in [fifo, dir] {
+        let mut cmd = t.rotor();
+        cmd.args(["secret", "create", "x", "--type", "Generic"])
+            .args(["--value-file", file]);
+        assert_refused(&run_bounded(cmd), 2, "not a regular file", None);
+        let mut cmd = t.rotor();
+        cmd.args(["target", "add", "h", "--kind", "ssh"])
+            .args(["--url", "ssh://127.0.0.1:1", "--admin-user", "root"])
+            .args(["--admin-key-file", file]);
+        assert_refused(&run_bounded(cmd), 2, "not a regular file", None);
+    }
+    // Standard input still works.
+    let out = t.run_with_stdin(
+        &[
+            "secret",
+            "create",
+            "x",
+            "--type",
+            "Generic",
+            "--value-file",
+            "-",
+        ],
+        "from-stdin",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
