@@ -173,3 +173,35 @@ async fn a_fifo_or_directory_given_as_a_file_is_refused_without_waiting() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_value_is_shown_escaped_on_one_line() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    fn create(name: &str) -> [&str; 7] {
+        [
+            "secret", "create", name, "--type", "Generic", "--value", "v",
+        ]
+    }
+    for (args, shown) in [
+        (create("a\nb\x1b[31m").to_vec(), "a\\nb\\u{1b}[31m"),
+        (
+            [&create("ok")[..], &["--tag", "k=v\nx\x1b[31m"]].concat(),
+            "k=v\\nx\\u{1b}[31m",
+        ),
+        (
+            [&create("ok")[..], &["--tag", "k\x1b[2J=v"]].concat(),
+            "k\\u{1b}[2J",
+        ),
+        (
+            vec!["secret", "put", "ok", "--value", "v", "--stage", "s\r\nt"],
+            "s\\r\\nt",
+        ),
+    ] {
+        let out = t.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+        assert!(!stderr.contains('\x1b'), "raw escape: {stderr:?}");
+        assert_refused(&out, 2, shown, None);
+    }
+}
