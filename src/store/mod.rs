@@ -38,7 +38,7 @@ pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::RotationState;
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
-    KEEP_UNSTAGED,
+    KEEP_UNSTAGED, RECOVERY_DAYS,
 };
 pub use targets::{admin_secret_name, TargetInfo};
 pub use types::{

@@ -5,6 +5,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::api::{access_key, refused, serve, stop, Client, Signing};
 use crate::support::{assert_refused, Backend, TestEnv};
 
 const URL_SECRETS: [&str; 3] = ["Hunter2User", "Hunter2Secret", "Hunter2Other"];
@@ -204,4 +205,32 @@ async fn a_refused_value_is_shown_escaped_on_one_line() {
         assert!(!stderr.contains('\x1b'), "raw escape: {stderr:?}");
         assert_refused(&out, 2, shown, None);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_window_is_7_to_30_days_in_the_api_and_the_cli() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    t.ok(&["secret", "create", "x", "--type", "Generic", "--value", "v"]);
+    let before = t.snapshot().await;
+    for days in ["0", "3", "6", "31"] {
+        let out = t.run(&["secret", "delete", "x", "--recovery-days", days]);
+        assert_refused(&out, 2, "7 to 30 days", None);
+    }
+    let key = access_key(&t, "all", &["*:*"]);
+    let (server, addr) = serve(&t, &[]);
+    let c = Client::new(&t, &addr);
+    for days in ["0", "3", "6", "31"] {
+        let params = [("SecretName", "x"), ("RecoveryWindowInDays", days)];
+        let answer = c.v1(&Signing::new(&key), "DeleteSecret", &params, "").await;
+        let message = answer.1["Message"].as_str().unwrap_or("").to_owned();
+        refused(answer, 400, "InvalidParameter");
+        assert!(message.contains("7 to 30"), "{days}: {message}");
+    }
+    assert_eq!(t.snapshot().await, before, "nothing deleted");
+    let params = [("SecretName", "x"), ("RecoveryWindowInDays", "7")];
+    let (status, body) = c.v1(&Signing::new(&key), "DeleteSecret", &params, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["PlannedDeleteTime"].is_string(), "{body}");
+    stop(server);
 }
