@@ -80,7 +80,7 @@ impl Default for StoreSettings {
 impl std::fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreSettings")
-            .field("url", &self.url.as_deref().map(crate::store::redact_url))
+            .field("url", &self.url.as_deref().map(crate::redact::store_url))
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
@@ -274,7 +274,7 @@ fn webhook_due_soon() -> Duration {
 impl std::fmt::Debug for WebhookSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSettings")
-            .field("url", &crate::notify::show_url(&self.url))
+            .field("url", &crate::redact::webhook_url(&self.url))
             .field("events", &self.events)
             .field("secret", &self.secret.as_ref().map(|_| "[REDACTED]"))
             .field("secret_file", &self.secret_file)
@@ -604,7 +604,7 @@ impl Loaded {
             ("data_dir".into(), c.data_dir.display().to_string()),
             (
                 "store.url".into(),
-                opt(c.store.url.as_deref().map(crate::store::redact_url)),
+                opt(c.store.url.as_deref().map(crate::redact::store_url)),
             ),
             ("store.connect_timeout".into(), d(c.store.connect_timeout)),
             (
@@ -665,7 +665,7 @@ impl Loaded {
             rows.extend([
                 (
                     format!("webhook[{i}].url"),
-                    crate::notify::show_url(&hook.url),
+                    crate::redact::webhook_url(&hook.url),
                 ),
                 (format!("webhook[{i}].events"), events),
                 (format!("webhook[{i}].secret"), secret),

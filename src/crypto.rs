@@ -139,13 +139,18 @@ pub fn aad_value(secret_uid: &str, secret_name: &str, version_id: &str) -> Vec<u
 
 /// Reads the master key file, refusing one that others could read.
 pub fn read_key_file(path: &Path) -> Result<KeyMaterial> {
+    use std::io::Read;
     crate::files::check(path, "master key file", crate::files::Kind::Private)?;
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        Error::config(format!(
-            "cannot read master key file {}: {e}",
-            path.display()
-        ))
-    })?);
+    let mut text = Zeroizing::new(String::new());
+    // A key file is 45 bytes; a bigger one is no key file and is not read whole.
+    crate::files::open_regular(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot read master key file {}: {e}",
+                path.display()
+            ))
+        })?;
     KeyMaterial::from_base64(&text).ok_or_else(|| {
         Error::config(format!(
             "master key file {} does not hold a base64-encoded 32-byte key",

@@ -72,7 +72,7 @@ pub fn read_checked(
     use std::io::Read;
     check(path, what, kind)?;
     let mut buf = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
+    open_regular(path)
         .and_then(|f| f.take(max + 1).read_to_end(&mut buf))
         .map_err(|e| Error::config(format!("cannot read {what} {}: {e}", path.display())))?;
     if buf.len() as u64 > max {
@@ -82,6 +82,34 @@ pub fn read_checked(
         )));
     }
     Ok(buf)
+}
+
+/// Opens `path` for reading if it is a regular file. A FIFO with no writer would hold the open,
+/// then the read, forever; a directory or a device is no file to read a secret from. The open
+/// never waits (`O_NONBLOCK`, which regular files ignore), and the opened file is checked too,
+/// since the path may name something else by then.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let not_regular = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (FIFOs, devices and directories are refused)",
+        )
+    };
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
 }
 
 /// Creates `path` with mode 0600 holding `bytes`, synced; refuses to overwrite a file.

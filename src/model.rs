@@ -141,8 +141,8 @@ fn check_chars(
         None => Ok(()),
         Some(c) => Err(Error::invalid(format!(
             "{what} '{}' contains '{}'; allowed are {allowed}",
-            s.escape_debug(),
-            c.escape_debug()
+            printable(s),
+            printable(c.encode_utf8(&mut [0; 4]))
         ))),
     }
 }
@@ -232,9 +232,12 @@ impl Tag {
 
     /// Parses the CLI form `KEY=VALUE` (split at the first `=`); also its `FromStr`.
     pub fn parse_pair(s: &str) -> Result<Self, Error> {
-        let (k, v) = s
-            .split_once('=')
-            .ok_or_else(|| Error::invalid(format!("tag '{s}' is not of the form KEY=VALUE")))?;
+        let (k, v) = s.split_once('=').ok_or_else(|| {
+            Error::invalid(format!(
+                "tag '{}' is not of the form KEY=VALUE",
+                printable(s)
+            ))
+        })?;
         Tag::new(k, v)
     }
 }
@@ -308,20 +311,21 @@ pub fn check_free_text(what: &str, s: &str) -> Result<(), Error> {
     }
 }
 
-/// `s` with every control character and bidi override shown as `\u{…}`, for human output of
-/// text an older store may hold.
+/// `s` on one line, every control character and bidi override escaped (`\n`, `\r`, `\t`,
+/// otherwise `\u{…}`): for human output of text an older store may hold, and for errors that
+/// show a refused value.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(is_unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
     std::borrow::Cow::Owned(
         s.chars()
-            .map(|c| {
-                if is_unsafe_char(c) {
-                    format!("\\u{{{:x}}}", c as u32)
-                } else {
-                    c.to_string()
-                }
+            .map(|c| match c {
+                '\n' => "\\n".to_owned(),
+                '\r' => "\\r".to_owned(),
+                '\t' => "\\t".to_owned(),
+                c if is_unsafe_char(c) => format!("\\u{{{:x}}}", c as u32),
+                c => c.to_string(),
             })
             .collect(),
     )
@@ -536,7 +540,8 @@ pub struct Planned {
 fn parse_cron(expression: &str) -> Result<cron::Schedule, Error> {
     let malformed = |why: &str| {
         Error::invalid(format!(
-            "malformed cron expression '{expression}': {why} (expected 5 fields: minute hour day-of-month month day-of-week)"
+            "malformed cron expression '{}': {why} (expected 5 fields: minute hour day-of-month month day-of-week)",
+            printable(expression)
         ))
     };
     let fields: Vec<&str> = expression.split_whitespace().collect();
@@ -594,7 +599,8 @@ fn standard_weekdays(field: &str) -> String {
 pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     humantime::parse_duration(s.trim()).map_err(|e| {
         Error::invalid(format!(
-            "malformed duration '{s}': {e} (examples: 7d, 6h, 90m)"
+            "malformed duration '{}': {e} (examples: 7d, 6h, 90m)",
+            printable(s)
         ))
     })
 }

@@ -211,27 +211,6 @@ fn signing_key(settings: &WebhookSettings) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(key))
 }
 
-/// A webhook URL for logs and `config check`: scheme, host and port only — the path or query
-/// of many webhook URLs is itself a credential.
-pub fn show_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => {
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let rest = if u.path() == "/" && u.query().is_none() {
-                ""
-            } else {
-                "/…"
-            };
-            format!(
-                "{}://{}{port}{rest}",
-                u.scheme(),
-                u.host_str().unwrap_or_default()
-            )
-        }
-        Err(_) => "(not a URL)".into(),
-    }
-}
-
 /// `v1=HEX(HMAC-SHA256(key, TIMESTAMP "." BODY))`.
 pub fn signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
@@ -281,7 +260,7 @@ struct Delivery {
 async fn deliver(client: reqwest::Client, hooks: Arc<Vec<Hook>>, index: usize, d: Delivery) {
     let hook = &hooks[index];
     let s = &hook.settings;
-    let url = show_url(&s.url);
+    let url = crate::redact::webhook_url(&s.url);
     for attempt in 1..=s.max_attempts {
         let timestamp = chrono::Utc::now().timestamp();
         let sent = client

@@ -6,6 +6,7 @@
 //! booleans are `true`/`false` in any case. Every action checks the key's policy for the secret
 //! it names before touching the store.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,7 +19,9 @@ use super::{Api, ApiError};
 use crate::clock::format_ms;
 use crate::engine::Outcome;
 use crate::model::{RotationPolicy, RotationSchedule, SecretName, Stage, Tag, VersionId};
-use crate::store::{DeleteMode, NewSecret, PutValue, SecretInfo, Selector};
+use crate::store::{
+    DeleteMode, NewSecret, PutValue, SecretInfo, Selector, DEFAULT_RECOVERY_DAYS, RECOVERY_DAYS,
+};
 
 type Answer = Result<Value, ApiError>;
 
@@ -68,12 +71,19 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn number(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    fn number<N>(&self, name: &str, default: N, range: RangeInclusive<N>) -> Result<N, ApiError>
+    where
+        N: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
         match self.opt(name) {
             None => Ok(default),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::invalid(format!("{name} must be 1 to {max}."))),
+            Some(v) => match v.parse::<N>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(ApiError::invalid(format!(
+                    "{name} must be {} to {}.",
+                    range.start(),
+                    range.end()
+                ))),
             },
         }
     }
@@ -430,8 +440,8 @@ fn passes(info: &SecretInfo, filter: &Filter) -> bool {
 }
 
 async fn list_secrets(api: &Api, p: &Params<'_>, policy: &Policy) -> Answer {
-    let page = p.number("PageNumber", 1, 1_000_000)?;
-    let size = p.number("PageSize", 10, MAX_PAGE)?;
+    let page = p.number("PageNumber", 1usize, 1..=1_000_000)?;
+    let size = p.number("PageSize", 10, 1..=MAX_PAGE)?;
     let tags = p.bool("FetchTags")?.unwrap_or(false);
     let filters = p
         .opt("Filters")
@@ -461,8 +471,8 @@ async fn list_secrets(api: &Api, p: &Params<'_>, policy: &Policy) -> Answer {
 }
 
 async fn list_version_ids(api: &Api, p: &Params<'_>, name: &SecretName) -> Answer {
-    let page = p.number("PageNumber", 1, 1_000_000)?;
-    let size = p.number("PageSize", 10, MAX_PAGE)?;
+    let page = p.number("PageNumber", 1usize, 1..=1_000_000)?;
+    let size = p.number("PageSize", 10, 1..=MAX_PAGE)?;
     let deprecated = p.bool("IncludeDeprecated")?.unwrap_or(false);
     let versions = api.store.versions(name).await?;
     let listed: Vec<Value> = versions
@@ -556,8 +566,8 @@ async fn delete_secret(api: &Api, p: &Params<'_>, name: &SecretName) -> Answer {
     let mode = if p.bool("ForceDeleteWithoutRecovery")?.unwrap_or(false) {
         DeleteMode::Force
     } else {
-        let days = p.number("RecoveryWindowInDays", 30, 30)?;
-        DeleteMode::RecoveryWindow(days as u32)
+        let days = p.number("RecoveryWindowInDays", DEFAULT_RECOVERY_DAYS, RECOVERY_DAYS)?;
+        DeleteMode::RecoveryWindow(days)
     };
     let planned = api.store.delete(name, mode).await?;
     let mut out = json!({"SecretName": name});

@@ -26,7 +26,7 @@ pub use crate::config::LogFormat;
 use crate::config::{self, CommandLine, Config, LogSettings};
 use crate::crypto::KeyMaterial;
 use crate::error::{Error, Result};
-use crate::model::{parse_duration, RotationPolicy, RotationSchedule, SecretName};
+use crate::model::{parse_duration, printable, RotationPolicy, RotationSchedule, SecretName};
 use crate::store::{OpenMode, Store, StoreConfig};
 
 pub use self::options::Redacted;
@@ -287,6 +287,21 @@ fn usage_error(e: clap::Error) -> ! {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         e.exit()
+    }
+    // The value or argument refused is shown escaped: a newline in it would cut this one line
+    // short, an escape sequence would drive the terminal.
+    let mut e = e;
+    let context: Vec<_> = e.context().map(|(k, v)| (k, v.clone())).collect();
+    for (kind, value) in context {
+        use clap::error::ContextValue;
+        let value = match value {
+            ContextValue::String(s) => ContextValue::String(printable(&s).into_owned()),
+            ContextValue::Strings(v) => {
+                ContextValue::Strings(v.iter().map(|s| printable(s).into_owned()).collect())
+            }
+            other => other,
+        };
+        e.insert(kind, value);
     }
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or_default();

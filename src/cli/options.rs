@@ -166,7 +166,7 @@ fn read_secret_file(option: &str, path: &str) -> Result<SecretString, clap::Erro
     )
     .map_err(|e| fail(format!("{e}")))?;
     let mut buf = Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
+    crate::files::open_regular(path)
         .and_then(|f| f.take(MAX_STDIN_SECRET + 1).read_to_end(&mut buf))
         .map_err(|e| fail(format!("--{option}: cannot read {}: {e}", path.display())))?;
     if buf.len() as u64 > MAX_STDIN_SECRET {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{printable, Stage};
 use crate::store::{SecretInfo, VersionInfo};
 
-/// Reads `--value` or `--value-file` (`-` for standard input).
+/// Reads `--value` or `--value-file` (`-` for standard input; otherwise a regular file).
 /// A file or standard input is read up to the value limit plus one byte, so that a huge
 /// input (`/dev/zero`) is refused without being held in memory.
 pub fn read_value(source: &ValueSource) -> Result<SecretValue> {
@@ -35,7 +35,7 @@ pub fn read_value(source: &ValueSource) -> Result<SecretValue> {
             bounded(&mut std::io::stdin().lock(), "standard input")
         }
         (None, Some(path)) => {
-            let mut file = std::fs::File::open(path).map_err(|e| {
+            let mut file = crate::files::open_regular(path).map_err(|e| {
                 Error::invalid(format!("cannot read value file {}: {e}", path.display()))
             })?;
             bounded(&mut file, &format!("value file {}", path.display()))

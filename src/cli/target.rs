@@ -66,7 +66,7 @@ pub async fn run(
         TargetCommand::List => {
             let mut targets = store.list_targets().await?;
             for t in &mut targets {
-                t.url = crate::targets::display_url(&t.url);
+                t.url = crate::redact::target_url(&t.url);
             }
             out.print(&targets, || {
                 table(

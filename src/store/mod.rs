@@ -39,7 +39,7 @@ pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
 pub use rotation::{Looks, RotationState};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
-    KEEP_UNSTAGED,
+    KEEP_UNSTAGED, RECOVERY_DAYS,
 };
 pub use targets::{admin_secret_name, TargetInfo};
 pub use types::{
@@ -303,7 +303,7 @@ impl Store {
 fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)> {
     if let Some(url) = &config.url {
         return if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok((Backend::Postgres, url.clone()))
+            Ok((Backend::Postgres, sqlx_url(url)?))
         } else {
             Err(Error::config(
                 "unsupported store URL: expected postgres://… (or no --store for SQLite in the data directory)",
@@ -348,6 +348,48 @@ fn resolve_url(config: &StoreConfig, mode: OpenMode) -> Result<(Backend, String)
         .add(b' ');
     let encoded = percent_encoding::utf8_percent_encode(path, SET);
     Ok((Backend::Sqlite, format!("sqlite://{encoded}?mode=rwc")))
+}
+
+/// The connect parameters sqlx-postgres 0.8 reads from a URL's query (and `options[…]`).
+const SQLX_PG_PARAMS: &str = "sslmode ssl-mode sslrootcert ssl-root-cert ssl-ca sslcert ssl-cert \
+    sslkey ssl-key statement-cache-capacity host hostaddr port dbname user password \
+    application_name options";
+
+/// `url` without the query parameters sqlx does not read: sqlx would ignore them anyway, but
+/// it logs each one with its value at WARN — `sslpassword=…` included. They are dropped here
+/// and named without their values.
+fn sqlx_url(url: &str) -> Result<String> {
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| Error::config(format!("the store URL does not parse: {e}")))?;
+    let Some(query) = parsed.query() else {
+        return Ok(url.to_owned());
+    };
+    let name = |pair: &str| {
+        let raw = pair.split('=').next().unwrap_or_default();
+        url::form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .map(|(n, _)| n.into_owned())
+            .unwrap_or_default()
+    };
+    let known = |name: &str| {
+        SQLX_PG_PARAMS.split_whitespace().any(|k| k == name) || name.starts_with("options[")
+    };
+    let (kept, dropped): (Vec<&str>, Vec<&str>) = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .partition(|pair| known(&name(pair)));
+    if dropped.is_empty() {
+        return Ok(url.to_owned());
+    }
+    for pair in &dropped {
+        tracing::warn!(
+            parameter = %crate::model::printable(&name(pair)),
+            "ignoring a store URL parameter that sqlx does not read"
+        );
+    }
+    let kept = kept.join("&");
+    parsed.set_query((!kept.is_empty()).then_some(kept.as_str()));
+    Ok(parsed.into())
 }
 
 fn check_data_dir(dir: &Path) -> Result<()> {
@@ -411,7 +453,7 @@ const SQLITE_PRAGMAS: [&str; 4] = [
 async fn connect(backend: Backend, url: &str, timeout: Duration) -> Result<AnyPool> {
     let what = || match backend {
         Backend::Sqlite => "the SQLite store".to_string(),
-        Backend::Postgres => format!("the PostgreSQL store at {}", describe_host(url)),
+        Backend::Postgres => format!("the PostgreSQL store at {}", crate::redact::store_host(url)),
     };
     let probe = async {
         let mut conn = sqlx::AnyConnection::connect(url).await?;
@@ -461,28 +503,9 @@ async fn connect(backend: Backend, url: &str, timeout: Duration) -> Result<AnyPo
     pool.map_err(|e| Error::config(format!("cannot open {}: {e}", what())))
 }
 
-/// `host:port` of a store URL, for messages (never its account or password).
-fn describe_host(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
-}
-
-/// The URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn describe_location(config: &StoreConfig) -> String {
     match &config.url {
-        Some(url) => redact_url(url),
+        Some(url) => crate::redact::store_url(url),
         None => config.data_dir.join(DB_FILE).display().to_string(),
     }
 }

@@ -34,6 +34,8 @@ use crate::model::{
 pub const KEEP_UNSTAGED: i64 = 10;
 /// Days a deleted secret can be restored, unless told otherwise.
 pub const DEFAULT_RECOVERY_DAYS: u32 = 30;
+/// The recovery windows allowed, in days: the one rule for the CLI and the API.
+pub const RECOVERY_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A secret to create, with its first version.
@@ -688,9 +690,11 @@ impl Store {
     pub async fn delete(&self, name: &SecretName, mode: DeleteMode) -> Result<Option<i64>> {
         check_user_writable(name)?;
         if let DeleteMode::RecoveryWindow(days) = mode {
-            if !(7..=30).contains(&days) {
+            if !RECOVERY_DAYS.contains(&days) {
                 return Err(Error::invalid(format!(
-                    "recovery window must be 7 to 30 days (got {days})"
+                    "recovery window must be {} to {} days (got {days})",
+                    RECOVERY_DAYS.start(),
+                    RECOVERY_DAYS.end()
                 )));
             }
         }

@@ -20,13 +20,13 @@ fn free_port() -> u16 {
 }
 
 /// A running `rotor serve`, its log collected as it is written.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     log: std::thread::JoinHandle<String>,
 }
 
 /// `rotor serve` on a free loopback port; waits until it accepts connections.
-fn serve(t: &TestEnv, extra: &[&str]) -> (Served, String) {
+pub(crate) fn serve(t: &TestEnv, extra: &[&str]) -> (Served, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = t
         .rotor()
@@ -50,7 +50,7 @@ fn serve(t: &TestEnv, extra: &[&str]) -> (Served, String) {
     (Served { child, log }, addr)
 }
 
-fn stop(mut served: Served) -> String {
+pub(crate) fn stop(mut served: Served) -> String {
     unsafe { libc::kill(served.child.id() as i32, libc::SIGTERM) };
     let status = served.child.wait().unwrap();
     let log = served.log.join().unwrap();
@@ -58,7 +58,7 @@ fn stop(mut served: Served) -> String {
     log
 }
 
-fn access_key(t: &TestEnv, name: &str, allow: &[&str]) -> (String, String) {
+pub(crate) fn access_key(t: &TestEnv, name: &str, allow: &[&str]) -> (String, String) {
     let mut args = vec!["access-key", "create", "--name", name];
     for a in allow {
         args.extend(["--allow", a]);
@@ -166,7 +166,7 @@ async fn the_official_sdk_drives_the_api_in_both_signature_styles_and_rotates_a_
 }
 
 /// A client that signs requests itself, to send what the SDK never would.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     host: String,
@@ -174,7 +174,7 @@ struct Client {
 
 /// How a test request is signed.
 #[derive(Clone)]
-struct Signing {
+pub(crate) struct Signing {
     id: String,
     secret: String,
     /// Seconds added to the real time.
@@ -183,7 +183,7 @@ struct Signing {
 }
 
 impl Signing {
-    fn new((id, secret): &(String, String)) -> Signing {
+    pub(crate) fn new((id, secret): &(String, String)) -> Signing {
         Signing {
             id: id.clone(),
             secret: secret.clone(),
@@ -204,7 +204,7 @@ impl Signing {
 }
 
 impl Client {
-    fn new(t: &TestEnv, addr: &str) -> Client {
+    pub(crate) fn new(t: &TestEnv, addr: &str) -> Client {
         let ca = reqwest::Certificate::from_pem(t.ok(&["ca"]).as_bytes()).unwrap();
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
@@ -220,7 +220,7 @@ impl Client {
     }
 
     /// An RPC-style (HMAC-SHA1) form request; `extra` is appended to the body unsigned.
-    async fn v1(
+    pub(crate) async fn v1(
         &self,
         s: &Signing,
         action: &str,
@@ -306,7 +306,7 @@ impl Client {
     }
 }
 
-fn refused((status, body): (u16, Value), want_status: u16, code: &str) {
+pub(crate) fn refused((status, body): (u16, Value), want_status: u16, code: &str) {
     assert_eq!(
         (status, body["Code"].as_str().unwrap_or("")),
         (want_status, code),

@@ -584,11 +584,12 @@ fn add_offline_target(t: &TestEnv, name: &str, url: &str) -> std::process::Outpu
 
 both_backends!(hostile_input_is_refused, |t: TestEnv| async move {
     t.ok(&["init"]);
-    // A value from an endless file is refused once past the limit, in bounded memory.
+    // An endless value is refused once past the limit, in bounded memory (a value file must be
+    // a regular file, so the endless stream comes on standard input).
     let out = std::process::Command::new("sh")
         .args([
             "-c",
-            "ulimit -v 1000000; exec \"$0\" secret put x --value-file /dev/zero",
+            "ulimit -v 1000000; exec \"$0\" secret put x --value-file - </dev/zero",
         ])
         .arg(env!("CARGO_BIN_EXE_rotor"))
         .env("ROTOR_DATA_DIR", t.data_dir())

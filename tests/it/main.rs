@@ -13,6 +13,7 @@ mod concurrency;
 mod databases;
 mod deploy;
 mod encryption;
+mod hostile;
 mod leases;
 mod operations;
 mod ram;
