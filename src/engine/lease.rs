@@ -2,7 +2,7 @@
 //!
 //! [`Keeper`] renews one claim's lease every third of its length while the engine drives it —
 //! whoever started the rotation (worker, `rotor rotate`, the API). When the lease can no longer
-//! be held (the store says another claim has it, or renewals fail until only a third of the
+//! be held (the store says another claim has it, or renewals fail until only a sixth of the
 //! lease is left), it cancels [`Keeper::lost`]: the step in flight is dropped with its target
 //! connections, and no new target operation starts ([`Keeper::ensure_time`] refuses one within
 //! the last third of the lease). [`Held`] gives a claim's lease back when a rotation started on
@@ -44,7 +44,9 @@ impl Keeper {
                     let until = *fresh_until.lock().expect("lease clock");
                     tokio::select! {
                         _ = tick.tick() => {}
-                        _ = tokio::time::sleep_until(until - margin) => {
+                        // Half a margin before the end: one failed renewal is survived,
+                        // and the step is dropped well before another claim may start.
+                        _ = tokio::time::sleep_until(until - margin / 2) => {
                             tracing::warn!(secret = %claim.name, "the lease could not be renewed in time; stopping the rotation before it runs out");
                             lost.cancel();
                             return;
