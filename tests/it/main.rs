@@ -13,6 +13,7 @@ mod concurrency;
 mod databases;
 mod deploy;
 mod encryption;
+mod followups;
 mod operations;
 mod ram;
 mod rotation;
