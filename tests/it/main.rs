@@ -16,6 +16,7 @@ mod encryption;
 mod followups;
 mod operations;
 mod ram;
+mod recovery;
 mod rotation;
 mod ssh;
 mod store;
