@@ -33,8 +33,13 @@ impl Store {
             .job
             .as_ref()
             .map(|_| (row.next_rotation_at, row.deadline_at));
+        // Between rotations, a pending follow-up or check after a takeover is the earlier look:
+        // the rotation then waits in `followup_next_at` (`rotation::Looks`). The new plan must
+        // go there too, or a worker keeps the old one (a `--rotate-now` while a follow-up is
+        // pending would never rotate).
+        let earlier = [row.followup_at, row.verify_at].into_iter().flatten().min();
         columns
-            .write(&mut tx, row.id, keep, now.timestamp_millis())
+            .write(&mut tx, row.id, keep, earlier, now.timestamp_millis())
             .await?;
         let detail = match &policy {
             Some(p) => p.schedule.summary(),
@@ -100,24 +105,35 @@ impl RotationColumns {
     }
 
     /// Writes the policy to secret `id`; `keep` holds the next rotation and deadline of a
-    /// rotation in flight, which keep their timing.
+    /// rotation in flight, which keep their timing. Otherwise, with a follow-up or check
+    /// pending at `earlier`, the planned rotation waits in `followup_next_at` and
+    /// `next_rotation_at` is the earlier of the two (as `rotation::Looks` reads them).
     pub(super) async fn write(
         &self,
         conn: &mut AnyConnection,
         id: i64,
         keep: Option<(Option<i64>, Option<i64>)>,
+        earlier: Option<i64>,
         now: i64,
     ) -> Result<()> {
+        let planned = self.planned.map(|p| p.at.timestamp_millis());
         let (next, deadline) = keep.unwrap_or((
-            self.planned.map(|p| p.at.timestamp_millis()),
+            planned,
             self.planned
                 .and_then(|p| p.deadline)
                 .map(|d| d.timestamp_millis()),
         ));
+        // (next_rotation_at, followup_next_at, whether to write the latter)
+        let (next, waiting, looks) = match (keep, earlier) {
+            (None, Some(e)) => (Some(next.map_or(e, |n| n.min(e))), planned, 1i64),
+            (None, None) => (next, None, 1),
+            (Some(_), _) => (next, None, 0),
+        };
         sqlx::query(
             "UPDATE secrets SET rotation_enabled = $1, rotation_interval_s = $2, rotation_cron = $3, \
                                 rotation_window_s = $4, rotation_jitter_s = $5, next_rotation_at = $6, \
-                                rotation_deadline_at = $7, updated_at = $8 \
+                                rotation_deadline_at = $7, updated_at = $8, \
+                                followup_next_at = CASE WHEN $10 = 1 THEN $11 ELSE followup_next_at END \
              WHERE id = $9",
         )
         .bind(self.enabled)
@@ -129,6 +145,8 @@ impl RotationColumns {
         .bind(deadline)
         .bind(now)
         .bind(id)
+        .bind(looks)
+        .bind(waiting)
         .execute(conn)
         .await?;
         Ok(())

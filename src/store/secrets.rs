@@ -265,7 +265,7 @@ impl Store {
             .await?;
         }
         if let Some(rotation) = rotation {
-            rotation.write(&mut *tx, id, None, now).await?;
+            rotation.write(&mut *tx, id, None, None, now).await?;
         }
         Ok(PutOutcome {
             secret_name: name.clone(),

@@ -69,6 +69,21 @@ impl Emulator {
     pub async fn throttle(&self, count: u32) {
         control(&self.addr, &format!("/_emulator/throttle?count={count}")).await;
     }
+
+    /// Makes every signed call of `action` answer HTTP `status` with error `code`, doing
+    /// nothing, until [`allow`](Self::allow).
+    pub async fn refuse(&self, action: &str, status: u16, code: &str) {
+        control(
+            &self.addr,
+            &format!("/_emulator/refuse?action={action}&status={status}&code={code}"),
+        )
+        .await;
+    }
+
+    /// Lets `action` through again.
+    pub async fn allow(&self, action: &str) {
+        control(&self.addr, &format!("/_emulator/refuse?action={action}")).await;
+    }
 }
 
 async fn control(addr: &str, path: &str) {
@@ -198,7 +213,7 @@ async fn rotors_client_manages_keys_in_both_styles_and_retries_throttling() {
 }
 
 /// `rotor target add NAME --kind ram --url ENDPOINT` with the admin pair (secret on stdin).
-fn add_ram_target(
+pub(crate) fn add_ram_target(
     t: &TestEnv,
     name: &str,
     emulator: &Emulator,
@@ -221,14 +236,14 @@ fn add_ram_target(
     t.run_with_stdin(&all, ADMIN_SECRET)
 }
 
-async fn env(backend: Backend) -> TestEnv {
+pub(crate) async fn env(backend: Backend) -> TestEnv {
     let t = TestEnv::new(backend).await;
     t.ok(&["init"]);
     t
 }
 
 /// A stage's AccessKey pair: (id, secret).
-fn pair(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
+pub(crate) fn pair(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
     let out = t.json(&["secret", "get", secret, "--stage", stage]);
     let v: serde_json::Value = serde_json::from_str(out["SecretData"].as_str().unwrap()).unwrap();
     assert!(v["GenerateTimestamp"]
@@ -241,7 +256,7 @@ fn pair(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
 }
 
 /// The user's key ids, sorted.
-async fn keys_of(emulator: &Emulator, user: &str) -> Vec<String> {
+pub(crate) async fn keys_of(emulator: &Emulator, user: &str) -> Vec<String> {
     let mut ids: Vec<String> = emulator
         .admin(SignatureStyle::V3)
         .list_access_keys(user)

@@ -14,14 +14,20 @@ use crate::sshd::{keygen, random_word, run, set_password, HostUser, Sshd, Sudo};
 use crate::support::{assert_refused, write_file, Backend, TestEnv};
 
 /// `rotor target add NAME --kind ssh --url URL ARGS…`, with `stdin` on standard input.
-fn add_target(t: &TestEnv, name: &str, sshd: &Sshd, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn add_target(
+    t: &TestEnv,
+    name: &str,
+    sshd: &Sshd,
+    args: &[&str],
+    stdin: &str,
+) -> Output {
     let url = sshd.url();
     let mut all = vec!["target", "add", name, "--kind", "ssh", "--url", &url];
     all.extend_from_slice(args);
     t.run_with_stdin(&all, stdin)
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "failed ({}): {}",
@@ -32,7 +38,7 @@ fn ok(out: Output) -> String {
 }
 
 /// A stage's value of a secret.
-fn value(t: &TestEnv, secret: &str, stage: &str) -> Value {
+pub(crate) fn value(t: &TestEnv, secret: &str, stage: &str) -> Value {
     let out = t.json(&["secret", "get", secret, "--stage", stage]);
     serde_json::from_str(out["SecretData"].as_str().expect("text value")).unwrap()
 }
@@ -41,7 +47,7 @@ fn field(v: &Value, name: &str) -> String {
     v[name].as_str().unwrap().to_owned()
 }
 
-fn import_file(t: &TestEnv, v: &Value) -> String {
+pub(crate) fn import_file(t: &TestEnv, v: &Value) -> String {
     write_file(
         t.dir.path(),
         &format!("v{}.json", random_word(6)),
@@ -60,7 +66,7 @@ async fn env(backend: Backend) -> TestEnv {
 
 /// `rotor rotate SECRET` (trace logs on), which must succeed and whose output and logs show
 /// neither the new nor the old credential.
-fn rotate(t: &TestEnv, secret: &str) -> String {
+pub(crate) fn rotate(t: &TestEnv, secret: &str) -> String {
     let out = t.run(&["rotate", secret]);
     let text = format!(
         "{}{}",

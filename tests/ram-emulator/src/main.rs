@@ -17,7 +17,10 @@
 //!
 //! Test controls (loopback only, no signature): `POST /_emulator/throttle?count=N` makes the
 //! next N signed calls answer `Throttling.User`; `POST /_emulator/slow-create?ms=N` makes
-//! CreateAccessKey wait N ms after creating the key, before answering.
+//! CreateAccessKey wait N ms after creating the key, before answering;
+//! `POST /_emulator/refuse?action=A&status=S&code=C` makes every signed call of action `A`
+//! answer HTTP `S` with error code `C` (without doing anything) until
+//! `POST /_emulator/refuse?action=A` (no code) lets it through again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -58,6 +61,8 @@ struct Cloud {
     nonces: HashMap<String, Instant>,
     throttle: u32,
     slow_create: Duration,
+    /// Actions refused with (HTTP status, error code).
+    refused: HashMap<String, (StatusCode, String)>,
 }
 
 type Shared = Arc<Mutex<Cloud>>;
@@ -93,13 +98,18 @@ fn answer(status: StatusCode, mut body: Value) -> Response {
         .into_response()
 }
 
+/// A cloud error answer.
+fn error_answer(status: StatusCode, code: &str, message: &str) -> Response {
+    answer(
+        status,
+        json!({"HostId": "ram.aliyuncs.com", "Code": code, "Message": message,
+               "Recommend": "https://api.aliyun.com/troubleshoot"}),
+    )
+}
+
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
-        answer(
-            self.0,
-            json!({"HostId": "ram.aliyuncs.com", "Code": self.1, "Message": self.2,
-                   "Recommend": "https://api.aliyun.com/troubleshoot"}),
-        )
+        error_answer(self.0, self.1, &self.2)
     }
 }
 
@@ -361,7 +371,13 @@ async fn handle(
 ) -> Response {
     let done = {
         let mut c = cloud.lock().expect("state");
-        authenticate(&mut c, &method, &uri, &headers, &body).and_then(|(key_id, action, params)| {
+        let call = authenticate(&mut c, &method, &uri, &headers, &body);
+        if let Ok((_, action, _)) = &call {
+            if let Some((status, code)) = c.refused.get(action) {
+                return error_answer(*status, code, "Refused by the emulator's test control.");
+            }
+        }
+        call.and_then(|(key_id, action, params)| {
             if c.throttle > 0 {
                 c.throttle -= 1;
                 return Err(bad(
@@ -400,6 +416,27 @@ async fn slow_create(
     "ok\n"
 }
 
+async fn refuse(State(cloud): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(action) = q.get("action").cloned() else {
+        return (StatusCode::BAD_REQUEST, "action is missing\n").into_response();
+    };
+    let mut c = cloud.lock().expect("state");
+    match q.get("code").filter(|c| !c.is_empty()) {
+        None => {
+            c.refused.remove(&action);
+        }
+        Some(code) => {
+            let status = q
+                .get("status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            c.refused.insert(action, (status, code.clone()));
+        }
+    }
+    "ok\n".into_response()
+}
+
 fn usage() -> ! {
     eprintln!("usage: ram-emulator --listen ADDR --admin-access-key-id ID --admin-access-key-secret SECRET");
     std::process::exit(2)
@@ -431,6 +468,7 @@ async fn main() {
         .route("/", any(handle))
         .route("/_emulator/throttle", post(throttle))
         .route("/_emulator/slow-create", post(slow_create))
+        .route("/_emulator/refuse", post(refuse))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
