@@ -5,8 +5,8 @@
 //! 1. `rotor rotate` (run 1) sends its `set` write; the proxy holds it; run 1 is SIGSTOPped;
 //! 2. a worker takes the job over once run 1's lease runs out and promotes v2;
 //! 3. a second `rotor rotate` promotes v3;
-//! 4. the proxy lets run 1's write through (v2's password lands) and run 1 is SIGCONTed:
-//!    `ACSCurrent` (v3) no longer logs in — the lost credential;
+//! 4. the proxy lets run 1's write through (v2's password lands: `ACSCurrent`, v3, no longer
+//!    logs in — the lost credential) and run 1 is SIGCONTed;
 //! 5. the worker's check after the takeover notices and sets v3 again: `ACSCurrent` logs in,
 //!    the audit log shows `rotation.verify` `repaired`, the metric counts it, the secret is
 //!    `Idle`; run 1 exits without promoting anything and writes nothing more.
@@ -218,16 +218,17 @@ async fn a_late_write_is_noticed_and_repaired(c: Case) {
         "run 1's write is still held after v3"
     );
 
-    // 4. Run 1's held write lands (v2's password), and run 1 resumes.
+    // 4. Run 1's held write lands (v2's password) while run 1 is still stopped — as a write
+    // the network delivers late would — and then run 1 resumes.
     c.proxy.release();
-    let resumed_at = std::fs::metadata(&run1_log).unwrap().len() as usize;
-    run1.signal(libc::SIGCONT);
     until(
         Duration::from_secs(5),
         "the held write never landed: ACSCurrent still logs in",
         || async { c.target.logs_in(&current).await.is_err() },
     )
     .await;
+    let resumed_at = std::fs::metadata(&run1_log).unwrap().len() as usize;
+    run1.signal(libc::SIGCONT);
 
     // Run 1 exits without promoting anything: its lease is gone.
     let exit = run1.wait(Duration::from_secs(30), "run 1").await;

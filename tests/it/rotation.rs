@@ -281,11 +281,7 @@ both_backends!(
             // step timeout has passed: ACSCurrent still logs in, nothing to repair.
             outcomes.retain(|o| {
                 assert!(
-                    !matches!(
-                        o,
-                        Outcome::Verified { repaired: true, .. }
-                            | Outcome::Verified { error: Some(_), .. }
-                    ),
+                    !matches!(o, Outcome::Verified { repaired: true, .. } | Outcome::Verified { error: Some(_), .. }),
                     "{step}: {o:?}"
                 );
                 !matches!(o, Outcome::Verified { .. })

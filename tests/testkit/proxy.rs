@@ -9,6 +9,11 @@
 //!   holding it on; other connections pass.
 //! - [`Proxy::hold_now`]: every connection open at that moment is held from now on (encrypted
 //!   protocols, where no text can be matched); connections opened later pass.
+//! - [`Proxy::hold_next`] and [`Proxy::flush`]: the next connection is held from its first byte,
+//!   and the test lets it through one exchange at a time (`flush` forwards what is held and
+//!   keeps holding) until the server's log shows the client is about to send the write to hold
+//!   (SSH: once the session channel for the command is confirmed, the next bytes are the
+//!   command and its input).
 //!
 //! The server→client direction always flows. Held bytes are read off the client's socket (so a
 //! client that goes away cannot lose them) and written to the server, in order, on release.
@@ -32,6 +37,10 @@ pub struct Proxy {
 struct State {
     /// Armed by `hold_on`: the first connection sending it is held.
     pattern: Option<Vec<u8>>,
+    /// Armed by `hold_next`: the next connection accepted is held.
+    hold_next: bool,
+    /// Bumped by `flush`: held connections forward what they hold so far.
+    flushes: u64,
     open: HashSet<u64>,
     held: HashSet<u64>,
     /// Bytes buffered since the last release.
@@ -41,7 +50,7 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    /// Bumped by every release: held connections flush and forward again.
+    /// Bumped by every release and flush: held connections look again.
     released: watch::Sender<u64>,
 }
 
@@ -89,6 +98,9 @@ impl Proxy {
                         s.accepted += 1;
                         let id = s.accepted;
                         s.open.insert(id);
+                        if std::mem::take(&mut s.hold_next) {
+                            s.held.insert(id);
+                        }
                         id
                     };
                     conns.spawn(connection(id, inbound, target.clone(), shared.clone()));
@@ -109,7 +121,22 @@ impl Proxy {
         s.held = s.open.clone();
     }
 
-    /// Bytes held back since the last release (0: nothing held yet).
+    /// Holds the next connection accepted, from its first byte.
+    pub fn hold_next(&self) {
+        self.shared.state.lock().unwrap().hold_next = true;
+    }
+
+    /// Forwards what the held connections hold so far, and goes on holding what comes next.
+    pub fn flush(&self) {
+        {
+            let mut s = self.shared.state.lock().unwrap();
+            s.flushes += 1;
+            s.held_bytes = 0;
+        }
+        self.shared.released.send_modify(|n| *n += 1);
+    }
+
+    /// Bytes held back since the last release or flush (0: nothing held yet).
     pub fn held_bytes(&self) -> usize {
         self.shared.state.lock().unwrap().held_bytes
     }
@@ -124,6 +151,7 @@ impl Proxy {
         {
             let mut s = self.shared.state.lock().unwrap();
             s.pattern = None;
+            s.hold_next = false;
             s.held.clear();
             s.held_bytes = 0;
         }
@@ -151,9 +179,15 @@ async fn connection(id: u64, mut inbound: TcpStream, target: String, shared: Arc
         let mut pending: Vec<u8> = Vec::new();
         let mut tail: Vec<u8> = Vec::new();
         let mut eof = false;
+        let mut flushed = 0;
         loop {
-            let held = shared.state.lock().unwrap().held.contains(&id);
-            if !held && !pending.is_empty() {
+            let (held, flushes) = {
+                let s = shared.state.lock().unwrap();
+                (s.held.contains(&id), s.flushes)
+            };
+            // A flush forwards what was held when it was asked for.
+            let flush = std::mem::replace(&mut flushed, flushes) != flushes;
+            if (!held || flush) && !pending.is_empty() {
                 server_write.write_all(&pending).await?;
                 pending.clear();
             }
