@@ -12,12 +12,12 @@ use sqlx::{Connection, Executor, PgConnection, Row};
 use crate::support::{assert_refused, Backend, TestEnv};
 
 /// The password-checking PostgreSQL's admin URL.
-fn scram_url() -> String {
+pub(crate) fn scram_url() -> String {
     std::env::var("ROTOR_TEST_PG_SCRAM")
         .unwrap_or_else(|_| "postgres://postgres:rotor-scram-admin@127.0.0.1:55432/postgres".into())
 }
 
-fn scram_port() -> u16 {
+pub(crate) fn scram_port() -> u16 {
     scram_url()
         .rsplit_once(':')
         .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
@@ -25,7 +25,7 @@ fn scram_port() -> u16 {
 }
 
 /// `rotor target add`, the admin password given on standard input.
-fn add_target(
+pub(crate) fn add_target(
     t: &TestEnv,
     name: &str,
     kind: &str,
@@ -50,14 +50,19 @@ fn add_target(
     )
 }
 
-async fn admin() -> PgConnection {
+pub(crate) async fn admin() -> PgConnection {
     PgConnection::connect(&scram_url()).await.unwrap_or_else(|e| {
         panic!("the password-checking PostgreSQL at {} is not reachable ({e}); tests/run starts it", scram_url())
     })
 }
 
 /// Logs in as `user` and returns `session_user`, or the server's refusal.
-async fn login(user: &str, password: &str, db: &str, port: u16) -> Result<String, String> {
+pub(crate) async fn login(
+    user: &str,
+    password: &str,
+    db: &str,
+    port: u16,
+) -> Result<String, String> {
     let url = format!(
         "postgres://{user}:{}@127.0.0.1:{port}/{db}",
         urlencode(password)
@@ -727,7 +732,7 @@ async fn maria() -> (TestEnv, String, String) {
     (t, suffix, db)
 }
 
-async fn account_of(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
+pub(crate) async fn account_of(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {
     let v = t.json(&["secret", "get", secret, "--stage", stage]);
     let data: serde_json::Value = serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap();
     (
@@ -865,11 +870,11 @@ async fn mysql_dual_accounts_survive_20_rotations_with_grants_mirrored_both_ways
 
 // ---- Redis -----------------------------------------------------------------------------------
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("ROTOR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-async fn redis_admin() -> redis::aio::MultiplexedConnection {
+pub(crate) async fn redis_admin() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -883,7 +888,7 @@ async fn redis_admin() -> redis::aio::MultiplexedConnection {
 }
 
 /// Logs in as `user` and returns `ACL WHOAMI`: who the server says we are.
-async fn redis_login((user, password): &(String, String)) -> Result<String, String> {
+pub(crate) async fn redis_login((user, password): &(String, String)) -> Result<String, String> {
     let mut info: redis::ConnectionInfo = redis_url().parse().unwrap();
     info.redis.username = Some(user.clone());
     info.redis.password = Some(password.clone());

@@ -1,6 +1,8 @@
 //! rotor's integration tests, one binary: every test runs against real services, and the store
 //! tests run once on SQLite and once on PostgreSQL (`both_backends!`).
 
+#[path = "../testkit/proxy.rs"]
+mod proxy;
 #[path = "../testkit/sshd.rs"]
 mod sshd;
 mod support;
@@ -15,6 +17,7 @@ mod deploy;
 mod encryption;
 mod followups;
 mod hostile;
+mod latewrite;
 mod leases;
 mod operations;
 mod ram;
