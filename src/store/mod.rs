@@ -11,6 +11,7 @@ mod access_keys;
 mod audit;
 mod jobs;
 mod keys;
+mod nonces;
 mod rotation;
 mod rows;
 mod schedule;
@@ -35,6 +36,7 @@ use crate::files;
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
+pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub use rotation::RotationState;
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
@@ -522,6 +524,10 @@ fn migrator(backend: Backend) -> Migrator {
                 (
                     "access keys",
                     include_str!(concat!("migrations/", $dir, "/0008_access_keys.sql")),
+                ),
+                (
+                    "api nonces",
+                    include_str!(concat!("migrations/", $dir, "/0010_api_nonces.sql")),
                 ),
             ]
         };
