@@ -195,7 +195,7 @@ impl Default for LogSettings {
 }
 
 /// The KMS-compatible API (`rotor serve`, `rotor worker`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Serve the API here; off when absent.
@@ -205,6 +205,19 @@ pub struct ApiConfig {
     pub plain_http: bool,
     /// More names for the server certificate (besides localhost, 127.0.0.1 and ::1).
     pub hostnames: Vec<String>,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: None,
+            plain_http: false,
+            hostnames: vec![],
+            max_connections: crate::api::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl ApiConfig {
@@ -213,6 +226,7 @@ impl ApiConfig {
             listen,
             plain_http: self.plain_http,
             hostnames: self.hostnames.clone(),
+            max_connections: self.max_connections,
         })
     }
 }
@@ -284,7 +298,7 @@ impl std::fmt::Debug for WebhookSettings {
 
 /// `ROTOR_…` variables and the settings they set. `ROTOR_MASTER_KEY` is key material, not a
 /// setting: the store reads it itself.
-pub const ENV: [(&str, &str); 22] = [
+pub const ENV: [(&str, &str); 23] = [
     ("ROTOR_DATA_DIR", "data_dir"),
     ("ROTOR_STORE", "store.url"),
     ("ROTOR_STORE_CONNECT_TIMEOUT", "store.connect_timeout"),
@@ -307,6 +321,7 @@ pub const ENV: [(&str, &str); 22] = [
     ("ROTOR_AUDIT_RETENTION", "audit.retention"),
     ("ROTOR_API_LISTEN", "api.listen"),
     ("ROTOR_API_PLAIN_HTTP", "api.plain_http"),
+    ("ROTOR_API_MAX_CONNECTIONS", "api.max_connections"),
 ];
 
 /// Values given as flags on the command line (the top layer).
@@ -492,6 +507,10 @@ impl Loaded {
             ("worker.concurrency", w.concurrency as u64),
             ("worker.per_target", w.per_target as u64),
             ("worker.max_attempts", u64::from(w.max_attempts)),
+            (
+                "api.max_connections",
+                self.config.api.max_connections as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(self.invalid(key, "must be at least 1"));
@@ -646,6 +665,10 @@ impl Loaded {
             ),
             ("api.plain_http".into(), c.api.plain_http.to_string()),
             ("api.hostnames".into(), c.api.hostnames.join(",")),
+            (
+                "api.max_connections".into(),
+                c.api.max_connections.to_string(),
+            ),
             ("audit.retention".into(), d(c.audit.retention)),
         ];
         for (i, hook) in c.webhooks.iter().enumerate() {

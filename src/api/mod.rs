@@ -4,14 +4,17 @@
 //! One request's path: the body is read (at most [`MAX_BODY`], within [`READ_TIMEOUT`]); the
 //! signature is checked — V3 `ACS3-HMAC-SHA256` or the RPC `HMAC-SHA1` style
 //! ([`rotators::ram::verify`]) — with the AccessKey's secret (cached for [`KEY_CACHE_TTL`]);
-//! the nonce must be new ([`nonces`]); the key's policy must allow the action on the secret
+//! the nonce must be new, on this server and in the store's record every server on the store
+//! shares ([`nonces`]); the key's policy must allow the action on the secret
 //! ([`policy`]); then [`actions`] runs it against the store (and the engine, for
 //! `RotateSecret`). Every answer is JSON with a `RequestId`; errors are
 //! `{"Code","Message","RequestId","HostId"}` with the KMS codes and statuses.
 //!
 //! Served over HTTPS (HTTP/1.1, rustls) with a certificate signed by the installation's CA
 //! ([`tls`]), or plain HTTP on a loopback address only. `/healthz` answers without
-//! authentication.
+//! authentication. At most `max_connections` connections are served at once; one more is
+//! answered `503 ServiceUnavailable` and closed, and memory freed by closed connections goes
+//! back to the system.
 
 pub mod actions;
 pub mod nonces;
@@ -21,6 +24,7 @@ pub mod tls;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +58,16 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 /// On shutdown, how long open requests may take to finish.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Connections open at once unless configured (`api.max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Connections over the cap being answered `503` at once, at most; more are closed unanswered
+/// (answering takes a TLS handshake, which must not grow without bound either).
+const REFUSING: usize = 64;
+/// How long answering a connection over the cap may take.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Memory is given back to the system once this many connections have closed since the most
+/// open at once.
+const TRIM_AFTER_CLOSED: usize = 256;
 
 /// Where and how the API listens.
 #[derive(Clone, Debug)]
@@ -63,6 +77,8 @@ pub struct ApiSettings {
     pub plain_http: bool,
     /// Names the server certificate is also valid for.
     pub hostnames: Vec<String>,
+    /// Connections served at once; more are answered `503 ServiceUnavailable` and closed.
+    pub max_connections: usize,
 }
 
 /// A refusal as the API answers it.
@@ -139,6 +155,8 @@ pub struct Api {
     pub(crate) engine: Arc<Engine>,
     keys: Arc<Mutex<KeyCache>>,
     nonces: Arc<Mutex<nonces::Nonces>>,
+    /// The store's record of nonces, shared by every server on it.
+    recorder: nonces::Recorder,
     /// Versions read lately, still sealed: every use decrypts.
     versions: Arc<Mutex<VersionCache>>,
     /// Cancelled when the server stops: `RotateSecret` stops between steps, like the worker.
@@ -163,6 +181,7 @@ const KEY_CACHE_MAX: usize = 10_000;
 impl Api {
     pub fn new(store: Store, engine: Arc<Engine>) -> Api {
         Api {
+            recorder: nonces::Recorder::start(store.clone(), WINDOW),
             store,
             engine,
             keys: Arc::default(),
@@ -283,12 +302,23 @@ impl Api {
         };
         let call = prepared.verify(&key.secret, chrono::Utc::now(), WINDOW)?;
         let now = chrono::Utc::now().timestamp();
+        // This server's memory first (a replay to it costs no round trip), then the store's
+        // record, which every server sharing the store consults.
         self.nonces.lock().expect("nonces").check(
             &call.nonce,
             call.timestamp,
             now,
             WINDOW.as_secs() as i64,
         )?;
+        match self.recorder.record(&call.nonce, call.timestamp).await {
+            Ok(true) => {}
+            Ok(false) => return Err(nonces::used()),
+            Err(e) => {
+                // Not recorded: the client may send it again.
+                self.nonces.lock().expect("nonces").forget(&call.nonce);
+                return Err(e);
+            }
+        }
         if call.version.as_deref() != Some(VERSION) {
             return Err(ApiError::new(
                 400,
@@ -464,6 +494,11 @@ pub async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %local, scheme, "serving the KMS-compatible API");
     let app = router(api);
+    let busy = busy_router();
+    let open = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSING));
+    let counts = Arc::new(Counts::default());
+    tokio::spawn(trim_memory(counts.clone(), stop.clone()));
     let task = tokio::spawn(async move {
         let tracker = TaskTracker::new();
         loop {
@@ -479,19 +514,26 @@ pub async fn serve(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
-            tracker.spawn(async move {
-                match tls {
-                    Some(acceptor) => {
-                        // A failed or slow handshake gets no answer.
-                        let handshake = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp));
-                        if let Ok(Ok(stream)) = handshake.await {
-                            connection(stream, app, stop).await;
-                        }
-                    }
-                    None => connection(tcp, app, stop).await,
-                }
-            });
+            let (tls, stop) = (tls.clone(), stop.clone());
+            if let Ok(slot) = open.clone().try_acquire_owned() {
+                let (app, counts) = (app.clone(), counts.clone());
+                counts.opened();
+                tracker.spawn(async move {
+                    accepted(tcp, tls, app, true, stop).await;
+                    counts.closed();
+                    drop(slot);
+                });
+            } else if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                // Full: told so politely, within a bound, then closed.
+                let busy = busy.clone();
+                tracker.spawn(async move {
+                    let refusal = accepted(tcp, tls, busy, false, stop);
+                    let _ = tokio::time::timeout(REFUSE_TIMEOUT, refusal).await;
+                    drop(slot);
+                });
+            } else {
+                drop(tcp);
+            }
         }
         tracker.close();
         if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
@@ -502,8 +544,86 @@ pub async fn serve(
     Ok(Server { local, task })
 }
 
-/// Serves one connection (HTTP/1.1 with keep-alive) until it closes or `stop`.
-async fn connection<S>(stream: S, app: Router, stop: CancellationToken)
+/// An accepted connection: the TLS handshake (if any), then HTTP.
+async fn accepted(
+    tcp: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    keep_alive: bool,
+    stop: CancellationToken,
+) {
+    match tls {
+        Some(acceptor) => {
+            // A failed or slow handshake gets no answer.
+            let handshake = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp));
+            if let Ok(Ok(stream)) = handshake.await {
+                connection(stream, app, keep_alive, stop).await;
+            }
+        }
+        None => connection(tcp, app, keep_alive, stop).await,
+    }
+}
+
+/// What a connection over the cap is answered: `503 ServiceUnavailable`, then it is closed.
+fn busy_router() -> Router {
+    Router::new().fallback(|| async {
+        let e = ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "The server has too many open connections; retry later.",
+        );
+        crate::telemetry::api_request("unknown", e.code, Duration::ZERO);
+        let mut response = error_response(&e, &request_id());
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        response
+    })
+}
+
+/// Connections open now, and the most open at once since memory was last given back.
+#[derive(Default)]
+struct Counts {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Counts {
+    fn opened(&self) {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(open, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Gives memory back to the system after many connections closed. Their buffers are freed
+/// into glibc's malloc arenas (one per thread that allocated, up to eight per core), which
+/// keep freed pages unless the arena's top is free: without this, the memory of a burst of
+/// connections stays with the process after they close. `malloc_trim` returns every arena's
+/// free pages; it runs at most once a second, on a blocking thread.
+async fn trim_memory(counts: Arc<Counts>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let open = counts.open.load(Ordering::Relaxed);
+        if counts.peak.load(Ordering::Relaxed) < open + TRIM_AFTER_CLOSED {
+            continue;
+        }
+        counts.peak.store(open, Ordering::Relaxed);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
+}
+
+/// Serves one connection (HTTP/1.1, with keep-alive if `keep_alive`) until it closes or `stop`.
+async fn connection<S>(stream: S, app: Router, keep_alive: bool, stop: CancellationToken)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -512,7 +632,7 @@ where
     http.timer(TokioTimer::new())
         .header_read_timeout(READ_TIMEOUT)
         .max_buf_size(64 * 1024)
-        .keep_alive(true);
+        .keep_alive(keep_alive);
     let conn = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -1,30 +1,71 @@
-//! Nonces seen within the signature window, bounded. A nonce is refused if seen before. The
-//! memory is capped: when full, the oldest entry goes and the *floor* rises to its timestamp —
-//! a request signed at or before the floor is refused (`SignatureNonceUsed`: its nonce can no
-//! longer be checked; signing again fixes it). Under a load that fills the cache faster than
-//! the window passes, the replay window narrows to what the cache holds (65,536 nonces: about
-//! 4 s at 15,000 requests a second) instead of memory growing; more requests within one second
-//! than the cache holds are throttled (`Rejected.Throttling`, 429), never let through
-//! unchecked. Nonces are kept as 64-bit keyed hashes (SipHash with a per-process random
-//! key): 24 bytes or so each, so the cache stays near 2 MB.
+//! Nonces: each `SignatureNonce` is accepted once, across every server sharing the store.
+//!
+//! The store's `api_nonces` table is the record ([`Recorder`]): a nonce is accepted only after
+//! an insert of it has committed (a durable commit: `synchronous_commit` stays on, so a crash
+//! cannot forget a nonce a client was answered for), and refused (`SignatureNonceUsed`) when the
+//! insert conflicts with a row any server wrote. Concurrent requests' nonces go to the store
+//! together: one task gathers what arrived while the previous statements ran and records up to
+//! [`MAX_NONCE_BATCH`] in one statement (a few statements in flight at once), so a request
+//! waits for about one round trip and the store sees one commit per batch, not per request.
+//! More requests waiting than [`MAX_WAITING`] are throttled (`Rejected.Throttling`, 429), never
+//! let through unchecked; if the store fails, the request is refused. Rows are pruned once a
+//! request signed then would fail the timestamp check (plus [`PRUNE_SKEW`] for servers whose
+//! clocks differ).
+//!
+//! In front of it, each server keeps a bounded local cache ([`Nonces`]) as a fast first check:
+//! a nonce this server saw lately is refused without a round trip, and one batch never holds a
+//! nonce twice. The cache holds 65,536 nonces as 64-bit keyed hashes (SipHash with a
+//! per-process random key; about 2 MB, taken at start); when full, the oldest goes — the store
+//! still remembers it, so nothing is refused for being old or let through for being forgotten.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::ApiError;
+use crate::store::{NonceKey, Store, MAX_NONCE_BATCH};
 
 pub const DEFAULT_CAPACITY: usize = 65_536;
 /// The longest nonce kept (longer ones are refused).
 const MAX_NONCE: usize = 128;
+/// Requests waiting for their nonce to be recorded, at most.
+pub const MAX_WAITING: usize = 16_384;
+/// Record statements running at once (each holds one store connection).
+const IN_FLIGHT: usize = 4;
+/// How often old nonces are pruned from the store.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Rows are kept this much longer than the signature window, for servers whose clocks differ.
+pub const PRUNE_SKEW: Duration = Duration::from_secs(60);
 
+/// Refuses a nonce that is empty or too long to be kept.
+pub fn check_length(nonce: &str) -> Result<(), ApiError> {
+    if nonce.is_empty() || nonce.len() > MAX_NONCE {
+        return Err(ApiError::invalid(format!(
+            "SignatureNonce must be 1 to {MAX_NONCE} characters."
+        )));
+    }
+    Ok(())
+}
+
+pub fn used() -> ApiError {
+    ApiError::new(
+        400,
+        "SignatureNonceUsed",
+        "Specified signature nonce was used already.",
+    )
+}
+
+/// This server's recent nonces, bounded.
 pub struct Nonces {
     hasher: RandomState,
     seen: HashSet<u64>,
     /// (signed timestamp, nonce hash), in arrival order.
     order: VecDeque<(i64, u64)>,
     capacity: usize,
-    floor: i64,
 }
 
 impl Nonces {
@@ -51,11 +92,11 @@ impl Nonces {
             seen,
             order,
             capacity,
-            floor: i64::MIN,
         }
     }
 
-    /// Records `nonce` of a request signed at `timestamp` (Unix seconds), or refuses it.
+    /// Notes `nonce` of a request signed at `timestamp` (Unix seconds), or refuses it if this
+    /// server saw it within the window.
     pub fn check(
         &mut self,
         nonce: &str,
@@ -63,11 +104,7 @@ impl Nonces {
         now: i64,
         window: i64,
     ) -> Result<(), ApiError> {
-        if nonce.is_empty() || nonce.len() > MAX_NONCE {
-            return Err(ApiError::invalid(format!(
-                "SignatureNonce must be 1 to {MAX_NONCE} characters."
-            )));
-        }
+        check_length(nonce)?;
         // Entries older than the window cannot be replayed anyway.
         while let Some((at, _)) = self.order.front() {
             if *at >= now - window {
@@ -76,39 +113,23 @@ impl Nonces {
             let (_, old) = self.order.pop_front().expect("front exists");
             self.seen.remove(&old);
         }
-        if timestamp <= self.floor {
-            return Err(ApiError::new(
-                400,
-                "SignatureNonceUsed",
-                "Specified signature nonce cannot be checked any more (the request is too old for this server's load); sign it again.",
-            ));
-        }
         let hash = self.hasher.hash_one(nonce);
         if !self.seen.insert(hash) {
-            return Err(ApiError::new(
-                400,
-                "SignatureNonceUsed",
-                "Specified signature nonce was used already.",
-            ));
+            return Err(used());
         }
         if self.order.len() >= self.capacity {
-            let (oldest, old) = *self.order.front().expect("full");
-            if oldest >= timestamp {
-                // Evicting would make this very second unverifiable: more requests arrive in
-                // one second than the cache holds.
-                self.seen.remove(&hash);
-                return Err(ApiError::new(
-                    429,
-                    "Rejected.Throttling",
-                    "Too many requests in one second for this server to check their nonces; retry.",
-                ));
-            }
-            self.order.pop_front();
+            // The store still holds what this cache forgets.
+            let (_, old) = self.order.pop_front().expect("full");
             self.seen.remove(&old);
-            self.floor = self.floor.max(oldest);
         }
         self.order.push_back((timestamp, hash));
         Ok(())
+    }
+
+    /// Forgets `nonce` again (its request was refused before the store could record it, so
+    /// the client may send it again).
+    pub fn forget(&mut self, nonce: &str) {
+        self.seen.remove(&self.hasher.hash_one(nonce));
     }
 
     pub fn len(&self) -> usize {
@@ -117,6 +138,108 @@ impl Nonces {
 
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
+    }
+}
+
+/// One request waiting for its nonce to be recorded: the answer is whether it was new, or
+/// `None` if the store failed.
+struct Waiting {
+    key: NonceKey,
+    signed_at_ms: i64,
+    answer: oneshot::Sender<Option<bool>>,
+}
+
+/// Records nonces in the store, batching concurrent requests. Cheap to clone; the task behind
+/// it ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Waiting>,
+}
+
+impl Recorder {
+    /// Starts the recording task (and the pruning of old rows, every [`PRUNE_EVERY`]).
+    pub fn start(store: Store, window: Duration) -> Recorder {
+        let (queue, waiting) = mpsc::channel(MAX_WAITING);
+        tokio::spawn(record(store, window, waiting));
+        Recorder { queue }
+    }
+
+    /// Records `nonce` of a request signed at `timestamp` (Unix seconds): `true` once it is in
+    /// the store and was not there before, `false` if it was (a replay).
+    pub async fn record(&self, nonce: &str, timestamp: i64) -> Result<bool, ApiError> {
+        let (answer, answered) = oneshot::channel();
+        let waiting = Waiting {
+            key: NonceKey::of(nonce),
+            signed_at_ms: timestamp.saturating_mul(1000),
+            answer,
+        };
+        if self.queue.try_send(waiting).is_err() {
+            return Err(ApiError::new(
+                429,
+                "Rejected.Throttling",
+                "Too many requests waiting for their nonces to be checked; retry.",
+            ));
+        }
+        match answered.await {
+            Ok(Some(fresh)) => Ok(fresh),
+            Ok(None) | Err(_) => Err(ApiError::new(
+                500,
+                "InternalFailure",
+                "The request's nonce could not be checked; see rotor's log.",
+            )),
+        }
+    }
+}
+
+/// The recording task: gathers waiting nonces, records each batch in one statement (up to
+/// [`IN_FLIGHT`] at once), and prunes old rows on a timer.
+async fn record(store: Store, window: Duration, mut waiting: mpsc::Receiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // A free slot first: what arrives while every slot is busy joins the next batch.
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let first = tokio::select! {
+            next = waiting.recv() => match next {
+                Some(w) => w,
+                None => break,
+            },
+            _ = prune.tick() => {
+                let before = chrono::Utc::now().timestamp_millis()
+                    - (window + PRUNE_SKEW).as_millis() as i64;
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    if let Err(e) = store.prune_nonces(before).await {
+                        tracing::warn!(error = %e, "pruning old API nonces failed");
+                    }
+                });
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_NONCE_BATCH {
+            match waiting.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let rows: Vec<_> = batch.iter().map(|w| (w.key, w.signed_at_ms)).collect();
+            let fresh = match store.record_nonces(&rows).await {
+                Ok(fresh) => fresh.into_iter().map(Some).collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "recording API nonces in the store failed");
+                    vec![None; batch.len()]
+                }
+            };
+            for (w, fresh) in batch.into_iter().zip(fresh) {
+                let _ = w.answer.send(fresh);
+            }
+        });
     }
 }
 
@@ -137,27 +260,13 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(n.len(), 100);
-        // Older than what the cache can vouch for: refused, even with a fresh nonce.
-        assert_eq!(
-            n.check("fresh", 1001, 1200, 900).unwrap_err().code,
-            "SignatureNonceUsed"
-        );
-        n.check("fresh", 1200, 1200, 900).unwrap();
+        // Older than what the cache holds: left to the store, not refused here.
+        n.check("fresh", 1001, 1200, 900).unwrap();
         assert!(n.check("", 1200, 1200, 900).is_err());
-        // More in one second than the cache holds: throttled, not forgotten.
-        let mut m = Nonces::new(10);
-        for i in 0..10 {
-            m.check(&format!("s{i}"), 5000, 5000, 900).unwrap();
-        }
-        assert_eq!(
-            m.check("s10", 5000, 5000, 900).unwrap_err().code,
-            "Rejected.Throttling"
-        );
-        assert_eq!(
-            m.check("s0", 5000, 5000, 900).unwrap_err().code,
-            "SignatureNonceUsed"
-        );
-        m.check("t0", 5001, 5001, 900).unwrap();
+        assert!(n.check(&"x".repeat(129), 1200, 1200, 900).is_err());
+        // Entries older than the window leave.
+        n.check("later", 3000, 3000, 900).unwrap();
+        assert_eq!(n.len(), 1);
     }
 
     proptest::proptest! {

@@ -27,6 +27,9 @@ pub struct ApiArgs {
     /// Another name the API's certificate is valid for (repeatable).
     #[arg(long = "api-hostname", value_name = "NAME")]
     pub api_hostnames: Vec<String>,
+    /// Connections the API serves at once; one more is answered 503 and closed [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub api_max_connections: Option<usize>,
 }
 
 impl ApiArgs {
@@ -40,6 +43,9 @@ impl ApiArgs {
         }
         if given("api_hostnames") {
             flags.set("api.hostnames", &self.api_hostnames);
+        }
+        if given("api_max_connections") {
+            flags.set("api.max_connections", self.api_max_connections);
         }
     }
 }

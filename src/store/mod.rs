@@ -12,6 +12,7 @@ mod audit;
 mod jobs;
 mod keys;
 mod leases;
+mod nonces;
 mod rotation;
 mod rows;
 mod schedule;
@@ -36,6 +37,7 @@ use crate::files;
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
+pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub use rotation::{Looks, RotationState};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
@@ -550,6 +552,10 @@ fn migrator(backend: Backend) -> Migrator {
                 (
                     "claims",
                     include_str!(concat!("migrations/", $dir, "/0009_claims.sql")),
+                ),
+                (
+                    "api nonces",
+                    include_str!(concat!("migrations/", $dir, "/0010_api_nonces.sql")),
                 ),
             ]
         };

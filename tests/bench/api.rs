@@ -4,9 +4,14 @@
 //! p50/p99 latency for both, per store backend, and the server's memory after 10,000 and after
 //! N (default 1,000,000) signed requests. Asserts nothing about speed.
 //!
+//! With `--idle-connections N` it measures memory instead: it opens N TLS connections to the
+//! server (each makes one `/healthz` request, then stays open and idle) and prints the
+//! server's memory before, while they are open and after they close.
+//!
 //! ```text
 //! cargo bench --bench api                                   # SQLite and PostgreSQL
 //! cargo bench --bench api -- --backend sqlite --seconds 10 --connections 16 --total 200000
+//! cargo bench --bench api -- --backend sqlite --idle-connections 19900
 //! ```
 //! PostgreSQL: a throwaway database on `ROTOR_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
@@ -25,6 +30,10 @@ struct Options {
     seconds: u64,
     connections: usize,
     total: u64,
+    /// Measure memory with this many idle connections instead.
+    idle: Option<usize>,
+    /// `--api-max-connections` for the server.
+    max_connections: Option<usize>,
 }
 
 fn options() -> Options {
@@ -33,6 +42,8 @@ fn options() -> Options {
         seconds: 10,
         connections: 16,
         total: 1_000_000,
+        idle: None,
+        max_connections: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -49,6 +60,10 @@ fn options() -> Options {
             "--seconds" => o.seconds = value.parse().expect("--seconds N"),
             "--connections" => o.connections = value.parse().expect("--connections N"),
             "--total" => o.total = value.parse().expect("--total N"),
+            "--idle-connections" => o.idle = Some(value.parse().expect("--idle-connections N")),
+            "--max-connections" => {
+                o.max_connections = Some(value.parse().expect("--max-connections N"))
+            }
             "--bench" => {
                 i += 1;
                 continue;
@@ -226,13 +241,19 @@ async fn bench(backend: &str, o: &Options) {
         .local_addr()
         .unwrap()
         .port();
-    let mut server: Child = rotor(&data, url.as_deref())
-        .args(["serve", "--api-listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = rotor(&data, url.as_deref());
+    serve.args(["serve", "--api-listen", &format!("127.0.0.1:{port}")]);
+    if let Some(max) = o.max_connections {
+        serve.args(["--api-max-connections", &max.to_string()]);
+    }
+    let server: Child = serve.stdout(Stdio::null()).spawn().unwrap();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(n) = o.idle {
+        idle_connections(backend, n, port, &ca, server.id()).await;
+        stop(server, db).await;
+        return;
     }
     let http = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -295,6 +316,10 @@ async fn bench(backend: &str, o: &Options) {
         counter.load(Ordering::Relaxed).min(o.total),
         100.0 * (rss_total as f64 - rss_10k as f64) / rss_10k as f64
     );
+    stop(server, db).await;
+}
+
+async fn stop(mut server: Child, db: Option<(String, String)>) {
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     let _ = server.wait();
     if let Some((admin, db)) = db {
@@ -305,10 +330,98 @@ async fn bench(backend: &str, o: &Options) {
     }
 }
 
+/// Opens `n` TLS connections (each makes one `/healthz` request and stays open), prints the
+/// server's memory before, while open and after they close; connections the server refuses
+/// (over its cap) are counted.
+async fn idle_connections(backend: &str, n: usize, port: u16, ca_pem: &str, pid: u32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Semaphore;
+
+    // The PEM's base64 body is the certificate's DER.
+    let b64: String = ca_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.into()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    let handshakes = Arc::new(Semaphore::new(64));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (connector, handshakes) = (connector.clone(), handshakes.clone());
+            tokio::spawn(async move {
+                let permit = handshakes.acquire_owned().await.unwrap();
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut tls = connector.connect(name, tcp).await?;
+                tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                    .await?;
+                let mut buf = [0u8; 1024];
+                let got = tls.read(&mut buf).await?;
+                drop(permit);
+                let head = String::from_utf8_lossy(&buf[..got]).to_string();
+                Ok::<_, std::io::Error>((head.starts_with("HTTP/1.1 200"), tls))
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    let (mut refused, mut failed) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok((true, tls)) => open.push(tls),
+            Ok((false, _)) => refused += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    let opened = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = rss_kib(pid);
+    // What the server still holds (it may close idle connections itself).
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let kept = open.len();
+    drop(open);
+    let (mut after, mut slept) = (Vec::new(), 0);
+    for at in [1, 5, 15] {
+        tokio::time::sleep(Duration::from_secs(at - slept)).await;
+        slept = at;
+        after.push(format!("{} KiB after {at} s", rss_kib(pid)));
+    }
+    println!(
+        "{backend:8}  idle TLS connections: {kept} served and open, {refused} refused (503), {failed} failed, opened in {:.1} s",
+        opened.as_secs_f64()
+    );
+    println!(
+        "{backend:8}  server memory (VmRSS): {before} KiB before, {during} KiB with them open ({fds} descriptors in the server), after they closed: {}",
+        after.join(", ")
+    );
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
+    raise_open_files();
     for backend in o.backends.clone() {
         bench(backend, &o).await;
+    }
+}
+
+/// Idle connections need a descriptor each, here and in the server (which inherits the limit).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }

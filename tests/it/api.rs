@@ -821,3 +821,168 @@ async fn plain_http_is_only_for_loopback_and_https_needs_the_ca() {
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     assert_eq!(worker.wait().unwrap().code(), Some(0));
 }
+
+/// A form body for GetSecretValue signed once (RPC style), to send as it is to several servers.
+fn signed_get(key: &(String, String), nonce: &str, secret: &str) -> String {
+    let mut params: Vec<(String, String)> = vec![
+        ("Action".into(), "GetSecretValue".into()),
+        ("Version".into(), "2016-01-20".into()),
+        ("Format".into(), "JSON".into()),
+        ("AccessKeyId".into(), key.0.clone()),
+        ("SignatureMethod".into(), "HMAC-SHA1".into()),
+        ("SignatureVersion".into(), "1.0".into()),
+        ("SignatureNonce".into(), nonce.into()),
+        (
+            "Timestamp".into(),
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        ),
+        ("SecretName".into(), secret.into()),
+    ];
+    let signature = sign::v1_signature(&key.1, "POST", &params);
+    params.push(("Signature".into(), signature));
+    sign::canonical_query(&params)
+}
+
+async fn post(c: &Client, body: &str) -> (u16, Value) {
+    c.send(
+        c.http
+            .post(&c.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned()),
+    )
+    .await
+}
+
+crate::both_backends!(
+    a_signed_request_is_accepted_once_across_servers_sharing_a_store,
+    |t: TestEnv| async move {
+        t.ok(&["init"]);
+        t.ok(&[
+            "secret",
+            "create",
+            "app/one",
+            "--type",
+            "Generic",
+            "--value",
+            "Shared-Nonce-1",
+        ]);
+        let key = access_key(&t, "app", &["GetSecretValue:app/*"]);
+        let (first, first_addr) = serve(&t, &[]);
+        let (second, second_addr) = serve(&t, &[]);
+        let (a, b) = (Client::new(&t, &first_addr), Client::new(&t, &second_addr));
+        // The same bytes to both servers, in both orders: the second is a replay.
+        for (one, other) in [(&a, &b), (&b, &a)] {
+            let body = signed_get(&key, &rotor::crypto::random_id(), "app/one");
+            let (status, answer) = post(one, &body).await;
+            assert_eq!(
+                (status, answer["SecretData"].as_str()),
+                (200, Some("Shared-Nonce-1")),
+                "{answer}"
+            );
+            refused(post(other, &body).await, 400, "SignatureNonceUsed");
+            refused(post(one, &body).await, 400, "SignatureNonceUsed");
+        }
+        // The same nonce at once to both: one of them accepts it.
+        let body = signed_get(&key, &rotor::crypto::random_id(), "app/one");
+        let (x, y) = tokio::join!(post(&a, &body), post(&b, &body));
+        let mut statuses = [x.0, y.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "{} {}", x.1, y.1);
+        stop(first);
+        stop(second);
+    }
+);
+
+/// A TLS connection to the API that sends `GET /healthz` and returns the status code and body;
+/// the connection stays open (keep-alive) while the stream lives.
+async fn tls_healthz(
+    port: u16,
+    ca_pem: &str,
+) -> (
+    u16,
+    String,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b64: String = ca_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.into()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // One response: the head, then the body its Content-Length announces.
+    loop {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed without answering");
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return (status, text, tls);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_answered_503_and_served_again_once_one_closes() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    let ca = t.ok(&["ca"]);
+    let (server, addr) = serve(&t, &["--api-max-connections", "2"]);
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, _, first) = tls_healthz(port, &ca).await;
+    assert_eq!(status, 200);
+    let (status, _, _second) = tls_healthz(port, &ca).await;
+    assert_eq!(status, 200);
+    // Two open: a third is told, in the KMS error shape, and closed.
+    let (status, answer, _third) = tls_healthz(port, &ca).await;
+    assert_eq!(status, 503, "{answer}");
+    let body: Value = serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["Code"], "ServiceUnavailable", "{answer}");
+    assert!(body["RequestId"].is_string(), "{answer}");
+    let head = answer.to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{answer}");
+    assert!(head.contains("retry-after: 1"), "{answer}");
+    // One closes: a new connection is served (once the server has seen the close).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, answer, _) = tls_healthz(port, &ca).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "never served again after a close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(server);
+}
