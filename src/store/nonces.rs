@@ -1,6 +1,7 @@
 //! The API's shared nonce record (`api_nonces`): every server on a store inserts the nonces it
 //! accepts here, so a signed request is accepted once across all of them. A nonce is recorded
-//! by a committed insert before its request is answered; one that conflicts is a replay.
+//! by a committed insert before its request is answered; one that conflicts is a replay. On
+//! PostgreSQL the insert does not wait for its WAL flush (see `record_nonces`).
 
 use std::collections::HashSet;
 
@@ -57,9 +58,21 @@ impl Store {
                 let (key, at) = nonces[chunk[i.min(chunk.len() - 1)]];
                 query = query.bind(key.0.to_vec()).bind(at);
             }
-            let inserted: HashSet<Vec<u8>> = query
-                .fetch_all(&self.pool)
-                .await?
+            let mut tx = self.pool.begin().await?;
+            if self.backend == super::Backend::Postgres {
+                // Committed without waiting for the WAL flush: other servers see the row as
+                // soon as it commits, which is what replay protection across servers needs;
+                // only a PostgreSQL crash (not a restart) can forget the last moment's nonces
+                // (up to 3 × wal_writer_delay, 600 ms by default), and each server's own cache
+                // still refuses them. Waiting for the flush would cost every request a disk
+                // write.
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            let inserted: HashSet<Vec<u8>> = rows
                 .iter()
                 .map(|row| row.try_get::<Vec<u8>, _>("nonce"))
                 .collect::<std::result::Result<_, _>>()?;

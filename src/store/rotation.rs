@@ -432,14 +432,22 @@ impl Store {
         ] {
             sqlx::query(sql).bind(row.id).execute(&mut *tx).await?;
         }
+        // A follow-up or a check still pending keeps its place before the next rotation.
+        let looks = Looks {
+            rotation: next.map(|p| p.at.timestamp_millis()),
+            deadline: next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()),
+            ..Looks::of(row)
+        };
+        let earlier = looks.followup.is_some() || looks.verify.is_some();
         sqlx::query(
             "UPDATE secrets SET failure_reason = NULL, failure_attempts = NULL, failure_at = NULL, \
-                    next_rotation_at = $1, rotation_deadline_at = $2, \
+                    next_rotation_at = $1, rotation_deadline_at = $2, followup_next_at = $3, \
                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL \
-             WHERE id = $3",
+             WHERE id = $4",
         )
-        .bind(next.map(|p| p.at.timestamp_millis()))
-        .bind(next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()))
+        .bind(looks.next())
+        .bind(looks.deadline)
+        .bind(if earlier { looks.rotation } else { None })
         .bind(row.id)
         .execute(&mut *tx)
         .await?;

@@ -148,14 +148,6 @@ where
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The scenario of the module's header, on a prepared case.
 async fn a_late_write_is_noticed_and_repaired(c: Case) {
     let t = &c.t;
@@ -183,7 +175,7 @@ async fn a_late_write_is_noticed_and_repaired(c: Case) {
     run1.signal(libc::SIGSTOP);
 
     // 2. A worker takes the job over after the lease and promotes v2.
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", crate::api::free_port());
     let (_, file) = log_file(dir, "worker.log");
     let mut worker = Proc(
         t.rotor()

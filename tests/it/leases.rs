@@ -22,8 +22,7 @@ async fn env() -> TestEnv {
 }
 
 fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+    format!("127.0.0.1:{}", crate::api::free_port())
 }
 
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
