@@ -519,6 +519,14 @@ impl Loaded {
         if w.lease < Duration::from_secs(1) {
             return Err(self.invalid("worker.lease", "must be at least 1s"));
         }
+        // A lease is renewed every third of it: a day is far beyond any use, and bounds the
+        // expiry times computed from it.
+        if w.lease > Duration::from_secs(86_400) {
+            return Err(self.invalid("worker.lease", "must be at most 1d"));
+        }
+        if w.step_timeout > Duration::from_secs(7 * 86_400) {
+            return Err(self.invalid("worker.step_timeout", "must be at most 7d"));
+        }
         for name in &self.config.api.hostnames {
             let ok = !name.is_empty()
                 && name.len() <= 253

@@ -232,11 +232,15 @@ impl Engine {
         keeper: &lease::Keeper,
     ) -> Result<Outcome> {
         let mut state = self.store.load_rotation(claim).await?;
-        let in_set = state.job.as_ref().is_some_and(|j| j.step == Step::Set);
-        if claim.taken_from.is_some() && in_set {
-            // The previous holder may have been in `set`: its write may still land, until its
-            // step timeout has passed; then ACSCurrent is checked (and set again if that write
-            // undid it). Other steps write nothing a later rotation could not undo.
+        let writing = state
+            .job
+            .as_ref()
+            .is_some_and(|j| matches!(j.step, Step::Set | Step::Finish));
+        if claim.taken_from.is_some() && writing {
+            // The previous holder may have been in `set` or in `finish`'s clean-up: its write
+            // may still land, until its step timeout has passed (ours is assumed: the holder's
+            // is not known); then ACSCurrent is checked, and set again if that write undid it.
+            // `create` and `test` change nothing on the target a later rotation relies on.
             let at = self.store.clock().now_ms() + self.config.step_timeout.as_millis() as i64;
             self.store.plan_verify(claim, at).await?;
             state.looks.verify = Some(state.looks.verify.map_or(at, |v| v.min(at)));

@@ -234,3 +234,18 @@ async fn the_recovery_window_is_7_to_30_days_in_the_api_and_the_cli() {
     assert!(body["PlannedDeleteTime"].is_string(), "{body}");
     stop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_and_step_timeout_are_bounded_before_anything_runs() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    // Found by a hostile run: a huge lease overflowed the expiry computation and panicked.
+    for (flag, value, expect) in [
+        ("--lease", "18446744073709551615s", "must be at most 1d"),
+        ("--lease", "2d", "must be at most 1d"),
+        ("--lease", "0s", "must be at least 1s"),
+        ("--step-timeout", "8d", "must be at most 7d"),
+    ] {
+        let out = t.run(&["rotate", "--due", flag, value]);
+        assert_refused(&out, 2, expect, None);
+    }
+}
