@@ -378,3 +378,150 @@ async fn a_late_postgres_alter_role_is_noticed_and_repaired() {
     })
     .await;
 }
+
+/// The SSH host password case: the traffic is encrypted, so the hold is on the host itself —
+/// the throwaway sshd's sessions find a `chpasswd` that, for the first call after `hold` is
+/// made, waits until `release` exists, then runs the real one (a target held on a lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_host_chpasswd_is_noticed_and_repaired() {
+    use crate::sshd::{keygen, HostUser, Sshd, Sudo};
+    use std::os::unix::fs::PermissionsExt;
+    let t = store().await;
+    let lock = tempfile::tempdir().unwrap();
+    let l = lock.path().to_owned();
+    std::fs::set_permissions(&l, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(l.join("bin")).unwrap();
+    let real = ["/usr/sbin/chpasswd", "/sbin/chpasswd", "/usr/bin/chpasswd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chpasswd is installed");
+    let wrapper = l.join("bin/chpasswd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif mv {d}/hold {d}/held 2>/dev/null; then\n  \
+             while [ ! -e {d}/release ]; do sleep 0.1; done\nfi\nexec {real}\n",
+            d = l.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sshd = Sshd::start_with(&format!(
+        "SetEnv PATH={}/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+        l.display()
+    ));
+    let root = HostUser::new(Sudo::IsRoot);
+    let user = HostUser::new(Sudo::No);
+    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    root.write_authorized_keys(&format!("{public}\n"));
+    let key_file = crate::support::write_file(t.dir.path(), "root_key", private.as_bytes());
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host_key = sshd.host_key();
+    let key_path = key_file.display().to_string();
+    crate::ssh::ok(crate::ssh::add_target(
+        &t,
+        "host",
+        &sshd,
+        &[
+            "--host-key",
+            &host_key,
+            "--admin-user",
+            &root.name,
+            "--admin-key-file",
+            &key_path,
+        ],
+        "",
+    ));
+    t.ok(&[
+        "secret", "create", SECRET, "--type", "ECS", "--target", "host", "--user", &user.name,
+    ]);
+    let password = |stage: &str| {
+        crate::ssh::value(&t, SECRET, stage)["Password"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let logs_in = |pw: &str| sshd.login_password(&user.name, pw).is_ok();
+    assert!(logs_in(&password("ACSCurrent")));
+    let v1 = version(&t);
+
+    // 1. Run 1's chpasswd waits on the host; run 1 is stopped there, past its lease.
+    std::fs::write(l.join("hold"), b"").unwrap();
+    let (log_path, file) = log_file(t.dir.path(), "run1.log");
+    let mut run1 = Proc(
+        t.rotor()
+            .args(["rotate", SECRET])
+            .args(ENGINE)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("rotor runs"),
+    );
+    until(
+        Duration::from_secs(30),
+        "run 1's chpasswd never reached the host",
+        || async { l.join("held").exists() },
+    )
+    .await;
+    run1.signal(libc::SIGSTOP);
+
+    // 2. A worker takes the job over after the lease and promotes v2; 3. a manual run, v3.
+    let metrics = format!("127.0.0.1:{}", crate::api::free_port());
+    let (_, file) = log_file(t.dir.path(), "worker.log");
+    let mut worker = Proc(
+        t.rotor()
+            .args(["worker", "--poll", "100ms", "--metrics-listen", &metrics])
+            .args(ENGINE)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("rotor worker runs"),
+    );
+    until(
+        Duration::from_secs(30),
+        "the worker never took the stalled rotation over",
+        || async { version(&t) != v1 && status(&t) == "Idle" },
+    )
+    .await;
+    let out = t.ok(&["rotate", SECRET]);
+    assert!(out.contains("is ACSCurrent"), "{out}");
+    let current = password("ACSCurrent");
+    assert!(logs_in(&current));
+
+    // 4. The held chpasswd runs (v2's password): ACSCurrent no longer logs in.
+    std::fs::write(l.join("release"), b"").unwrap();
+    until(
+        Duration::from_secs(10),
+        "the held chpasswd never landed",
+        || async { !logs_in(&current) },
+    )
+    .await;
+    run1.signal(libc::SIGCONT);
+    let exit = run1.wait(Duration::from_secs(30), "run 1").await;
+    assert!(!exit.success(), "run 1 lost its lease: {exit}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains(&current), "no password in run 1's log");
+
+    // 5. The check after the takeover sets ACSCurrent again.
+    until(
+        STEP_TIMEOUT + Duration::from_secs(20),
+        "no check after the takeover repaired ACSCurrent (it does not log in)",
+        || async {
+            verify_records(&t)
+                .iter()
+                .any(|r| r["Outcome"].as_str() == Some("repaired"))
+        },
+    )
+    .await;
+    assert!(logs_in(&current), "ACSCurrent logs in again");
+    assert_eq!(status(&t), "Idle");
+    let repaired = sample(
+        &scrape(&metrics),
+        "rotor_rotations_total",
+        &[("result", "repaired")],
+    );
+    assert_eq!(repaired, Some(1.0), "the repair is counted");
+    worker.signal(libc::SIGTERM);
+    let exit = worker.wait(Duration::from_secs(30), "the worker").await;
+    assert!(exit.success(), "the worker drains and exits: {exit}");
+}

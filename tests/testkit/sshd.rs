@@ -47,10 +47,17 @@ pub struct Sshd {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// Lines appended to its sshd_config.
+    extra: String,
 }
 
 impl Sshd {
     pub fn start() -> Sshd {
+        Sshd::start_with("")
+    }
+
+    /// A throwaway sshd with `extra` lines in its configuration (e.g. `SetEnv PATH=…`).
+    pub fn start_with(extra: &str) -> Sshd {
         require_root();
         let dir = tempfile::tempdir().expect("sshd directory");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -63,6 +70,7 @@ impl Sshd {
             port,
             dir,
             child: None,
+            extra: extra.to_owned(),
         };
         sshd.new_host_key();
         sshd.resume();
@@ -113,9 +121,10 @@ impl Sshd {
              AuthorizedKeysFile .ssh/authorized_keys\nPasswordAuthentication yes\n\
              KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
              UsePAM no\nStrictModes yes\nLogLevel DEBUG3\nMaxStartups 100:30:200\nMaxAuthTries 6\n\
-             AllowUsers rt*\n",
+             AllowUsers rt*\n{extra}",
             port = self.port,
-            dir = self.dir.path().display()
+            dir = self.dir.path().display(),
+            extra = self.extra
         );
         let path = write_file(self.dir.path(), "sshd_config", config.as_bytes());
         let log = std::fs::OpenOptions::new()
