@@ -427,7 +427,7 @@ impl Engine {
             .followup_after(&cx)
             .map(|d| self.store.clock().now_ms() + d.as_millis() as i64);
         self.store
-            .complete_job(&claim, self.plan_next(state), followup)
+            .complete_job(&claim, self.plan_next(state), followup, state.looks.verify)
             .await?;
         tracing::info!(version = %version_id, "rotation complete");
         crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "rotated");

@@ -252,16 +252,17 @@ impl Store {
 
     /// Ends a rotation: deletes the job, schedules the next rotation (and the rotator's
     /// follow-up at `followup`, if it comes first) and gives up the lease. A pending check
-    /// after a takeover stays: the next look is the earliest of the three.
+    /// after a takeover (`verify`, as the claim loaded or planned it: only the lease holder
+    /// writes it) stays: the next look is the earliest of the three. The lease is checked by
+    /// the final write, which rolls everything back without it.
     pub async fn complete_job(
         &self,
         claim: &Claim,
         next: Option<Planned>,
         followup: Option<i64>,
+        verify: Option<i64>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let row = self.claimed_row(&mut tx, claim, true).await?;
-        check_lease(&row, claim)?;
         sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
             .bind(claim.secret_id)
             .execute(&mut *tx)
@@ -273,7 +274,7 @@ impl Store {
             deadline: next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()),
             followup,
             followup_attempts: 0,
-            verify: row.verify_at,
+            verify,
         };
         self.write_looks(&mut tx, claim, &looks).await?;
         let entry =
@@ -281,14 +282,6 @@ impl Store {
         self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// What is planned for a claimed secret with no rotation in flight: the next rotation, a
-    /// follow-up, a check after a takeover.
-    pub async fn looks(&self, claim: &Claim) -> Result<Looks> {
-        let mut conn = self.pool.acquire().await?;
-        let row = self.claimed_row(&mut conn, claim, false).await?;
-        Ok(Looks::of(&row))
     }
 
     /// Writes what is planned next (after a follow-up or a check ran) and gives up the lease,
