@@ -52,6 +52,18 @@ pub mod exit {
     pub const TARGET: i32 = 7;
 }
 
+/// `Code`s of failures that are not an [`Error`] (see [`Error::code`]).
+pub mod code {
+    /// Input that breaks a rule (exit 2).
+    pub const INVALID: &str = "InvalidInput";
+    /// A command line clap refused (exit 2).
+    pub const USAGE: &str = "InvalidUsage";
+    /// A configuration file or setting that does not parse or validate (exit 2).
+    pub const CONFIGURATION: &str = "InvalidConfiguration";
+    /// Standard output could not be written (exit 1).
+    pub const OUTPUT: &str = "OutputFailed";
+}
+
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
@@ -67,6 +79,24 @@ impl Error {
 
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
+    }
+
+    /// A stable name for this kind of error, for scripts: `--json` prints it as `Code` (beside
+    /// `Message`) when a command fails. Names never change once released.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => code::INVALID,
+            Error::NotFound(_) => "NotFound",
+            Error::Conflict(_) => "Conflict",
+            Error::InProgress(_) => "RotationInProgress",
+            Error::Lease(_) => "LeaseLost",
+            Error::Target(_) => "TargetFailed",
+            Error::Rotation(_) => "RotationFailed",
+            Error::Crypto(_) => "DecryptionFailed",
+            Error::Config(_) => "SetupFailed",
+            Error::Store(_) => "StoreFailed",
+            Error::Migrate(_) => "StoreMigrationFailed",
+        }
     }
 
     /// The process exit code for this error.

@@ -372,10 +372,10 @@ pub enum RotationSchedule {
 }
 
 impl RotationSchedule {
-    /// `every 7d`, `cron '0 3 * * *' within 1h`.
+    /// `every 7 days`, `cron '0 3 * * *' within 1 hour`.
     pub fn summary(&self) -> String {
         match self {
-            RotationSchedule::Interval(d) => format!("every {}", fmt_duration(*d)),
+            RotationSchedule::Interval(d) => format!("every {}", spoken_duration(*d)),
             RotationSchedule::Cron {
                 expression,
                 window: None,
@@ -383,7 +383,7 @@ impl RotationSchedule {
             RotationSchedule::Cron {
                 expression,
                 window: Some(w),
-            } => format!("cron '{expression}' within {}", fmt_duration(*w)),
+            } => format!("cron '{expression}' within {}", spoken_duration(*w)),
         }
     }
 
@@ -605,6 +605,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     })
 }
 
+/// A duration in words, for people: `7 days`, `1 day 12 hours`, `90 seconds` becomes `1
+/// minute 30 seconds`; days are the largest unit (a rotation interval reads `365 days`).
+pub fn spoken_duration(d: Duration) -> String {
+    let mut left = d.as_secs();
+    let mut parts = Vec::new();
+    for (unit, secs) in [
+        ("day", 86_400),
+        ("hour", 3_600),
+        ("minute", 60),
+        ("second", 1),
+    ] {
+        let n = left / secs;
+        left %= secs;
+        if n > 0 {
+            parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    if parts.is_empty() {
+        return "0 seconds".into();
+    }
+    parts.join(" ")
+}
+
 /// Formats a duration the way users type it (`7d`, `6h`, `1d 12h`).
 pub fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
@@ -614,6 +637,17 @@ pub fn fmt_duration(d: Duration) -> String {
 mod tests {
     use super::*;
     use rotators::{SecretType, SubType};
+
+    #[test]
+    fn spoken_durations() {
+        let d = |s| spoken_duration(Duration::from_secs(s));
+        assert_eq!(d(7 * 86_400), "7 days");
+        assert_eq!(d(365 * 86_400), "365 days");
+        assert_eq!(d(86_400 + 12 * 3_600), "1 day 12 hours");
+        assert_eq!(d(3_600), "1 hour");
+        assert_eq!(d(90), "1 minute 30 seconds");
+        assert_eq!(d(0), "0 seconds");
+    }
 
     #[test]
     fn secret_names() {

@@ -63,6 +63,7 @@ impl Event {
 #[serde(rename_all = "PascalCase")]
 pub struct Notice {
     pub event: Event,
+    #[serde(rename = "SecretName")]
     pub secret: String,
     pub secret_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,7 +394,7 @@ mod tests {
         let n = Notice::new(Event::SecretFailed, "db/app", "Rds");
         let json = serde_json::to_value(&n).unwrap();
         assert_eq!(json["Event"], "secret_failed");
-        assert_eq!(json["Secret"], "db/app");
+        assert_eq!(json["SecretName"], "db/app");
         assert!(json.get("Error").is_none());
     }
 }

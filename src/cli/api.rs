@@ -95,8 +95,9 @@ pub async fn serve(store: &Store, registry: Registry, settings: &Config) -> Resu
 
 /// `rotor ca`: the API's CA certificate, for clients to pin.
 pub fn ca(settings: &Config) -> Result<()> {
-    print!("{}", crate::api::tls::ca_pem(&settings.data_dir)?);
-    Ok(())
+    let pem = crate::api::tls::ca_pem(&settings.data_dir)?;
+    super::output::write_stdout(&[pem.as_bytes()])
+        .map_err(|e| Error::config(format!("cannot write to standard output: {e}")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +110,10 @@ pub enum AccessKeyCommand {
         /// ACTION:PATTERN, e.g. GetSecretValue:db/* (repeatable; * for every action).
         #[arg(long = "allow", required = true, value_name = "ACTION:PATTERN")]
         allow: Vec<Rule>,
+        /// Write the id and secret to this new file (mode 0600; an existing file or a symlink
+        /// is refused) as {"AccessKeyId","AccessKeySecret"}, rather than print the secret.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
     },
     /// List AccessKeys (never their secrets).
     List,
@@ -122,7 +127,40 @@ pub enum AccessKeyCommand {
 
 pub async fn access_key(store: &Store, cmd: AccessKeyCommand, out: &Output) -> Result<()> {
     match cmd {
-        AccessKeyCommand::Create { name, allow } => {
+        AccessKeyCommand::Create {
+            name,
+            allow,
+            output: Some(path),
+        } => {
+            let policy = Policy::new(allow)?;
+            // The file first: a key whose secret could not be kept is never made.
+            let file = KeyFile::create(&path)?;
+            let (info, secret) = store.create_access_key(&name, &policy).await?;
+            let body =
+                json!({"AccessKeyId": info.access_key_id, "AccessKeySecret": secret.as_str()});
+            file.fill(&body).map_err(|e| {
+                Error::config(format!(
+                    "{e}; access key '{}' exists without its secret: rotor access-key delete {}",
+                    info.name, info.access_key_id
+                ))
+            })?;
+            out.print(
+                json!({"AccessKeyId": info.access_key_id, "AccessKeyName": info.name, "OutputFile": path}),
+                || {
+                    format!(
+                        "created access key '{}' ({}); its secret is in {} (mode 0600)",
+                        info.name,
+                        info.access_key_id,
+                        path.display()
+                    )
+                },
+            );
+        }
+        AccessKeyCommand::Create {
+            name,
+            allow,
+            output: None,
+        } => {
             let policy = Policy::new(allow)?;
             let (info, secret) = store.create_access_key(&name, &policy).await?;
             out.print(
@@ -176,4 +214,57 @@ pub async fn access_key(store: &Store, cmd: AccessKeyCommand, out: &Output) -> R
         }
     }
     Ok(())
+}
+
+/// The `--output` file of `access-key create`: made (owner-only, never over an existing file
+/// or through a symlink) before the key, removed again if the key is not made or not written.
+struct KeyFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl KeyFile {
+    fn create(path: &std::path::Path) -> Result<KeyFile> {
+        let mut options = std::fs::OpenOptions::new();
+        // create_new is O_CREAT|O_EXCL: it refuses any existing file and any symlink, even one
+        // pointing nowhere, so the secret lands only in a file made here.
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    "it exists (rotor writes a secret only to a new file)".to_string()
+                }
+                _ => e.to_string(),
+            };
+            Error::invalid(format!("cannot create --output {}: {why}", path.display()))
+        })?;
+        Ok(KeyFile {
+            path: path.to_owned(),
+            file: Some(file),
+        })
+    }
+
+    fn fill(mut self, body: &serde_json::Value) -> Result<()> {
+        use std::io::Write;
+        let mut file = self.file.take().expect("filled once");
+        let text = zeroize::Zeroizing::new(format!("{body:#}\n"));
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::config(format!("cannot write {}: {e}", self.path.display())))?;
+        self.path = std::path::PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }

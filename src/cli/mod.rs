@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::clock::{format_ms, Clock};
 pub use crate::config::LogFormat;
-use crate::config::{self, CommandLine, Config, LogSettings};
+use crate::config::{self, CommandLine, Config};
 use crate::crypto::KeyMaterial;
 use crate::error::{Error, Result};
 use crate::model::{parse_duration, printable, RotationPolicy, RotationSchedule, SecretName};
@@ -64,6 +64,10 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "ROTOR_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// What is logged on stderr, as filter directives (`debug`, `rotor=debug,info`); also
+    /// ROTOR_LOG or log.level. Default: `warn`, and `info` for worker and serve.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     /// The configuration file (TOML); DATA_DIR/rotor.toml is read when present.
     #[arg(long, global = true, env = "ROTOR_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -206,6 +210,9 @@ fn flags(cli: &Cli, matches: &clap::ArgMatches) -> CommandLine {
     if given("log_format") {
         flags.set("log.format", cli.log_format);
     }
+    if given("log_level") {
+        flags.set("log.level", &cli.log_level);
+    }
     match &cli.command {
         Command::Worker(args)
         | Command::Serve(args)
@@ -254,31 +261,56 @@ fn actor() -> String {
 }
 
 /// The `rotor` binary's whole life: parse, log, run with `registry`'s families and rotators,
-/// and turn an error into one line on stderr and its exit code. Test builds call it with
-/// rotators of their own.
+/// and turn an error into one line on stderr and its exit code (under `--json`, also
+/// `{"Code","Message"}` on stdout). Test builds call it with rotators of their own.
 pub fn main_with(registry: Registry) {
-    let cli = parse(&registry, std::env::args_os().collect()).unwrap_or_else(|e| usage_error(e));
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = asks_for_json(&args);
+    let cli = parse(&registry, args).unwrap_or_else(|e| usage_error(e, json));
     let loaded = match config::load(cli.config.as_deref(), &cli.flags) {
         Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("rotor: {e}");
-            std::process::exit(crate::error::exit::INVALID);
-        }
+        Err(e) => fail(
+            json,
+            crate::error::code::CONFIGURATION,
+            &e.to_string(),
+            crate::error::exit::INVALID,
+        ),
     };
-    init_tracing(&loaded.config.log);
+    init_tracing(loaded.config.log.format, &log_level(&cli.command, &loaded));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime starts");
-    if let Err(e) = runtime.block_on(run(cli, loaded, registry)) {
-        eprintln!("rotor: {e}");
-        std::process::exit(e.exit_code());
+    match runtime.block_on(run(cli, loaded, registry)) {
+        Err(e) => fail(json, e.code(), &e.to_string(), e.exit_code()),
+        Ok(()) if output::stdout_failed() => std::process::exit(crate::error::exit::FAILURE),
+        Ok(()) => {}
     }
+}
+
+/// Whether the command line asks for `--json` (read before clap, so that a usage error can
+/// answer in JSON too).
+fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Ends the process after a failure: `rotor: MESSAGE` on stderr, under `--json` also
+/// `{"Code","Message"}` on stdout, and the exit code of its kind.
+fn fail(json: bool, code: &str, message: &str, exit: i32) -> ! {
+    output::note(message);
+    if json {
+        let body = json!({"Code": code, "Message": message});
+        output::print_line(&serde_json::to_string_pretty(&body).expect("serialisable output"));
+    }
+    std::process::exit(exit)
 }
 
 /// Help and version print as clap prints them; a usage error becomes one line and exit code 2,
 /// like every other invalid input.
-fn usage_error(e: clap::Error) -> ! {
+fn usage_error(e: clap::Error, json: bool) -> ! {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
@@ -286,7 +318,18 @@ fn usage_error(e: clap::Error) -> ! {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
-        e.exit()
+        if e.use_stderr() {
+            e.exit()
+        }
+        // Help and version go to stdout, which may be a pipe closed early (`rotor --help |
+        // head`): written here, where that ends quietly.
+        let text = if std::io::stdout().is_terminal() {
+            e.render().ansi().to_string()
+        } else {
+            e.render().to_string()
+        };
+        let _ = output::write_stdout(&[text.as_bytes()]);
+        std::process::exit(0)
     }
     // The value or argument refused is shown escaped: a newline in it would cut this one line
     // short, an escape sequence would drive the terminal.
@@ -303,31 +346,65 @@ fn usage_error(e: clap::Error) -> ! {
         };
         e.insert(kind, value);
     }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or_default();
-    eprintln!(
-        "rotor: {} (see: rotor --help)",
-        first.trim_start_matches("error: ")
+    let message = format!(
+        "{} (see: rotor --help)",
+        first_paragraph(&e.render().to_string())
     );
-    std::process::exit(crate::error::exit::INVALID)
+    fail(
+        json,
+        crate::error::code::USAGE,
+        &message,
+        crate::error::exit::INVALID,
+    )
 }
 
-fn init_tracing(log: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).unwrap_or_else(|e| {
-        eprintln!(
-            "rotor: log.level '{}' is not a filter ({e}); logging at info",
-            log.level
-        );
+/// The first paragraph of clap's message as one line: "the following required arguments were
+/// not provided:" keeps the list that follows it (`<NAME|--due>`), the usage and tips go.
+fn first_paragraph(text: &str) -> String {
+    let mut lines = text.lines().take_while(|l| !l.trim().is_empty());
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let rest: Vec<&str> = lines.map(str::trim).collect();
+    match (first.strip_suffix(':'), rest.is_empty()) {
+        (Some(head), false) => format!("{head}: {}", rest.join(", ")),
+        _ => first.to_owned(),
+    }
+}
+
+/// One-shot commands log warnings and errors only — what they did is what they print; the
+/// worker and the server, which run for long, log at `info`. A level set anywhere (the
+/// configuration file, `ROTOR_LOG`, `--log-level`) wins.
+fn log_level(command: &Command, loaded: &config::Loaded) -> String {
+    match command {
+        _ if loaded.source("log.level") != "default" => loaded.config.log.level.clone(),
+        Command::Worker(_) | Command::Serve(_) => loaded.config.log.level.clone(),
+        _ => ONE_SHOT_LOG_LEVEL.to_owned(),
+    }
+}
+
+/// The log level of one-shot commands (see [`log_level`]).
+pub const ONE_SHOT_LOG_LEVEL: &str = "warn";
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+        output::note(&format!(
+            "log.level '{level}' is not a filter ({e}); logging at info"
+        ));
         tracing_subscriber::EnvFilter::new("info,sqlx=warn")
     });
     // Colour only for a person at a terminal, and never under NO_COLOR (https://no-color.org).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // A closed stderr drops log lines: it must not panic a task (a worker's signal handler
+    // that panics never stops the worker).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match log.format {
+        .log_internal_errors(false)
+        .with_writer(|| output::QuietStderr);
+    match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

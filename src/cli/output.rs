@@ -1,7 +1,12 @@
 //! How commands print: human text or `--json`, tables, the `describe` layout, and the only
 //! place a value is written (`secret get`) or read (`--value`, `--value-file`).
+//!
+//! Everything goes through [`write_stdout`] and [`note`], never `println!`/`eprintln!` (which
+//! panic when the stream is gone): a reader that stops reading (`rotor secret versions X | head
+//! -3`) ends the output quietly and the command keeps its exit code.
 
 use std::io::{IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rotators::{SecretValue, MAX_VALUE_BYTES};
 
@@ -9,7 +14,7 @@ use super::secret::ValueSource;
 use crate::clock::format_ms;
 use crate::error::{Error, Result};
 use crate::model::{printable, Stage};
-use crate::store::{SecretInfo, VersionInfo};
+use crate::store::{SecretInfo, Selector, Store, VersionInfo};
 
 /// Reads `--value` or `--value-file` (`-` for standard input; otherwise a regular file).
 /// A file or standard input is read up to the value limit plus one byte, so that a huge
@@ -46,15 +51,66 @@ pub fn read_value(source: &ValueSource) -> Result<SecretValue> {
 
 /// Writes a value to stdout byte for byte; a newline follows only on a terminal.
 pub fn write_value(value: &SecretValue) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    let write = |out: &mut std::io::StdoutLock| -> std::io::Result<()> {
-        out.write_all(value.expose())?;
-        if out.is_terminal() {
-            out.write_all(b"\n")?;
-        }
-        out.flush()
+    let newline: &[u8] = if std::io::stdout().is_terminal() {
+        b"\n"
+    } else {
+        b""
     };
-    write(&mut stdout).map_err(|e| Error::config(format!("cannot write to standard output: {e}")))
+    write_stdout(&[value.expose(), newline])
+        .map_err(|e| Error::config(format!("cannot write to standard output: {e}")))
+}
+
+/// Set when standard output failed other than by a closed pipe (a full disk): what the command
+/// printed is incomplete, so the process exits 1 even if the command itself succeeded.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a write to standard output failed (see [`STDOUT_FAILED`]).
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// Writes `parts` to standard output and flushes. A reader that went away (`EPIPE`: `rotor …
+/// | head`) is not an error: it did not want the rest, so the rest is dropped quietly.
+pub fn write_stdout(parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let written = parts
+        .iter()
+        .try_for_each(|part| out.write_all(part))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes one line to standard output (see [`write_stdout`]); any other failure is reported
+/// on stderr once and makes the process exit 1 ([`stdout_failed`]).
+pub fn print_line(text: &str) {
+    if let Err(e) = write_stdout(&[text.as_bytes(), b"\n"]) {
+        if !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+            note(&format!("cannot write to standard output: {e}"));
+        }
+    }
+}
+
+/// Writes `rotor: MESSAGE` on stderr; a closed stderr is ignored (there is no one to tell).
+pub fn note(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "rotor: {message}");
+}
+
+/// Standard error for log lines: a write that fails (a closed pipe) is dropped as if done.
+pub struct QuietStderr;
+
+impl Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// Prints JSON or human text.
@@ -65,14 +121,11 @@ pub struct Output {
 impl Output {
     pub fn print<T: serde::Serialize>(&self, value: T, human: impl FnOnce() -> String) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).expect("serialisable output")
-            );
+            print_line(&serde_json::to_string_pretty(&value).expect("serialisable output"));
         } else {
             let text = human();
             if !text.is_empty() {
-                println!("{text}");
+                print_line(&text);
             }
         }
     }
@@ -106,16 +159,71 @@ pub fn versions_table(versions: &[VersionInfo]) -> String {
     )
 }
 
-pub fn describe_text(info: &SecretInfo) -> String {
+/// The fields of a managed secret's value that say who it logs in as — never a password or a
+/// key — with the label `describe` gives them.
+const IDENTITY_FIELDS: [(&str, &str); 3] = [
+    ("AccountName", "Accounts"),
+    ("UserName", "User"),
+    ("AccessKeyId", "AccessKeys"),
+];
+
+/// Who a managed secret's `ACSCurrent` and `ACSPrevious` versions log in as, for `describe`:
+/// the label and each distinct name with its stage (`orders_clone (ACSCurrent), orders
+/// (ACSPrevious)`). The values are opened here and only the identity field is kept; this is
+/// no read of the secret (no audit record). Nothing when the type has no such field or the
+/// versions cannot be read.
+pub async fn accounts(store: &Store, info: &SecretInfo) -> Option<(&'static str, String)> {
+    let fields = rotators::value::required_fields(info.kind)?;
+    let (field, label) = IDENTITY_FIELDS
+        .iter()
+        .find(|(field, _)| fields.contains(field))?;
+    let mut names: Vec<(String, Stage)> = Vec::new();
+    for stage in [Stage::Current, Stage::Previous] {
+        let Ok(sealed) = store
+            .get_sealed(&info.name, &Selector::Stage(stage.clone()))
+            .await
+        else {
+            continue;
+        };
+        let Ok(version) = sealed.open() else { continue };
+        let name = serde_json::from_slice::<serde_json::Value>(version.value.expose())
+            .ok()
+            .and_then(|v| v.get(field)?.as_str().map(str::to_owned));
+        if let Some(name) = name.filter(|n| !names.iter().any(|(m, _)| m == n)) {
+            names.push((name, stage));
+        }
+    }
+    let text = match names.as_slice() {
+        [] => return None,
+        [(name, _)] => name.clone(),
+        _ => names
+            .iter()
+            .map(|(name, stage)| format!("{name} ({stage})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    Some((label, text))
+}
+
+/// `secret describe` for people; `accounts` as [`accounts`] found them.
+pub fn describe_text(info: &SecretInfo, accounts: Option<(&str, String)>) -> String {
     let mut lines = vec![
         ("Name", info.name.to_string()),
         ("Type", info.kind.to_string()),
         ("Description", info.description.clone()),
         ("Key", info.key_name.clone()),
+    ];
+    if let Some(target) = &info.target {
+        lines.push(("Target", target.clone()));
+    }
+    if let Some((label, names)) = accounts {
+        lines.push((label, names));
+    }
+    lines.extend([
         ("Created", format_ms(info.created_at)),
         ("Updated", format_ms(info.updated_at)),
         ("Rotation", info.rotation_summary()),
-    ];
+    ]);
     if let Some(next) = info.next_rotation_at {
         lines.push(("Next rotation", format_ms(next)));
     }

@@ -103,12 +103,13 @@ pub fn duration_arg(s: &str) -> std::result::Result<humantime::Duration, String>
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
 pub struct RotateArgs {
     /// The secret to rotate now.
-    #[arg(required_unless_present = "due", conflicts_with = "due")]
+    #[arg(group = "what")]
     pub name: Option<SecretName>,
     /// Make one pass over every secret that is due, then exit.
-    #[arg(long)]
+    #[arg(long, group = "what")]
     pub due: bool,
     /// Check that the current credential works and the target answers; change nothing.
     #[arg(long, requires = "name")]

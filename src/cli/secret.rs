@@ -240,7 +240,11 @@ pub async fn run(
         }
         SecretCommand::Describe { name } => {
             let info = store.describe(&name).await?;
-            out.print(&info, || describe_text(&info));
+            let accounts = match out.json {
+                true => None,
+                false => super::output::accounts(store, &info).await,
+            };
+            out.print(&info, || describe_text(&info, accounts));
         }
         SecretCommand::Versions { name } => {
             let versions = store.versions(&name).await?;

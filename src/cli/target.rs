@@ -89,7 +89,7 @@ pub async fn run(
             let report = crate::targets::check_target(store, registry, &name).await?;
             let admin = store.target(&name).await?.admin_secret;
             out.print(
-                json!({"Target": name, "AdminSecret": admin, "Ok": true, "Report": report}),
+                json!({"TargetName": name, "AdminSecretName": admin, "Ok": true, "Report": report}),
                 || match &admin {
                     Some(admin) => format!("target '{name}': the admin account ({admin}) {report}"),
                     None => format!("target '{name}': the admin account {report}"),

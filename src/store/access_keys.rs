@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "PascalCase")]
 pub struct AccessKeyInfo {
     pub access_key_id: String,
+    #[serde(rename = "AccessKeyName")]
     pub name: String,
     pub status: &'static str,
     pub policy: Vec<String>,

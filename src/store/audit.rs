@@ -26,7 +26,9 @@ pub struct AuditRecord {
     pub time: String,
     pub actor: String,
     pub action: String,
+    #[serde(rename = "SecretName")]
     pub secret: Option<String>,
+    #[serde(rename = "VersionId")]
     pub version: Option<String>,
     pub outcome: String,
     pub detail: Option<String>,

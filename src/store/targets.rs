@@ -17,10 +17,14 @@ use crate::model::SecretName;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TargetInfo {
+    #[serde(rename = "TargetName")]
     pub name: String,
+    #[serde(rename = "TargetKind")]
     pub kind: String,
+    #[serde(rename = "TargetUrl")]
     pub url: String,
     /// The secret holding its admin credential, if it has one.
+    #[serde(rename = "AdminSecretName")]
     pub admin_secret: Option<String>,
     #[serde(skip)]
     pub config: serde_json::Value,

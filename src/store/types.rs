@@ -99,7 +99,7 @@ struct SecretInfoJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rotation_failure: Option<&'a RotationFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<&'a str>,
+    target_name: Option<&'a str>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -143,7 +143,7 @@ impl Serialize for SecretInfo {
             rotation_attempts: self.rotation_attempts,
             rotation_error: self.rotation_error.as_deref(),
             rotation_failure: self.rotation_failure.as_ref(),
-            target: self.target.as_deref(),
+            target_name: self.target.as_deref(),
         }
         .serialize(s)
     }

@@ -1292,7 +1292,7 @@ async fn a_target_and_its_admin_secret_are_stored_together_or_not_at_all() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["Name"].as_str().unwrap())
+        .map(|t| t["TargetName"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["pg"]);
     // Family options belong with a target.
@@ -2047,7 +2047,7 @@ async fn a_rotation_suite_leaves_no_value_in_json_logs_metrics_or_the_audit_log(
         let of = |action: &str| {
             records
                 .iter()
-                .filter(|r| r["Secret"] == name && r["Action"] == action)
+                .filter(|r| r["SecretName"] == name && r["Action"] == action)
                 .count()
         };
         assert_eq!(of("rotation.promote"), 2, "{name}");

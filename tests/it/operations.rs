@@ -317,8 +317,8 @@ both_backends!(
         for r in &records[2..] {
             assert!(r["Actor"].as_str().unwrap().starts_with("worker:"), "{r}");
         }
-        assert_eq!(records[2]["Version"], "v2");
-        assert_eq!(records[6]["Version"], "v2");
+        assert_eq!(records[2]["VersionId"], "v2");
+        assert_eq!(records[6]["VersionId"], "v2");
         assert!(
             records[3]["Detail"].as_str().unwrap().contains("attempt 1"),
             "{}",
@@ -395,7 +395,10 @@ both_backends!(
         let reads = audit(&t, hosts, &["--action", "secret.read"]);
         assert_eq!(reads.len(), 1);
         assert_eq!(
-            (reads[0]["Secret"].as_str(), reads[0]["Version"].as_str()),
+            (
+                reads[0]["SecretName"].as_str(),
+                reads[0]["VersionId"].as_str()
+            ),
             (Some("g1"), Some("v1"))
         );
 
@@ -611,7 +614,7 @@ impl Receiver {
             if let Some(d) = self
                 .accepted()
                 .into_iter()
-                .find(|d| d.event == event && d.json()["Secret"] == secret)
+                .find(|d| d.event == event && d.json()["SecretName"] == secret)
             {
                 return d;
             }

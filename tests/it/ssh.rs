@@ -122,7 +122,7 @@ async fn host_keys_are_pinned_and_a_host_presenting_another_key_is_refused() {
         .as_array()
         .unwrap()
         .iter()
-        .all(|t| t["AdminSecret"].is_null()));
+        .all(|t| t["AdminSecretName"].is_null()));
     let table = t.ok(&["target", "list"]);
     assert!(
         table.lines().skip(1).all(|l| l.trim_end().ends_with(" -")),
