@@ -257,7 +257,11 @@ pub fn describe_text(info: &SecretInfo, accounts: Option<(&str, String)>) -> Str
     lines.push(("Tags", tags));
     lines
         .iter()
-        .map(|(k, v)| format!("{:<15}{}", format!("{k}:"), printable(v)))
+        .map(|(k, v)| {
+            format!("{:<15}{}", format!("{k}:"), printable(v))
+                .trim_end()
+                .to_owned()
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -7,7 +7,9 @@
 //! - `db.internal:5432` is the test PostgreSQL that checks passwords (`ROTOR_TEST_PG_SCRAM`);
 //! - the server-side names `rotor_admin`, `orders` (account and database) get a suffix of this
 //!   run (the server is shared; the secret names stay as printed);
-//! - `$ADMIN_PASSWORD` is set, and `token.txt` holds a token.
+//! - `$ADMIN_PASSWORD` is set.
+//!
+//! and what rotor prints with those names is read with the README's names again.
 //!
 //! Output is compared line by line, after two placeholders: a time (`2026-11-28T22:24:19Z`)
 //! matches any time, and `…` matches any text within its line. Nothing else may differ, and
@@ -154,7 +156,6 @@ async fn the_short_session_runs_as_printed() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token.txt"), "first-token").unwrap();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_rotor"))
         .parent()
         .unwrap()
@@ -180,7 +181,10 @@ async fn the_short_session_runs_as_printed() {
             }
         }
         let out = cmd.output().unwrap();
-        let stdout = times_blanked(&String::from_utf8_lossy(&out.stdout));
+        // What rotor prints names the server-side names as substituted: name them as printed.
+        let stdout = times_blanked(&String::from_utf8_lossy(&out.stdout))
+            .replace(&admin_user, "rotor_admin")
+            .replace(&orders, "orders");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let actual: Vec<&str> = stdout.lines().collect();
         let expected: Vec<String> = step.expected.iter().map(|l| times_blanked(l)).collect();
