@@ -25,7 +25,8 @@ pub fn setup_error(e: SetupError) -> Error {
 }
 
 /// `rotor target add`: the family of `kind` validates the URL and options and builds the admin
-/// credential; the target and its admin secret are stored together.
+/// credential; with `check`, the family then logs in with it (as `target check` does) and a
+/// refusal stores nothing; the target and its admin secret are stored together.
 pub async fn add_target(
     store: &Store,
     registry: &Registry,
@@ -33,6 +34,7 @@ pub async fn add_target(
     kind: &str,
     url: Option<&str>,
     options: &Options,
+    check: bool,
 ) -> Result<(TargetInfo, Vec<String>)> {
     let (family, spec) = registry.target_kind(kind).ok_or_else(|| {
         Error::invalid(format!(
@@ -43,6 +45,41 @@ pub async fn add_target(
     let url = url
         .or(spec.default_url)
         .ok_or_else(|| Error::invalid(format!("give --url for a {} target", spec.name)))?;
+    check_url(spec, url)?;
+    check_options_fit(family.as_ref(), OptionScope::TargetAdd, options, spec.name)?;
+    let new: NewTarget = family
+        .new_target(spec, url, options)
+        .await
+        .map_err(setup_error)?;
+    let mut notes = new.notes.clone();
+    if check {
+        let context = TargetContext {
+            name: name.to_owned(),
+            kind: new.kind.to_owned(),
+            url: new.url.clone(),
+            config: new.config.clone(),
+            admin: new.admin.as_ref().map(|a| a.value.clone()),
+        };
+        let report = family
+            .check_target(&context)
+            .await
+            .map_err(|e| not_stored(name, e))?;
+        notes.push(format!("target '{name}': the admin account {report}"));
+    }
+    Ok((store.add_target(name, new).await?, notes))
+}
+
+/// A check that refused a target being added or updated: nothing was stored.
+fn not_stored(name: &str, e: SetupError) -> Error {
+    let how = "nothing stored (--no-check stores it without contacting the target, e.g. while it is down)";
+    match e {
+        SetupError::Invalid(m) => Error::invalid(format!("target '{name}': {m}; {how}")),
+        SetupError::Target(m) => Error::Target(format!("target '{name}': {m}; {how}")),
+    }
+}
+
+/// A target URL: free text with one of the kind's schemes, no account and no credential.
+fn check_url(spec: &rotators::family::TargetKindSpec, url: &str) -> Result<()> {
     crate::model::check_free_text("target URL", url)?;
     if !spec.schemes.iter().any(|s| url.starts_with(s)) {
         return Err(Error::invalid(format!(
@@ -68,13 +105,48 @@ pub async fn add_target(
             "the target URL carries a credential ('{key}=' in its query): give it as the admin credential instead (see: rotor target add --help), which rotor stores encrypted"
         )));
     }
+    Ok(())
+}
+
+/// `rotor target update`: the target's address and what its family lets change (a pinned host
+/// key, TLS settings) change; its admin secret and the secrets on it stay as they are. With
+/// `check`, the family checks the updated target first (as `target check`), and a refusal
+/// changes nothing.
+pub async fn update_target(
+    store: &Store,
+    registry: &Registry,
+    name: &str,
+    url: Option<&str>,
+    options: &Options,
+    check: bool,
+) -> Result<(TargetInfo, Vec<String>)> {
+    let mut target = store.target_context(name).await?;
+    let (family, spec) = family_of(registry, &target)?;
+    if url.is_none() && options.names().next().is_none() {
+        return Err(Error::invalid(format!(
+            "give what changes for target '{name}': --url, or its kind's options (see: rotor target update --help)"
+        )));
+    }
+    let url = url.unwrap_or(&target.url).to_owned();
+    check_url(spec, &url)?;
     check_options_fit(family.as_ref(), OptionScope::TargetAdd, options, spec.name)?;
-    let new: NewTarget = family
-        .new_target(spec, url, options)
+    let (config, mut notes) = family
+        .update_target(spec, &target, &url, options)
         .await
         .map_err(setup_error)?;
-    let notes = new.notes.clone();
-    Ok((store.add_target(name, new).await?, notes))
+    target.url = url;
+    target.config = config;
+    if check {
+        let report = family
+            .check_target(&target)
+            .await
+            .map_err(|e| not_stored(name, e))?;
+        notes.push(format!("target '{name}': the admin account {report}"));
+    }
+    let info = store
+        .update_target(name, &target.url, &target.config)
+        .await?;
+    Ok((info, notes))
 }
 
 /// Refuses options that `family` does not read for this command (an SSH host key for a
@@ -220,6 +292,10 @@ pub async fn reimport(
             return Err(crate::store::rotation_in_flight(name));
         }
     }
+    // A target's own admin secret: the new credential must work as the admin.
+    if crate::store::admin_secret_name(&m.target.name) == name.as_str() {
+        return reimport_admin(store, m, name, value).await;
+    }
     let current = m
         .state
         .current
@@ -238,6 +314,32 @@ pub async fn reimport(
             SetupError::Invalid(msg) => Error::invalid(format!("{msg}; nothing stored")),
             other => setup_error(other),
         })?;
+    let next = m
+        .state
+        .schedule
+        .as_ref()
+        .and_then(|s| s.plan(m.state.jitter, store.clock().now()));
+    store.import_value(name, value, next).await
+}
+
+/// `rotor secret import acs/target/NAME/admin`: the target's admin credential changed outside
+/// rotor (or was taken over): the family checks the target with it, as `target check` does,
+/// and only then is it stored.
+async fn reimport_admin(
+    store: &Store,
+    mut m: Managed,
+    name: &SecretName,
+    value: SecretValue,
+) -> Result<PutOutcome> {
+    rotators::value::validate(m.state.kind, value.expose())
+        .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+    m.target.admin = Some(value.clone());
+    m.family.check_target(&m.target).await.map_err(|e| {
+        Error::invalid(format!(
+            "the new admin credential of target '{}' does not work: {e}; nothing stored",
+            m.target.name
+        ))
+    })?;
     let next = m
         .state
         .schedule

@@ -291,6 +291,27 @@ pub trait Family: Send + Sync {
     /// what it may do (one line for `target check`).
     async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError>;
 
+    /// `target update`: the target's settings once `url` (already checked like `target add`'s)
+    /// replaces its address and `options` (of `target add`'s) change what may change — a
+    /// pinned host key, TLS settings — never its admin credential, which is a secret of its
+    /// own. Returns the new settings and notes for the user. By default only the URL changes
+    /// (where databases keep their TLS settings) and every option is refused.
+    async fn update_target(
+        &self,
+        _kind: &'static TargetKindSpec,
+        target: &TargetContext,
+        _url: &str,
+        options: &Options,
+    ) -> Result<(serde_json::Value, Vec<String>), SetupError> {
+        match options.names().next() {
+            Some(name) => Err(SetupError::Invalid(format!(
+                "--{name} cannot be changed with target update on a {} target",
+                target.kind
+            ))),
+            None => Ok((target.config.clone(), vec![])),
+        }
+    }
+
     /// Checks a `secret create --target` request and makes the secret's first values: new
     /// credentials (create mode; nothing on the target changes yet) or the imported ones, which
     /// must log in. Nothing is stored until this returns.

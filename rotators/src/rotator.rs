@@ -57,8 +57,11 @@ pub struct RotationContext {
     /// must check what is already done. False when the engine reached the step itself just now.
     pub resumed: bool,
     /// For a rotator that [creates on its target](Rotator::creates_on_target), in `create`:
-    /// when this job first began creating a credential (ms since the epoch), stored before the
-    /// call. A credential made at or after it that no version holds is an earlier attempt's.
+    /// when this attempt — or an earlier one that never ended (a crash, a lost lease, a step
+    /// timeout) — began creating a credential (ms since the epoch, rotor's clock), stored before
+    /// the call. A credential made at or after it that no version holds is such an attempt's.
+    /// An attempt that returns clears it, so `create` must not return (even with an error)
+    /// leaving a credential of its own behind.
     pub create_mark: Option<i64>,
 }
 

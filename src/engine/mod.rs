@@ -314,10 +314,29 @@ impl Engine {
             }
             let started = std::time::Instant::now();
             let ran: Result<Option<SecretValue>, RotateError> = match step {
-                Step::Create => self
-                    .on_target(claim, keeper, self.timed(rotator.create(&cx)))
-                    .await?
-                    .map(Some),
+                Step::Create => {
+                    let returned = std::sync::atomic::AtomicBool::new(false);
+                    let made = self
+                        .on_target(
+                            claim,
+                            keeper,
+                            self.timed(async {
+                                let made = rotator.create(&cx).await;
+                                returned.store(true, std::sync::atomic::Ordering::SeqCst);
+                                made
+                            }),
+                        )
+                        .await?;
+                    // An attempt that returned (not one cut off) left nothing behind: its
+                    // create mark goes, so a key made later is never taken for its own.
+                    if made.is_err()
+                        && cx.create_mark.is_some()
+                        && returned.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        self.store.end_create_attempt(claim).await?;
+                    }
+                    made.map(Some)
+                }
                 Step::Set => match pending_value(&state) {
                     Ok(pending) => self
                         .on_target(claim, keeper, self.timed(rotator.set(&cx, &pending)))

@@ -132,7 +132,7 @@ impl Store {
             "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
              VALUES ($3, 'set', $1, 0, $2, $2) \
              ON CONFLICT (secret_id) DO UPDATE SET step = 'set', version_id = excluded.version_id, \
-                                                   updated_at = excluded.updated_at \
+                                                   updated_at = excluded.updated_at, create_mark = NULL \
              WHERE rotation_jobs.step = 'create'",
         )
         .bind(version_id.as_str())
@@ -154,8 +154,12 @@ impl Store {
         Ok(version_id)
     }
 
-    /// Records, before a rotator whose target makes the credential is called, when the job
-    /// began creating one: the first such time is kept across attempts and returned.
+    /// Records, before a rotator whose target makes the credential is called, when this
+    /// attempt began creating one, and returns the mark it works with: a mark still there is
+    /// an attempt's that never ended (a crash, a lost lease, a step timeout: its credential may
+    /// exist, so the window starts there); otherwise the new one. An attempt that returns
+    /// clears its mark ([`end_create_attempt`](Self::end_create_attempt)), so a mark never
+    /// outlives the attempts it covers.
     pub async fn mark_create(&self, claim: &Claim) -> Result<i64> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
@@ -179,6 +183,21 @@ impl Store {
                 .try_get("create_mark")?;
         tx.commit().await?;
         Ok(mark.unwrap_or(now))
+    }
+
+    /// The `create` of a rotator whose target makes the credential returned (with an error):
+    /// that attempt left nothing on the target, so its create mark goes and the next attempt
+    /// marks afresh.
+    pub async fn end_create_attempt(&self, claim: &Claim) -> Result<()> {
+        sqlx::query(
+            "UPDATE rotation_jobs SET create_mark = NULL \
+             WHERE secret_id = $1 AND EXISTS (SELECT 1 FROM secrets WHERE id = $1 AND lease_token = $2)",
+        )
+        .bind(claim.secret_id)
+        .bind(&claim.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records that step `from` is done and the job goes on with `to`.

@@ -565,7 +565,7 @@ both_backends!(values_stay_out_of_logs, |t: TestEnv| async move {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Leak-Canary"));
 });
 
-/// `rotor target add` for a target nothing connects to (adding one touches no server).
+/// `rotor target add --no-check` for a target nothing connects to (it touches no server).
 fn add_offline_target(t: &TestEnv, name: &str, url: &str) -> std::process::Output {
     t.run(&[
         "target",
@@ -579,6 +579,7 @@ fn add_offline_target(t: &TestEnv, name: &str, url: &str) -> std::process::Outpu
         "admin",
         "--admin-password",
         "Admin-Pass-9f3",
+        "--no-check",
     ])
 }
 

@@ -33,21 +33,33 @@ pub(crate) fn add_target(
     user: &str,
     password: &str,
 ) -> Output {
-    t.run_with_stdin(
-        &[
-            "target",
-            "add",
-            name,
-            "--kind",
-            kind,
-            "--url",
-            url,
-            "--admin-user",
-            user,
-            "--admin-password-stdin",
-        ],
-        password,
-    )
+    add_target_with(t, name, kind, url, user, password, &[])
+}
+
+/// [`add_target`] with more arguments (`--no-check`).
+pub(crate) fn add_target_with(
+    t: &TestEnv,
+    name: &str,
+    kind: &str,
+    url: &str,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "target",
+        "add",
+        name,
+        "--kind",
+        kind,
+        "--url",
+        url,
+        "--admin-user",
+        user,
+        "--admin-password-stdin",
+    ];
+    args.extend_from_slice(extra);
+    t.run_with_stdin(&args, password)
 }
 
 pub(crate) async fn admin() -> PgConnection {
@@ -499,10 +511,23 @@ async fn unsafe_names_and_weak_admins_are_refused_up_front() {
     let weak = pg.name("weak");
     pg.role(&weak, "", "Weak-Admin-Pass1").await;
     let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
-    assert!(pg
-        .add_target("weak", &url, &weak, "Weak-Admin-Pass1")
-        .status
-        .success());
+    // Adding it is refused (the check target check makes), and stored with --no-check.
+    assert_refused(
+        &pg.add_target("weak", &url, &weak, "Weak-Admin-Pass1"),
+        7,
+        "may not manage accounts",
+        Some("Weak-Admin-Pass1"),
+    );
+    let out = add_target_with(
+        &pg.t,
+        "weak",
+        "postgres",
+        &url,
+        &weak,
+        "Weak-Admin-Pass1",
+        &["--no-check"],
+    );
+    assert!(out.status.success(), "{out:?}");
     assert_refused(
         &pg.t.run(&["target", "check", "weak"]),
         7,
@@ -1203,10 +1228,16 @@ async fn postgres_targets_speak_tls_and_verify_the_pinned_ca() {
     let other = "/etc/ssl/certs/ca-certificates.crt";
     let wrong =
         format!("postgres://127.0.0.1:{port}/postgres?sslmode=verify-ca&sslrootcert={other}");
-    assert!(pg
-        .add_target("mistrusted", &wrong, "postgres", password)
-        .status
-        .success());
+    let out = add_target_with(
+        &pg.t,
+        "mistrusted",
+        "postgres",
+        &wrong,
+        "postgres",
+        password,
+        &["--no-check"],
+    );
+    assert!(out.status.success(), "{out:?}");
     let out = pg.t.run(&["target", "check", "mistrusted"]);
     assert_refused(&out, 7, "unreachable", Some(password));
     pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
@@ -1284,7 +1315,15 @@ async fn a_target_and_its_admin_secret_are_stored_together_or_not_at_all() {
         .unwrap();
     store.close().await;
     let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
-    let out = pg.add_target("pg2", &url, "postgres", "unused-Pass-1");
+    let out = add_target_with(
+        &pg.t,
+        "pg2",
+        "postgres",
+        &url,
+        "postgres",
+        "unused-Pass-1",
+        &["--no-check"],
+    );
     assert_refused(&out, 4, "already exists", Some("unused-Pass-1"));
     // ...and then the target row is not there either: one transaction.
     let targets = pg.t.json(&["target", "list"]);

@@ -21,6 +21,7 @@ mod latewrite;
 mod leases;
 mod operations;
 mod ram;
+mod ram_edges;
 mod recovery;
 mod rotation;
 mod ssh;

@@ -80,6 +80,11 @@ impl Emulator {
         .await;
     }
 
+    /// Sets the emulator's clock `offset_s` seconds off the machine's (rotor's).
+    pub async fn clock_offset(&self, offset_s: i64) {
+        control(&self.addr, &format!("/_emulator/clock?offset_s={offset_s}")).await;
+    }
+
     /// Lets `action` through again.
     pub async fn allow(&self, action: &str) {
         control(&self.addr, &format!("/_emulator/refuse?action={action}")).await;

@@ -20,10 +20,15 @@
 //! CreateAccessKey wait N ms after creating the key, before answering;
 //! `POST /_emulator/refuse?action=A&status=S&code=C` makes every signed call of action `A`
 //! answer HTTP `S` with error code `C` (without doing anything) until
-//! `POST /_emulator/refuse?action=A` (no code) lets it through again.
+//! `POST /_emulator/refuse?action=A` (no code) lets it through again;
+//! `POST /_emulator/clock?offset_s=N` sets the emulator's clock N seconds (may be negative) off
+//! the machine's, as a cloud whose clock differs from rotor's: every time it shows (`Date`
+//! headers, `CreateDate`) and its timestamp check use it. Every answer carries a `Date` header,
+//! as the cloud's do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,8 +75,16 @@ type Shared = Arc<Mutex<Cloud>>;
 /// A cloud error.
 struct Fault(StatusCode, &'static str, String);
 
+/// How far the emulator's clock is off the machine's, in seconds (`/_emulator/clock`).
+static CLOCK_OFFSET_S: AtomicI64 = AtomicI64::new(0);
+
+/// The emulator's clock.
+fn clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() + chrono::Duration::seconds(CLOCK_OFFSET_S.load(Ordering::SeqCst))
+}
+
 fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    clock().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn request_id() -> String {
@@ -90,9 +103,13 @@ fn request_id() -> String {
 
 fn answer(status: StatusCode, mut body: Value) -> Response {
     body["RequestId"] = json!(request_id());
+    let date = clock().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     (
         status,
-        [("content-type", "application/json;charset=utf-8")],
+        [
+            ("content-type", "application/json;charset=utf-8".to_owned()),
+            ("date", date),
+        ],
         body.to_string(),
     )
         .into_response()
@@ -141,7 +158,7 @@ fn authenticate(
         headers: &headers,
         body,
     };
-    let call = verify::verify(&req, chrono::Utc::now(), WINDOW, &mut |id| {
+    let call = verify::verify(&req, clock(), WINDOW, &mut |id| {
         secret_of(cloud, id).map(zeroize::Zeroizing::new)
     })
     .map_err(|r| {
@@ -437,6 +454,11 @@ async fn refuse(State(cloud): State<Shared>, Query(q): Query<HashMap<String, Str
     "ok\n".into_response()
 }
 
+async fn set_clock(Query(q): Query<HashMap<String, i64>>) -> &'static str {
+    CLOCK_OFFSET_S.store(q.get("offset_s").copied().unwrap_or(0), Ordering::SeqCst);
+    "ok\n"
+}
+
 fn usage() -> ! {
     eprintln!("usage: ram-emulator --listen ADDR --admin-access-key-id ID --admin-access-key-secret SECRET");
     std::process::exit(2)
@@ -469,6 +491,7 @@ async fn main() {
         .route("/_emulator/throttle", post(throttle))
         .route("/_emulator/slow-create", post(slow_create))
         .route("/_emulator/refuse", post(refuse))
+        .route("/_emulator/clock", post(set_clock))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
