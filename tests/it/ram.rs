@@ -413,7 +413,7 @@ async fn imported_pairs_are_checked_and_foreign_keys_stop_the_rotation() {
     // Someone adds a key of their own: the rotation fails, naming it, and changes nothing.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let foreign = admin.create_access_key("svc").await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let before = keys_of(&emulator, "svc").await;
     let out = t.run(&["rotate", "ram/svc"]);
     assert_refused(&out, 6, &foreign.access_key_id, None);

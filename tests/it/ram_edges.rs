@@ -51,9 +51,11 @@ async fn a_key_made_by_hand_after_a_throttled_attempt_is_not_deleted() {
     let out = t.run(&["rotate", "ram/ops"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     emulator.throttle(0).await;
-    // Later, someone makes a key of their own.
+    // Later, someone makes a key of their own (more than the two seconds the clocks' whole
+    // seconds leave uncertain before the next attempt).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let hand = admin.create_access_key("ops").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let out = t.run(&["rotate", "ram/ops"]);
     assert_refused(&out, 6, &hand.access_key_id, Some(&hand.access_key_secret));
     assert!(
@@ -81,8 +83,8 @@ async fn with_rotors_clock_5_minutes_behind_a_key_made_by_hand_is_not_deleted() 
     let admin = emulator.admin(SignatureStyle::V3);
     // Rotor's clock 5 minutes behind the cloud's.
     emulator.clock_offset(300).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let hand = admin.create_access_key("etl").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let out = t.run(&["rotate", "ram/etl"]);
     assert_refused(&out, 6, &hand.access_key_id, Some(&hand.access_key_secret));
     assert!(
