@@ -25,5 +25,6 @@ mod ram_edges;
 mod recovery;
 mod rotation;
 mod ssh;
+mod ssh_edges;
 mod store;
 mod workers;
