@@ -51,7 +51,7 @@ pub async fn add_target(
         .new_target(spec, url, options)
         .await
         .map_err(setup_error)?;
-    let mut notes = new.notes.clone();
+    let notes = new.notes.clone();
     if check {
         let context = TargetContext {
             name: name.to_owned(),
@@ -60,11 +60,10 @@ pub async fn add_target(
             config: new.config.clone(),
             admin: new.admin.as_ref().map(|a| a.value.clone()),
         };
-        let report = family
+        family
             .check_target(&context)
             .await
             .map_err(|e| not_stored(name, e))?;
-        notes.push(format!("target '{name}': the admin account {report}"));
     }
     Ok((store.add_target(name, new).await?, notes))
 }
@@ -130,18 +129,17 @@ pub async fn update_target(
     let url = url.unwrap_or(&target.url).to_owned();
     check_url(spec, &url)?;
     check_options_fit(family.as_ref(), OptionScope::TargetAdd, options, spec.name)?;
-    let (config, mut notes) = family
+    let (config, notes) = family
         .update_target(spec, &target, &url, options)
         .await
         .map_err(setup_error)?;
     target.url = url;
     target.config = config;
     if check {
-        let report = family
+        family
             .check_target(&target)
             .await
             .map_err(|e| not_stored(name, e))?;
-        notes.push(format!("target '{name}': the admin account {report}"));
     }
     let info = store
         .update_target(name, &target.url, &target.config)

@@ -27,4 +27,5 @@ mod rotation;
 mod ssh;
 mod ssh_edges;
 mod store;
+mod targets;
 mod workers;

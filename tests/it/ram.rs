@@ -10,7 +10,7 @@ use rotators::ram::client::{RamClient, SignatureStyle};
 
 use crate::support::{assert_refused, Backend, TestEnv};
 
-const ADMIN_ID: &str = "LTAIadminTestKey0001";
+pub(crate) const ADMIN_ID: &str = "LTAIadminTestKey0001";
 const ADMIN_SECRET: &str = "AdminSecretForTheEmulator000001";
 
 /// A running emulator, stopped on drop.
