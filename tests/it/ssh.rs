@@ -418,7 +418,7 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
     // chpasswd and sudo read passwords on stdin: sshd's log of every command shows none.
     let log = sshd.log();
     assert!(
-        log.contains("entering command sudo -S"),
+        log.contains("entering command printf") && log.contains("exec sudo -S"),
         "commands are logged"
     );
     for password in &seen {
