@@ -1,5 +1,6 @@
 //! Targets and the secrets whose credentials live on them, through the rotator family that
-//! serves the target's kind: `target add | check | remove` and `secret create --target`.
+//! serves the target's kind: `target add | update | check | remove`, `secret create --target`,
+//! and the checked re-import and rollback of a managed secret (a target's admin secret included).
 //!
 //! What holds for every family lives here: a target kind some family declares, a URL with one
 //! of its schemes and no credentials in it, one transaction for a target and its admin secret,

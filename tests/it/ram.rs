@@ -80,6 +80,11 @@ impl Emulator {
         .await;
     }
 
+    /// Makes the next `count` CreateAccessKey calls create the key, then answer 503.
+    pub async fn lose_create(&self, count: u32) {
+        control(&self.addr, &format!("/_emulator/lose-create?count={count}")).await;
+    }
+
     /// Sets the emulator's clock `offset_s` seconds off the machine's (rotor's).
     pub async fn clock_offset(&self, offset_s: i64) {
         control(&self.addr, &format!("/_emulator/clock?offset_s={offset_s}")).await;

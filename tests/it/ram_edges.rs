@@ -141,3 +141,24 @@ async fn a_failed_create_that_deleted_the_previous_key_says_so() {
     t.ok(&["rotate", "ram/web"]);
     assert_eq!(pair(&t, "ram/web", "ACSPrevious"), current);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_access_key_whose_answer_is_lost_leaves_no_key_behind() {
+    let (t, emulator) = rig("api", Backend::Postgres).await;
+    t.ok(&["rotate", "ram/api"]);
+    let current = pair(&t, "ram/api", "ACSCurrent");
+    // The cloud makes the key, and the answer is lost: the attempt deletes what it made.
+    emulator.lose_create(1).await;
+    let out = t.run(&["rotate", "ram/api"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert_eq!(
+        keys_of(&emulator, "api").await,
+        vec![current.0.clone()],
+        "no key that no version holds"
+    );
+    // The next attempt rotates, within the two-key limit.
+    t.ok(&["rotate", "ram/api"]);
+    let mut expected = vec![pair(&t, "ram/api", "ACSCurrent").0, current.0.clone()];
+    expected.sort();
+    assert_eq!(keys_of(&emulator, "api").await, expected);
+}

@@ -21,6 +21,8 @@
 //! `POST /_emulator/refuse?action=A&status=S&code=C` makes every signed call of action `A`
 //! answer HTTP `S` with error code `C` (without doing anything) until
 //! `POST /_emulator/refuse?action=A` (no code) lets it through again;
+//! `POST /_emulator/lose-create?count=N` makes the next N CreateAccessKey calls create the key
+//! and then answer `503 ServiceUnavailable`, as an answer lost on the way would;
 //! `POST /_emulator/clock?offset_s=N` sets the emulator's clock N seconds (may be negative) off
 //! the machine's, as a cloud whose clock differs from rotor's: every time it shows (`Date`
 //! headers, `CreateDate`) and its timestamp check use it. Every answer carries a `Date` header,
@@ -66,6 +68,8 @@ struct Cloud {
     nonces: HashMap<String, Instant>,
     throttle: u32,
     slow_create: Duration,
+    /// CreateAccessKey calls still to answer 503 after creating the key.
+    lose_create: u32,
     /// Actions refused with (HTTP status, error code).
     refused: HashMap<String, (StatusCode, String)>,
 }
@@ -402,7 +406,16 @@ async fn handle(
                     "Request was denied due to user flow control.",
                 ));
             }
-            act(&mut c, &key_id, &action, &params)
+            let done = act(&mut c, &key_id, &action, &params);
+            if done.is_ok() && action == "CreateAccessKey" && c.lose_create > 0 {
+                c.lose_create -= 1;
+                return Err(Fault(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The request has failed due to a temporary failure of the server.".into(),
+                ));
+            }
+            done
         })
     };
     match done {
@@ -421,6 +434,14 @@ async fn throttle(
     Query(q): Query<HashMap<String, u32>>,
 ) -> &'static str {
     cloud.lock().expect("state").throttle = q.get("count").copied().unwrap_or(1);
+    "ok\n"
+}
+
+async fn lose_create(
+    State(cloud): State<Shared>,
+    Query(q): Query<HashMap<String, u32>>,
+) -> &'static str {
+    cloud.lock().expect("state").lose_create = q.get("count").copied().unwrap_or(1);
     "ok\n"
 }
 
@@ -492,6 +513,7 @@ async fn main() {
         .route("/_emulator/slow-create", post(slow_create))
         .route("/_emulator/refuse", post(refuse))
         .route("/_emulator/clock", post(set_clock))
+        .route("/_emulator/lose-create", post(lose_create))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
