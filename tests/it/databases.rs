@@ -78,7 +78,7 @@ pub(crate) async fn login(
     Ok(who)
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -137,7 +137,7 @@ impl Pg {
         format!("{base}_{}", self.suffix)
     }
 
-    fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
+    pub(crate) fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
         add_target(&self.t, name, "postgres", url, user, password)
     }
 
@@ -162,7 +162,7 @@ impl Pg {
         login(user, password, &self.db, scram_port()).await
     }
 
-    async fn role(&mut self, name: &str, options: &str, password: &str) {
+    pub(crate) async fn role(&mut self, name: &str, options: &str, password: &str) {
         admin()
             .await
             .execute(format!("CREATE ROLE {name} LOGIN {options} PASSWORD '{password}'").as_str())
@@ -653,11 +653,11 @@ async fn a_target_that_is_down_is_retried_and_the_current_credential_stays() {
 
 // ---- MySQL / MariaDB -------------------------------------------------------------------------
 
-fn mysql_url() -> String {
+pub(crate) fn mysql_url() -> String {
     std::env::var("ROTOR_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-async fn mysql_admin() -> sqlx::MySqlConnection {
+pub(crate) async fn mysql_admin() -> sqlx::MySqlConnection {
     sqlx::MySqlConnection::connect(&mysql_url())
         .await
         .unwrap_or_else(|e| {
@@ -668,7 +668,10 @@ async fn mysql_admin() -> sqlx::MySqlConnection {
         })
 }
 
-async fn mysql_login((user, password): &(String, String), db: &str) -> Result<String, String> {
+pub(crate) async fn mysql_login(
+    (user, password): &(String, String),
+    db: &str,
+) -> Result<String, String> {
     let base = mysql_url();
     let host = base
         .rsplit_once('@')
@@ -703,7 +706,7 @@ async fn grants(user: &str) -> Vec<String> {
 }
 
 /// A store with a `maria` target on the machine's MariaDB, and a database of the test's own.
-async fn maria() -> (TestEnv, String, String) {
+pub(crate) async fn maria() -> (TestEnv, String, String) {
     let t = TestEnv::new(Backend::Sqlite).await;
     t.ok(&["init"]);
     let suffix = rotor::crypto::random_id()[..8].to_owned();
@@ -922,7 +925,7 @@ async fn acl_rules(user: &str) -> String {
         .join(" ")
 }
 
-async fn redis_target(t: &TestEnv) {
+pub(crate) async fn redis_target(t: &TestEnv) {
     t.ok(&["init"]);
     let out = add_target(t, "red", "redis", &redis_url(), "default", "");
     assert!(

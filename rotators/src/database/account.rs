@@ -216,6 +216,10 @@ pub struct DbSettings {
     pub privilege: Option<Privilege>,
     #[serde(default)]
     pub password: PasswordPolicy,
+    /// rotor created the accounts (create mode), so it may remove them again
+    /// (`secret delete --drop-accounts`); imported accounts are never removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
 }
 
 impl DbSettings {
