@@ -165,7 +165,14 @@ pub async fn create_secret(
             .await
         {
             store.delete(&name, DeleteMode::Force).await?;
-            return Err(setup_error(e));
+            return Err(setup_error(match e {
+                SetupError::Invalid(m) => {
+                    SetupError::Invalid(format!("secret '{name}' was not created: {m}"))
+                }
+                SetupError::Target(m) => {
+                    SetupError::Target(format!("secret '{name}' was not created: {m}"))
+                }
+            }));
         }
     }
     Ok(done)
@@ -290,8 +297,8 @@ pub struct Deletion {
     pub target: Option<String>,
     /// What stays on the target, in words (empty when its family does not say).
     pub left: Vec<String>,
-    /// rotor created what stays (create mode), so `--drop-accounts` could remove it.
-    pub left_created: bool,
+    /// Who made what stays (`None` when its family does not say).
+    pub left_origin: Option<rotators::Origin>,
     /// What `--drop-accounts` removed from the target, in words.
     pub dropped: Vec<String>,
 }
@@ -338,7 +345,7 @@ pub async fn delete_secret(
                 current.and_then(|c| family.on_target(&target, view.kind, &view.settings, c));
             if let Some(on) = on_target {
                 done.left = on.items;
-                done.left_created = on.created;
+                done.left_origin = Some(on.origin);
             }
             if drop_accounts {
                 let current = current.ok_or_else(|| {
@@ -360,7 +367,7 @@ pub async fn delete_secret(
                         })
                     })?;
                 done.left.clear();
-                done.left_created = false;
+                done.left_origin = None;
             }
         } else if drop_accounts {
             return Err(Error::invalid(format!(

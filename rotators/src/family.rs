@@ -267,9 +267,18 @@ pub struct Provisioned {
 pub struct OnTarget {
     /// Each thing in words (`role 'app'`, `user 'app'@'%' with its grants on database 'd'`).
     pub items: Vec<String>,
-    /// rotor created them (create mode), so [`Family::remove_accounts`] may remove them;
-    /// imported ones belong to whoever made them.
-    pub created: bool,
+    pub origin: Origin,
+}
+
+/// Who made a secret's accounts on its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// rotor, in create mode: [`Family::remove_accounts`] may remove them.
+    Created,
+    /// Someone else: the secret imported them, and they stay theirs.
+    Imported,
+    /// The secret predates rotor's record of it; they are treated as imported.
+    Unknown,
 }
 
 /// One kind of target and everything rotor does with it.

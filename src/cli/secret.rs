@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args, Subcommand};
-use rotators::{Options, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
+use rotators::{Options, Origin, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
 use serde_json::json;
 
 use super::options::{require_target, Redacted};
@@ -281,6 +281,11 @@ pub async fn run(
                     "TargetName": done.target,
                     "LeftOnTarget": done.left,
                     "DroppedFromTarget": done.dropped,
+                    "CreatedByRotor": done.left_origin.and_then(|o| match o {
+                        Origin::Created => Some(true),
+                        Origin::Imported => Some(false),
+                        Origin::Unknown => None,
+                    }),
                 }),
                 || deletion_text(&name, &done),
             );
@@ -338,12 +343,12 @@ fn deletion_text(name: &SecretName, done: &crate::targets::Deletion) -> String {
             text.push_str(&format!("\nits credentials stay on target '{target}'"));
         }
     } else {
-        let why = if done.left_created {
-            format!(
+        let why = match done.left_origin {
+            Some(Origin::Created) => format!(
                 "rotor created them; to drop them with the secret: rotor secret delete {name} --force --drop-accounts"
-            )
-        } else {
-            "not created by rotor: rotor never drops them".to_owned()
+            ),
+            Some(Origin::Imported) => "imported: rotor never drops them".to_owned(),
+            _ => "made before rotor recorded who created accounts: rotor does not drop them".to_owned(),
         };
         text.push_str(&format!(
             "\nleft on target '{target}': {} ({why})",

@@ -523,7 +523,8 @@ async fn unsafe_names_and_weak_admins_are_refused_up_front() {
         "--database",
         &pg.db,
     ]);
-    assert_refused(&out, 7, "permission denied", None);
+    // Named before anything changes: what the admin lacks.
+    assert_refused(&out, 7, "lacks what create mode needs (CREATEROLE", None);
     assert_refused(
         &pg.t.run(&["secret", "describe", "db/never"]),
         3,

@@ -169,7 +169,7 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
         text.contains(&format!("left on target 'pg': account '{own}'")),
         "{text}"
     );
-    assert!(text.contains("rotor never drops them"), "{text}");
+    assert!(text.contains("imported: rotor never drops them"), "{text}");
     assert_eq!(pg_roles(std::slice::from_ref(&own)).await, vec![own]);
     pg.cleanup(&[]).await;
 }

@@ -216,10 +216,11 @@ pub struct DbSettings {
     pub privilege: Option<Privilege>,
     #[serde(default)]
     pub password: PasswordPolicy,
-    /// rotor created the accounts (create mode), so it may remove them again
-    /// (`secret delete --drop-accounts`); imported accounts are never removed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub created: bool,
+    /// rotor created the accounts (create mode: `true`), so it may remove them again
+    /// (`secret delete --drop-accounts`); imported accounts (`false`) are never removed, nor
+    /// those of secrets made before this was recorded (`None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 impl DbSettings {

@@ -283,13 +283,9 @@ impl AccountServer for Mysql {
             "create mode grants only what the admin holds WITH GRANT OPTION on the account's database or on *.*; on *.* it lacks {}",
             lacking.join(", ")
         );
-        if in_databases.is_empty() && grantable.is_empty() {
-            return Err(RotateError::fatal(format!(
-                "the admin account of target '{}' may create users but grant privileges nowhere: {need}",
-                target.name
-            )));
-        }
-        Ok(if in_databases.is_empty() {
+        Ok(if in_databases.is_empty() && grantable.is_empty() {
+            format!("logs in and may manage accounts; but it may grant privileges nowhere, so create mode fails everywhere: {need}")
+        } else if in_databases.is_empty() {
             format!("logs in and may manage accounts; {need}")
         } else {
             format!(

@@ -205,7 +205,7 @@ impl AccountServer for Postgres {
         };
         if get("superuser")? {
             return Ok(
-                "logs in as a superuser: may create accounts and grant in every database".into(),
+                "logs in and may manage accounts and grant in every database (a superuser)".into(),
             );
         }
         if !get("createrole")? {
@@ -231,14 +231,13 @@ impl AccountServer for Postgres {
         .await
         .map_err(|e| classify(target, "the admin", e))?;
         let need = "create mode needs, in the account's database, CONNECT on it and USAGE and CREATE on its schema public, WITH GRANT OPTION (owning the database and the schema gives them)";
-        if lacking.len() as i64 >= all {
-            return Err(RotateError::fatal(format!(
-                "the admin account of target '{}' may create roles (CREATEROLE) but may grant in no database: {need}",
-                target.name
-            )));
-        }
+        // Rotations need only CREATEROLE; create mode fails where the admin may not grant.
         let mut line = "logs in and may manage accounts (CREATEROLE)".to_owned();
-        if !lacking.is_empty() {
+        if lacking.len() as i64 >= all {
+            line.push_str(&format!(
+                "; but it may grant in no database, so create mode fails everywhere: {need}"
+            ));
+        } else if !lacking.is_empty() {
             line.push_str(&format!(
                 "; it may not grant CONNECT on {} of {all} databases ({}), so create mode fails there: {need}",
                 lacking.len(),
@@ -312,9 +311,9 @@ impl AccountServer for Postgres {
         if !lacking.is_empty() {
             let _ = conn.close().await;
             return Err(RotateError::fatal(format!(
-                "the admin account '{me}' of target '{}' lacks privileges that create mode grants: {}; it needs them WITH GRANT OPTION (owning the database, schema public and its tables gives them); nothing was created",
+                "the admin account '{me}' of target '{}' lacks what create mode needs ({}): the privileges it grants must be its own WITH GRANT OPTION, which owning the database, its schema public and its tables gives",
                 target.name,
-                lacking.join(", ")
+                lacking.join("; ")
             )));
         }
 
@@ -367,9 +366,9 @@ impl AccountServer for Postgres {
             granted = match missing(&mut conn, target, &group_name, settings, privilege, false).await {
                 Ok(lacking) if lacking.is_empty() => Ok(()),
                 Ok(lacking) => Err(RotateError::fatal(format!(
-                    "target '{}' did not give role '{group_name}' its {privilege:?} privileges ({}); nothing was kept",
+                    "target '{}' did not give role '{group_name}' its {privilege:?} privileges ({}); the accounts were removed again",
                     target.name,
-                    lacking.join(", ")
+                    lacking.join("; ")
                 ))),
                 Err(e) => Err(e),
             };
@@ -532,6 +531,19 @@ async fn missing(
     };
     let fail = |e| classify(target, "checking privileges", e);
     let mut lacking = vec![];
+    if grant_option {
+        // The admin also makes the roles.
+        let can: bool =
+            sqlx::query_scalar("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = $1")
+                .bind(role)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(fail)?
+                .unwrap_or(false);
+        if !can {
+            lacking.push("CREATEROLE".to_owned());
+        }
+    }
     if let Some(db) = &settings.database {
         let ok: bool = sqlx::query_scalar("SELECT has_database_privilege($1, $2, $3)")
             .bind(role)
@@ -557,7 +569,7 @@ async fn missing(
         }
     }
     if !schema.is_empty() {
-        lacking.push(format!("{} on schema public", schema.join(", ")));
+        lacking.push(format!("{} on schema public", schema.join(" and ")));
     }
     let tables = table_privileges(privilege);
     if !tables.is_empty() {

@@ -17,7 +17,7 @@ use crate::family::shared::{
     ADMIN_PASSWORD, ADMIN_PASSWORD_STDIN, ADMIN_USER, EXCLUDE_CHARS, PASSWORD_LENGTH,
 };
 use crate::family::{
-    Family, NewAdmin, NewTarget, OnTarget, OptionArg, OptionScope, OptionSpec, Options,
+    Family, NewAdmin, NewTarget, OnTarget, OptionArg, OptionScope, OptionSpec, Options, Origin,
     Provisioned, SecretRequest, SetupError, Source, TargetKindSpec,
 };
 use crate::kind::{SecretKind, SecretType, SubType};
@@ -211,7 +211,7 @@ impl Family for DatabaseFamily {
             database,
             privilege: options.parse("privilege")?,
             password,
-            created: false,
+            created: None,
         };
         let (first, second, install) = match (source, options.text("account")) {
             (Source::Import(_), Some(_)) => {
@@ -267,7 +267,7 @@ impl Family for DatabaseFamily {
         if let Some(second) = &second {
             settings.accounts = vec![first.name.clone(), second.name.clone()];
         }
-        settings.created = install;
+        settings.created = Some(install);
         Ok(Provisioned {
             current: first.to_value(),
             previous: second.map(|a| a.to_value()),
@@ -324,17 +324,19 @@ impl Family for DatabaseFamily {
     ) -> Option<OnTarget> {
         let settings = DbSettings::from_json(settings).ok()?;
         let accounts = secret_accounts(&settings, current).ok()?;
-        let items = if settings.created {
+        let origin = match settings.created {
+            Some(true) => Origin::Created,
+            Some(false) => Origin::Imported,
+            None => Origin::Unknown,
+        };
+        let items = if origin == Origin::Created {
             self.server(target)
                 .ok()?
                 .describe_accounts(&settings, &accounts)
         } else {
             accounts.iter().map(|a| format!("account '{a}'")).collect()
         };
-        Some(OnTarget {
-            items,
-            created: settings.created,
-        })
+        Some(OnTarget { items, origin })
     }
 
     async fn remove_accounts(
@@ -346,13 +348,21 @@ impl Family for DatabaseFamily {
     ) -> Result<Vec<String>, SetupError> {
         let settings = DbSettings::from_json(settings)?;
         let accounts = secret_accounts(&settings, current)?;
-        if !settings.created {
-            return Err(SetupError::Invalid(format!(
-                "rotor did not create {} (the secret imported {}), so it does not drop {}; nothing was deleted",
-                quoted_list(&accounts),
-                if accounts.len() == 1 { "it" } else { "them" },
-                if accounts.len() == 1 { "it" } else { "them" },
-            )));
+        let them = if accounts.len() == 1 { "it" } else { "them" };
+        match settings.created {
+            Some(true) => {}
+            Some(false) => {
+                return Err(SetupError::Invalid(format!(
+                    "rotor did not create {} (the secret imported {them}), so it does not drop {them}; nothing was deleted",
+                    quoted_list(&accounts),
+                )))
+            }
+            None => {
+                return Err(SetupError::Invalid(format!(
+                    "the secret predates rotor's record of who created {}, so rotor does not drop {them} (remove {them} on the target yourself, then delete the secret); nothing was deleted",
+                    quoted_list(&accounts),
+                )))
+            }
         }
         let server = self.server(target)?;
         server.remove_accounts(target, &settings, &accounts).await?;

@@ -260,7 +260,7 @@ impl AccountServer for Redis {
         let lacking = admin_lacks(target, &mut conn, &admin.name).await?;
         if !lacking.is_empty() {
             return Err(RotateError::fatal(format!(
-                "the admin account of target '{}' may not run {}, which create mode needs; nothing was created",
+                "the admin account of target '{}' may not run {}, which create mode needs",
                 target.name,
                 lacking.join(", ")
             )));
