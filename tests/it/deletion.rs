@@ -84,6 +84,35 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
         None,
     );
 
+    // A single account goes with its group too.
+    let solo = pg.name("solo");
+    let solos = vec![solo.clone(), format!("{solo}_group")];
+    pg.t.ok(&[
+        "secret",
+        "create",
+        "db/solo",
+        "--type",
+        "Rds",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "pg",
+        "--account",
+        &solo,
+        "--database",
+        &pg.db,
+    ]);
+    pg.t.ok(&["rotate", "db/solo"]);
+    let json =
+        pg.t.json(&["secret", "delete", "db/solo", "--recovery-days", "7"]);
+    assert_eq!(json["CreatedByRotor"], true, "{json}");
+    assert_eq!(json["LeftOnTarget"].as_array().unwrap().len(), 2, "{json}");
+    pg.t.ok(&["secret", "delete", "db/solo", "--force", "--drop-accounts"]);
+    assert!(
+        pg_roles(&solos).await.is_empty(),
+        "the role and its group are gone"
+    );
+
     // Objects the accounts made are the application's: the roles stay, and so does the secret.
     let keep = pg.name("keep");
     let kept = vec![

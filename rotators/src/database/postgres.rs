@@ -49,10 +49,7 @@ fn options(
         .username(&account.name)
         .password(account.password())
         // Statements never reach rotor's own logs either (sqlx logs them at debug).
-        .disable_statement_logging()
-        // Nor do the server's notices and warnings (sqlx logs them as raw lines): a grant that
-        // does not take ("no privileges were granted") is found by checking, not by reading.
-        .options([("client_min_messages", "error")]);
+        .disable_statement_logging();
     if let Some(db) = database {
         options = options.database(db);
     }
@@ -106,6 +103,24 @@ async fn connect(
     }
 }
 
+/// Keeps the server's notices and warnings off an admin connection: sqlx would print them as
+/// raw log lines. A grant that does not take ("no privileges were granted") is found by
+/// checking privileges, not by reading warnings. (A `SET`, not a startup option, which
+/// connection poolers such as PgBouncer refuse.)
+const QUIET: &str = "SET client_min_messages TO error";
+
+/// A connection as the target's admin, to `database` (or the URL's), without notices.
+async fn admin_connect(
+    target: &TargetContext,
+    database: Option<&str>,
+) -> Result<PgConnection, RotateError> {
+    let mut conn = connect(target, &super::admin_account(target)?, database).await?;
+    conn.execute(QUIET)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+    Ok(conn)
+}
+
 impl Postgres {
     pub fn new() -> Self {
         Postgres::default()
@@ -124,6 +139,7 @@ impl Postgres {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(async move { conn.execute(QUIET).await.map(|_| ()) }))
             .connect_lazy_with(options(target, &admin, None)?);
         pools.insert(
             target.name.clone(),
@@ -301,8 +317,7 @@ impl AccountServer for Postgres {
         // The grants are checked before anything changes: each one the admin could not give
         // would only raise a warning ("no privileges were granted") and leave the account
         // without them.
-        let admin = super::admin_account(target)?;
-        let mut conn = connect(target, &admin, settings.database.as_deref()).await?;
+        let mut conn = admin_connect(target, settings.database.as_deref()).await?;
         let me: String = sqlx::query_scalar("SELECT current_user::text")
             .fetch_one(&mut conn)
             .await
@@ -399,8 +414,7 @@ impl AccountServer for Postgres {
             .first()
             .ok_or_else(|| RotateError::fatal("no account to remove"))?;
         let group = group_of(base);
-        let admin = super::admin_account(target)?;
-        let mut conn = connect(target, &admin, settings.database.as_deref()).await?;
+        let mut conn = admin_connect(target, settings.database.as_deref()).await?;
         // Objects the accounts made belong to the group: they are the application's data, so
         // they are never dropped along with it.
         let names: Vec<String> = accounts.iter().cloned().chain([group.clone()]).collect();
