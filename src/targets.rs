@@ -77,6 +77,14 @@ pub async fn add_target(
     Ok((store.add_target(name, new).await?, notes))
 }
 
+/// A family's refusal of what was asked for one secret, saying what did not happen to it.
+fn refused(name: &SecretName, what: &str, e: SetupError) -> Error {
+    setup_error(match e {
+        SetupError::Invalid(m) => SetupError::Invalid(format!("secret '{name}' {what}: {m}")),
+        SetupError::Target(m) => SetupError::Target(format!("secret '{name}' {what}: {m}")),
+    })
+}
+
 /// Refuses options that `family` does not read for this command (an SSH host key for a
 /// database target, say): options share one namespace across families.
 fn check_options_fit(
@@ -165,14 +173,7 @@ pub async fn create_secret(
             .await
         {
             store.delete(&name, DeleteMode::Force).await?;
-            return Err(setup_error(match e {
-                SetupError::Invalid(m) => {
-                    SetupError::Invalid(format!("secret '{name}' was not created: {m}"))
-                }
-                SetupError::Target(m) => {
-                    SetupError::Target(format!("secret '{name}' was not created: {m}"))
-                }
-            }));
+            return Err(refused(&name, "was not created", e));
         }
     }
     Ok(done)
@@ -356,16 +357,7 @@ pub async fn delete_secret(
                 done.dropped = family
                     .remove_accounts(&target, view.kind, &view.settings, current)
                     .await
-                    .map_err(|e| {
-                        setup_error(match e {
-                            SetupError::Invalid(m) => {
-                                SetupError::Invalid(format!("secret '{name}' was not deleted: {m}"))
-                            }
-                            SetupError::Target(m) => {
-                                SetupError::Target(format!("secret '{name}' was not deleted: {m}"))
-                            }
-                        })
-                    })?;
+                    .map_err(|e| refused(name, "was not deleted", e))?;
                 done.left.clear();
                 done.left_origin = None;
             }
