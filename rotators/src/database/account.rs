@@ -356,6 +356,19 @@ mod tests {
     }
 
     #[test]
+    fn settings_say_who_created_the_accounts_and_older_ones_do_not_know() {
+        let old = serde_json::json!({"Accounts": ["app", "app_clone"], "Database": "d"});
+        assert_eq!(DbSettings::from_json(&old).unwrap().created, None);
+        let made = DbSettings {
+            created: Some(true),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&made).unwrap();
+        assert_eq!(json["Created"], true);
+        assert_eq!(DbSettings::from_json(&json).unwrap(), made);
+    }
+
+    #[test]
     fn partners_and_values() {
         let s = DbSettings {
             accounts: vec!["app".into(), "app_clone".into()],
