@@ -305,3 +305,47 @@ async fn redis_drop_accounts_removes_the_acl_users() {
         assert_eq!(found, redis::Value::Nil, "{name} is gone");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn families_that_cannot_drop_accounts_refuse_and_delete_nothing() {
+    use crate::ram::{add_ram_target, env, keys_of, Emulator};
+    let t = env(Backend::Sqlite).await;
+    let emulator = Emulator::start();
+    emulator
+        .admin(rotators::ram::client::SignatureStyle::V3)
+        .call("CreateUser", &[("UserName", "app")])
+        .await
+        .unwrap();
+    let out = add_ram_target(&t, "cloud", &emulator, &[]);
+    assert!(out.status.success(), "{out:?}");
+    t.ok(&[
+        "secret",
+        "create",
+        "ram/app",
+        "--type",
+        "RAMCredentials",
+        "--target",
+        "cloud",
+        "--ram-user",
+        "app",
+    ]);
+    let keys = keys_of(&emulator, "app").await;
+    let out = t.run(&["secret", "delete", "ram/app", "--force", "--drop-accounts"]);
+    assert_refused(
+        &out,
+        2,
+        "rotor cannot remove accounts from ram targets",
+        None,
+    );
+    t.ok(&["secret", "describe", "ram/app"]);
+    let out = t.ok(&["secret", "delete", "ram/app", "--force"]);
+    assert!(
+        out.contains("its credentials stay on target 'cloud'"),
+        "{out}"
+    );
+    assert_eq!(
+        keys_of(&emulator, "app").await,
+        keys,
+        "nothing changed on the target"
+    );
+}
