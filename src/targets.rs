@@ -148,6 +148,14 @@ pub async fn update_target(
     Ok((info, notes))
 }
 
+/// A family's refusal of what was asked for one secret, saying what did not happen to it.
+fn refused(name: &SecretName, what: &str, e: SetupError) -> Error {
+    setup_error(match e {
+        SetupError::Invalid(m) => SetupError::Invalid(format!("secret '{name}' {what}: {m}")),
+        SetupError::Target(m) => SetupError::Target(format!("secret '{name}' {what}: {m}")),
+    })
+}
+
 /// Refuses options that `family` does not read for this command (an SSH host key for a
 /// database target, say): options share one namespace across families.
 fn check_options_fit(
@@ -236,7 +244,7 @@ pub async fn create_secret(
             .await
         {
             store.delete(&name, DeleteMode::Force).await?;
-            return Err(setup_error(e));
+            return Err(refused(&name, "was not created", e));
         }
     }
     Ok(done)
@@ -381,6 +389,101 @@ pub async fn rollback(
     let from = VersionId::parse(&current.version_id)?;
     let to = VersionId::parse(&previous.version_id)?;
     store.rollback(name, &from, &to).await
+}
+
+/// What `secret delete` did, and what it left on the secret's target.
+#[derive(Debug, Default)]
+pub struct Deletion {
+    /// When the deletion happens (a recovery window), or `None`: done.
+    pub planned: Option<i64>,
+    pub target: Option<String>,
+    /// What stays on the target, in words (empty when its family does not say).
+    pub left: Vec<String>,
+    /// Who made what stays (`None` when its family does not say).
+    pub left_origin: Option<rotators::Origin>,
+    /// What `--drop-accounts` removed from the target, in words.
+    pub dropped: Vec<String>,
+}
+
+/// `rotor secret delete`: deletes (or schedules the deletion of) a secret and says what its
+/// credentials leave on its target; with `drop_accounts` (only with [`DeleteMode::Force`])
+/// its family first removes the accounts rotor created for it, so that none outlives the
+/// secret holding its password, and nothing is deleted if it cannot.
+pub async fn delete_secret(
+    store: &Store,
+    registry: &Registry,
+    name: &SecretName,
+    mode: DeleteMode,
+    drop_accounts: bool,
+) -> Result<Deletion> {
+    if drop_accounts && mode != DeleteMode::Force {
+        return Err(Error::invalid(format!(
+            "--drop-accounts needs --force: a dropped account cannot be restored, so it goes only with a deletion that cannot be undone (secret '{name}' kept; schedule its deletion now and run `rotor secret delete {name} --force --drop-accounts` when sure)"
+        )));
+    }
+    let mut done = Deletion::default();
+    // What stays is said when it can be found out; a secret is deleted all the same.
+    let view = match store.deletion_view(name).await {
+        Ok(view) => Some(view),
+        Err(e) if drop_accounts => return Err(e),
+        Err(_) => None,
+    };
+    if let Some(view) = &view {
+        if let Some(target_name) = &view.target {
+            done.target = Some(target_name.clone());
+            let found = match store.target_context(target_name).await {
+                Ok(target) => {
+                    family_of(registry, &target).map(|(family, _)| (family.clone(), target))
+                }
+                Err(e) => Err(e),
+            };
+            let (family, target) = match found {
+                Ok(found) => found,
+                Err(e) if drop_accounts => return Err(e),
+                Err(_) => return finish_delete(store, name, mode, done).await,
+            };
+            let current = view.current.as_ref().map(|c| &c.value);
+            let on_target =
+                current.and_then(|c| family.on_target(&target, view.kind, &view.settings, c));
+            if let Some(on) = on_target {
+                done.left = on.items;
+                done.left_origin = Some(on.origin);
+            }
+            if drop_accounts {
+                let current = current.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "secret '{name}' has no current version; nothing deleted"
+                    ))
+                })?;
+                done.dropped = family
+                    .remove_accounts(&target, view.kind, &view.settings, current)
+                    .await
+                    .map_err(|e| refused(name, "was not deleted", e))?;
+                done.left.clear();
+                done.left_origin = None;
+            }
+        } else if drop_accounts {
+            return Err(Error::invalid(format!(
+                "secret '{name}' has no target, so it has no accounts to drop; nothing deleted"
+            )));
+        }
+    }
+    finish_delete(store, name, mode, done).await
+}
+
+async fn finish_delete(
+    store: &Store,
+    name: &SecretName,
+    mode: DeleteMode,
+    mut done: Deletion,
+) -> Result<Deletion> {
+    done.planned = store.delete(name, mode).await.inspect_err(|e| {
+        if !done.dropped.is_empty() {
+            tracing::error!(secret = %name, target = done.target.as_deref().unwrap_or_default(), error = %e,
+                "the secret's accounts were dropped from its target, but deleting the secret failed: delete it again");
+        }
+    })?;
+    Ok(done)
 }
 
 /// The family serving a stored target's kind.

@@ -262,6 +262,25 @@ pub struct Provisioned {
     pub made_on_target: bool,
 }
 
+/// What a secret's credentials are on its target, for `secret delete` to say what stays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnTarget {
+    /// Each thing in words (`role 'app'`, `user 'app'@'%' with its grants on database 'd'`).
+    pub items: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Who made a secret's accounts on its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// rotor, in create mode: [`Family::remove_accounts`] may remove them.
+    Created,
+    /// Someone else: the secret imported them, and they stay theirs.
+    Imported,
+    /// The secret predates rotor's record of it; they are treated as imported.
+    Unknown,
+}
+
 /// One kind of target and everything rotor does with it.
 #[async_trait]
 pub trait Family: Send + Sync {
@@ -343,6 +362,35 @@ pub trait Family: Send + Sync {
         _provisioned: &Provisioned,
     ) -> Result<(), SetupError> {
         Ok(())
+    }
+
+    /// What a secret of `kind` (with its settings and current value) has on `target`, in words;
+    /// `None` when the family does not say (the caller then speaks of its credentials).
+    fn on_target(
+        &self,
+        _target: &TargetContext,
+        _kind: SecretKind,
+        _settings: &serde_json::Value,
+        _current: &SecretValue,
+    ) -> Option<OnTarget> {
+        None
+    }
+
+    /// Removes from `target` the accounts rotor created for a secret of `kind` in create mode,
+    /// with what was granted to them, before the secret is deleted (`secret delete
+    /// --drop-accounts`). All or nothing: when it refuses (imported accounts, objects they own,
+    /// a family that cannot) nothing on the target changed. Returns what it removed, in words.
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        _settings: &serde_json::Value,
+        _current: &SecretValue,
+    ) -> Result<Vec<String>, SetupError> {
+        Err(SetupError::Invalid(format!(
+            "rotor cannot remove accounts from {} targets such as '{}': remove them there yourself",
+            target.kind, target.name
+        )))
     }
 
     /// Create mode, after the secret is stored as `secret_name` with first version

@@ -743,6 +743,24 @@ impl Store {
         Ok(planned)
     }
 
+    /// A secret's target, settings and values as `secret delete` needs them to say (or remove)
+    /// what its credentials are on the target, also while its deletion is scheduled.
+    pub async fn deletion_view(&self, name: &SecretName) -> Result<super::RotationState> {
+        check_user_writable(name)?;
+        let mut conn = self.pool.acquire().await?;
+        let row = self.secret_row(&mut conn, name, false).await?;
+        drop(conn);
+        let claim = super::Claim {
+            secret_id: row.id,
+            name: row.name,
+            target: row.target,
+            owner: String::new(),
+            token: String::new(),
+            taken_from: None,
+        };
+        self.load_rotation_unleased(&claim).await
+    }
+
     /// Cancels a scheduled deletion.
     pub async fn restore(&self, name: &SecretName) -> Result<SecretInfo> {
         let mut tx = self.begin_write().await?;

@@ -90,7 +90,7 @@ pub(crate) async fn login(
     Ok(who)
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -149,7 +149,7 @@ impl Pg {
         format!("{base}_{}", self.suffix)
     }
 
-    fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
+    pub(crate) fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
         add_target(&self.t, name, "postgres", url, user, password)
     }
 
@@ -174,7 +174,7 @@ impl Pg {
         login(user, password, &self.db, scram_port()).await
     }
 
-    async fn role(&mut self, name: &str, options: &str, password: &str) {
+    pub(crate) async fn role(&mut self, name: &str, options: &str, password: &str) {
         admin()
             .await
             .execute(format!("CREATE ROLE {name} LOGIN {options} PASSWORD '{password}'").as_str())
@@ -548,7 +548,8 @@ async fn unsafe_names_and_weak_admins_are_refused_up_front() {
         "--database",
         &pg.db,
     ]);
-    assert_refused(&out, 7, "permission denied", None);
+    // Named before anything changes: what the admin lacks.
+    assert_refused(&out, 7, "lacks what create mode needs (CREATEROLE", None);
     assert_refused(
         &pg.t.run(&["secret", "describe", "db/never"]),
         3,
@@ -678,11 +679,11 @@ async fn a_target_that_is_down_is_retried_and_the_current_credential_stays() {
 
 // ---- MySQL / MariaDB -------------------------------------------------------------------------
 
-fn mysql_url() -> String {
+pub(crate) fn mysql_url() -> String {
     std::env::var("ROTOR_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-async fn mysql_admin() -> sqlx::MySqlConnection {
+pub(crate) async fn mysql_admin() -> sqlx::MySqlConnection {
     sqlx::MySqlConnection::connect(&mysql_url())
         .await
         .unwrap_or_else(|e| {
@@ -693,7 +694,10 @@ async fn mysql_admin() -> sqlx::MySqlConnection {
         })
 }
 
-async fn mysql_login((user, password): &(String, String), db: &str) -> Result<String, String> {
+pub(crate) async fn mysql_login(
+    (user, password): &(String, String),
+    db: &str,
+) -> Result<String, String> {
     let base = mysql_url();
     let host = base
         .rsplit_once('@')
@@ -728,7 +732,7 @@ async fn grants(user: &str) -> Vec<String> {
 }
 
 /// A store with a `maria` target on the machine's MariaDB, and a database of the test's own.
-async fn maria() -> (TestEnv, String, String) {
+pub(crate) async fn maria() -> (TestEnv, String, String) {
     let t = TestEnv::new(Backend::Sqlite).await;
     t.ok(&["init"]);
     let suffix = rotor::crypto::random_id()[..8].to_owned();
@@ -947,7 +951,7 @@ async fn acl_rules(user: &str) -> String {
         .join(" ")
 }
 
-async fn redis_target(t: &TestEnv) {
+pub(crate) async fn redis_target(t: &TestEnv) {
     t.ok(&["init"]);
     let out = add_target(t, "red", "redis", &redis_url(), "default", "");
     assert!(
