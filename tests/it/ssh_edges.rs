@@ -1,5 +1,5 @@
 //! The SSH family at its edges, against real OpenSSH: a login shell that prints on stdout
-//! (a `~/.bashrc` that echoes) changes nothing rotor reads; create mode never takes over the
+//! (a `~/.bashrc` that echoes) changes nothing rotor reads — a user's or the admin's; create mode never takes over the
 //! target's admin or a superuser, and the admin secret can be re-imported; a host re-keyed on
 //! purpose is re-pinned with `target update`.
 
@@ -103,6 +103,46 @@ async fn a_login_shell_that_prints_changes_nothing_rotor_reads() {
         assert!(login.ends_with(&keyed.name), "{stage}: {login}");
     }
     assert!(sshd.login_key(&keyed.name, &private).is_err());
+
+    // An admin whose shell prints too: it is still found to get root through sudo, and
+    // create mode and chpasswd work through it.
+    let admin = HostUser::new(Sudo::WithPassword);
+    noisy_shell(&admin);
+    let key = sshd.host_key();
+    ok(add_target(
+        &t,
+        "ha",
+        &sshd,
+        &[
+            "--host-key",
+            &key,
+            "--admin-user",
+            &admin.name,
+            "--admin-password-stdin",
+        ],
+        &admin.password,
+    ));
+    let report = t.ok(&["target", "check", "ha"]);
+    assert!(report.contains("sudo (password)"), "{report}");
+    let managed = HostUser::new(Sudo::No);
+    noisy_shell(&managed);
+    t.ok(&[
+        "secret",
+        "create",
+        "host/managed",
+        "--type",
+        "ECS",
+        "--target",
+        "ha",
+        "--user",
+        &managed.name,
+    ]);
+    rotate(&t, "host/managed");
+    let v = value(&t, "host/managed", "ACSCurrent");
+    let login = sshd
+        .login_password(&managed.name, v["Password"].as_str().unwrap())
+        .unwrap();
+    assert!(login.ends_with(&managed.name), "{login}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
