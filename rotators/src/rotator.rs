@@ -163,6 +163,14 @@ pub trait Rotator: Send + Sync {
         false
     }
 
+    /// For a rotator that [creates on its target](Self::creates_on_target), after `create`
+    /// returned an error: whether the `ACSPrevious` credential is gone from the target (`create`
+    /// deletes it to make room within the target's limit). The engine then takes `ACSPrevious`
+    /// off that version, so that the stages say what is true. An error changes nothing.
+    async fn previous_gone(&self, _cx: &RotationContext) -> Result<bool, RotateError> {
+        Ok(false)
+    }
+
     /// A dry run: checks that the current credential works and the target answers, changing
     /// nothing.
     async fn check(&self, _cx: &RotationContext) -> Result<(), RotateError> {

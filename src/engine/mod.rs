@@ -334,6 +334,19 @@ impl Engine {
                         && returned.load(std::sync::atomic::Ordering::SeqCst)
                     {
                         self.store.end_create_attempt(claim).await?;
+                        // It may have deleted ACSPrevious's credential to make room: then the
+                        // stage goes too, so the stages say what is true.
+                        if let Some(previous) = state.previous.as_ref() {
+                            let gone = self
+                                .on_target(claim, keeper, self.timed(rotator.previous_gone(&cx)))
+                                .await;
+                            if let Ok(Ok(true)) = gone {
+                                self.store
+                                    .drop_previous(claim, &previous.version_id)
+                                    .await?;
+                                state.previous = None;
+                            }
+                        }
                     }
                     made.map(Some)
                 }

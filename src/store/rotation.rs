@@ -200,6 +200,30 @@ impl Store {
         Ok(())
     }
 
+    /// A failed `create` deleted the `ACSPrevious` credential from the target (to make room
+    /// within its limit): the stage leaves `version`, so that no stage names a credential that
+    /// no longer works. Harmless if it already left.
+    pub async fn drop_previous(&self, claim: &Claim, version: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let row = self.claimed_row(&mut tx, claim, true).await?;
+        check_lease(&row, claim)?;
+        let gone = sqlx::query(
+            "DELETE FROM version_stages WHERE secret_id = $1 AND stage = 'ACSPrevious' AND version_id = $2",
+        )
+        .bind(row.id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if gone.rows_affected() == 1 {
+            let entry = Entry::new("rotation.create", Some(row.name.as_str()))
+                .version(version)
+                .detail("ACSPrevious removed: its credential was deleted from the target to make room, and the new one was not made");
+            self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records that step `from` is done and the job goes on with `to`.
     pub async fn advance_job(&self, claim: &Claim, from: Step, to: Step) -> Result<()> {
         let mut tx = self.begin_write().await?;

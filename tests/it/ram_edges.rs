@@ -1,6 +1,7 @@
 //! The RAM family at its edges: a key someone made by hand is never taken for one an interrupted
 //! attempt of rotor's made — after a failed attempt, and with rotor's clock minutes off the
-//! cloud's — and a `create` that deleted the previous version's key and then failed says so.
+//! cloud's; a `create` that deleted the previous version's key and then failed takes
+//! `ACSPrevious` off it and says so; a CreateAccessKey whose answer is lost leaves no key.
 
 use rotators::ram::client::SignatureStyle;
 
@@ -117,7 +118,7 @@ async fn with_rotors_clock_5_minutes_behind_a_key_made_by_hand_is_not_deleted() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_create_that_deleted_the_previous_key_says_so() {
+async fn a_failed_create_that_deleted_the_previous_key_takes_acsprevious_off_and_says_so() {
     let (t, emulator) = rig("web", Backend::Sqlite).await;
     t.ok(&["rotate", "ram/web"]);
     let current = pair(&t, "ram/web", "ACSCurrent");
@@ -134,9 +135,18 @@ async fn a_failed_create_that_deleted_the_previous_key_says_so() {
         said.contains(&previous.0) && said.contains("no longer signs"),
         "describe says the previous key is gone: {described}"
     );
-    // Rolling back to it is refused; the next attempt rotates.
+    // The stages say what is true: no version is ACSPrevious any more.
+    assert_refused(
+        &t.run(&["secret", "get", "ram/web", "--stage", "ACSPrevious"]),
+        3,
+        "",
+        None,
+    );
+    let versions = t.json(&["secret", "versions", "ram/web"]).to_string();
+    assert!(!versions.contains("ACSPrevious"), "{versions}");
     let out = t.run(&["secret", "rollback", "ram/web"]);
     assert!(!out.status.success(), "{}", text(&out));
+    // The next attempt rotates: the old current becomes ACSPrevious.
     emulator.allow("CreateAccessKey").await;
     t.ok(&["rotate", "ram/web"]);
     assert_eq!(pair(&t, "ram/web", "ACSPrevious"), current);

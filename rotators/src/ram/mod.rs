@@ -18,7 +18,8 @@
 //! nothing. A `create` that fails after CreateAccessKey may have made a key deletes it itself
 //! before returning. A user holds at most two keys: after a rotation exactly `ACSCurrent` and
 //! `ACSPrevious`; `create` deletes the previous version's key when two are present (never the
-//! current one) — if it then fails, its error says that `ACSPrevious` no longer signs.
+//! current one) — if it then fails, its error says so and the engine takes `ACSPrevious` off
+//! that version ([`Rotator::previous_gone`]).
 //!
 //! [`client`] is the OpenAPI client, [`sign`] the two request signature styles.
 
@@ -213,7 +214,7 @@ impl Made {
 /// [`RamClient::clock_skew_ms`] measured it: at most the true difference, by less than a
 /// second plus an answer's travel time). The mark moved onto the cloud's clock is then at most
 /// the true one, so a key made after the mark always counts; a key made by someone else counts
-/// only within about a second of the mark.
+/// only within about two seconds before the mark.
 fn made_since(created: &str, mark: Option<i64>, skew: Option<i64>) -> Made {
     match (epoch_seconds(created), mark, skew) {
         (_, None, _) => Made::Before,
@@ -590,6 +591,21 @@ impl Rotator for AccessKeyRotator {
                 Err(e)
             }
         }
+    }
+
+    async fn previous_gone(&self, cx: &RotationContext) -> Result<bool, RotateError> {
+        let (Some(previous), Some(current)) = (&cx.previous, &cx.current) else {
+            return Ok(false);
+        };
+        let previous = AccessKey::from_value(&previous.value)?;
+        if previous.id == AccessKey::from_value(&current.value)?.id {
+            return Ok(false);
+        }
+        let settings = RamSettings::from_json(&cx.settings)?;
+        let keys = admin_client(cx.require_target()?)?
+            .list_access_keys(&settings.user)
+            .await?;
+        Ok(!keys.iter().any(|k| k.access_key_id == previous.id))
     }
 
     async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
