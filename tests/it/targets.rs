@@ -1,6 +1,7 @@
 //! `rotor target add` checks the admin credential before it stores anything (one login or
 //! signed call, as `target check` makes), for every kind of target; `--no-check` stores a
-//! target that is down without contacting it.
+//! target that is down without contacting it. `rotor target update` changes a database
+//! target's address and TLS settings the same way (the SSH host key: `ssh_edges.rs`).
 
 use crate::databases::{add_target_with, scram_port};
 use crate::ram::{Emulator, ADMIN_ID};
@@ -131,4 +132,39 @@ async fn an_ssh_admin_that_does_not_log_in_or_a_host_that_is_down_is_refused_unl
     let mut down = down.to_vec();
     down.push("--no-check");
     t.ok(&down);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_targets_tls_settings_change_with_target_update_checked_first() {
+    let t = env(Backend::Sqlite).await;
+    let password = crate::databases::scram_url()
+        .split(':')
+        .nth(2)
+        .and_then(|s| s.split('@').next())
+        .unwrap()
+        .to_owned();
+    let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
+    let out = add_target_with(&t, "pg", "postgres", &url, "postgres", &password, &[]);
+    assert!(out.status.success(), "{out:?}");
+    // Another CA than the server's: the check fails and nothing changes.
+    let mistrusted =
+        format!("{url}?sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt");
+    let out = t.run(&["target", "update", "pg", "--url", &mistrusted]);
+    assert_refused(&out, 7, "nothing stored", Some(&password));
+    assert_eq!(t.json(&["target", "list"])[0]["Url"], url.as_str());
+    // TLS required: checked, stored; the admin secret is untouched.
+    let admin_before = t.json(&["secret", "get", "acs/target/pg/admin"])["VersionId"].clone();
+    let tls = format!("{url}?sslmode=require");
+    t.ok(&["target", "update", "pg", "--url", &tls]);
+    assert_eq!(t.json(&["target", "list"])[0]["Url"], tls.as_str());
+    assert_eq!(
+        t.json(&["secret", "get", "acs/target/pg/admin"])["VersionId"],
+        admin_before
+    );
+    t.ok(&["target", "check", "pg"]);
+    // The admin credential is not something update changes.
+    let out = t.run(&["target", "update", "pg", "--admin-user", "other"]);
+    assert_refused(&out, 2, "cannot be changed with target update", None);
+    let out = t.run(&["target", "update", "pg"]);
+    assert_refused(&out, 2, "give what changes", None);
 }
