@@ -238,7 +238,8 @@ impl Session {
     /// and collects its output, at most [`MAX_OUTPUT`] bytes of each stream. What the login
     /// shell prints before it runs the command (a `~/.bashrc` that echoes) is not the
     /// command's: the command line first prints a marker of its own, then `exec`s the command,
-    /// and only what follows the marker is its standard output.
+    /// and only what follows the marker is its standard output. `command` is therefore one
+    /// simple command (`sh -c '…'` for a script).
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
         let mark = marker();
         let mut out = self
