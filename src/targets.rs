@@ -120,6 +120,12 @@ pub async fn create_secret(
 ) -> Result<PutOutcome> {
     let context = store.target_context(target).await?;
     let (family, spec) = family_of(registry, &context)?;
+    if !family.serves(spec.name, new.kind) {
+        return Err(Error::invalid(format!(
+            "secret '{}': {} secrets cannot live on target '{target}', a {} target",
+            new.name, new.kind, spec.name
+        )));
+    }
     check_options_fit(
         family.as_ref(),
         OptionScope::SecretCreate,
@@ -209,14 +215,14 @@ pub async fn reimport(
     value: SecretValue,
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
-    // A rotation that failed before its new credential was surely applied (in `create` or
-    // `set`: the current credential was changed outside rotor, say) gives way to the
-    // credential the operator brings; the store checks it again, and ends the job in the
-    // import's own transaction. One still running or retrying does not, nor one that failed
-    // later, whose pending credential is on the target.
+    // A rotation that failed before promotion (the current credential was changed outside
+    // rotor, say, or a single account's test failed and left the pending credential on the
+    // target) gives way to the credential the operator brings, once the family proved it logs
+    // in; the store checks again, and ends the job in the import's own transaction. One still
+    // running or retrying does not, nor one that failed at `finish`.
     if let Some(job) = &m.state.job {
         let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
-        if !failed || !matches!(job.step, Step::Create | Step::Set) {
+        if !failed || job.step == Step::Finish {
             return Err(crate::store::rotation_in_flight(name));
         }
     }

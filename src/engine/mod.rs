@@ -82,8 +82,13 @@ pub enum Outcome {
         attempts: u32,
         next_at: i64,
     },
-    /// The cycle failed; the current credential is untouched.
-    Failed { error: String, attempts: u32 },
+    /// The cycle failed. `untouched`: the current credential logs in as before (or was put
+    /// back); otherwise the target holds the pending credential (the error says how to recover).
+    Failed {
+        error: String,
+        attempts: u32,
+        untouched: bool,
+    },
     /// A cron window passed before the rotation could start; it waits for the next one.
     MissedWindow { next_at: Option<i64> },
     /// Stopped between steps on shutdown; whoever claims the secret next resumes it.
@@ -103,6 +108,14 @@ pub enum Outcome {
         repaired: bool,
         error: Option<String>,
     },
+}
+
+/// Whether `ACSCurrent` was put back after a failed single-account `set` or `test`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PutBack {
+    Done,
+    /// It could not be: why (the target holds the pending credential).
+    Failed(String),
 }
 
 /// Drives rotators for claimed secrets.
@@ -177,8 +190,19 @@ impl Engine {
     /// Rotates one secret now (a manual rotation, which ignores cron windows): claims it, runs
     /// or resumes its rotation, and gives up that claim's lease. A failed secret gets its
     /// attempts back. A secret being rotated by any other claim is refused
-    /// ([`Error::InProgress`]).
+    /// ([`Error::InProgress`]). The audit log names the store handle's actor (`cli:USER`) as
+    /// who asked, with this process's lease in the detail.
     pub async fn rotate_now(&self, name: &SecretName, stop: &CancellationToken) -> Result<Outcome> {
+        self.rotate_now_for(name, self.store.actor(), stop).await
+    }
+
+    /// [`rotate_now`](Self::rotate_now) asked for by `actor` (an API call's `api:KEY`).
+    pub async fn rotate_now_for(
+        &self,
+        name: &SecretName,
+        actor: &str,
+        stop: &CancellationToken,
+    ) -> Result<Outcome> {
         let info = self.store.describe(name).await?;
         if info.kind.ty == rotators::SecretType::Generic {
             return Err(Error::invalid(format!(
@@ -187,6 +211,7 @@ impl Engine {
         }
         let claim = self
             .store
+            .with_actor(actor)
             .claim_now(&self.config.owner, name, self.config.lease)
             .await?;
         let held = Held::new(self.store.clone(), claim);
@@ -195,16 +220,16 @@ impl Engine {
         result
     }
 
-    /// Checks that the current credential works and the target answers, changing nothing.
+    /// Checks that the current credential works and the target answers, changing nothing. A
+    /// target that refuses the credential or cannot be reached is [`Error::Target`].
     pub async fn dry_run(&self, name: &SecretName) -> Result<()> {
         let claim = self.store.claim_for_reading(name).await?;
         let mut state = self.store.load_rotation_unleased(&claim).await?;
         let rotator = self.rotator(&state)?;
         self.attach_target(&mut state).await?;
-        rotator
-            .check(&context(&state, false))
+        self.timed(rotator.check(&context(&state, false)))
             .await
-            .map_err(|e| Error::Conflict(format!("secret '{name}': dry run failed: {e}")))
+            .map_err(|e| Error::Target(format!("secret '{name}': dry run failed: {e}")))
     }
 
     fn rotator(&self, state: &RotationState) -> Result<std::sync::Arc<dyn Rotator>> {
@@ -289,6 +314,7 @@ impl Engine {
                 attempts: 0,
                 last_error: None,
                 create_mark: None,
+                pending_on_target: false,
             });
         }
 
@@ -341,7 +367,16 @@ impl Engine {
             crate::telemetry::step(step.as_str(), self.family_of(&state), elapsed);
             let created = match ran {
                 Ok(created) => created,
-                Err(e) => return self.fail(&state, step, e).await,
+                Err(e) => {
+                    // A rotation that replaced the one credential in place puts it back.
+                    let restored = match step {
+                        Step::Set | Step::Test if self.replaces_current(&state) => {
+                            Some(self.put_back(&state, rotator.as_ref(), keeper).await?)
+                        }
+                        _ => None,
+                    };
+                    return self.fail_with(&state, step, e, restored).await;
+                }
             };
             // ...then the engine saves that it is done.
             match (step, created) {
@@ -491,21 +526,59 @@ impl Engine {
 
     /// Counts a failed attempt: back off and retry, or fail the cycle.
     async fn fail(&self, state: &RotationState, step: Step, e: RotateError) -> Result<Outcome> {
+        self.fail_with(state, step, e, None).await
+    }
+
+    /// [`fail`](Self::fail), after a rotation that replaces its one credential in place tried
+    /// to put `ACSCurrent` back (`restored`): the reason, the log, the audit record and the
+    /// webhooks say whether it is back, or that the target holds the pending credential.
+    async fn fail_with(
+        &self,
+        state: &RotationState,
+        step: Step,
+        e: RotateError,
+        restored: Option<PutBack>,
+    ) -> Result<Outcome> {
         let attempts = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
-        let error = format!("{step} step failed: {e}");
+        let name = &state.claim.name;
+        let version = state.job.as_ref().and_then(|j| j.version_id.clone());
+        let pending = version.as_ref().map_or("ACSPending".into(), |v| v.to_string());
+        let (error, untouched) = match &restored {
+            None => (format!("{step} step failed: {e}"), true),
+            Some(PutBack::Done) => (
+                format!(
+                    "{step} step failed: {e}; the current credential was put back on the target \
+                     and logs in"
+                ),
+                true,
+            ),
+            Some(PutBack::Failed(why)) => (
+                format!(
+                    "{step} step failed: {e}; putting the current credential back failed ({why}): \
+                     the target holds the pending credential (version {pending}), not ACSCurrent; \
+                     recover with rotor rotate {name}, or rotor secret import {name} with a \
+                     credential that logs in"
+                ),
+                false,
+            ),
+        };
+        let restored = restored.map(|r| r == PutBack::Done);
+        let holds_pending = restored == Some(false);
         let now = self.store.clock().now();
         if e.is_retryable() && attempts < self.config.max_attempts {
             let at = now + chrono::Duration::from_std(self.backoff(attempts)).unwrap_or_default();
             tracing::warn!(%step, attempts, error = %e, retry_at = %at, "attempt failed; will retry");
             let next = Planned { at, deadline: None };
             self.store
-                .record_failure(&state.claim, &error, attempts, false, Some(next))
+                .record_failure(&state.claim, &error, attempts, false, Some(next), restored)
                 .await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
             self.notify(state, Event::RotationFailed, |n| {
                 n.error = Some(error.clone());
                 n.attempts = Some(attempts);
+                n.version_id = version.as_ref().map(|v| v.to_string());
                 n.next_rotation_date = Some(crate::clock::format_ms(at.timestamp_millis()));
+                n.target_holds_pending = holds_pending.then_some(true);
             });
             Ok(Outcome::Retrying {
                 error,
@@ -513,21 +586,100 @@ impl Engine {
                 next_at: at.timestamp_millis(),
             })
         } else {
-            tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential is untouched");
+            match restored {
+                None => {
+                    tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential is untouched")
+                }
+                Some(true) => {
+                    tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential was put back on the target")
+                }
+                Some(false) => {
+                    tracing::error!(%step, attempts, error = %error, "rotation failed; the target holds the pending credential, not ACSCurrent")
+                }
+            }
             let next = self.plan_next(state);
             self.store
-                .record_failure(&state.claim, &error, attempts, true, next)
+                .record_failure(&state.claim, &error, attempts, true, next, restored)
                 .await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
-            let version = state.job.as_ref().and_then(|j| j.version_id.clone());
             for event in [Event::RotationFailed, Event::SecretFailed] {
                 self.notify(state, event, |n| {
                     n.error = Some(error.clone());
                     n.attempts = Some(attempts);
                     n.version_id = version.as_ref().map(|v| v.to_string());
+                    n.target_holds_pending = holds_pending.then_some(true);
                 });
             }
-            Ok(Outcome::Failed { error, attempts })
+            Ok(Outcome::Failed {
+                error,
+                attempts,
+                untouched,
+            })
+        }
+    }
+
+    /// Whether `set` replaces the secret's one credential in place (a single account, a host
+    /// password — its family says the previous one does not stay valid), so that a failure
+    /// after it leaves `ACSCurrent` refused until it is put back.
+    fn replaces_current(&self, state: &RotationState) -> bool {
+        state
+            .target_context
+            .as_ref()
+            .and_then(|t| self.registry.target_kind(&t.kind))
+            .is_some_and(|(family, _)| !family.previous_stays_valid(state.kind))
+    }
+
+    /// After a failed `set` or `test` of a rotation that replaces its one credential: sets
+    /// `ACSCurrent` again, aimed as a rotation from the pending version to it (the same
+    /// idempotent `set`: nothing changes if `ACSCurrent` still logs in), then tests it.
+    async fn put_back(
+        &self,
+        state: &RotationState,
+        rotator: &dyn Rotator,
+        keeper: &lease::Keeper,
+    ) -> Result<PutBack> {
+        let Some(current) = state.current.clone() else {
+            return Ok(PutBack::Failed("the secret has no ACSCurrent version".into()));
+        };
+        let from = state.pending.clone().or_else(|| state.current.clone());
+        tracing::warn!("putting the current credential back on the target");
+        let done = self
+            .set_aimed(state, rotator, keeper, from, current)
+            .await?;
+        Ok(match done {
+            Ok(()) => {
+                tracing::warn!("the current credential is back on the target and logs in");
+                PutBack::Done
+            }
+            Err(e) => PutBack::Failed(e.to_string()),
+        })
+    }
+
+    /// Sets `to` on the target as a rotation from `from` would (`resumed`: nothing changes if
+    /// `to` already logs in), then tests it — the repair after a takeover and the put-back
+    /// after a failed single-account rotation.
+    async fn set_aimed(
+        &self,
+        state: &RotationState,
+        rotator: &dyn Rotator,
+        keeper: &lease::Keeper,
+        from: Option<VersionValue>,
+        to: VersionValue,
+    ) -> Result<Result<(), RotateError>> {
+        let claim = &state.claim;
+        let mut cx = context(state, true);
+        cx.current = from;
+        let value = to.value.clone();
+        cx.pending = Some(to);
+        match self
+            .on_target(claim, keeper, self.timed(rotator.set(&cx, &value)))
+            .await?
+        {
+            Ok(()) => {
+                self.on_target(claim, keeper, self.test_with_retries(rotator, &cx, &value))
+                    .await
+            }
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -556,6 +708,36 @@ impl Engine {
         let schedule = state.schedule.as_ref()?;
         schedule.plan(state.jitter, self.store.clock().now())
     }
+}
+
+/// Refuses a rotation schedule on a secret that cannot rotate: a kind no rotator in this build
+/// serves, or a kind a family serves without a target of that family (an account imported
+/// with `--value` alone: nothing to change its password on).
+pub fn check_can_rotate(
+    registry: &Registry,
+    name: &SecretName,
+    kind: rotators::SecretKind,
+    target: Option<&str>,
+) -> Result<()> {
+    if kind.ty == rotators::SecretType::Generic {
+        return Ok(()); // refused with its own reason by the schedule's bounds check
+    }
+    if registry.get(kind).is_none() {
+        return Err(Error::invalid(format!(
+            "secret '{name}': no rotator for {kind} secrets in this build, so it cannot rotate on a schedule"
+        )));
+    }
+    let on_target = registry
+        .families()
+        .iter()
+        .any(|f| f.rotators().iter().any(|(k, _)| *k == kind));
+    if on_target && target.is_none() {
+        return Err(Error::invalid(format!(
+            "secret '{name}' has no target, so it cannot rotate: {kind} secrets rotate on a target \
+             (rotor secret create {name} --target T …); leave out the schedule to store it as it is"
+        )));
+    }
+    Ok(())
 }
 
 fn set_job(state: &mut RotationState, step: Step, version_id: Option<VersionId>) {

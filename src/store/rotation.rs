@@ -149,7 +149,7 @@ impl Store {
         let entry = Entry::new("rotation.create", Some(row.name.as_str()))
             .version(version_id.as_str())
             .detail("new credential stored as ACSPending");
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(version_id)
     }
@@ -185,7 +185,7 @@ impl Store {
     pub async fn advance_job(&self, claim: &Claim, from: Step, to: Step) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE rotation_jobs SET step = $1, updated_at = $2 \
+            "UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
              WHERE secret_id = $3 AND step = $4 \
                AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5)",
         )
@@ -213,7 +213,7 @@ impl Store {
         if let Some(v) = &version {
             entry = entry.version(v);
         }
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -245,7 +245,7 @@ impl Store {
         let entry = Entry::new("rotation.promote", Some(row.name.as_str()))
             .version(version.as_str())
             .detail("ACSPending promoted to ACSCurrent");
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -279,7 +279,7 @@ impl Store {
         self.write_looks(&mut tx, claim, &looks).await?;
         let entry =
             Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete");
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -315,7 +315,7 @@ impl Store {
         if let Some(d) = detail {
             entry = entry.detail(d);
         }
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -402,11 +402,12 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a rotation cycle that failed before its new credential surely reached the target
-    /// (in `create` or `set`), inside a checked re-import's transaction: the job and the
-    /// `ACSPending` stage go (the pending version stays, unstaged, until pruned), the failure is
-    /// cleared and the next rotation planned at `next`. Anything else in flight — running,
-    /// retrying, leased, or failed later (its pending credential is on the target) — refuses.
+    /// Ends a rotation cycle that failed before promotion (in `create`, `set` or `test`), inside
+    /// a checked re-import's transaction — the imported credential was proven to log in, whether
+    /// it is the one rotor held or the pending one a failed single-account rotation left on the
+    /// target: the job and the `ACSPending` stage go (the pending version stays, unstaged, until
+    /// pruned), the failure is cleared and the next rotation planned at `next`. Anything else in
+    /// flight — running, retrying, leased, or failed at `finish` — refuses.
     pub(super) async fn end_failed_job(
         &self,
         tx: &mut AnyConnection,
@@ -416,7 +417,7 @@ impl Store {
         let leased = row
             .lease_expires_at
             .is_some_and(|until| until >= self.clock.now_ms());
-        if leased || !row.failed_before_target() {
+        if leased || !row.failed_before_promotion() {
             return Err(super::secrets::rotation_in_flight(&row.name));
         }
         for sql in [
@@ -450,7 +451,10 @@ impl Store {
     }
 
     /// Records a failed attempt: the job keeps its step and counts the attempt; the secret is
-    /// looked at again at `next` (a backoff retry, or the next cycle). With `failed`, the cycle
+    /// looked at again at `next` (a backoff retry, or the next cycle). `restored`, for a
+    /// rotation that replaces its one credential in place and failed after `set`: whether
+    /// `ACSCurrent` was put back on the target (the job goes back to `set`) or not (the job
+    /// records that the target holds the pending credential). With `failed`, the cycle
     /// is over: the reason and attempt count are kept on the secret until a rotation succeeds,
     /// and the job's attempts start again from zero for the next cycle.
     pub async fn record_failure(
@@ -460,6 +464,7 @@ impl Store {
         attempts: u32,
         failed: bool,
         next: Option<Planned>,
+        restored: Option<bool>,
     ) -> Result<()> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
@@ -477,6 +482,19 @@ impl Store {
             .bind(claim.secret_id)
             .execute(&mut *tx)
             .await?;
+        if let Some(restored) = restored {
+            // Put back: the job sets its pending credential again on its next attempt. Not put
+            // back: the target holds the pending credential, and says so until the job ends.
+            sqlx::query(
+                "UPDATE rotation_jobs SET step = CASE WHEN $1 = 1 THEN 'set' ELSE step END, \
+                        pending_on_target = $2 WHERE secret_id = $3",
+            )
+            .bind(i64::from(restored))
+            .bind(i64::from(!restored))
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         if failed {
             sqlx::query("UPDATE secrets SET failure_reason = $1, failure_attempts = $2, failure_at = $3 WHERE id = $4")
                 .bind(error)
@@ -497,15 +515,44 @@ impl Store {
         let entry = Entry::new(&action, Some(claim.name.as_str()))
             .outcome(if failed { "failed" } else { "retrying" })
             .detail(&detail);
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-/// A rotation's actor in the audit log.
+/// The lease holder of a rotation, as the audit log names it.
 fn worker(owner: &str) -> String {
     format!("worker:{owner}")
+}
+
+impl Store {
+    /// Writes a rotation's record: a worker's rotation is `worker:OWNER`; one taken on request
+    /// names who asked (`cli:USER`, `api:KEY`), with the lease holder in the detail.
+    async fn audit_rotation(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Claim,
+        entry: Entry<'_>,
+    ) -> Result<()> {
+        let lease = worker(&claim.owner);
+        let Some(actor) = &claim.requested_by else {
+            return self.audit_as(conn, &lease, entry).await;
+        };
+        let detail = match entry.detail {
+            Some(d) => format!("{d}; lease {lease}"),
+            None => format!("lease {lease}"),
+        };
+        self.audit_as(
+            conn,
+            actor,
+            Entry {
+                detail: Some(&detail),
+                ..entry
+            },
+        )
+        .await
+    }
 }
 
 /// What is planned for a secret between rotations, in ms since the epoch.
