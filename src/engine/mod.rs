@@ -727,11 +727,7 @@ pub fn check_can_rotate(
             "secret '{name}': no rotator for {kind} secrets in this build, so it cannot rotate on a schedule"
         )));
     }
-    let on_target = registry
-        .families()
-        .iter()
-        .any(|f| f.rotators().iter().any(|(k, _)| *k == kind));
-    if on_target && target.is_none() {
+    if registry.rotates_on_target(kind) && target.is_none() {
         return Err(Error::invalid(format!(
             "secret '{name}' has no target, so it cannot rotate: {kind} secrets rotate on a target \
              (rotor secret create {name} --target T …); leave out the schedule to store it as it is"

@@ -557,6 +557,10 @@ fn migrator(backend: Backend) -> Migrator {
                     "api nonces",
                     include_str!(concat!("migrations/", $dir, "/0010_api_nonces.sql")),
                 ),
+                (
+                    "pending on target",
+                    include_str!(concat!("migrations/", $dir, "/0011_pending_on_target.sql")),
+                ),
             ]
         };
     }

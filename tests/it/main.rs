@@ -15,6 +15,7 @@ mod concurrency;
 mod databases;
 mod deploy;
 mod encryption;
+mod flags;
 mod followups;
 mod hostile;
 mod latewrite;
