@@ -482,6 +482,20 @@ impl Store {
             .bind(claim.secret_id)
             .execute(&mut *tx)
             .await?;
+        if failed {
+            sqlx::query("UPDATE secrets SET failure_reason = $1, failure_attempts = $2, failure_at = $3 WHERE id = $4")
+                .bind(error)
+                .bind(i64::from(attempts))
+                .bind(now)
+                .bind(claim.secret_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let step: String = sqlx::query("SELECT step FROM rotation_jobs WHERE secret_id = $1")
+            .bind(claim.secret_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("step")?;
         if let Some(restored) = restored {
             // Put back: the job sets its pending credential again on its next attempt. Not put
             // back: the target holds the pending credential, and says so until the job ends.
@@ -495,21 +509,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if failed {
-            sqlx::query("UPDATE secrets SET failure_reason = $1, failure_attempts = $2, failure_at = $3 WHERE id = $4")
-                .bind(error)
-                .bind(i64::from(attempts))
-                .bind(now)
-                .bind(claim.secret_id)
-                .execute(&mut *tx)
-                .await?;
-        }
         self.reschedule_in(&mut tx, claim, next).await?;
-        let step: String = sqlx::query("SELECT step FROM rotation_jobs WHERE secret_id = $1")
-            .bind(claim.secret_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("step")?;
         let action = format!("rotation.{step}");
         let detail = format!("attempt {attempts}: {error}");
         let entry = Entry::new(&action, Some(claim.name.as_str()))

@@ -17,6 +17,7 @@ mod deploy;
 mod encryption;
 mod flags;
 mod followups;
+mod honest;
 mod hostile;
 mod latewrite;
 mod leases;
