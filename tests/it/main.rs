@@ -22,6 +22,7 @@ mod hostile;
 mod latewrite;
 mod leases;
 mod operations;
+mod ops;
 mod ram;
 mod recovery;
 mod rotation;
