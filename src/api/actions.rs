@@ -562,6 +562,15 @@ async fn rotation_policy(api: &Api, p: &Params<'_>, name: &SecretName) -> Answer
     } else {
         None
     };
+    if policy.is_some() {
+        let info = api.store.describe(name).await?;
+        crate::engine::check_can_rotate(
+            api.engine.registry(),
+            name,
+            info.kind,
+            info.target.as_deref(),
+        )?;
+    }
     api.store.set_rotation(name, policy).await?;
     Ok(json!({"SecretName": name}))
 }

@@ -464,8 +464,13 @@ async fn rotation(
         jitter,
         rotate_now,
     });
-    if policy.is_some() {
+    if let Some(p) = &policy {
+        // A schedule that breaks the type's bounds says so first; a valid one on a secret that
+        // cannot rotate is refused.
         let info = store.describe(&name).await?;
+        p.schedule
+            .check_for(info.kind, chrono::Utc::now())
+            .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
         crate::engine::check_can_rotate(registry, &name, info.kind, info.target.as_deref())?;
     }
     let info = store.set_rotation(&name, policy).await?;

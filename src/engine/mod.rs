@@ -159,6 +159,11 @@ impl Engine {
         &self.store
     }
 
+    /// The rotators and families this engine drives.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

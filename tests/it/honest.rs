@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::databases::{
     account_of, add_target, admin, login, redis_admin, redis_login, redis_url, scram_port, Pg,
 };
+use crate::operations::Receiver;
+use crate::ssh::{add_target as add_host, import_file, ok, value};
+use crate::sshd::{HostUser, Sshd, Sudo};
 use crate::support::{Backend, TestEnv};
 
 /// What [`FailTest`] breaks before it reports its failure.
@@ -81,11 +84,11 @@ impl Rotator for FailTest {
     }
 }
 
-/// An engine on `t`'s store whose `ty`/SingleUser rotator fails its test once.
-async fn engine(t: &TestEnv, ty: SecretType, breaks: Break) -> Engine {
+/// An engine on `t`'s store whose `ty`/`sub` rotator fails its test once.
+async fn engine(t: &TestEnv, ty: SecretType, sub: SubType, breaks: Break) -> Engine {
     let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
     let mut registry = rotor::builtin_rotators();
-    let kind = SecretKind::new(ty, Some(SubType::SingleUser)).unwrap();
+    let kind = SecretKind::new(ty, Some(sub)).unwrap();
     let inner = registry.get(kind).unwrap();
     registry.register(
         kind,
@@ -134,7 +137,7 @@ async fn postgres_single_account_failing_its_test_puts_the_current_password_back
         "--target", "pg", "--account", &solo, "--database", &pg.db,
     ]);
     let before = account_of(t, "db/honest", "ACSCurrent").await;
-    let engine = engine(t, SecretType::Rds, Break::Nothing).await;
+    let engine = engine(t, SecretType::Rds, SubType::SingleUser, Break::Nothing).await;
     let error = failed_rotation(&engine, "db/honest").await;
     assert!(
         error.contains("the current credential was put back on the target and logs in"),
@@ -180,7 +183,7 @@ async fn postgres_single_account_that_cannot_be_put_back_says_so_and_rotate_reco
     let before = account_of(t, "db/stuck", "ACSCurrent").await;
     // The admin loses the right to manage accounts mid-rotation: nothing can be put back.
     let breaks = Break::Pg(format!("ALTER ROLE {boss} NOCREATEROLE"));
-    let engine = engine(t, SecretType::Rds, breaks).await;
+    let engine = engine(t, SecretType::Rds, SubType::SingleUser, breaks).await;
     let error = failed_rotation(&engine, "db/stuck").await;
     assert!(
         error.contains("the target holds the pending credential (version v2), not ACSCurrent"),
@@ -237,7 +240,7 @@ async fn redis_single_user_failing_its_test_puts_the_current_password_back() {
         "--target", "red", "--account", &user, "--privilege", "ReadWrite",
     ]);
     let before = account_of(&t, "cache/honest", "ACSCurrent").await;
-    let engine = engine(&t, SecretType::Redis, Break::Nothing).await;
+    let engine = engine(&t, SecretType::Redis, SubType::SingleUser, Break::Nothing).await;
     let error = failed_rotation(&engine, "cache/honest").await;
     assert!(error.contains("put back on the target and logs in"), "{error}");
     assert_eq!(redis_login(&before).await.unwrap(), user, "ACSCurrent logs in");
@@ -275,9 +278,33 @@ async fn redis_single_user_that_cannot_be_put_back_says_so_and_a_checked_import_
         "resetpass".into(),
         ">Radm-Broken-Pass1".into(),
     ]);
-    let engine = engine(&t, SecretType::Redis, breaks).await;
+    // A webhook hears it too.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://127.0.0.1:{}/hook", listener.local_addr().unwrap().port());
+    let hook = Receiver::start(listener, 0).await;
+    let settings = rotor::config::WebhookSettings {
+        url: hook_url,
+        events: vec![],
+        secret: Some("Honest-Hook-Key-0123456789".into()),
+        secret_file: None,
+        max_attempts: 3,
+        timeout: Duration::from_secs(5),
+        due_soon: Duration::from_secs(3600),
+    };
+    let (notifier, dispatcher) = rotor::notify::Notifier::start(&[settings]).unwrap().unwrap();
+    let engine = engine(&t, SecretType::Redis, SubType::SingleUser, breaks)
+        .await
+        .with_notifier(notifier);
     let error = failed_rotation(&engine, "cache/stuck").await;
     assert!(error.contains("the target holds the pending credential"), "{error}");
+    let notice = hook
+        .wait_for("secret_failed", "cache/stuck", Duration::from_secs(20))
+        .await
+        .json();
+    assert_eq!(notice["TargetHoldsPending"], true, "{notice}");
+    assert_eq!(notice["VersionId"], "v2", "{notice}");
+    drop(engine);
+    dispatcher.finish(Duration::from_secs(5)).await;
     let pending = account_of(&t, "cache/stuck", "ACSPending").await;
     assert_eq!(redis_login(&pending).await.unwrap(), user);
     assert!(redis_login(&before).await.is_err());
@@ -304,4 +331,31 @@ async fn redis_single_user_that_cannot_be_put_back_says_so_and_a_checked_import_
     let after = account_of(&t, "cache/stuck", "ACSCurrent").await;
     assert_eq!(redis_login(&after).await.unwrap(), user);
     redis_user_gone(&[&user, &boss]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_password_failing_its_test_is_put_back_through_passwd() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    let sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+    ok(add_host(&t, "host", &sshd, &["--host-key", &sshd.host_key()], ""));
+    let good = serde_json::json!({"UserName": user.name, "Password": user.password});
+    t.ok(&[
+        "secret", "create", "host/honest", "--type", "ECS", "--sub-type", "Password",
+        "--target", "host", "--value-file", &import_file(&t, &good),
+    ]);
+    let engine = engine(&t, SecretType::ECS, SubType::Password, Break::Nothing).await;
+    let error = failed_rotation(&engine, "host/honest").await;
+    assert!(error.contains("put back on the target and logs in"), "{error}");
+    assert_eq!(
+        sshd.login_password(&user.name, &user.password).unwrap(),
+        user.name,
+        "ACSCurrent logs in"
+    );
+    t.ok(&["rotate", "host/honest"]);
+    let current = value(&t, "host/honest", "ACSCurrent");
+    let password = current["Password"].as_str().unwrap();
+    assert_eq!(sshd.login_password(&user.name, password).unwrap(), user.name);
+    assert!(sshd.login_password(&user.name, &user.password).is_err());
 }
