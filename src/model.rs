@@ -676,7 +676,10 @@ mod tests {
         assert!(interval("7d").check_for(rds, now).is_ok());
         assert!(interval("6h").check_for(rds, now).is_ok());
         assert!(interval("5h").check_for(rds, now).is_err());
-        let too_long = interval("366d").check_for(rds, now).unwrap_err().to_string();
+        let too_long = interval("366d")
+            .check_for(rds, now)
+            .unwrap_err()
+            .to_string();
         assert!(
             too_long.ends_with("Rds secrets rotate every 6 hours to 365 days"),
             "{too_long}"

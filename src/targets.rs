@@ -14,7 +14,7 @@ use rotators::{
 
 use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
-use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Step, Store, TargetInfo};
+use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
 pub fn setup_error(e: SetupError) -> Error {
@@ -215,14 +215,15 @@ pub async fn reimport(
     value: SecretValue,
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
-    // A rotation that failed before promotion (the current credential was changed outside
-    // rotor, say, or a single account's test failed and left the pending credential on the
-    // target) gives way to the credential the operator brings, once the family proved it logs
-    // in; the store checks again, and ends the job in the import's own transaction. One still
-    // running or retrying does not, nor one that failed at `finish`.
+    // A rotation that failed before its new credential was surely applied (in `create` or
+    // `set`: the current credential was changed outside rotor, say), or that left it on the
+    // target in place of the current one (a single account's failed `test`), gives way to the
+    // credential the operator brings; the store checks it again, and ends the job in the
+    // import's own transaction. One still running or retrying does not, nor one that failed
+    // later with the current credential working.
     if let Some(job) = &m.state.job {
         let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
-        if !failed || job.step == Step::Finish {
+        if !failed || !job.importable() {
             return Err(crate::store::rotation_in_flight(name));
         }
     }

@@ -547,17 +547,27 @@ impl Engine {
         let attempts = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
         let name = &state.claim.name;
         let version = state.job.as_ref().and_then(|j| j.version_id.clone());
-        let pending = version.as_ref().map_or("ACSPending".into(), |v| v.to_string());
-        let (error, untouched) = match &restored {
-            None => (format!("{step} step failed: {e}"), true),
-            Some(PutBack::Done) => (
+        let pending = version
+            .as_ref()
+            .map_or("ACSPending".into(), |v| v.to_string());
+        // `restored` for the store: put back (the job sets again next time), or surely not
+        // (the target holds the pending credential: `set` had succeeded).
+        let (error, untouched, restored) = match (&restored, step) {
+            (None, _) => (format!("{step} step failed: {e}"), true, None),
+            (Some(PutBack::Done), Step::Test) => (
                 format!(
                     "{step} step failed: {e}; the current credential was put back on the target \
                      and logs in"
                 ),
                 true,
+                Some(true),
             ),
-            Some(PutBack::Failed(why)) => (
+            (Some(PutBack::Done), _) => (
+                format!("{step} step failed: {e}; the current credential logs in on the target"),
+                true,
+                Some(true),
+            ),
+            (Some(PutBack::Failed(why)), Step::Test) => (
                 format!(
                     "{step} step failed: {e}; putting the current credential back failed ({why}): \
                      the target holds the pending credential (version {pending}), not ACSCurrent; \
@@ -565,9 +575,20 @@ impl Engine {
                      credential that logs in"
                 ),
                 false,
+                Some(false),
+            ),
+            // A `set` that failed may or may not have changed the password.
+            (Some(PutBack::Failed(why)), _) => (
+                format!(
+                    "{step} step failed: {e}; the current credential could not be checked or put \
+                     back ({why}): the target may hold the pending credential (version \
+                     {pending}); recover with rotor rotate {name} once the target answers, or \
+                     rotor secret import {name} with a credential that logs in"
+                ),
+                false,
+                None,
             ),
         };
-        let restored = restored.map(|r| r == PutBack::Done);
         let holds_pending = restored == Some(false);
         let now = self.store.clock().now();
         if e.is_retryable() && attempts < self.config.max_attempts {
@@ -591,15 +612,15 @@ impl Engine {
                 next_at: at.timestamp_millis(),
             })
         } else {
-            match restored {
-                None => {
+            match (restored, untouched) {
+                (None, true) => {
                     tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential is untouched")
                 }
-                Some(true) => {
-                    tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential was put back on the target")
+                (Some(true), _) => {
+                    tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential logs in on the target (put back)")
                 }
-                Some(false) => {
-                    tracing::error!(%step, attempts, error = %error, "rotation failed; the target holds the pending credential, not ACSCurrent")
+                _ => {
+                    tracing::error!(%step, attempts, error = %error, "rotation failed; the target holds (or may hold) the pending credential, not ACSCurrent")
                 }
             }
             let next = self.plan_next(state);
@@ -644,7 +665,9 @@ impl Engine {
         keeper: &lease::Keeper,
     ) -> Result<PutBack> {
         let Some(current) = state.current.clone() else {
-            return Ok(PutBack::Failed("the secret has no ACSCurrent version".into()));
+            return Ok(PutBack::Failed(
+                "the secret has no ACSCurrent version".into(),
+            ));
         };
         let from = state.pending.clone().or_else(|| state.current.clone());
         tracing::warn!("putting the current credential back on the target");

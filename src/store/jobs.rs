@@ -88,6 +88,15 @@ pub struct Job {
     pub pending_on_target: bool,
 }
 
+impl Job {
+    /// Whether a checked import may end this job once it failed: in `create` or `set`, or in
+    /// `test` with the pending credential left on the target.
+    pub fn importable(&self) -> bool {
+        matches!(self.step, Step::Create | Step::Set)
+            || (self.step == Step::Test && self.pending_on_target)
+    }
+}
+
 /// This machine's name, as lease owners carry it.
 pub fn this_host() -> String {
     std::fs::read_to_string("/etc/hostname")

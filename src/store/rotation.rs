@@ -402,12 +402,14 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a rotation cycle that failed before promotion (in `create`, `set` or `test`), inside
-    /// a checked re-import's transaction — the imported credential was proven to log in, whether
-    /// it is the one rotor held or the pending one a failed single-account rotation left on the
-    /// target: the job and the `ACSPending` stage go (the pending version stays, unstaged, until
-    /// pruned), the failure is cleared and the next rotation planned at `next`. Anything else in
-    /// flight — running, retrying, leased, or failed at `finish` — refuses.
+    /// Ends a rotation cycle that failed before its new credential surely reached the target
+    /// (in `create` or `set`), or that left it on the target in place of the current one (a
+    /// single account's `test` failed and the current one could not be put back), inside a
+    /// checked re-import's transaction — the imported credential was proven to log in: the job
+    /// and the `ACSPending` stage go (the pending version stays, unstaged, until pruned), the
+    /// failure is cleared and the next rotation planned at `next`. Anything else in flight —
+    /// running, retrying, leased, or failed later with the current credential working —
+    /// refuses.
     pub(super) async fn end_failed_job(
         &self,
         tx: &mut AnyConnection,
@@ -417,7 +419,7 @@ impl Store {
         let leased = row
             .lease_expires_at
             .is_some_and(|until| until >= self.clock.now_ms());
-        if leased || !row.failed_before_promotion() {
+        if leased || !row.failed_importable() {
             return Err(super::secrets::rotation_in_flight(&row.name));
         }
         for sql in [

@@ -173,14 +173,11 @@ impl SecretRow {
         }
     }
 
-    /// True when the last rotation cycle failed before its pending version was promoted (in
-    /// `create`, `set` or `test`): a checked import may end it.
-    pub(super) fn failed_before_promotion(&self) -> bool {
-        self.failure.is_some()
-            && self
-                .job
-                .as_ref()
-                .is_some_and(|j| j.step != super::jobs::Step::Finish)
+    /// True when a checked import may end the last rotation cycle: it failed in `create` or
+    /// `set`, before its new credential surely reached the target, or in `test` leaving the
+    /// pending credential on the target in place of the current one.
+    pub(super) fn failed_importable(&self) -> bool {
+        self.failure.is_some() && self.job.as_ref().is_some_and(super::jobs::Job::importable)
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {

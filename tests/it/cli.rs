@@ -937,7 +937,11 @@ both_backends!(
         // A schedule needs a secret that can rotate: the test kit's host user.
         let hosts = tempfile::tempdir().unwrap();
         crate::workers::ecs_secret(&t, hosts.path(), "dbx");
-        crate::workers::testkit_ok(&t, hosts.path(), &["rotation", "set", "dbx", "--interval", "7d"]);
+        crate::workers::testkit_ok(
+            &t,
+            hosts.path(),
+            &["rotation", "set", "dbx", "--interval", "7d"],
+        );
         let out = t.ok(&["secret", "describe", "dbx"]);
         assert!(out.contains("Next rotation: 20"), "{out}");
         let columns: Vec<usize> = out

@@ -89,7 +89,14 @@ async fn rotation_flags_are_refused_or_obeyed() {
     testkit_ok(
         &t,
         hosts,
-        &["rotation", "set", "flag-a", "--interval", "1d", "--rotate-now"],
+        &[
+            "rotation",
+            "set",
+            "flag-a",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ],
     );
     let out = t
         .testkit(hosts)
@@ -103,7 +110,14 @@ async fn rotation_flags_are_refused_or_obeyed() {
     testkit_ok(
         &t,
         hosts,
-        &["rotation", "set", "flag-a", "--interval", "1d", "--rotate-now"],
+        &[
+            "rotation",
+            "set",
+            "flag-a",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ],
     );
     let out = testkit_ok(&t, hosts, &["rotate", "--due"]);
     assert!(out.contains("1 due, 1 rotated"), "{out}");
@@ -127,13 +141,26 @@ async fn a_schedule_on_a_secret_that_cannot_rotate_is_refused() {
         "--rotation-interval",
         "7d",
     ]);
-    assert_refused(&out, 2, "has no target, so it cannot rotate", Some("App-Initial"));
+    assert_refused(
+        &out,
+        2,
+        "has no target, so it cannot rotate",
+        Some("App-Initial"),
+    );
     let out = t.run(&["secret", "describe", "db/app"]);
     assert_refused(&out, 3, "does not exist", None);
     // Stored as it is, it keeps no schedule.
-    t.ok(&["secret", "create", "db/app", "--type", "Rds", "--value", &value]);
+    t.ok(&[
+        "secret", "create", "db/app", "--type", "Rds", "--value", &value,
+    ]);
     let out = t.run(&[
-        "rotation", "set", "db/app", "--cron", "0 3 * * 0", "--window", "2h",
+        "rotation",
+        "set",
+        "db/app",
+        "--cron",
+        "0 3 * * 0",
+        "--window",
+        "2h",
     ]);
     assert_refused(&out, 2, "has no target, so it cannot rotate", None);
     let info = t.json(&["secret", "describe", "db/app"]);

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rotators::{
+    RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType,
+};
 use rotor::engine::{Engine, EngineConfig, Outcome};
 use rotor::model::SecretName;
 use rotor::store::{OpenMode, Store};
-use rotators::{RotateError, RotationContext, Rotator, SecretKind, SecretType, SecretValue, SubType};
 use sqlx::Executor;
 use tokio_util::sync::CancellationToken;
 
@@ -133,8 +135,19 @@ async fn postgres_single_account_failing_its_test_puts_the_current_password_back
     let t = &pg.t;
     let solo = pg.name("honest");
     t.ok(&[
-        "secret", "create", "db/honest", "--type", "Rds", "--sub-type", "SingleUser",
-        "--target", "pg", "--account", &solo, "--database", &pg.db,
+        "secret",
+        "create",
+        "db/honest",
+        "--type",
+        "Rds",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "pg",
+        "--account",
+        &solo,
+        "--database",
+        &pg.db,
     ]);
     let before = account_of(t, "db/honest", "ACSCurrent").await;
     let engine = engine(t, SecretType::Rds, SubType::SingleUser, Break::Nothing).await;
@@ -148,7 +161,10 @@ async fn postgres_single_account_failing_its_test_puts_the_current_password_back
     let info = t.json(&["secret", "describe", "db/honest"]);
     assert_eq!(info["RotationStatus"], "Failed", "{info}");
     assert!(info.get("TargetHoldsPending").is_none(), "{info}");
-    assert_eq!(info["RotationStep"], "set", "the next attempt sets again: {info}");
+    assert_eq!(
+        info["RotationStep"], "set",
+        "the next attempt sets again: {info}"
+    );
     assert!(audit_detail(t, "db/honest", "rotation.test").contains("put back"));
 
     // The next rotation sets the pending password again and completes.
@@ -174,11 +190,24 @@ async fn postgres_single_account_that_cannot_be_put_back_says_so_and_rotate_reco
         .unwrap();
     let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
     let out = add_target(t, "pgb", "postgres", &url, &boss, "Boss-Initial-Pass1");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let solo = pg.name("stuck");
     t.ok(&[
-        "secret", "create", "db/stuck", "--type", "Rds", "--sub-type", "SingleUser",
-        "--target", "pgb", "--account", &solo,
+        "secret",
+        "create",
+        "db/stuck",
+        "--type",
+        "Rds",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "pgb",
+        "--account",
+        &solo,
     ]);
     let before = account_of(t, "db/stuck", "ACSCurrent").await;
     // The admin loses the right to manage accounts mid-rotation: nothing can be put back.
@@ -191,7 +220,11 @@ async fn postgres_single_account_that_cannot_be_put_back_says_so_and_rotate_reco
     );
     assert!(error.contains("rotor rotate db/stuck"), "{error}");
     let pending = account_of(t, "db/stuck", "ACSPending").await;
-    assert_eq!(at(&pending).await.unwrap(), solo, "the target holds ACSPending");
+    assert_eq!(
+        at(&pending).await.unwrap(),
+        solo,
+        "the target holds ACSPending"
+    );
     assert!(at(&before).await.is_err(), "ACSCurrent is refused");
     let info = t.json(&["secret", "describe", "db/stuck"]);
     assert_eq!(info["TargetHoldsPending"], true, "{info}");
@@ -233,17 +266,39 @@ async fn redis_single_user_failing_its_test_puts_the_current_password_back() {
     let t = TestEnv::new(Backend::Sqlite).await;
     t.ok(&["init"]);
     let out = add_target(&t, "red", "redis", &redis_url(), "default", "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user = format!("hon_{}", &rotor::crypto::random_id()[..8]);
     t.ok(&[
-        "secret", "create", "cache/honest", "--type", "Redis", "--sub-type", "SingleUser",
-        "--target", "red", "--account", &user, "--privilege", "ReadWrite",
+        "secret",
+        "create",
+        "cache/honest",
+        "--type",
+        "Redis",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "red",
+        "--account",
+        &user,
+        "--privilege",
+        "ReadWrite",
     ]);
     let before = account_of(&t, "cache/honest", "ACSCurrent").await;
     let engine = engine(&t, SecretType::Redis, SubType::SingleUser, Break::Nothing).await;
     let error = failed_rotation(&engine, "cache/honest").await;
-    assert!(error.contains("put back on the target and logs in"), "{error}");
-    assert_eq!(redis_login(&before).await.unwrap(), user, "ACSCurrent logs in");
+    assert!(
+        error.contains("put back on the target and logs in"),
+        "{error}"
+    );
+    assert_eq!(
+        redis_login(&before).await.unwrap(),
+        user,
+        "ACSCurrent logs in"
+    );
     let info = t.json(&["secret", "describe", "cache/honest"]);
     assert!(info.get("TargetHoldsPending").is_none(), "{info}");
     t.ok(&["rotate", "cache/honest"]);
@@ -265,12 +320,34 @@ async fn redis_single_user_that_cannot_be_put_back_says_so_and_a_checked_import_
         .query_async(&mut redis_admin().await)
         .await
         .unwrap();
-    let out = add_target(&t, "redx", "redis", &redis_url(), &boss, "Radm-Initial-Pass1");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = add_target(
+        &t,
+        "redx",
+        "redis",
+        &redis_url(),
+        &boss,
+        "Radm-Initial-Pass1",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user = format!("stk_{}", &rotor::crypto::random_id()[..8]);
     t.ok(&[
-        "secret", "create", "cache/stuck", "--type", "Redis", "--sub-type", "SingleUser",
-        "--target", "redx", "--account", &user, "--privilege", "ReadWrite",
+        "secret",
+        "create",
+        "cache/stuck",
+        "--type",
+        "Redis",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "redx",
+        "--account",
+        &user,
+        "--privilege",
+        "ReadWrite",
     ]);
     let before = account_of(&t, "cache/stuck", "ACSCurrent").await;
     let breaks = Break::RedisAcl(vec![
@@ -280,7 +357,10 @@ async fn redis_single_user_that_cannot_be_put_back_says_so_and_a_checked_import_
     ]);
     // A webhook hears it too.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://127.0.0.1:{}/hook", listener.local_addr().unwrap().port());
+    let hook_url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
     let hook = Receiver::start(listener, 0).await;
     let settings = rotor::config::WebhookSettings {
         url: hook_url,
@@ -291,12 +371,17 @@ async fn redis_single_user_that_cannot_be_put_back_says_so_and_a_checked_import_
         timeout: Duration::from_secs(5),
         due_soon: Duration::from_secs(3600),
     };
-    let (notifier, dispatcher) = rotor::notify::Notifier::start(&[settings]).unwrap().unwrap();
+    let (notifier, dispatcher) = rotor::notify::Notifier::start(&[settings])
+        .unwrap()
+        .unwrap();
     let engine = engine(&t, SecretType::Redis, SubType::SingleUser, breaks)
         .await
         .with_notifier(notifier);
     let error = failed_rotation(&engine, "cache/stuck").await;
-    assert!(error.contains("the target holds the pending credential"), "{error}");
+    assert!(
+        error.contains("the target holds the pending credential"),
+        "{error}"
+    );
     let notice = hook
         .wait_for("secret_failed", "cache/stuck", Duration::from_secs(20))
         .await
@@ -321,7 +406,13 @@ async fn redis_single_user_that_cannot_be_put_back_says_so_and_a_checked_import_
         .await
         .unwrap();
     let value = serde_json::json!({"AccountName": pending.0, "AccountPassword": pending.1});
-    t.ok(&["secret", "import", "cache/stuck", "--value", &value.to_string()]);
+    t.ok(&[
+        "secret",
+        "import",
+        "cache/stuck",
+        "--value",
+        &value.to_string(),
+    ]);
     assert_eq!(account_of(&t, "cache/stuck", "ACSCurrent").await, pending);
     let info = t.json(&["secret", "describe", "cache/stuck"]);
     assert_eq!(info["RotationStatus"], "Idle", "{info}");
@@ -339,15 +430,33 @@ async fn a_host_password_failing_its_test_is_put_back_through_passwd() {
     t.ok(&["init"]);
     let sshd = Sshd::start();
     let user = HostUser::new(Sudo::No);
-    ok(add_host(&t, "host", &sshd, &["--host-key", &sshd.host_key()], ""));
+    ok(add_host(
+        &t,
+        "host",
+        &sshd,
+        &["--host-key", &sshd.host_key()],
+        "",
+    ));
     let good = serde_json::json!({"UserName": user.name, "Password": user.password});
     t.ok(&[
-        "secret", "create", "host/honest", "--type", "ECS", "--sub-type", "Password",
-        "--target", "host", "--value-file", &import_file(&t, &good),
+        "secret",
+        "create",
+        "host/honest",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "Password",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &good),
     ]);
     let engine = engine(&t, SecretType::ECS, SubType::Password, Break::Nothing).await;
     let error = failed_rotation(&engine, "host/honest").await;
-    assert!(error.contains("put back on the target and logs in"), "{error}");
+    assert!(
+        error.contains("put back on the target and logs in"),
+        "{error}"
+    );
     assert_eq!(
         sshd.login_password(&user.name, &user.password).unwrap(),
         user.name,
@@ -356,6 +465,9 @@ async fn a_host_password_failing_its_test_is_put_back_through_passwd() {
     t.ok(&["rotate", "host/honest"]);
     let current = value(&t, "host/honest", "ACSCurrent");
     let password = current["Password"].as_str().unwrap();
-    assert_eq!(sshd.login_password(&user.name, password).unwrap(), user.name);
+    assert_eq!(
+        sshd.login_password(&user.name, password).unwrap(),
+        user.name
+    );
     assert!(sshd.login_password(&user.name, &user.password).is_err());
 }

@@ -50,7 +50,14 @@ async fn manual_rotations_are_audited_as_who_asked_and_a_workers_as_the_worker()
     testkit_ok(
         &t,
         hosts,
-        &["rotation", "set", "by-worker", "--interval", "1d", "--rotate-now"],
+        &[
+            "rotation",
+            "set",
+            "by-worker",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ],
     );
     let mut worker = spawn_worker(&t, hosts, None, &[]);
     wait_rotated(&t.store().await, "by-worker", Duration::from_secs(30)).await;
@@ -59,7 +66,10 @@ async fn manual_rotations_are_audited_as_who_asked_and_a_workers_as_the_worker()
     assert!(!scheduled.is_empty());
     for r in &scheduled {
         assert!(r["Actor"].as_str().unwrap().starts_with("worker:"), "{r}");
-        assert!(!r["Detail"].as_str().unwrap_or_default().contains("lease"), "{r}");
+        assert!(
+            !r["Detail"].as_str().unwrap_or_default().contains("lease"),
+            "{r}"
+        );
     }
 }
 
@@ -68,10 +78,21 @@ async fn an_api_rotation_is_audited_as_its_access_key() {
     let t = TestEnv::new(Backend::Sqlite).await;
     t.ok(&["init"]);
     let out = add_target(&t, "red", "redis", &redis_url(), "default", "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user = format!("aud_{}", &rotor::crypto::random_id()[..8]);
     t.ok(&[
-        "secret", "create", "cache/audited", "--type", "Redis", "--target", "red", "--account",
+        "secret",
+        "create",
+        "cache/audited",
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
         &user,
     ]);
     let key = access_key(&t, "rotator", &["RotateSecret:cache/*"]);
@@ -91,7 +112,10 @@ async fn an_api_rotation_is_audited_as_its_access_key() {
     assert!(!records.is_empty());
     for r in &records {
         assert_eq!(r["Actor"], format!("api:{}", key.0).as_str(), "{r}");
-        assert!(r["Detail"].as_str().unwrap().contains("lease worker:"), "{r}");
+        assert!(
+            r["Detail"].as_str().unwrap().contains("lease worker:"),
+            "{r}"
+        );
     }
     let _: () = redis::cmd("ACL")
         .arg("DELUSER")
@@ -138,7 +162,11 @@ async fn a_worker_and_a_server_share_one_configuration_and_counters_start_at_zer
     for addr in [&worker_addr, &server_addr] {
         let scraped = scrape(addr);
         for counter in ["rotor_lease_takeovers_total", "rotor_store_errors_total"] {
-            assert_eq!(sample(&scraped, counter, &[]), Some(0.0), "{counter} at {addr}");
+            assert_eq!(
+                sample(&scraped, counter, &[]),
+                Some(0.0),
+                "{counter} at {addr}"
+            );
         }
         for result in ["rotated", "retrying", "failed"] {
             assert_eq!(
@@ -178,7 +206,14 @@ async fn webhooks_carry_the_version_keep_each_secrets_order_and_skip_failed_secr
     testkit_ok(
         &t,
         hosts,
-        &["rotation", "set", "wh-fail", "--interval", "1d", "--rotate-now"],
+        &[
+            "rotation",
+            "set",
+            "wh-fail",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ],
     );
     let mut worker = spawn_worker(&t, hosts, Some("test:fatal"), &[]);
     let failed = hook
@@ -196,7 +231,11 @@ async fn webhooks_carry_the_version_keep_each_secrets_order_and_skip_failed_secr
 
     // A failed secret is not announced as due soon; a healthy one is.
     ecs_secret(&t, hosts, "wh-soon");
-    testkit_ok(&t, hosts, &["rotation", "set", "wh-soon", "--interval", "1d"]);
+    testkit_ok(
+        &t,
+        hosts,
+        &["rotation", "set", "wh-soon", "--interval", "1d"],
+    );
     let mut worker = spawn_worker(&t, hosts, None, &[]);
     hook.wait_for("secret_due_soon", "wh-soon", Duration::from_secs(30))
         .await;
@@ -215,7 +254,14 @@ async fn webhooks_carry_the_version_keep_each_secrets_order_and_skip_failed_secr
     testkit_ok(
         &t,
         hosts,
-        &["rotation", "set", "wh-retry", "--interval", "1d", "--rotate-now"],
+        &[
+            "rotation",
+            "set",
+            "wh-retry",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ],
     );
     let mut worker = spawn_worker(&t, hosts, Some("set:fail:1"), &["--backoff-base", "1s"]);
     let retried = hook
