@@ -610,9 +610,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
 pub fn fmt_bound(d: Duration) -> String {
     let secs = d.as_secs();
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    if secs > 0 && secs % 86_400 == 0 {
+    if secs > 0 && secs.is_multiple_of(86_400) {
         plural(secs / 86_400, "day")
-    } else if secs > 0 && secs % 3600 == 0 {
+    } else if secs > 0 && secs.is_multiple_of(3600) {
         plural(secs / 3600, "hour")
     } else {
         fmt_duration(d)
