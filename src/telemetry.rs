@@ -137,6 +137,15 @@ pub fn zero_rotations(registry: &rotators::Registry) {
     }
 }
 
+/// Exports `rotor_api_requests_total{code="OK"}` at zero for each of `actions`, when the API
+/// starts (the error codes appear as they happen).
+pub fn zero_api(actions: &[&'static str]) {
+    for action in actions {
+        metrics::counter!("rotor_api_requests_total", "action" => *action, "code" => "OK")
+            .increment(0);
+    }
+}
+
 /// A rotator step took `elapsed`.
 pub fn step(step: &'static str, family: &str, elapsed: Duration) {
     metrics::histogram!("rotor_step_duration_seconds", "step" => step, "family" => family.to_owned())

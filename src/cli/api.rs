@@ -67,6 +67,7 @@ pub async fn start(
         stop,
     )
     .await?;
+    crate::telemetry::zero_api(&crate::api::policy::ACTIONS);
     Ok(Some(server))
 }
 

@@ -580,10 +580,11 @@ impl Engine {
             // A `set` that failed may or may not have changed the password.
             (Some(PutBack::Failed(why)), _) => (
                 format!(
-                    "{step} step failed: {e}; the current credential could not be checked or put \
-                     back ({why}): the target may hold the pending credential (version \
-                     {pending}); recover with rotor rotate {name} once the target answers, or \
-                     rotor secret import {name} with a credential that logs in"
+                    "{step} step failed: {e}; the current credential could not be confirmed or \
+                     put back ({why}): the target may hold the pending credential (version \
+                     {pending}), or the credential was changed outside rotor; recover with rotor \
+                     rotate {name} once the target answers, or rotor secret import {name} with a \
+                     credential that logs in"
                 ),
                 false,
                 None,

@@ -159,6 +159,12 @@ async fn a_worker_and_a_server_share_one_configuration_and_counters_start_at_zer
     wait_listening(&worker_addr);
     let (server, _api) = serve(&t, &["--api-plain-http"]);
     wait_listening(&server_addr);
+    let api_ok = sample(
+        &scrape(&server_addr),
+        "rotor_api_requests_total",
+        &[("action", "GetSecretValue"), ("code", "OK")],
+    );
+    assert_eq!(api_ok, Some(0.0), "the API's counters start at zero");
     for addr in [&worker_addr, &server_addr] {
         let scraped = scrape(addr);
         for counter in ["rotor_lease_takeovers_total", "rotor_store_errors_total"] {
