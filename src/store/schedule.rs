@@ -13,7 +13,9 @@ use crate::model::{Planned, RotationPolicy, RotationSchedule, SecretName};
 impl Store {
     /// Sets (or, with `None`, disables) a secret's automatic rotation; it takes effect at once.
     /// The first rotation is one schedule step away unless `rotate_now` asks for one now. A
-    /// rotation in flight keeps its timing and finishes; the new policy applies after it.
+    /// rotation in flight keeps its timing and finishes; the new policy applies after it —
+    /// except that `rotate_now` resumes a failed or retrying job at once, and is refused
+    /// ([`Error::InProgress`]) while the secret is being rotated.
     pub async fn set_rotation(
         &self,
         name: &SecretName,
