@@ -34,7 +34,7 @@ impl Store {
         let leased = row
             .lease_expires_at
             .is_some_and(|until| until >= now.timestamp_millis());
-        if rotate_now && leased {
+        if rotate_now && leased && row.job.is_some() {
             return Err(Error::InProgress(format!(
                 "secret '{name}' is being rotated right now: --rotate-now has nothing to start; \
                  see rotor secret describe {name}"

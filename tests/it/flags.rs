@@ -107,6 +107,27 @@ async fn rotation_flags_are_refused_or_obeyed() {
     assert_eq!(out.status.code(), Some(6));
     let info = t.json(&["secret", "describe", "flag-a"]);
     assert_eq!(info["RotationStatus"], "Failed", "{info}");
+    // While someone rotates it, --rotate-now is refused with the reason.
+    let store = t.store().await;
+    let name = rotor::model::SecretName::parse("flag-a").unwrap();
+    let claim = store
+        .claim_now("someone-else", &name, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let out = t
+        .testkit(hosts)
+        .args([
+            "rotation",
+            "set",
+            "flag-a",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ])
+        .output()
+        .unwrap();
+    assert_refused(&out, 4, "is being rotated right now", None);
+    assert!(store.release_claim(&claim).await.unwrap());
     testkit_ok(
         &t,
         hosts,
