@@ -50,7 +50,8 @@ pub enum RotationStatus {
     /// A rotation in flight that failed and waits for its next attempt.
     Retrying,
     /// The last cycle ran out of attempts (or hit a fatal error); the current credential is
-    /// untouched and the next cycle or a manual rotate tries again.
+    /// untouched or was put back (unless `target_holds_pending`), and the next cycle or a
+    /// manual rotate tries again.
     Failed,
 }
 

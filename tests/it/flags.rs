@@ -48,6 +48,21 @@ async fn rotate_due_dry_run_checks_every_due_secret_and_changes_nothing() {
             "the host keeps its password"
         );
     }
+    // A host that refuses its credential: the pass says which, exits 7, and still changes
+    // nothing.
+    FileRotator::set_passwords(hosts, "dry-b", &[]);
+    let out = t
+        .testkit(hosts)
+        .args(["--json", "rotate", "--due", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["Checked"], 1, "{summary}");
+    assert_eq!(summary["Failed"], 1, "{summary}");
+    assert_eq!(t.snapshot().await, before, "a dry run changes nothing");
+    FileRotator::set_passwords(hosts, "dry-b", &["initial-dry-b".to_owned()]);
+
     // Both are still due: the real pass rotates them.
     let out = testkit_ok(&t, hosts, &["rotate", "--due"]);
     assert!(out.contains("2 due, 2 rotated"), "{out}");
