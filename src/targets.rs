@@ -15,7 +15,7 @@ use rotators::{
 
 use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
-use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Step, Store, TargetInfo};
+use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
 pub fn setup_error(e: SetupError) -> Error {
@@ -199,6 +199,12 @@ pub async fn create_secret(
 ) -> Result<PutOutcome> {
     let context = store.target_context(target).await?;
     let (family, spec) = family_of(registry, &context)?;
+    if !family.serves(spec.name, new.kind) {
+        return Err(Error::invalid(format!(
+            "secret '{}': {} secrets cannot live on target '{target}', a {} target",
+            new.name, new.kind, spec.name
+        )));
+    }
     check_options_fit(
         family.as_ref(),
         OptionScope::SecretCreate,
@@ -289,13 +295,14 @@ pub async fn reimport(
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
     // A rotation that failed before its new credential was surely applied (in `create` or
-    // `set`: the current credential was changed outside rotor, say) gives way to the
+    // `set`: the current credential was changed outside rotor, say), or that left it on the
+    // target in place of the current one (a single account's failed `test`), gives way to the
     // credential the operator brings; the store checks it again, and ends the job in the
     // import's own transaction. One still running or retrying does not, nor one that failed
-    // later, whose pending credential is on the target.
+    // later with the current credential working.
     if let Some(job) = &m.state.job {
         let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
-        if !failed || !matches!(job.step, Step::Create | Step::Set) {
+        if !failed || !job.importable() {
             return Err(crate::store::rotation_in_flight(name));
         }
     }

@@ -348,6 +348,13 @@ pub trait Family: Send + Sync {
         value: &SecretValue,
     ) -> Result<(), SetupError>;
 
+    /// Whether secrets of `kind` may live on a target of kind `target_kind` (the canonical
+    /// name of one of this family's kinds): by default, any kind this family rotates. A secret
+    /// of another kind is refused at `secret create` before anything changes.
+    fn serves(&self, _target_kind: &str, kind: SecretKind) -> bool {
+        self.rotators().iter().any(|(k, _)| *k == kind)
+    }
+
     /// Whether the `ACSPrevious` credential of a secret of `kind` still works after a rotation
     /// (dual accounts, key pairs), so that rolling back to it is safe.
     fn previous_stays_valid(&self, kind: SecretKind) -> bool;

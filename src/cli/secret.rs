@@ -377,6 +377,9 @@ async fn create(store: &Store, registry: &Registry, args: CreateArgs, out: &Outp
     new.tags = args.tags;
     new.description = args.description;
     new.key = args.key;
+    if args.rotation_interval.is_some() {
+        crate::engine::check_can_rotate(registry, &new.name, kind, args.target.as_deref())?;
+    }
     new.rotation = args.rotation_interval.map(|interval| RotationPolicy {
         schedule: RotationSchedule::Interval(interval),
         jitter: None,

@@ -738,9 +738,10 @@ async fn sshd_down_mid_rotation_is_retried_and_bad_input_is_refused() {
             .unwrap(),
         user.name
     );
+    // The target refusing the credential is a target error (7), not a store conflict.
     assert_refused(
         &t.run(&["rotate", "host/app", "--dry-run"]),
-        4,
+        7,
         "does not log in",
         None,
     );

@@ -369,6 +369,12 @@ impl Family for DatabaseFamily {
         Ok(server.describe_accounts(&settings, &accounts))
     }
 
+    fn serves(&self, target_kind: &str, kind: SecretKind) -> bool {
+        // Redis secrets on Redis servers; Rds and PolarDB on the SQL servers.
+        SECRET_KINDS.contains(&(kind.ty, kind.sub.unwrap_or(SubType::DoubleUsers)))
+            && (kind.ty == SecretType::Redis) == (target_kind == "redis")
+    }
+
     fn previous_stays_valid(&self, kind: SecretKind) -> bool {
         kind.sub != Some(SubType::SingleUser)
     }
