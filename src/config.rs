@@ -37,6 +37,7 @@ pub struct Config {
     pub log: LogSettings,
     pub audit: AuditSettings,
     pub api: ApiConfig,
+    pub server: ServerSettings,
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookSettings>,
 }
@@ -51,6 +52,7 @@ impl Default for Config {
             log: LogSettings::default(),
             audit: AuditSettings::default(),
             api: ApiConfig::default(),
+            server: ServerSettings::default(),
             webhooks: vec![],
         }
     }
@@ -166,6 +168,16 @@ impl WorkerSettings {
             audit_retention: None,
         }
     }
+}
+
+/// `rotor serve`: its own settings, so that a worker and a server sharing one configuration on
+/// one host do not collide.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (the worker's is `worker.metrics_listen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -298,7 +310,7 @@ impl std::fmt::Debug for WebhookSettings {
 
 /// `ROTOR_…` variables and the settings they set. `ROTOR_MASTER_KEY` is key material, not a
 /// setting: the store reads it itself.
-pub const ENV: [(&str, &str); 23] = [
+pub const ENV: [(&str, &str); 24] = [
     ("ROTOR_DATA_DIR", "data_dir"),
     ("ROTOR_STORE", "store.url"),
     ("ROTOR_STORE_CONNECT_TIMEOUT", "store.connect_timeout"),
@@ -315,6 +327,7 @@ pub const ENV: [(&str, &str); 23] = [
     ("ROTOR_TEST_RETRIES", "worker.test_retries"),
     ("ROTOR_TEST_RETRY_DELAY", "worker.test_retry_delay"),
     ("ROTOR_METRICS_LISTEN", "worker.metrics_listen"),
+    ("ROTOR_SERVER_METRICS_LISTEN", "server.metrics_listen"),
     ("ROTOR_LOG_FORMAT", "log.format"),
     ("ROTOR_LOG", "log.level"),
     ("ROTOR_AUDIT_READS", "audit.reads"),
@@ -415,13 +428,14 @@ fn env_provider() -> EnvLayer {
 struct EnvLayer;
 
 /// Settings whose values are text, whatever they look like.
-const TEXT_KEYS: [&str; 6] = [
+const TEXT_KEYS: [&str; 7] = [
     "api.listen",
     "data_dir",
     "store.url",
     "master_key.file",
     "log.level",
     "worker.metrics_listen",
+    "server.metrics_listen",
 ];
 
 impl Provider for EnvLayer {
@@ -672,6 +686,10 @@ impl Loaded {
                 opt(c.api.listen.map(|a| a.to_string())),
             ),
             ("api.plain_http".into(), c.api.plain_http.to_string()),
+            (
+                "server.metrics_listen".into(),
+                opt(c.server.metrics_listen.map(|a| a.to_string())),
+            ),
             ("api.hostnames".into(), c.api.hostnames.join(",")),
             (
                 "api.max_connections".into(),
@@ -745,6 +763,7 @@ mod tests {
                 "store.url",
                 "master_key.file",
                 "worker.metrics_listen",
+                "server.metrics_listen",
                 "api.listen",
             ];
             assert!(

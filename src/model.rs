@@ -407,8 +407,8 @@ impl RotationSchedule {
             format!(
                 "{} secrets rotate every {} to {}",
                 kind.ty,
-                fmt_duration(min),
-                fmt_duration(max)
+                fmt_bound(min),
+                fmt_bound(max)
             )
         };
         match self {
@@ -448,8 +448,8 @@ impl RotationSchedule {
                     }
                     None if (first - now).to_std().unwrap_or_default() > max => {
                         return Err(Error::invalid(format!(
-                            "cron expression '{expression}' fires less often than {}",
-                            fmt_duration(max)
+                            "cron expression '{expression}' fires less often than every {}",
+                            fmt_bound(max)
                         )))
                     }
                     _ => {}
@@ -628,6 +628,20 @@ pub fn spoken_duration(d: Duration) -> String {
     parts.join(" ")
 }
 
+/// A rotation bound as the README states it: `6 hours`, `7 days`, `365 days` (never in months,
+/// which `humantime` counts as 30.44 days).
+pub fn fmt_bound(d: Duration) -> String {
+    let secs = d.as_secs();
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if secs > 0 && secs.is_multiple_of(86_400) {
+        plural(secs / 86_400, "day")
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        plural(secs / 3600, "hour")
+    } else {
+        fmt_duration(d)
+    }
+}
+
 /// Formats a duration the way users type it (`7d`, `6h`, `1d 12h`).
 pub fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
@@ -696,7 +710,14 @@ mod tests {
         assert!(interval("7d").check_for(rds, now).is_ok());
         assert!(interval("6h").check_for(rds, now).is_ok());
         assert!(interval("5h").check_for(rds, now).is_err());
-        assert!(interval("366d").check_for(rds, now).is_err());
+        let too_long = interval("366d")
+            .check_for(rds, now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            too_long.ends_with("Rds secrets rotate every 6 hours to 365 days"),
+            "{too_long}"
+        );
         assert!(interval("1h").check_for(ecs, now).is_ok());
         assert!(interval("7d").check_for(generic, now).is_err());
         let daily =

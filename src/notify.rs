@@ -6,18 +6,22 @@
 //! task: a connection error, a timeout, a 429 or a 5xx is retried with exponential backoff and
 //! jitter (1 s doubling to 5 min) up to the webhook's `max_attempts`; another 4xx ends it.
 //!
+//! Notices about one secret reach each webhook in the order they happened: a delivery waits
+//! for the previous one about the same secret to end (delivered or given up).
+//!
 //! Each request carries `X-Rotor-Event`, `X-Rotor-Delivery` (the same on every retry),
 //! `X-Rotor-Timestamp` (Unix seconds of this attempt) and `X-Rotor-Signature: v1=HEX`, the
 //! HMAC-SHA256 of `TIMESTAMP.BODY` under the webhook's secret. A receiver recomputes it over the
 //! raw body, compares in constant time and refuses old timestamps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
@@ -41,7 +45,8 @@ pub enum Event {
     RotationFailed,
     /// A new version was promoted to `ACSCurrent`.
     RotationSucceeded,
-    /// The cycle gave up: the secret is marked failed, its current credential untouched.
+    /// The cycle gave up: the secret is marked failed (its current credential untouched or put
+    /// back, unless `TargetHoldsPending` says otherwise).
     SecretFailed,
     /// The secret's next rotation is within the webhook's `due_soon`.
     SecretDueSoon,
@@ -75,6 +80,10 @@ pub struct Notice {
     /// When the secret rotates next (`secret_due_soon`), or retries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_rotation_date: Option<String>,
+    /// `true` when a failed rotation that replaces the one credential in place could not put
+    /// `ACSCurrent` back: the target holds the pending credential (`VersionId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_holds_pending: Option<bool>,
     /// When it happened.
     pub time: String,
 }
@@ -89,6 +98,7 @@ impl Notice {
             error: None,
             attempts: None,
             next_rotation_date: None,
+            target_holds_pending: None,
             time: crate::clock::format_ms(chrono::Utc::now().timestamp_millis()),
         }
     }
@@ -225,6 +235,10 @@ pub fn signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 async fn dispatch(mut rx: mpsc::Receiver<Notice>, hooks: Arc<Vec<Hook>>, client: reqwest::Client) {
     let mut deliveries = JoinSet::new();
+    // Per webhook and secret, the last delivery's "done" signal: the next notice about that
+    // secret waits for it, so a receiver hears one secret's events in the order they happened
+    // (`secret_failed` after the last `rotation_failed`), while secrets go on in parallel.
+    let mut last: HashMap<(usize, String), oneshot::Receiver<()>> = HashMap::new();
     while let Some(notice) = rx.recv().await {
         let body: Arc<[u8]> = serde_json::to_vec(&notice)
             .expect("a notice serialises")
@@ -236,15 +250,27 @@ async fn dispatch(mut rx: mpsc::Receiver<Notice>, hooks: Arc<Vec<Hook>>, client:
             while deliveries.len() >= IN_FLIGHT {
                 deliveries.join_next().await;
             }
+            let (done, next) = oneshot::channel();
+            let after = last.insert((index, notice.secret.clone()), next);
             let delivery = Delivery {
                 id: crate::crypto::random_id(),
                 event: notice.event,
                 secret: notice.secret.clone(),
                 body: body.clone(),
             };
-            deliveries.spawn(deliver(client.clone(), hooks.clone(), index, delivery));
+            let (client, hooks) = (client.clone(), hooks.clone());
+            deliveries.spawn(async move {
+                if let Some(after) = after {
+                    // Sent or dropped, the earlier delivery has ended either way.
+                    let _ = after.await;
+                }
+                deliver(client, hooks, index, delivery).await;
+                let _ = done.send(());
+            });
         }
         while deliveries.try_join_next().is_some() {}
+        // Forget the secrets whose last delivery has ended.
+        last.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
     }
     while deliveries.join_next().await.is_some() {}
 }

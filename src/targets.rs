@@ -1,5 +1,6 @@
 //! Targets and the secrets whose credentials live on them, through the rotator family that
-//! serves the target's kind: `target add | check | remove` and `secret create --target`.
+//! serves the target's kind: `target add | update | check | remove`, `secret create --target`,
+//! and the checked re-import and rollback of a managed secret (a target's admin secret included).
 //!
 //! What holds for every family lives here: a target kind some family declares, a URL with one
 //! of its schemes and no credentials in it, one transaction for a target and its admin secret,
@@ -14,7 +15,7 @@ use rotators::{
 
 use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
-use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Step, Store, TargetInfo};
+use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
 pub fn setup_error(e: SetupError) -> Error {
@@ -25,7 +26,8 @@ pub fn setup_error(e: SetupError) -> Error {
 }
 
 /// `rotor target add`: the family of `kind` validates the URL and options and builds the admin
-/// credential; the target and its admin secret are stored together.
+/// credential; with `check`, the family then logs in with it (as `target check` does) and a
+/// refusal stores nothing; the target and its admin secret are stored together.
 pub async fn add_target(
     store: &Store,
     registry: &Registry,
@@ -33,6 +35,7 @@ pub async fn add_target(
     kind: &str,
     url: Option<&str>,
     options: &Options,
+    check: bool,
 ) -> Result<(TargetInfo, Vec<String>)> {
     let (family, spec) = registry.target_kind(kind).ok_or_else(|| {
         Error::invalid(format!(
@@ -43,6 +46,40 @@ pub async fn add_target(
     let url = url
         .or(spec.default_url)
         .ok_or_else(|| Error::invalid(format!("give --url for a {} target", spec.name)))?;
+    check_url(spec, url)?;
+    check_options_fit(family.as_ref(), OptionScope::TargetAdd, options, spec.name)?;
+    let new: NewTarget = family
+        .new_target(spec, url, options)
+        .await
+        .map_err(setup_error)?;
+    let notes = new.notes.clone();
+    if check {
+        let context = TargetContext {
+            name: name.to_owned(),
+            kind: new.kind.to_owned(),
+            url: new.url.clone(),
+            config: new.config.clone(),
+            admin: new.admin.as_ref().map(|a| a.value.clone()),
+        };
+        family
+            .check_target(&context)
+            .await
+            .map_err(|e| not_stored(name, e))?;
+    }
+    Ok((store.add_target(name, new).await?, notes))
+}
+
+/// A check that refused a target being added or updated: nothing was stored.
+fn not_stored(name: &str, e: SetupError) -> Error {
+    let how = "nothing stored (--no-check stores it without contacting the target, e.g. while it is down)";
+    match e {
+        SetupError::Invalid(m) => Error::invalid(format!("target '{name}': {m}; {how}")),
+        SetupError::Target(m) => Error::Target(format!("target '{name}': {m}; {how}")),
+    }
+}
+
+/// A target URL: free text with one of the kind's schemes, no account and no credential.
+fn check_url(spec: &rotators::family::TargetKindSpec, url: &str) -> Result<()> {
     crate::model::check_free_text("target URL", url)?;
     if !spec.schemes.iter().any(|s| url.starts_with(s)) {
         return Err(Error::invalid(format!(
@@ -68,13 +105,55 @@ pub async fn add_target(
             "the target URL carries a credential ('{key}=' in its query): give it as the admin credential instead (see: rotor target add --help), which rotor stores encrypted"
         )));
     }
+    Ok(())
+}
+
+/// `rotor target update`: the target's address and what its family lets change (a pinned host
+/// key, TLS settings) change; its admin secret and the secrets on it stay as they are. With
+/// `check`, the family checks the updated target first (as `target check`), and a refusal
+/// changes nothing.
+pub async fn update_target(
+    store: &Store,
+    registry: &Registry,
+    name: &str,
+    url: Option<&str>,
+    options: &Options,
+    check: bool,
+) -> Result<(TargetInfo, Vec<String>)> {
+    let mut target = store.target_context(name).await?;
+    let (family, spec) = family_of(registry, &target)?;
+    if url.is_none() && options.names().next().is_none() {
+        return Err(Error::invalid(format!(
+            "give what changes for target '{name}': --url, or its kind's options (see: rotor target update --help)"
+        )));
+    }
+    let url = url.unwrap_or(&target.url).to_owned();
+    check_url(spec, &url)?;
     check_options_fit(family.as_ref(), OptionScope::TargetAdd, options, spec.name)?;
-    let new: NewTarget = family
-        .new_target(spec, url, options)
+    let (config, notes) = family
+        .update_target(spec, &target, &url, options)
         .await
         .map_err(setup_error)?;
-    let notes = new.notes.clone();
-    Ok((store.add_target(name, new).await?, notes))
+    target.url = url;
+    target.config = config;
+    if check {
+        family
+            .check_target(&target)
+            .await
+            .map_err(|e| not_stored(name, e))?;
+    }
+    let info = store
+        .update_target(name, &target.url, &target.config)
+        .await?;
+    Ok((info, notes))
+}
+
+/// A family's refusal of what was asked for one secret, saying what did not happen to it.
+fn refused(name: &SecretName, what: &str, e: SetupError) -> Error {
+    setup_error(match e {
+        SetupError::Invalid(m) => SetupError::Invalid(format!("secret '{name}' {what}: {m}")),
+        SetupError::Target(m) => SetupError::Target(format!("secret '{name}' {what}: {m}")),
+    })
 }
 
 /// Refuses options that `family` does not read for this command (an SSH host key for a
@@ -120,6 +199,12 @@ pub async fn create_secret(
 ) -> Result<PutOutcome> {
     let context = store.target_context(target).await?;
     let (family, spec) = family_of(registry, &context)?;
+    if !family.serves(spec.name, new.kind) {
+        return Err(Error::invalid(format!(
+            "secret '{}': {} secrets cannot live on target '{target}', a {} target",
+            new.name, new.kind, spec.name
+        )));
+    }
     check_options_fit(
         family.as_ref(),
         OptionScope::SecretCreate,
@@ -165,7 +250,7 @@ pub async fn create_secret(
             .await
         {
             store.delete(&name, DeleteMode::Force).await?;
-            return Err(setup_error(e));
+            return Err(refused(&name, "was not created", e));
         }
     }
     Ok(done)
@@ -210,15 +295,20 @@ pub async fn reimport(
 ) -> Result<PutOutcome> {
     let m = managed(store, registry, name, "re-imported").await?;
     // A rotation that failed before its new credential was surely applied (in `create` or
-    // `set`: the current credential was changed outside rotor, say) gives way to the
+    // `set`: the current credential was changed outside rotor, say), or that left it on the
+    // target in place of the current one (a single account's failed `test`), gives way to the
     // credential the operator brings; the store checks it again, and ends the job in the
     // import's own transaction. One still running or retrying does not, nor one that failed
-    // later, whose pending credential is on the target.
+    // later with the current credential working.
     if let Some(job) = &m.state.job {
         let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
-        if !failed || !matches!(job.step, Step::Create | Step::Set) {
+        if !failed || !job.importable() {
             return Err(crate::store::rotation_in_flight(name));
         }
+    }
+    // A target's own admin secret: the new credential must work as the admin.
+    if crate::store::admin_secret_name(&m.target.name) == name.as_str() {
+        return reimport_admin(store, m, name, value).await;
     }
     let current = m
         .state
@@ -238,6 +328,32 @@ pub async fn reimport(
             SetupError::Invalid(msg) => Error::invalid(format!("{msg}; nothing stored")),
             other => setup_error(other),
         })?;
+    let next = m
+        .state
+        .schedule
+        .as_ref()
+        .and_then(|s| s.plan(m.state.jitter, store.clock().now()));
+    store.import_value(name, value, next).await
+}
+
+/// `rotor secret import acs/target/NAME/admin`: the target's admin credential changed outside
+/// rotor (or was taken over): the family checks the target with it, as `target check` does,
+/// and only then is it stored.
+async fn reimport_admin(
+    store: &Store,
+    mut m: Managed,
+    name: &SecretName,
+    value: SecretValue,
+) -> Result<PutOutcome> {
+    rotators::value::validate(m.state.kind, value.expose())
+        .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+    m.target.admin = Some(value.clone());
+    m.family.check_target(&m.target).await.map_err(|e| {
+        Error::invalid(format!(
+            "the new admin credential of target '{}' does not work: {e}; nothing stored",
+            m.target.name
+        ))
+    })?;
     let next = m
         .state
         .schedule
@@ -280,6 +396,101 @@ pub async fn rollback(
     let from = VersionId::parse(&current.version_id)?;
     let to = VersionId::parse(&previous.version_id)?;
     store.rollback(name, &from, &to).await
+}
+
+/// What `secret delete` did, and what it left on the secret's target.
+#[derive(Debug, Default)]
+pub struct Deletion {
+    /// When the deletion happens (a recovery window), or `None`: done.
+    pub planned: Option<i64>,
+    pub target: Option<String>,
+    /// What stays on the target, in words (empty when its family does not say).
+    pub left: Vec<String>,
+    /// Who made what stays (`None` when its family does not say).
+    pub left_origin: Option<rotators::Origin>,
+    /// What `--drop-accounts` removed from the target, in words.
+    pub dropped: Vec<String>,
+}
+
+/// `rotor secret delete`: deletes (or schedules the deletion of) a secret and says what its
+/// credentials leave on its target; with `drop_accounts` (only with [`DeleteMode::Force`])
+/// its family first removes the accounts rotor created for it, so that none outlives the
+/// secret holding its password, and nothing is deleted if it cannot.
+pub async fn delete_secret(
+    store: &Store,
+    registry: &Registry,
+    name: &SecretName,
+    mode: DeleteMode,
+    drop_accounts: bool,
+) -> Result<Deletion> {
+    if drop_accounts && mode != DeleteMode::Force {
+        return Err(Error::invalid(format!(
+            "--drop-accounts needs --force: a dropped account cannot be restored, so it goes only with a deletion that cannot be undone (secret '{name}' kept; schedule its deletion now and run `rotor secret delete {name} --force --drop-accounts` when sure)"
+        )));
+    }
+    let mut done = Deletion::default();
+    // What stays is said when it can be found out; a secret is deleted all the same.
+    let view = match store.deletion_view(name).await {
+        Ok(view) => Some(view),
+        Err(e) if drop_accounts => return Err(e),
+        Err(_) => None,
+    };
+    if let Some(view) = &view {
+        if let Some(target_name) = &view.target {
+            done.target = Some(target_name.clone());
+            let found = match store.target_context(target_name).await {
+                Ok(target) => {
+                    family_of(registry, &target).map(|(family, _)| (family.clone(), target))
+                }
+                Err(e) => Err(e),
+            };
+            let (family, target) = match found {
+                Ok(found) => found,
+                Err(e) if drop_accounts => return Err(e),
+                Err(_) => return finish_delete(store, name, mode, done).await,
+            };
+            let current = view.current.as_ref().map(|c| &c.value);
+            let on_target =
+                current.and_then(|c| family.on_target(&target, view.kind, &view.settings, c));
+            if let Some(on) = on_target {
+                done.left = on.items;
+                done.left_origin = Some(on.origin);
+            }
+            if drop_accounts {
+                let current = current.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "secret '{name}' has no current version; nothing deleted"
+                    ))
+                })?;
+                done.dropped = family
+                    .remove_accounts(&target, view.kind, &view.settings, current)
+                    .await
+                    .map_err(|e| refused(name, "was not deleted", e))?;
+                done.left.clear();
+                done.left_origin = None;
+            }
+        } else if drop_accounts {
+            return Err(Error::invalid(format!(
+                "secret '{name}' has no target, so it has no accounts to drop; nothing deleted"
+            )));
+        }
+    }
+    finish_delete(store, name, mode, done).await
+}
+
+async fn finish_delete(
+    store: &Store,
+    name: &SecretName,
+    mode: DeleteMode,
+    mut done: Deletion,
+) -> Result<Deletion> {
+    done.planned = store.delete(name, mode).await.inspect_err(|e| {
+        if !done.dropped.is_empty() {
+            tracing::error!(secret = %name, target = done.target.as_deref().unwrap_or_default(), error = %e,
+                "the secret's accounts were dropped from its target, but deleting the secret failed: delete it again");
+        }
+    })?;
+    Ok(done)
 }
 
 /// The family serving a stored target's kind.

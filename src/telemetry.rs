@@ -1,4 +1,5 @@
-//! Metrics and health: what `rotor worker --metrics-listen ADDR` serves.
+//! Metrics and health: what `rotor worker --metrics-listen ADDR` (and `rotor serve
+//! --metrics-listen ADDR`) serves. Every counter is exported from the start, at zero.
 //!
 //! - `/metrics`: Prometheus text exposition (the `metrics` facade, rendered by
 //!   `metrics-exporter-prometheus`): rotations by secret type, family and result, step
@@ -58,6 +59,12 @@ pub fn install() -> PrometheusHandle {
             // A second recorder (tests in one process) keeps the first.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Exported at zero from the start: a counter that appears only when it first moves
+            // cannot be alerted on (`increase()` misses the first event).
+            metrics::counter!("rotor_lease_takeovers_total").increment(0);
+            metrics::counter!("rotor_store_errors_total").increment(0);
+            metrics::gauge!("rotor_secrets_due").set(0.0);
+            metrics::gauge!("rotor_secrets_failed").set(0.0);
             handle
         })
         .clone()
@@ -104,6 +111,39 @@ fn describe() {
 pub fn rotation(ty: &str, family: &str, result: &'static str) {
     metrics::counter!("rotor_rotations_total", "type" => ty.to_owned(), "family" => family.to_owned(), "result" => result)
         .increment(1);
+}
+
+/// The results `rotor_rotations_total` is exported with at zero (the README's three; the rare
+/// ones appear when they first happen).
+const ROTATION_RESULTS: [&str; 3] = ["rotated", "retrying", "failed"];
+
+/// Exports `rotor_rotations_total` at zero for every secret type and family `registry` rotates,
+/// so that its series exist before the first rotation ends.
+pub fn zero_rotations(registry: &rotators::Registry) {
+    for family in registry.families() {
+        let mut types: Vec<&'static str> = family
+            .rotators()
+            .iter()
+            .map(|(kind, _)| kind.ty.as_str())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        for ty in types {
+            for result in ROTATION_RESULTS {
+                metrics::counter!("rotor_rotations_total", "type" => ty, "family" => family.name(), "result" => result)
+                    .increment(0);
+            }
+        }
+    }
+}
+
+/// Exports `rotor_api_requests_total{code="OK"}` at zero for each of `actions`, when the API
+/// starts (the error codes appear as they happen).
+pub fn zero_api(actions: &[&'static str]) {
+    for action in actions {
+        metrics::counter!("rotor_api_requests_total", "action" => *action, "code" => "OK")
+            .increment(0);
+    }
 }
 
 /// A rotator step took `elapsed`.

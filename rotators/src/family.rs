@@ -262,6 +262,25 @@ pub struct Provisioned {
     pub made_on_target: bool,
 }
 
+/// What a secret's credentials are on its target, for `secret delete` to say what stays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnTarget {
+    /// Each thing in words (`role 'app'`, `user 'app'@'%' with its grants on database 'd'`).
+    pub items: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Who made a secret's accounts on its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// rotor, in create mode: [`Family::remove_accounts`] may remove them.
+    Created,
+    /// Someone else: the secret imported them, and they stay theirs.
+    Imported,
+    /// The secret predates rotor's record of it; they are treated as imported.
+    Unknown,
+}
+
 /// One kind of target and everything rotor does with it.
 #[async_trait]
 pub trait Family: Send + Sync {
@@ -291,6 +310,27 @@ pub trait Family: Send + Sync {
     /// what it may do (one line for `target check`).
     async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError>;
 
+    /// `target update`: the target's settings once `url` (already checked like `target add`'s)
+    /// replaces its address and `options` (of `target add`'s) change what may change — a
+    /// pinned host key, TLS settings — never its admin credential, which is a secret of its
+    /// own. Returns the new settings and notes for the user. By default only the URL changes
+    /// (where databases keep their TLS settings) and every option is refused.
+    async fn update_target(
+        &self,
+        _kind: &'static TargetKindSpec,
+        target: &TargetContext,
+        _url: &str,
+        options: &Options,
+    ) -> Result<(serde_json::Value, Vec<String>), SetupError> {
+        match options.names().next() {
+            Some(name) => Err(SetupError::Invalid(format!(
+                "--{name} cannot be changed with target update on a {} target",
+                target.kind
+            ))),
+            None => Ok((target.config.clone(), vec![])),
+        }
+    }
+
     /// Checks a `secret create --target` request and makes the secret's first values: new
     /// credentials (create mode; nothing on the target changes yet) or the imported ones, which
     /// must log in. Nothing is stored until this returns.
@@ -308,6 +348,13 @@ pub trait Family: Send + Sync {
         value: &SecretValue,
     ) -> Result<(), SetupError>;
 
+    /// Whether secrets of `kind` may live on a target of kind `target_kind` (the canonical
+    /// name of one of this family's kinds): by default, any kind this family rotates. A secret
+    /// of another kind is refused at `secret create` before anything changes.
+    fn serves(&self, _target_kind: &str, kind: SecretKind) -> bool {
+        self.rotators().iter().any(|(k, _)| *k == kind)
+    }
+
     /// Whether the `ACSPrevious` credential of a secret of `kind` still works after a rotation
     /// (dual accounts, key pairs), so that rolling back to it is safe.
     fn previous_stays_valid(&self, kind: SecretKind) -> bool;
@@ -322,6 +369,35 @@ pub trait Family: Send + Sync {
         _provisioned: &Provisioned,
     ) -> Result<(), SetupError> {
         Ok(())
+    }
+
+    /// What a secret of `kind` (with its settings and current value) has on `target`, in words;
+    /// `None` when the family does not say (the caller then speaks of its credentials).
+    fn on_target(
+        &self,
+        _target: &TargetContext,
+        _kind: SecretKind,
+        _settings: &serde_json::Value,
+        _current: &SecretValue,
+    ) -> Option<OnTarget> {
+        None
+    }
+
+    /// Removes from `target` the accounts rotor created for a secret of `kind` in create mode,
+    /// with what was granted to them, before the secret is deleted (`secret delete
+    /// --drop-accounts`). All or nothing: when it refuses (imported accounts, objects they own,
+    /// a family that cannot) nothing on the target changed. Returns what it removed, in words.
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        _settings: &serde_json::Value,
+        _current: &SecretValue,
+    ) -> Result<Vec<String>, SetupError> {
+        Err(SetupError::Invalid(format!(
+            "rotor cannot remove accounts from {} targets such as '{}': remove them there yourself",
+            target.kind, target.name
+        )))
     }
 
     /// Create mode, after the secret is stored as `secret_name` with first version

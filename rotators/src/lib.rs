@@ -21,7 +21,8 @@ pub mod ssh;
 pub mod value;
 
 pub use family::{
-    Family, NewAdmin, NewTarget, Options, Provisioned, SecretRequest, SetupError, Source,
+    Family, NewAdmin, NewTarget, OnTarget, Options, Origin, Provisioned, SecretRequest, SetupError,
+    Source,
 };
 pub use kind::{KindError, SecretKind, SecretType, SubType};
 pub use registry::Registry;

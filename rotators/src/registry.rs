@@ -14,6 +14,9 @@ use crate::rotator::Rotator;
 pub struct Registry {
     rotators: HashMap<(SecretType, Option<SubType>), Arc<dyn Rotator>>,
     families: Vec<Arc<dyn Family>>,
+    /// Kinds whose rotator is a family's (it rotates on that family's targets), not one
+    /// registered on its own after it (a test build's).
+    by_family: std::collections::HashSet<(SecretType, Option<SubType>)>,
 }
 
 impl Registry {
@@ -24,7 +27,13 @@ impl Registry {
     /// Registers `rotator` for secrets of `kind` (replacing any earlier one).
     pub fn register(&mut self, kind: SecretKind, rotator: Arc<dyn Rotator>) -> &mut Self {
         self.rotators.insert((kind.ty, kind.sub), rotator);
+        self.by_family.remove(&(kind.ty, kind.sub));
         self
+    }
+
+    /// True when `kind`'s rotator is a family's: its secrets rotate on a target of that family.
+    pub fn rotates_on_target(&self, kind: SecretKind) -> bool {
+        self.by_family.contains(&(kind.ty, kind.sub))
     }
 
     /// The rotator for `kind`, if one is registered.
@@ -36,6 +45,7 @@ impl Registry {
     pub fn add_family(&mut self, family: Arc<dyn Family>) -> &mut Self {
         for (kind, rotator) in family.rotators() {
             self.register(kind, rotator);
+            self.by_family.insert((kind.ty, kind.sub));
         }
         self.families.push(family);
         self

@@ -57,8 +57,11 @@ pub struct RotationContext {
     /// must check what is already done. False when the engine reached the step itself just now.
     pub resumed: bool,
     /// For a rotator that [creates on its target](Rotator::creates_on_target), in `create`:
-    /// when this job first began creating a credential (ms since the epoch), stored before the
-    /// call. A credential made at or after it that no version holds is an earlier attempt's.
+    /// when this attempt — or an earlier one that never ended (a crash, a lost lease, a step
+    /// timeout) — began creating a credential (ms since the epoch, rotor's clock), stored before
+    /// the call. A credential made at or after it that no version holds is such an attempt's.
+    /// An attempt that returns clears it, so `create` must not return (even with an error)
+    /// leaving a credential of its own behind.
     pub create_mark: Option<i64>,
 }
 
@@ -158,6 +161,14 @@ pub trait Rotator: Send + Sync {
     /// [`RotationContext::create_mark`].
     fn creates_on_target(&self) -> bool {
         false
+    }
+
+    /// For a rotator that [creates on its target](Self::creates_on_target), after `create`
+    /// returned an error: whether the `ACSPrevious` credential is gone from the target (`create`
+    /// deletes it to make room within the target's limit). The engine then takes `ACSPrevious`
+    /// off that version, so that the stages say what is true. An error changes nothing.
+    async fn previous_gone(&self, _cx: &RotationContext) -> Result<bool, RotateError> {
+        Ok(false)
     }
 
     /// A dry run: checks that the current credential works and the target answers, changing

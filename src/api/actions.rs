@@ -519,7 +519,11 @@ async fn update_stage(api: &Api, p: &Params<'_>, name: &SecretName) -> Answer {
 }
 
 async fn rotate_secret(api: &Api, name: &SecretName) -> Answer {
-    match api.engine.rotate_now(name, &api.shutdown).await? {
+    match api
+        .engine
+        .rotate_now_for(name, api.store.actor(), &api.shutdown)
+        .await?
+    {
         Outcome::Rotated { version_id } => Ok(json!({
             "Arn": arn(name.as_str()),
             "SecretName": name,
@@ -558,6 +562,15 @@ async fn rotation_policy(api: &Api, p: &Params<'_>, name: &SecretName) -> Answer
     } else {
         None
     };
+    if policy.is_some() {
+        let info = api.store.describe(name).await?;
+        crate::engine::check_can_rotate(
+            api.engine.registry(),
+            name,
+            info.kind,
+            info.target.as_deref(),
+        )?;
+    }
     api.store.set_rotation(name, policy).await?;
     Ok(json!({"SecretName": name}))
 }

@@ -67,6 +67,7 @@ pub async fn start(
         stop,
     )
     .await?;
+    crate::telemetry::zero_api(&crate::api::policy::ACTIONS);
     Ok(Some(server))
 }
 
@@ -79,8 +80,9 @@ pub async fn serve(store: &Store, registry: Registry, settings: &Config) -> Resu
     };
     let stop = CancellationToken::new();
     crate::worker::cancel_on_signal(stop.clone());
-    if let Some(addr) = settings.worker.metrics_listen {
+    if let Some(addr) = settings.server.metrics_listen {
         crate::telemetry::serve(addr, store.clone(), stop.clone()).await?;
+        crate::telemetry::zero_rotations(&registry);
     }
     // The same engine as the worker's, webhooks included.
     let (engine, dispatcher) = super::rotate::engine(store, registry, settings)?;

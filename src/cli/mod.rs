@@ -220,7 +220,12 @@ fn flags(cli: &Cli, matches: &clap::ArgMatches) -> CommandLine {
             args.engine.flags(m, &mut flags);
             args.api.flags(m, &mut flags);
             if given("metrics_listen") {
-                flags.set("worker.metrics_listen", args.metrics_listen);
+                // `serve` has its own setting: a worker and a server may share a configuration.
+                let key = match &cli.command {
+                    Command::Serve(_) => "server.metrics_listen",
+                    _ => "worker.metrics_listen",
+                };
+                flags.set(key, args.metrics_listen);
             }
         }
         Command::Rotate(args) => args.engine.flags(m, &mut flags),
@@ -434,7 +439,7 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         Command::Worker(_) => rotate::worker(&store, registry, settings).await,
         Command::Rotate(args) => rotate::rotate(&store, registry, &args, settings, &out).await,
         Command::Secret(cmd) => secret::run(&store, &registry, cmd, &out).await,
-        Command::Rotation(cmd) => rotation(&store, cmd, &out).await,
+        Command::Rotation(cmd) => rotation(&store, &registry, cmd, &out).await,
         Command::Target(cmd) => target::run(&store, &registry, cmd, &out).await,
         Command::Key(cmd) => key(&store, cmd, &out).await,
         Command::Audit(args) => audit::run(&store, &args, &out).await,
@@ -501,7 +506,12 @@ fn init(store: &Store, config: &StoreConfig, existed: bool, out: &Output) -> Res
 }
 
 /// `rotor rotation set`.
-async fn rotation(store: &Store, cmd: RotationCommand, out: &Output) -> Result<()> {
+async fn rotation(
+    store: &Store,
+    registry: &Registry,
+    cmd: RotationCommand,
+    out: &Output,
+) -> Result<()> {
     let RotationCommand::Set {
         name,
         interval,
@@ -511,6 +521,11 @@ async fn rotation(store: &Store, cmd: RotationCommand, out: &Output) -> Result<(
         rotate_now,
         disable,
     } = cmd;
+    if window.is_some() && cron.is_none() {
+        return Err(Error::invalid(
+            "--window belongs to --cron: an interval has no fire times to start within",
+        ));
+    }
     let schedule = match (interval, cron, disable) {
         (Some(i), _, _) => Some(RotationSchedule::Interval(i)),
         (_, Some(c), _) => Some(RotationSchedule::cron(&c, window)?),
@@ -526,6 +541,15 @@ async fn rotation(store: &Store, cmd: RotationCommand, out: &Output) -> Result<(
         jitter,
         rotate_now,
     });
+    if let Some(p) = &policy {
+        // A schedule that breaks the type's bounds says so first; a valid one on a secret that
+        // cannot rotate is refused.
+        let info = store.describe(&name).await?;
+        p.schedule
+            .check_for(info.kind, chrono::Utc::now())
+            .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+        crate::engine::check_can_rotate(registry, &name, info.kind, info.target.as_deref())?;
+    }
     let info = store.set_rotation(&name, policy).await?;
     out.print(&info, || match info.next_rotation_at {
         Some(next) => format!(

@@ -78,6 +78,7 @@ pub fn add_family_options(command: clap::Command, registry: &Registry) -> clap::
                 c.mut_arg("kind", |a| a.help(kind_help))
                     .args(target_add.iter().map(|s| arg(s)))
             })
+            .mut_subcommand("update", |c| c.args(target_add.iter().map(|s| arg(s))))
         })
         .mut_subcommand("secret", |c| {
             c.mut_subcommand("create", |c| c.args(secret_create.iter().map(|s| arg(s))))
@@ -93,6 +94,9 @@ pub fn collect(
     let (scope, group, sub, options) = match &mut cli.command {
         Command::Target(TargetCommand::Add { options, .. }) => {
             (OptionScope::TargetAdd, "target", "add", options)
+        }
+        Command::Target(TargetCommand::Update { options, .. }) => {
+            (OptionScope::TargetAdd, "target", "update", options)
         }
         Command::Secret(SecretCommand::Create(args)) => (
             OptionScope::SecretCreate,

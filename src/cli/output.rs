@@ -242,6 +242,15 @@ pub fn describe_text(info: &SecretInfo, accounts: Option<(&str, String)>) -> Str
         (None, None) => format!("{:?}", info.rotation_status),
     };
     lines.push(("Status", status));
+    if info.target_holds_pending {
+        lines.push((
+            "Target holds",
+            format!(
+                "the ACSPending credential, not ACSCurrent: recover with rotor rotate {} (or a checked rotor secret import)",
+                info.name
+            ),
+        ));
+    }
     if let Some(step) = info.rotation_step {
         lines.push(("Next step", step.to_string()));
     }

@@ -111,8 +111,9 @@ pub struct RotateArgs {
     /// Make one pass over every secret that is due, then exit.
     #[arg(long, group = "what")]
     pub due: bool,
-    /// Check that the current credential works and the target answers; change nothing.
-    #[arg(long, requires = "name")]
+    /// Check that the current credential works and the target answers; change nothing. With
+    /// --due: check every due secret.
+    #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -124,8 +125,10 @@ pub struct WorkerArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub api: super::api::ApiArgs,
-    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
-    #[arg(long, env = "ROTOR_METRICS_LISTEN", value_name = "ADDR")]
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464);
+    /// the worker's is `worker.metrics_listen` (ROTOR_METRICS_LISTEN), `serve`'s
+    /// `server.metrics_listen` (ROTOR_SERVER_METRICS_LISTEN).
+    #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
@@ -164,6 +167,7 @@ pub async fn worker(store: &Store, registry: Registry, settings: &Config) -> Res
     config.audit_retention = Some(settings.audit.retention);
     if let Some(addr) = settings.worker.metrics_listen {
         crate::telemetry::serve(addr, store.clone(), shutdown.clone()).await?;
+        crate::telemetry::zero_rotations(&registry);
         config.metrics = true;
     }
     let (engine, dispatcher) = engine(store, registry, settings)?;
@@ -204,6 +208,9 @@ async fn rotate_with(
 ) -> Result<()> {
     let stop = CancellationToken::new();
     crate::worker::cancel_on_signal(stop.clone());
+    if args.due && args.dry_run {
+        return due_dry_run(store, &engine, out).await;
+    }
     if args.due {
         return due(store, engine, &settings.worker.worker_config(), &stop, out).await;
     }
@@ -334,6 +341,70 @@ async fn due(
     Ok(())
 }
 
+/// The most due secrets one `--due --dry-run` checks.
+const DRY_RUN_LIMIT: usize = 100_000;
+
+/// `rotor rotate --due --dry-run`: checks every due secret as `rotate NAME --dry-run` does,
+/// claiming none and changing nothing; a table of what each check found, then the counts.
+async fn due_dry_run(store: &Store, engine: &Engine, out: &Output) -> Result<()> {
+    let names = store.due_names(DRY_RUN_LIMIT).await?;
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for name in &names {
+        let (outcome, message) = match engine.dry_run(name).await {
+            Ok(()) => (
+                "Checked",
+                format!("secret '{name}': the current credential works and the target answers"),
+            ),
+            Err(e) => {
+                failed += 1;
+                ("Failed", e.to_string())
+            }
+        };
+        rows.push((name, outcome, message));
+    }
+    let json_rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(name, outcome, message)| {
+            json!({"SecretName": name, "Outcome": outcome, "Message": message})
+        })
+        .collect();
+    let summary = json!({
+        "DryRun": true,
+        "Due": names.len(),
+        "Checked": names.len() - failed,
+        "Failed": failed,
+        "Results": json_rows,
+    });
+    out.print(&summary, || {
+        let mut text = String::new();
+        if !rows.is_empty() {
+            text = super::output::table(
+                &["SECRET", "CHECK", "DETAIL"],
+                rows.iter()
+                    .map(|(name, outcome, message)| {
+                        vec![name.to_string(), outcome.to_string(), message.clone()]
+                    })
+                    .collect(),
+            );
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "{} due, {} checked and working, {failed} failed; nothing was changed",
+            names.len(),
+            names.len() - failed
+        ));
+        text
+    });
+    if failed > 0 {
+        return Err(Error::Target(format!(
+            "{failed} of {} due secrets failed the dry run",
+            names.len()
+        )));
+    }
+    Ok(())
+}
+
 fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
     match result {
         Ok(Outcome::Rotated { version_id }) => {
@@ -347,7 +418,9 @@ fn outcome_line(name: &SecretName, result: &Result<Outcome>) -> String {
             "rotation of secret '{name}' failed (attempt {attempts}): {error}; retrying at {}",
             format_ms(*next_at)
         ),
-        Ok(Outcome::Failed { error, attempts }) => {
+        Ok(Outcome::Failed {
+            error, attempts, ..
+        }) => {
             format!("rotation of secret '{name}' failed after {attempts} attempt(s): {error}")
         }
         Ok(Outcome::MissedWindow { .. }) => {

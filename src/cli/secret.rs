@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args, Subcommand};
-use rotators::{Options, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
+use rotators::{Options, Origin, Registry, SecretKind, SecretType, SecretValue, Source, SubType};
 use serde_json::json;
 
 use super::options::{require_target, Redacted};
@@ -126,6 +126,10 @@ pub enum SecretCommand {
         /// Delete now, with every version; cannot be undone.
         #[arg(long)]
         force: bool,
+        /// With --force: first drop from the target the accounts rotor created for the secret
+        /// (create mode; imported accounts are never dropped).
+        #[arg(long)]
+        drop_accounts: bool,
     },
     /// Cancel a scheduled deletion.
     Restore { name: SecretName },
@@ -265,22 +269,29 @@ pub async fn run(
             name,
             recovery_days,
             force,
+            drop_accounts,
         } => {
             let mode = if force {
                 DeleteMode::Force
             } else {
                 DeleteMode::RecoveryWindow(recovery_days.unwrap_or(DEFAULT_RECOVERY_DAYS))
             };
-            let planned = store.delete(&name, mode).await?;
+            let done =
+                crate::targets::delete_secret(store, registry, &name, mode, drop_accounts).await?;
             out.print(
-                json!({"SecretName": name, "PlannedDeleteTime": planned.map(format_ms)}),
-                || match planned {
-                    Some(at) => format!(
-                        "secret '{name}' will be deleted at {}; until then: rotor secret restore {name}",
-                        format_ms(at)
-                    ),
-                    None => format!("secret '{name}' deleted"),
-                },
+                json!({
+                    "SecretName": name,
+                    "PlannedDeleteTime": done.planned.map(format_ms),
+                    "TargetName": done.target,
+                    "LeftOnTarget": done.left,
+                    "DroppedFromTarget": done.dropped,
+                    "CreatedByRotor": done.left_origin.and_then(|o| match o {
+                        Origin::Created => Some(true),
+                        Origin::Imported => Some(false),
+                        Origin::Unknown => None,
+                    }),
+                }),
+                || deletion_text(&name, &done),
             );
         }
         SecretCommand::Restore { name } => {
@@ -315,6 +326,42 @@ pub async fn run(
     Ok(())
 }
 
+/// What `secret delete` prints: what happened to the secret, and what stays on (or was dropped
+/// from) its target.
+fn deletion_text(name: &SecretName, done: &crate::targets::Deletion) -> String {
+    let mut text = match done.planned {
+        Some(at) => format!(
+            "secret '{name}' will be deleted at {}; until then: rotor secret restore {name}",
+            format_ms(at)
+        ),
+        None => format!("secret '{name}' deleted"),
+    };
+    let target = done.target.as_deref().unwrap_or_default();
+    if !done.dropped.is_empty() {
+        text.push_str(&format!(
+            "\ndropped from target '{target}': {}",
+            done.dropped.join(", ")
+        ));
+    } else if done.left.is_empty() {
+        if done.target.is_some() {
+            text.push_str(&format!("\nits credentials stay on target '{target}'"));
+        }
+    } else {
+        let why = match done.left_origin {
+            Some(Origin::Created) => format!(
+                "rotor created them; to drop them with the secret: rotor secret delete {name} --force --drop-accounts"
+            ),
+            Some(Origin::Imported) => "imported: rotor never drops them".to_owned(),
+            _ => "made before rotor recorded who created accounts: rotor does not drop them".to_owned(),
+        };
+        text.push_str(&format!(
+            "\nleft on target '{target}': {} ({why})",
+            done.left.join(", ")
+        ));
+    }
+    text
+}
+
 /// `rotor secret create`: a plain secret, or one whose credentials live on a target (created
 /// or imported by the target's family).
 async fn create(store: &Store, registry: &Registry, args: CreateArgs, out: &Output) -> Result<()> {
@@ -334,6 +381,9 @@ async fn create(store: &Store, registry: &Registry, args: CreateArgs, out: &Outp
     new.tags = args.tags;
     new.description = args.description;
     new.key = args.key;
+    if args.rotation_interval.is_some() {
+        crate::engine::check_can_rotate(registry, &new.name, kind, args.target.as_deref())?;
+    }
     new.rotation = args.rotation_interval.map(|interval| RotationPolicy {
         schedule: RotationSchedule::Interval(interval),
         jitter: None,

@@ -1,4 +1,4 @@
-//! `rotor target add | list | check | remove`: generic over rotator families; what a kind needs
+//! `rotor target add | update | list | check | remove`: generic over rotator families; what a kind needs
 //! (its URL schemes, admin credential, checks) comes from the family that serves it.
 
 use clap::Subcommand;
@@ -21,7 +21,24 @@ pub enum TargetCommand {
         /// a cloud kind defaults to its public endpoint).
         #[arg(long)]
         url: Option<String>,
+        /// Store it without logging in as the admin first (for a target that is down now).
+        #[arg(long)]
+        no_check: bool,
         /// The options rotator families declared for this command, read by the family.
+        #[arg(skip)]
+        options: Options,
+    },
+    /// Change a target's address, TLS settings or pinned host key; its admin secret and the
+    /// secrets on it stay as they are.
+    Update {
+        name: String,
+        /// The new address (same form as for target add).
+        #[arg(long)]
+        url: Option<String>,
+        /// Store the change without checking the target with it first.
+        #[arg(long)]
+        no_check: bool,
+        /// The target options that may change (the families refuse the others).
         #[arg(skip)]
         options: Options,
     },
@@ -44,13 +61,21 @@ pub async fn run(
             name,
             kind,
             url,
+            no_check,
             options,
         } => {
-            let (info, notes) =
-                crate::targets::add_target(store, registry, &name, &kind, url.as_deref(), &options)
-                    .await?;
+            let (info, notes) = crate::targets::add_target(
+                store,
+                registry,
+                &name,
+                &kind,
+                url.as_deref(),
+                &options,
+                !no_check,
+            )
+            .await?;
             for note in &notes {
-                eprintln!("rotor: {note}");
+                super::output::note(note);
             }
             out.print(&info, || match &info.admin_secret {
                 Some(admin) => format!(
@@ -61,6 +86,32 @@ pub async fn run(
                     "added target '{}' ({}), without an admin account",
                     info.name, info.kind
                 ),
+            });
+        }
+        TargetCommand::Update {
+            name,
+            url,
+            no_check,
+            options,
+        } => {
+            let (mut info, notes) = crate::targets::update_target(
+                store,
+                registry,
+                &name,
+                url.as_deref(),
+                &options,
+                !no_check,
+            )
+            .await?;
+            for note in &notes {
+                super::output::note(note);
+            }
+            info.url = crate::redact::target_url(&info.url);
+            out.print(&info, || {
+                format!(
+                    "updated target '{}' ({}): {}",
+                    info.name, info.kind, info.url
+                )
             });
         }
         TargetCommand::List => {

@@ -157,27 +157,13 @@ impl Engine {
         };
         tracing::warn!(error = %e, "ACSCurrent does not log in after a takeover (a late write of the previous holder?); setting it again");
         // Aimed as a rotation from ACSPrevious to ACSCurrent would be.
-        let mut cx = context(state, true);
-        cx.pending = cx.current.clone();
-        if cx.previous.is_some() {
-            cx.current = cx.previous.clone();
-        }
-        let repaired = match cx.pending.as_ref().map(|p| p.value.clone()) {
+        let repaired = match state.current.clone() {
             None => Err(RotateError::fatal("the secret has no ACSCurrent version")),
-            Some(current) => match self
-                .on_target(claim, keeper, self.timed(rotator.set(&cx, &current)))
-                .await?
-            {
-                Ok(()) => {
-                    self.on_target(
-                        claim,
-                        keeper,
-                        self.test_with_retries(rotator, &cx, &current),
-                    )
+            Some(current) => {
+                let from = state.previous.clone().or_else(|| state.current.clone());
+                self.set_aimed(state, rotator, keeper, from, current)
                     .await?
-                }
-                Err(e) => Err(e),
-            },
+            }
         };
         match repaired {
             Ok(()) => {

@@ -12,6 +12,7 @@
 //! a manual rotation resumes the same job — a stale pending version never blocks rotation.
 
 mod between;
+mod failure;
 mod lease;
 
 pub use lease::{release, still_held, Held};
@@ -82,8 +83,13 @@ pub enum Outcome {
         attempts: u32,
         next_at: i64,
     },
-    /// The cycle failed; the current credential is untouched.
-    Failed { error: String, attempts: u32 },
+    /// The cycle failed. `untouched`: the current credential logs in as before (or was put
+    /// back); otherwise the target holds the pending credential (the error says how to recover).
+    Failed {
+        error: String,
+        attempts: u32,
+        untouched: bool,
+    },
     /// A cron window passed before the rotation could start; it waits for the next one.
     MissedWindow { next_at: Option<i64> },
     /// Stopped between steps on shutdown; whoever claims the secret next resumes it.
@@ -146,6 +152,11 @@ impl Engine {
         &self.store
     }
 
+    /// The rotators and families this engine drives.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
@@ -177,8 +188,19 @@ impl Engine {
     /// Rotates one secret now (a manual rotation, which ignores cron windows): claims it, runs
     /// or resumes its rotation, and gives up that claim's lease. A failed secret gets its
     /// attempts back. A secret being rotated by any other claim is refused
-    /// ([`Error::InProgress`]).
+    /// ([`Error::InProgress`]). The audit log names the store handle's actor (`cli:USER`) as
+    /// who asked, with this process's lease in the detail.
     pub async fn rotate_now(&self, name: &SecretName, stop: &CancellationToken) -> Result<Outcome> {
+        self.rotate_now_for(name, self.store.actor(), stop).await
+    }
+
+    /// [`rotate_now`](Self::rotate_now) asked for by `actor` (an API call's `api:KEY`).
+    pub async fn rotate_now_for(
+        &self,
+        name: &SecretName,
+        actor: &str,
+        stop: &CancellationToken,
+    ) -> Result<Outcome> {
         let info = self.store.describe(name).await?;
         if info.kind.ty == rotators::SecretType::Generic {
             return Err(Error::invalid(format!(
@@ -187,6 +209,7 @@ impl Engine {
         }
         let claim = self
             .store
+            .with_actor(actor)
             .claim_now(&self.config.owner, name, self.config.lease)
             .await?;
         let held = Held::new(self.store.clone(), claim);
@@ -195,16 +218,16 @@ impl Engine {
         result
     }
 
-    /// Checks that the current credential works and the target answers, changing nothing.
+    /// Checks that the current credential works and the target answers, changing nothing. A
+    /// target that refuses the credential or cannot be reached is [`Error::Target`].
     pub async fn dry_run(&self, name: &SecretName) -> Result<()> {
         let claim = self.store.claim_for_reading(name).await?;
         let mut state = self.store.load_rotation_unleased(&claim).await?;
         let rotator = self.rotator(&state)?;
         self.attach_target(&mut state).await?;
-        rotator
-            .check(&context(&state, false))
+        self.timed(rotator.check(&context(&state, false)))
             .await
-            .map_err(|e| Error::Conflict(format!("secret '{name}': dry run failed: {e}")))
+            .map_err(|e| Error::Target(format!("secret '{name}': dry run failed: {e}")))
     }
 
     fn rotator(&self, state: &RotationState) -> Result<std::sync::Arc<dyn Rotator>> {
@@ -289,6 +312,7 @@ impl Engine {
                 attempts: 0,
                 last_error: None,
                 create_mark: None,
+                pending_on_target: false,
             });
         }
 
@@ -314,10 +338,42 @@ impl Engine {
             }
             let started = std::time::Instant::now();
             let ran: Result<Option<SecretValue>, RotateError> = match step {
-                Step::Create => self
-                    .on_target(claim, keeper, self.timed(rotator.create(&cx)))
-                    .await?
-                    .map(Some),
+                Step::Create => {
+                    let returned = std::sync::atomic::AtomicBool::new(false);
+                    let made = self
+                        .on_target(
+                            claim,
+                            keeper,
+                            self.timed(async {
+                                let made = rotator.create(&cx).await;
+                                returned.store(true, std::sync::atomic::Ordering::SeqCst);
+                                made
+                            }),
+                        )
+                        .await?;
+                    // An attempt that returned (not one cut off) left nothing behind: its
+                    // create mark goes, so a key made later is never taken for its own.
+                    if made.is_err()
+                        && cx.create_mark.is_some()
+                        && returned.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        self.store.end_create_attempt(claim).await?;
+                        // It may have deleted ACSPrevious's credential to make room: then the
+                        // stage goes too, so the stages say what is true.
+                        if let Some(previous) = state.previous.as_ref() {
+                            let gone = self
+                                .on_target(claim, keeper, self.timed(rotator.previous_gone(&cx)))
+                                .await;
+                            if let Ok(Ok(true)) = gone {
+                                self.store
+                                    .drop_previous(claim, &previous.version_id)
+                                    .await?;
+                                state.previous = None;
+                            }
+                        }
+                    }
+                    made.map(Some)
+                }
                 Step::Set => match pending_value(&state) {
                     Ok(pending) => self
                         .on_target(claim, keeper, self.timed(rotator.set(&cx, &pending)))
@@ -341,7 +397,16 @@ impl Engine {
             crate::telemetry::step(step.as_str(), self.family_of(&state), elapsed);
             let created = match ran {
                 Ok(created) => created,
-                Err(e) => return self.fail(&state, step, e).await,
+                Err(e) => {
+                    // A rotation that replaced the one credential in place puts it back.
+                    let restored = match step {
+                        Step::Set | Step::Test if self.replaces_current(&state) => {
+                            Some(self.put_back(&state, rotator.as_ref(), keeper).await?)
+                        }
+                        _ => None,
+                    };
+                    return self.fail_with(&state, step, e, restored).await;
+                }
             };
             // ...then the engine saves that it is done.
             match (step, created) {
@@ -489,48 +554,6 @@ impl Engine {
             })
     }
 
-    /// Counts a failed attempt: back off and retry, or fail the cycle.
-    async fn fail(&self, state: &RotationState, step: Step, e: RotateError) -> Result<Outcome> {
-        let attempts = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
-        let error = format!("{step} step failed: {e}");
-        let now = self.store.clock().now();
-        if e.is_retryable() && attempts < self.config.max_attempts {
-            let at = now + chrono::Duration::from_std(self.backoff(attempts)).unwrap_or_default();
-            tracing::warn!(%step, attempts, error = %e, retry_at = %at, "attempt failed; will retry");
-            let next = Planned { at, deadline: None };
-            self.store
-                .record_failure(&state.claim, &error, attempts, false, Some(next))
-                .await?;
-            crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
-            self.notify(state, Event::RotationFailed, |n| {
-                n.error = Some(error.clone());
-                n.attempts = Some(attempts);
-                n.next_rotation_date = Some(crate::clock::format_ms(at.timestamp_millis()));
-            });
-            Ok(Outcome::Retrying {
-                error,
-                attempts,
-                next_at: at.timestamp_millis(),
-            })
-        } else {
-            tracing::error!(%step, attempts, error = %e, "rotation failed; the current credential is untouched");
-            let next = self.plan_next(state);
-            self.store
-                .record_failure(&state.claim, &error, attempts, true, next)
-                .await?;
-            crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
-            let version = state.job.as_ref().and_then(|j| j.version_id.clone());
-            for event in [Event::RotationFailed, Event::SecretFailed] {
-                self.notify(state, event, |n| {
-                    n.error = Some(error.clone());
-                    n.attempts = Some(attempts);
-                    n.version_id = version.as_ref().map(|v| v.to_string());
-                });
-            }
-            Ok(Outcome::Failed { error, attempts })
-        }
-    }
-
     /// The family a secret's target belongs to, for metrics (`none` without a target).
     fn family_of(&self, state: &RotationState) -> &'static str {
         state
@@ -556,6 +579,32 @@ impl Engine {
         let schedule = state.schedule.as_ref()?;
         schedule.plan(state.jitter, self.store.clock().now())
     }
+}
+
+/// Refuses a rotation schedule on a secret that cannot rotate: a kind no rotator in this build
+/// serves, or a kind a family serves without a target of that family (an account imported
+/// with `--value` alone: nothing to change its password on).
+pub fn check_can_rotate(
+    registry: &Registry,
+    name: &SecretName,
+    kind: rotators::SecretKind,
+    target: Option<&str>,
+) -> Result<()> {
+    if kind.ty == rotators::SecretType::Generic {
+        return Ok(()); // refused with its own reason by the schedule's bounds check
+    }
+    if registry.get(kind).is_none() {
+        return Err(Error::invalid(format!(
+            "secret '{name}': no rotator for {kind} secrets in this build, so it cannot rotate on a schedule"
+        )));
+    }
+    if registry.rotates_on_target(kind) && target.is_none() {
+        return Err(Error::invalid(format!(
+            "secret '{name}' has no target, so it cannot rotate: {kind} secrets rotate on a target \
+             (rotor secret create {name} --target T …); leave out the schedule to store it as it is"
+        )));
+    }
+    Ok(())
 }
 
 fn set_job(state: &mut RotationState, step: Step, version_id: Option<VersionId>) {

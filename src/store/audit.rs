@@ -90,6 +90,11 @@ impl Store {
         store
     }
 
+    /// Who this handle acts for in the audit log (`cli:USER`, `api:KEY`, …).
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
     /// Writes `entry` inside the caller's transaction, as this handle's actor.
     pub(super) async fn audit(&self, conn: &mut AnyConnection, entry: Entry<'_>) -> Result<()> {
         let actor = self.actor.clone();

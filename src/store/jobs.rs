@@ -64,6 +64,10 @@ pub struct Claim {
     /// The previous holder, when this claim took over a lease its holder stopped renewing (or
     /// held by a process on this host that is gone): its last target write may still land.
     pub taken_from: Option<String>,
+    /// Who asked for this rotation (`cli:USER`, `api:KEY`), for a claim taken on request
+    /// ([`claim_now`](super::Store::claim_now)); `None` for a worker's. The audit log names
+    /// them, with the lease holder in the detail.
+    pub requested_by: Option<String>,
 }
 
 /// A rotation in flight.
@@ -79,6 +83,18 @@ pub struct Job {
     /// When the job first began creating a credential on its target (ms since the epoch), for
     /// rotators whose target makes the credential (`Rotator::creates_on_target`).
     pub create_mark: Option<i64>,
+    /// A failed attempt left the `ACSPending` credential on the target and `ACSCurrent` could
+    /// not be put back (a rotation that replaces its one credential in place).
+    pub pending_on_target: bool,
+}
+
+impl Job {
+    /// Whether a checked import may end this job once it failed: in `create` or `set`, or in
+    /// `test` with the pending credential left on the target.
+    pub fn importable(&self) -> bool {
+        matches!(self.step, Step::Create | Step::Set)
+            || (self.step == Step::Test && self.pending_on_target)
+    }
 }
 
 /// This machine's name, as lease owners carry it.

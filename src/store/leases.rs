@@ -83,6 +83,7 @@ impl Store {
                     owner: owner.to_owned(),
                     token: r.try_get("lease_token")?,
                     taken_from: r.try_get("lease_taken_from")?,
+                    requested_by: None,
                 };
                 if let Some(from) = &claim.taken_from {
                     took_over(&claim.name, from);
@@ -145,6 +146,7 @@ impl Store {
             owner: owner.to_owned(),
             token,
             taken_from: row.lease_owner,
+            requested_by: Some(self.actor().to_owned()),
         })
     }
 
@@ -200,6 +202,7 @@ impl Store {
             owner: String::new(),
             token: String::new(),
             taken_from: None,
+            requested_by: None,
         })
     }
 }

@@ -557,6 +557,10 @@ fn migrator(backend: Backend) -> Migrator {
                     "api nonces",
                     include_str!(concat!("migrations/", $dir, "/0010_api_nonces.sql")),
                 ),
+                (
+                    "pending on target",
+                    include_str!(concat!("migrations/", $dir, "/0011_pending_on_target.sql")),
+                ),
             ]
         };
     }
@@ -607,12 +611,13 @@ impl Store {
     }
 
     /// Secrets (name, type, time) whose next rotation comes within `window` from now, for
-    /// `secret_due_soon` notices.
+    /// `secret_due_soon` notices; a failed secret is left out (its failure was announced).
     pub async fn rotating_within(&self, window: Duration) -> Result<Vec<(String, String, i64)>> {
         let now = self.clock.now_ms();
         let rows = sqlx::query(
             "SELECT name, secret_type, next_rotation_at FROM secrets \
              WHERE next_rotation_at > $1 AND next_rotation_at <= $2 AND planned_delete_at IS NULL \
+               AND failure_reason IS NULL \
              ORDER BY next_rotation_at LIMIT 10000",
         )
         .bind(now)

@@ -132,7 +132,7 @@ impl Store {
             "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
              VALUES ($3, 'set', $1, 0, $2, $2) \
              ON CONFLICT (secret_id) DO UPDATE SET step = 'set', version_id = excluded.version_id, \
-                                                   updated_at = excluded.updated_at \
+                                                   updated_at = excluded.updated_at, create_mark = NULL \
              WHERE rotation_jobs.step = 'create'",
         )
         .bind(version_id.as_str())
@@ -149,13 +149,17 @@ impl Store {
         let entry = Entry::new("rotation.create", Some(row.name.as_str()))
             .version(version_id.as_str())
             .detail("new credential stored as ACSPending");
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(version_id)
     }
 
-    /// Records, before a rotator whose target makes the credential is called, when the job
-    /// began creating one: the first such time is kept across attempts and returned.
+    /// Records, before a rotator whose target makes the credential is called, when this
+    /// attempt began creating one, and returns the mark it works with: a mark still there is
+    /// an attempt's that never ended (a crash, a lost lease, a step timeout: its credential may
+    /// exist, so the window starts there); otherwise the new one. An attempt that returns
+    /// clears its mark ([`end_create_attempt`](Self::end_create_attempt)), so a mark never
+    /// outlives the attempts it covers.
     pub async fn mark_create(&self, claim: &Claim) -> Result<i64> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
@@ -181,11 +185,50 @@ impl Store {
         Ok(mark.unwrap_or(now))
     }
 
+    /// The `create` of a rotator whose target makes the credential returned (with an error):
+    /// that attempt left nothing on the target, so its create mark goes and the next attempt
+    /// marks afresh.
+    pub async fn end_create_attempt(&self, claim: &Claim) -> Result<()> {
+        sqlx::query(
+            "UPDATE rotation_jobs SET create_mark = NULL \
+             WHERE secret_id = $1 AND EXISTS (SELECT 1 FROM secrets WHERE id = $1 AND lease_token = $2)",
+        )
+        .bind(claim.secret_id)
+        .bind(&claim.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A failed `create` deleted the `ACSPrevious` credential from the target (to make room
+    /// within its limit): the stage leaves `version`, so that no stage names a credential that
+    /// no longer works. Harmless if it already left.
+    pub async fn drop_previous(&self, claim: &Claim, version: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let row = self.claimed_row(&mut tx, claim, true).await?;
+        check_lease(&row, claim)?;
+        let gone = sqlx::query(
+            "DELETE FROM version_stages WHERE secret_id = $1 AND stage = 'ACSPrevious' AND version_id = $2",
+        )
+        .bind(row.id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if gone.rows_affected() == 1 {
+            let entry = Entry::new("rotation.create", Some(row.name.as_str()))
+                .version(version)
+                .detail("ACSPrevious removed: its credential was deleted from the target to make room, and the new one was not made");
+            self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records that step `from` is done and the job goes on with `to`.
     pub async fn advance_job(&self, claim: &Claim, from: Step, to: Step) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE rotation_jobs SET step = $1, updated_at = $2 \
+            "UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
              WHERE secret_id = $3 AND step = $4 \
                AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5)",
         )
@@ -213,7 +256,7 @@ impl Store {
         if let Some(v) = &version {
             entry = entry.version(v);
         }
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -245,7 +288,7 @@ impl Store {
         let entry = Entry::new("rotation.promote", Some(row.name.as_str()))
             .version(version.as_str())
             .detail("ACSPending promoted to ACSCurrent");
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -279,7 +322,7 @@ impl Store {
         self.write_looks(&mut tx, claim, &looks).await?;
         let entry =
             Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete");
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -315,7 +358,7 @@ impl Store {
         if let Some(d) = detail {
             entry = entry.detail(d);
         }
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -403,10 +446,13 @@ impl Store {
     }
 
     /// Ends a rotation cycle that failed before its new credential surely reached the target
-    /// (in `create` or `set`), inside a checked re-import's transaction: the job and the
-    /// `ACSPending` stage go (the pending version stays, unstaged, until pruned), the failure is
-    /// cleared and the next rotation planned at `next`. Anything else in flight — running,
-    /// retrying, leased, or failed later (its pending credential is on the target) — refuses.
+    /// (in `create` or `set`), or that left it on the target in place of the current one (a
+    /// single account's `test` failed and the current one could not be put back), inside a
+    /// checked re-import's transaction — the imported credential was proven to log in: the job
+    /// and the `ACSPending` stage go (the pending version stays, unstaged, until pruned), the
+    /// failure is cleared and the next rotation planned at `next`. Anything else in flight —
+    /// running, retrying, leased, or failed later with the current credential working —
+    /// refuses.
     pub(super) async fn end_failed_job(
         &self,
         tx: &mut AnyConnection,
@@ -416,7 +462,7 @@ impl Store {
         let leased = row
             .lease_expires_at
             .is_some_and(|until| until >= self.clock.now_ms());
-        if leased || !row.failed_before_target() {
+        if leased || !row.failed_importable() {
             return Err(super::secrets::rotation_in_flight(&row.name));
         }
         for sql in [
@@ -450,7 +496,10 @@ impl Store {
     }
 
     /// Records a failed attempt: the job keeps its step and counts the attempt; the secret is
-    /// looked at again at `next` (a backoff retry, or the next cycle). With `failed`, the cycle
+    /// looked at again at `next` (a backoff retry, or the next cycle). `restored`, for a
+    /// rotation that replaces its one credential in place and failed after `set`: whether
+    /// `ACSCurrent` was put back on the target (the job goes back to `set`) or not (the job
+    /// records that the target holds the pending credential). With `failed`, the cycle
     /// is over: the reason and attempt count are kept on the secret until a rotation succeeds,
     /// and the job's attempts start again from zero for the next cycle.
     pub async fn record_failure(
@@ -460,6 +509,7 @@ impl Store {
         attempts: u32,
         failed: bool,
         next: Option<Planned>,
+        restored: Option<bool>,
     ) -> Result<()> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
@@ -486,26 +536,68 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        self.reschedule_in(&mut tx, claim, next).await?;
         let step: String = sqlx::query("SELECT step FROM rotation_jobs WHERE secret_id = $1")
             .bind(claim.secret_id)
             .fetch_one(&mut *tx)
             .await?
             .try_get("step")?;
+        if let Some(restored) = restored {
+            // Put back: the job sets its pending credential again on its next attempt. Not put
+            // back: the target holds the pending credential, and says so until the job ends.
+            sqlx::query(
+                "UPDATE rotation_jobs SET step = CASE WHEN $1 = 1 THEN 'set' ELSE step END, \
+                        pending_on_target = $2 WHERE secret_id = $3",
+            )
+            .bind(i64::from(restored))
+            .bind(i64::from(!restored))
+            .bind(claim.secret_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.reschedule_in(&mut tx, claim, next).await?;
         let action = format!("rotation.{step}");
         let detail = format!("attempt {attempts}: {error}");
         let entry = Entry::new(&action, Some(claim.name.as_str()))
             .outcome(if failed { "failed" } else { "retrying" })
             .detail(&detail);
-        self.audit_as(&mut tx, &worker(&claim.owner), entry).await?;
+        self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-/// A rotation's actor in the audit log.
+/// The lease holder of a rotation, as the audit log names it.
 fn worker(owner: &str) -> String {
     format!("worker:{owner}")
+}
+
+impl Store {
+    /// Writes a rotation's record: a worker's rotation is `worker:OWNER`; one taken on request
+    /// names who asked (`cli:USER`, `api:KEY`), with the lease holder in the detail.
+    async fn audit_rotation(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Claim,
+        entry: Entry<'_>,
+    ) -> Result<()> {
+        let lease = worker(&claim.owner);
+        let Some(actor) = &claim.requested_by else {
+            return self.audit_as(conn, &lease, entry).await;
+        };
+        let detail = match entry.detail {
+            Some(d) => format!("{d}; lease {lease}"),
+            None => format!("lease {lease}"),
+        };
+        self.audit_as(
+            conn,
+            actor,
+            Entry {
+                detail: Some(&detail),
+                ..entry
+            },
+        )
+        .await
+    }
 }
 
 /// What is planned for a secret between rotations, in ms since the epoch.

@@ -25,7 +25,7 @@ pub(super) const SECRET_COLS: &str = "s.id, s.uid, s.name, s.secret_type, s.sub_
     s.failure_reason, s.failure_attempts, s.failure_at, s.followup_at, s.followup_next_at, \
     s.followup_attempts, s.verify_at, s.lease_token, \
     j.step AS job_step, j.version_id AS job_version_id, j.attempts AS job_attempts, j.last_error AS job_last_error, \
-    j.create_mark AS job_create_mark";
+    j.create_mark AS job_create_mark, j.pending_on_target AS job_pending_on_target";
 pub(super) const SECRET_FROM: &str = "secrets s JOIN master_keys k ON k.id = s.key_id \
     LEFT JOIN rotation_jobs j ON j.secret_id = s.id";
 
@@ -119,6 +119,10 @@ impl SecretRow {
                 attempts: row.try_get::<Option<i64>, _>("job_attempts")?.unwrap_or(0) as u32,
                 last_error: opt_text(row, "job_last_error")?,
                 create_mark: row.try_get::<Option<i64>, _>("job_create_mark")?,
+                pending_on_target: row
+                    .try_get::<Option<i64>, _>("job_pending_on_target")?
+                    .unwrap_or(0)
+                    != 0,
             }),
             None => None,
         };
@@ -169,13 +173,11 @@ impl SecretRow {
         }
     }
 
-    /// True when the last rotation cycle failed in `create` or `set`, before its new
-    /// credential surely reached the target.
-    pub(super) fn failed_before_target(&self) -> bool {
-        self.failure.is_some()
-            && self.job.as_ref().is_some_and(|j| {
-                matches!(j.step, super::jobs::Step::Create | super::jobs::Step::Set)
-            })
+    /// True when a checked import may end the last rotation cycle: it failed in `create` or
+    /// `set`, before its new credential surely reached the target, or in `test` leaving the
+    /// pending credential on the target in place of the current one.
+    pub(super) fn failed_importable(&self) -> bool {
+        self.failure.is_some() && self.job.as_ref().is_some_and(super::jobs::Job::importable)
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {
@@ -192,6 +194,7 @@ impl SecretRow {
             rotation_attempts: self.job.as_ref().map_or(0, |j| j.attempts),
             rotation_error: self.job.as_ref().and_then(|j| j.last_error.clone()),
             rotation_failure: self.failure,
+            target_holds_pending: self.job.as_ref().is_some_and(|j| j.pending_on_target),
             target: self.target,
             name: self.name,
             kind: self.kind,

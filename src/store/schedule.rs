@@ -3,7 +3,7 @@
 //! creating transaction).
 
 use rotators::SecretKind;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
 use super::audit::Entry;
 use super::{SecretInfo, Store};
@@ -13,7 +13,9 @@ use crate::model::{Planned, RotationPolicy, RotationSchedule, SecretName};
 impl Store {
     /// Sets (or, with `None`, disables) a secret's automatic rotation; it takes effect at once.
     /// The first rotation is one schedule step away unless `rotate_now` asks for one now. A
-    /// rotation in flight keeps its timing and finishes; the new policy applies after it.
+    /// rotation in flight keeps its timing and finishes; the new policy applies after it —
+    /// except that `rotate_now` resumes a failed or retrying job at once, and is refused
+    /// ([`Error::InProgress`]) while the secret is being rotated.
     pub async fn set_rotation(
         &self,
         name: &SecretName,
@@ -28,10 +30,22 @@ impl Store {
                 .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?,
             None => RotationColumns::default(),
         };
-        // A rotation in flight keeps its timing.
+        let rotate_now = policy.as_ref().is_some_and(|p| p.rotate_now);
+        let leased = row
+            .lease_expires_at
+            .is_some_and(|until| until >= now.timestamp_millis());
+        if rotate_now && leased && row.job.is_some() {
+            return Err(Error::InProgress(format!(
+                "secret '{name}' is being rotated right now: --rotate-now has nothing to start; \
+                 see rotor secret describe {name}"
+            )));
+        }
+        // A rotation in flight keeps its timing — unless it failed or waits for a retry and
+        // --rotate-now asks for it now: the job is then resumed at once.
         let keep = row
             .job
             .as_ref()
+            .filter(|_| !rotate_now)
             .map(|_| (row.next_rotation_at, row.deadline_at));
         // Between rotations, a pending follow-up or check after a takeover is the earlier look:
         // the rotation then waits in `followup_next_at` (`rotation::Looks`). The new plan must
@@ -52,6 +66,24 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.describe(name).await
+    }
+}
+
+impl Store {
+    /// The secrets due now (oldest due first, at most `limit`), without claiming them: for a
+    /// dry run over everything due, which changes nothing.
+    pub async fn due_names(&self, limit: usize) -> Result<Vec<SecretName>> {
+        let rows = sqlx::query(
+            "SELECT name FROM secrets WHERE next_rotation_at <= $1 \
+             ORDER BY next_rotation_at LIMIT $2",
+        )
+        .bind(self.clock.now_ms())
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| SecretName::parse_any(&r.try_get::<String, _>("name")?))
+            .collect()
     }
 }
 

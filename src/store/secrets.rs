@@ -309,7 +309,10 @@ impl Store {
         import: Option<Option<Planned>>,
     ) -> Result<PutOutcome> {
         let checked = import.is_some();
-        check_user_writable(name)?;
+        if !checked {
+            // A checked import (the family logged in with it) may replace even rotor's own.
+            check_user_writable(name)?;
+        }
         let mut stages = if put.stages.is_empty() {
             vec![Stage::Current]
         } else {
@@ -738,6 +741,24 @@ impl Store {
         self.audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(planned)
+    }
+
+    /// A secret's target, settings and values as `secret delete` needs them to say (or remove)
+    /// what its credentials are on the target, also while its deletion is scheduled.
+    pub async fn deletion_view(&self, name: &SecretName) -> Result<super::RotationState> {
+        check_user_writable(name)?;
+        let mut conn = self.pool.acquire().await?;
+        let row = self.secret_row(&mut conn, name, false).await?;
+        drop(conn);
+        let claim = super::Claim {
+            secret_id: row.id,
+            name: row.name,
+            target: row.target,
+            owner: String::new(),
+            token: String::new(),
+            taken_from: None,
+        };
+        self.load_rotation_unleased(&claim).await
     }
 
     /// Cancels a scheduled deletion.

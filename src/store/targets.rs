@@ -84,6 +84,35 @@ impl Store {
         self.target(name).await
     }
 
+    /// Changes a target's address and settings (`target update`); its admin secret and the
+    /// secrets on it stay as they are.
+    pub async fn update_target(
+        &self,
+        name: &str,
+        url: &str,
+        config: &serde_json::Value,
+    ) -> Result<TargetInfo> {
+        let info = self.target(name).await?;
+        let config = (!config.is_null()).then(|| config.to_string());
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE targets SET url = $1, config = $2 WHERE name = $3")
+            .bind(url)
+            .bind(&config)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(Error::not_found(format!(
+                "target '{name}' does not exist (see: rotor target list)"
+            )));
+        }
+        let detail = format!("target {name}, url {}", crate::redact::target_url(url));
+        let entry = Entry::new("target.update", info.admin_secret.as_deref()).detail(&detail);
+        self.audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        self.target(name).await
+    }
+
     /// Removes a target and its admin secret, in one transaction; refused while any other
     /// secret rotates on it.
     pub async fn remove_target(&self, name: &str) -> Result<TargetInfo> {

@@ -34,6 +34,9 @@ pub struct SecretInfo {
     pub rotation_error: Option<String>,
     /// Set when the last rotation cycle failed, until a rotation succeeds.
     pub rotation_failure: Option<RotationFailure>,
+    /// The failed rotation left its `ACSPending` credential on the target, and `ACSCurrent`
+    /// could not be put back: the target accepts the pending one, not the current one.
+    pub target_holds_pending: bool,
     pub target: Option<String>,
 }
 
@@ -47,7 +50,8 @@ pub enum RotationStatus {
     /// A rotation in flight that failed and waits for its next attempt.
     Retrying,
     /// The last cycle ran out of attempts (or hit a fatal error); the current credential is
-    /// untouched and the next cycle or a manual rotate tries again.
+    /// untouched or was put back (unless `target_holds_pending`), and the next cycle or a
+    /// manual rotate tries again.
     Failed,
 }
 
@@ -98,6 +102,8 @@ struct SecretInfoJson<'a> {
     rotation_error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rotation_failure: Option<&'a RotationFailure>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    target_holds_pending: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     target_name: Option<&'a str>,
 }
@@ -143,6 +149,7 @@ impl Serialize for SecretInfo {
             rotation_attempts: self.rotation_attempts,
             rotation_error: self.rotation_error.as_deref(),
             rotation_failure: self.rotation_failure.as_ref(),
+            target_holds_pending: self.target_holds_pending,
             target_name: self.target.as_deref(),
         }
         .serialize(s)

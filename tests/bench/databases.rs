@@ -79,6 +79,7 @@ async fn add_target(store: &Store, name: &str, kind: &str, url: &str) {
         kind,
         Some(&url),
         &options,
+        true,
     )
     .await
     .unwrap();

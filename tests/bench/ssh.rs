@@ -92,6 +92,7 @@ async fn main() {
         "ssh",
         Some(&sshd.url()),
         &options,
+        true,
     )
     .await
     .unwrap();
@@ -105,6 +106,7 @@ async fn main() {
         "ssh",
         Some(&sshd.url()),
         &options,
+        true,
     )
     .await
     .unwrap();

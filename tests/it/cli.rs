@@ -65,15 +65,21 @@ both_backends!(a_short_session, |t: TestEnv| async move {
     let listed = t.json(&["secret", "list", "--tag", "team=platform"]);
     assert_eq!(listed[0]["SecretName"], "app/api-token");
 
-    t.ok(&[
-        "secret", "create", "db/app", "--type", "Rds", "--value", RDS_VALUE,
-    ]);
-    let rotation = t.json(&["rotation", "set", "db/app", "--interval", "7d"]);
+    // A schedule needs a secret that can rotate: the test kit's host user (an Rds secret
+    // without a target is refused one, see flags.rs).
+    let hosts = tempfile::tempdir().unwrap();
+    crate::workers::ecs_secret(&t, hosts.path(), "app-db");
+    let kit = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&crate::workers::testkit_ok(&t, hosts.path(), &all)).unwrap()
+    };
+    let rotation = kit(&["rotation", "set", "app-db", "--interval", "7d"]);
     assert_eq!(rotation["RotationInterval"], "604800s");
-    let rotation = t.json(&[
+    let rotation = kit(&[
         "rotation",
         "set",
-        "db/app",
+        "app-db",
         "--cron",
         "0 3 * * 0",
         "--window",
@@ -81,7 +87,7 @@ both_backends!(a_short_session, |t: TestEnv| async move {
     ]);
     assert_eq!(rotation["RotationCron"], "0 3 * * 0");
     assert_eq!(rotation["RotationWindow"], "7200s");
-    t.ok(&["rotation", "set", "db/app", "--disable"]);
+    kit(&["rotation", "set", "app-db", "--disable"]);
 
     t.ok(&[
         "secret",
@@ -565,7 +571,7 @@ both_backends!(values_stay_out_of_logs, |t: TestEnv| async move {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Leak-Canary"));
 });
 
-/// `rotor target add` for a target nothing connects to (adding one touches no server).
+/// `rotor target add --no-check` for a target nothing connects to (it touches no server).
 fn add_offline_target(t: &TestEnv, name: &str, url: &str) -> std::process::Output {
     t.run(&[
         "target",
@@ -579,6 +585,7 @@ fn add_offline_target(t: &TestEnv, name: &str, url: &str) -> std::process::Outpu
         "admin",
         "--admin-password",
         "Admin-Pass-9f3",
+        "--no-check",
     ])
 }
 
@@ -928,19 +935,15 @@ both_backends!(
     describe_lines_up_labels_and_values,
     |t: TestEnv| async move {
         t.ok(&["init"]);
-        t.ok(&[
-            "secret",
-            "create",
-            "db/x",
-            "--type",
-            "Rds",
-            "--value",
-            RDS_VALUE,
-            "--description",
-            "d",
-        ]);
-        t.ok(&["rotation", "set", "db/x", "--interval", "7d"]);
-        let out = t.ok(&["secret", "describe", "db/x"]);
+        // A schedule needs a secret that can rotate: the test kit's host user.
+        let hosts = tempfile::tempdir().unwrap();
+        crate::workers::ecs_secret(&t, hosts.path(), "dbx");
+        crate::workers::testkit_ok(
+            &t,
+            hosts.path(),
+            &["rotation", "set", "dbx", "--interval", "7d"],
+        );
+        let out = t.ok(&["secret", "describe", "dbx"]);
         assert!(out.contains("Next rotation: 20"), "{out}");
         let columns: Vec<usize> = out
             .lines()

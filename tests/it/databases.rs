@@ -33,21 +33,33 @@ pub(crate) fn add_target(
     user: &str,
     password: &str,
 ) -> Output {
-    t.run_with_stdin(
-        &[
-            "target",
-            "add",
-            name,
-            "--kind",
-            kind,
-            "--url",
-            url,
-            "--admin-user",
-            user,
-            "--admin-password-stdin",
-        ],
-        password,
-    )
+    add_target_with(t, name, kind, url, user, password, &[])
+}
+
+/// [`add_target`] with more arguments (`--no-check`).
+pub(crate) fn add_target_with(
+    t: &TestEnv,
+    name: &str,
+    kind: &str,
+    url: &str,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "target",
+        "add",
+        name,
+        "--kind",
+        kind,
+        "--url",
+        url,
+        "--admin-user",
+        user,
+        "--admin-password-stdin",
+    ];
+    args.extend_from_slice(extra);
+    t.run_with_stdin(&args, password)
 }
 
 pub(crate) async fn admin() -> PgConnection {
@@ -78,7 +90,7 @@ pub(crate) async fn login(
     Ok(who)
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -137,7 +149,7 @@ impl Pg {
         format!("{base}_{}", self.suffix)
     }
 
-    fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
+    pub(crate) fn add_target(&self, name: &str, url: &str, user: &str, password: &str) -> Output {
         add_target(&self.t, name, "postgres", url, user, password)
     }
 
@@ -162,7 +174,7 @@ impl Pg {
         login(user, password, &self.db, scram_port()).await
     }
 
-    async fn role(&mut self, name: &str, options: &str, password: &str) {
+    pub(crate) async fn role(&mut self, name: &str, options: &str, password: &str) {
         admin()
             .await
             .execute(format!("CREATE ROLE {name} LOGIN {options} PASSWORD '{password}'").as_str())
@@ -499,10 +511,23 @@ async fn unsafe_names_and_weak_admins_are_refused_up_front() {
     let weak = pg.name("weak");
     pg.role(&weak, "", "Weak-Admin-Pass1").await;
     let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
-    assert!(pg
-        .add_target("weak", &url, &weak, "Weak-Admin-Pass1")
-        .status
-        .success());
+    // Adding it is refused (the check target check makes), and stored with --no-check.
+    assert_refused(
+        &pg.add_target("weak", &url, &weak, "Weak-Admin-Pass1"),
+        7,
+        "may not manage accounts",
+        Some("Weak-Admin-Pass1"),
+    );
+    let out = add_target_with(
+        &pg.t,
+        "weak",
+        "postgres",
+        &url,
+        &weak,
+        "Weak-Admin-Pass1",
+        &["--no-check"],
+    );
+    assert!(out.status.success(), "{out:?}");
     assert_refused(
         &pg.t.run(&["target", "check", "weak"]),
         7,
@@ -523,7 +548,8 @@ async fn unsafe_names_and_weak_admins_are_refused_up_front() {
         "--database",
         &pg.db,
     ]);
-    assert_refused(&out, 7, "permission denied", None);
+    // Named before anything changes: what the admin lacks.
+    assert_refused(&out, 7, "lacks what create mode needs (CREATEROLE", None);
     assert_refused(
         &pg.t.run(&["secret", "describe", "db/never"]),
         3,
@@ -653,11 +679,11 @@ async fn a_target_that_is_down_is_retried_and_the_current_credential_stays() {
 
 // ---- MySQL / MariaDB -------------------------------------------------------------------------
 
-fn mysql_url() -> String {
+pub(crate) fn mysql_url() -> String {
     std::env::var("ROTOR_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-async fn mysql_admin() -> sqlx::MySqlConnection {
+pub(crate) async fn mysql_admin() -> sqlx::MySqlConnection {
     sqlx::MySqlConnection::connect(&mysql_url())
         .await
         .unwrap_or_else(|e| {
@@ -668,7 +694,10 @@ async fn mysql_admin() -> sqlx::MySqlConnection {
         })
 }
 
-async fn mysql_login((user, password): &(String, String), db: &str) -> Result<String, String> {
+pub(crate) async fn mysql_login(
+    (user, password): &(String, String),
+    db: &str,
+) -> Result<String, String> {
     let base = mysql_url();
     let host = base
         .rsplit_once('@')
@@ -703,7 +732,7 @@ async fn grants(user: &str) -> Vec<String> {
 }
 
 /// A store with a `maria` target on the machine's MariaDB, and a database of the test's own.
-async fn maria() -> (TestEnv, String, String) {
+pub(crate) async fn maria() -> (TestEnv, String, String) {
     let t = TestEnv::new(Backend::Sqlite).await;
     t.ok(&["init"]);
     let suffix = rotor::crypto::random_id()[..8].to_owned();
@@ -922,7 +951,7 @@ async fn acl_rules(user: &str) -> String {
         .join(" ")
 }
 
-async fn redis_target(t: &TestEnv) {
+pub(crate) async fn redis_target(t: &TestEnv) {
     t.ok(&["init"]);
     let out = add_target(t, "red", "redis", &redis_url(), "default", "");
     assert!(
@@ -1203,10 +1232,16 @@ async fn postgres_targets_speak_tls_and_verify_the_pinned_ca() {
     let other = "/etc/ssl/certs/ca-certificates.crt";
     let wrong =
         format!("postgres://127.0.0.1:{port}/postgres?sslmode=verify-ca&sslrootcert={other}");
-    assert!(pg
-        .add_target("mistrusted", &wrong, "postgres", password)
-        .status
-        .success());
+    let out = add_target_with(
+        &pg.t,
+        "mistrusted",
+        "postgres",
+        &wrong,
+        "postgres",
+        password,
+        &["--no-check"],
+    );
+    assert!(out.status.success(), "{out:?}");
     let out = pg.t.run(&["target", "check", "mistrusted"]);
     assert_refused(&out, 7, "unreachable", Some(password));
     pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
@@ -1284,7 +1319,15 @@ async fn a_target_and_its_admin_secret_are_stored_together_or_not_at_all() {
         .unwrap();
     store.close().await;
     let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
-    let out = pg.add_target("pg2", &url, "postgres", "unused-Pass-1");
+    let out = add_target_with(
+        &pg.t,
+        "pg2",
+        "postgres",
+        &url,
+        "postgres",
+        "unused-Pass-1",
+        &["--no-check"],
+    );
     assert_refused(&out, 4, "already exists", Some("unused-Pass-1"));
     // ...and then the target row is not there either: one transaction.
     let targets = pg.t.json(&["target", "list"]);

@@ -10,7 +10,7 @@ use rotators::ram::client::{RamClient, SignatureStyle};
 
 use crate::support::{assert_refused, Backend, TestEnv};
 
-const ADMIN_ID: &str = "LTAIadminTestKey0001";
+pub(crate) const ADMIN_ID: &str = "LTAIadminTestKey0001";
 const ADMIN_SECRET: &str = "AdminSecretForTheEmulator000001";
 
 /// A running emulator, stopped on drop.
@@ -78,6 +78,16 @@ impl Emulator {
             &format!("/_emulator/refuse?action={action}&status={status}&code={code}"),
         )
         .await;
+    }
+
+    /// Makes the next `count` CreateAccessKey calls create the key, then answer 503.
+    pub async fn lose_create(&self, count: u32) {
+        control(&self.addr, &format!("/_emulator/lose-create?count={count}")).await;
+    }
+
+    /// Sets the emulator's clock `offset_s` seconds off the machine's (rotor's).
+    pub async fn clock_offset(&self, offset_s: i64) {
+        control(&self.addr, &format!("/_emulator/clock?offset_s={offset_s}")).await;
     }
 
     /// Lets `action` through again.
@@ -408,7 +418,7 @@ async fn imported_pairs_are_checked_and_foreign_keys_stop_the_rotation() {
     // Someone adds a key of their own: the rotation fails, naming it, and changes nothing.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let foreign = admin.create_access_key("svc").await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let before = keys_of(&emulator, "svc").await;
     let out = t.run(&["rotate", "ram/svc"]);
     assert_refused(&out, 6, &foreign.access_key_id, None);

@@ -178,6 +178,7 @@ async fn add_unreachable_target(store: &Store, name: &str) {
         "postgres",
         Some("postgres://127.0.0.1:1/none"),
         &admin,
+        false,
     )
     .await
     .unwrap();

@@ -343,21 +343,23 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
     assert!(report.contains("(root)"), "{report}");
     let report = t.ok(&["target", "check", "with-sudo"]);
     assert!(report.contains("sudo (password)"), "{report}");
-    // A user without sudo is no admin: check says so.
-    let out = add_target(
-        &t,
-        "no-sudo",
-        &sshd,
-        &[
-            "--host-key",
-            &host_key,
-            "--admin-user",
-            &plain.name,
-            "--admin-password-stdin",
-        ],
-        &plain.password,
+    // A user without sudo is no admin: adding it is refused, and check says so.
+    let mut args = vec![
+        "--host-key",
+        &host_key,
+        "--admin-user",
+        &plain.name,
+        "--admin-password-stdin",
+    ];
+    let out = add_target(&t, "no-sudo", &sshd, &args, &plain.password);
+    assert_refused(
+        &out,
+        7,
+        "cannot run commands as root",
+        Some(&plain.password),
     );
-    ok(out);
+    args.push("--no-check");
+    ok(add_target(&t, "no-sudo", &sshd, &args, &plain.password));
     assert_refused(
         &t.run(&["target", "check", "no-sudo"]),
         7,
@@ -416,7 +418,7 @@ async fn admins_set_passwords_with_chpasswd_as_root_or_through_sudo() {
     // chpasswd and sudo read passwords on stdin: sshd's log of every command shows none.
     let log = sshd.log();
     assert!(
-        log.contains("entering command sudo -S"),
+        log.contains("entering command printf") && log.contains("exec sudo -S"),
         "commands are logged"
     );
     for password in &seen {
@@ -736,9 +738,10 @@ async fn sshd_down_mid_rotation_is_retried_and_bad_input_is_refused() {
             .unwrap(),
         user.name
     );
+    // The target refusing the credential is a target error (7), not a store conflict.
     assert_refused(
         &t.run(&["rotate", "host/app", "--dry-run"]),
-        4,
+        7,
         "does not log in",
         None,
     );

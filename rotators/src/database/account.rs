@@ -216,6 +216,11 @@ pub struct DbSettings {
     pub privilege: Option<Privilege>,
     #[serde(default)]
     pub password: PasswordPolicy,
+    /// rotor created the accounts (create mode: `true`), so it may remove them again
+    /// (`secret delete --drop-accounts`); imported accounts (`false`) are never removed, nor
+    /// those of secrets made before this was recorded (`None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 impl DbSettings {
@@ -348,6 +353,19 @@ mod tests {
             assert!(check_identifier("account", bad, 63).is_err(), "{bad}");
         }
         assert!(check_identifier("account", &"a".repeat(27), 26).is_err());
+    }
+
+    #[test]
+    fn settings_say_who_created_the_accounts_and_older_ones_do_not_know() {
+        let old = serde_json::json!({"Accounts": ["app", "app_clone"], "Database": "d"});
+        assert_eq!(DbSettings::from_json(&old).unwrap().created, None);
+        let made = DbSettings {
+            created: Some(true),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&made).unwrap();
+        assert_eq!(json["Created"], true);
+        assert_eq!(DbSettings::from_json(&json).unwrap(), made);
     }
 
     #[test]

@@ -44,11 +44,12 @@ pub trait AccountServer: Send + Sync {
     /// The longest account name the server takes.
     fn max_account_len(&self) -> usize;
 
-    /// Checks that the admin account logs in and may manage accounts.
-    async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError>;
+    /// Checks that the admin account logs in and holds what create mode needs: one line saying
+    /// what it may do, or a fatal error naming what it lacks.
+    async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError>;
 
     /// Logs in as `account` (to `database`, if the server has databases) and proves who is
-    /// logged in with a trivial query.
+    /// logged in with the narrowest operation every privilege level allows.
     async fn login(
         &self,
         target: &TargetContext,
@@ -63,13 +64,28 @@ pub trait AccountServer: Send + Sync {
         account: &Account,
     ) -> Result<(), RotateError>;
 
-    /// Creates `accounts` with identical privileges from `settings` (create mode).
+    /// Creates `accounts` with identical privileges from `settings` (create mode). Every grant
+    /// is checked: one that does not take is a fatal error naming what the admin lacks, and
+    /// whatever was made is removed again.
     async fn create_accounts(
         &self,
         target: &TargetContext,
         settings: &DbSettings,
         accounts: &[Account],
     ) -> Result<(), RotateError>;
+
+    /// Removes accounts rotor created (`accounts`, the base account first) with the grants it
+    /// made (PostgreSQL: and their group), all or nothing; refuses, changing nothing, when they
+    /// own objects.
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        settings: &DbSettings,
+        accounts: &[String],
+    ) -> Result<(), RotateError>;
+
+    /// `accounts` and what goes with them on this server, in words (`role 'app'`, …).
+    fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String>;
 
     /// Makes `to`'s privileges identical to `from`'s, before `to` becomes current.
     async fn sync_privileges(
@@ -191,6 +207,6 @@ impl Rotator for AccountRotator {
         let db = self.server(target)?;
         db.login(target, settings.database.as_deref(), &current(cx)?)
             .await?;
-        db.check_admin(target).await
+        db.check_admin(target).await.map(|_| ())
     }
 }

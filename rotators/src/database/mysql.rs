@@ -134,6 +134,42 @@ fn privileges(privilege: Privilege) -> &'static str {
     }
 }
 
+/// The server's error number, 0 for an error that is not the server's.
+fn error_number(e: &sqlx::Error) -> u16 {
+    e.as_database_error()
+        .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .map_or(0, |e| e.number())
+}
+
+/// True when the server refused a statement for want of privileges.
+fn is_access_denied(e: &sqlx::Error) -> bool {
+    // dbaccess denied, access denied, table access denied, specific privilege needed,
+    // not allowed to create a user with GRANT
+    matches!(error_number(e), 1044 | 1045 | 1142 | 1227 | 1410)
+}
+
+/// The warnings the last statement raised, as an error: a grant that warns did not fully take.
+async fn warnings(conn: &mut MySqlConnection, target: &TargetContext) -> Result<(), RotateError> {
+    let rows = sqlx::query("SHOW WARNINGS")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify(target, "reading warnings", e))?;
+    let warned: Vec<String> = rows
+        .iter()
+        .filter(|r| r.try_get::<String, _>(0).is_ok_and(|level| level != "Note"))
+        .map(|r| r.try_get::<String, _>(2).unwrap_or_default())
+        .collect();
+    if warned.is_empty() {
+        Ok(())
+    } else {
+        Err(RotateError::fatal(format!(
+            "MySQL target '{}' warned while creating accounts: {}",
+            target.name,
+            warned.join("; ")
+        )))
+    }
+}
+
 /// A `SHOW GRANTS` line for `from`, rewritten for `to`: the grantee swapped, any password hash
 /// (MariaDB prints one on the USAGE line) removed.
 fn retarget_grant(line: &str, from: &str, to: &str) -> Option<String> {
@@ -164,29 +200,99 @@ impl AccountServer for Mysql {
         32
     }
 
-    async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
+    async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError> {
         let mut conn = as_admin(target).await?;
+        let fail = |e| classify(target, "the admin", e);
         let grants: Vec<String> = sqlx::query("SHOW GRANTS")
             .fetch_all(&mut conn)
             .await
-            .map_err(|e| classify(target, "the admin", e))?
+            .map_err(fail)?
             .iter()
             .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
             .collect();
+        // Its global privileges, and those it may grant, as the server lists them.
+        let me: String = sqlx::query_scalar("SELECT CURRENT_USER()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(fail)?;
+        let (name, host) = me.rsplit_once('@').unwrap_or((me.as_str(), ""));
+        let grantee = format!("'{name}'@'{host}'");
+        let global: Vec<(String, String)> = sqlx::query(
+            "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = ?",
+        )
+        .bind(&grantee)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|r| {
+            (
+                r.try_get::<String, _>(0).unwrap_or_default(),
+                r.try_get::<String, _>(1).unwrap_or_default(),
+            )
+        })
+        .collect();
+        let in_databases: Vec<String> = sqlx::query(
+            "SELECT DISTINCT TABLE_SCHEMA FROM information_schema.SCHEMA_PRIVILEGES \
+             WHERE GRANTEE = ? AND IS_GRANTABLE = 'YES' ORDER BY 1",
+        )
+        .bind(&grantee)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+        .collect();
         let _ = conn.close().await;
-        let can = grants.iter().any(|g| {
-            let g = g.to_ascii_uppercase();
-            (g.contains("ALL PRIVILEGES ON *.*") && g.contains("WITH GRANT OPTION"))
-                || (g.contains("CREATE USER") && g.contains("GRANT OPTION"))
-        });
-        if can {
-            Ok(())
-        } else {
-            Err(RotateError::fatal(format!(
-                "the admin account of target '{}' may not manage accounts (it needs CREATE USER and GRANT OPTION)",
-                target.name
-            )))
+        let upper: Vec<String> = grants.iter().map(|g| g.to_ascii_uppercase()).collect();
+        let create_user = global.iter().any(|(p, _)| p == "CREATE USER")
+            || upper
+                .iter()
+                .any(|g| g.contains("ALL PRIVILEGES ON *.*") || g.contains("CREATE USER"));
+        let grant_option = upper.iter().any(|g| g.contains("GRANT OPTION"));
+        if !create_user || !grant_option {
+            let lacks: Vec<&str> = [
+                (!create_user, "CREATE USER"),
+                (!grant_option, "GRANT OPTION"),
+            ]
+            .iter()
+            .filter(|(lacking, _)| *lacking)
+            .map(|(_, p)| *p)
+            .collect();
+            return Err(RotateError::fatal(format!(
+                "the admin account of target '{}' may not manage accounts (it needs CREATE USER and GRANT OPTION; it lacks {})",
+                target.name,
+                lacks.join(" and ")
+            )));
         }
+        let grantable: Vec<&str> = global
+            .iter()
+            .filter(|(_, g)| g == "YES")
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let lacking: Vec<&str> = privileges(Privilege::ReadWrite)
+            .split(", ")
+            .filter(|p| !grantable.contains(p))
+            .collect();
+        if lacking.is_empty() {
+            return Ok(
+                "logs in and may manage accounts and grant every level in every database".into(),
+            );
+        }
+        let need = format!(
+            "create mode grants only what the admin holds WITH GRANT OPTION on the account's database or on *.*; on *.* it lacks {}",
+            lacking.join(", ")
+        );
+        Ok(if in_databases.is_empty() && grantable.is_empty() {
+            format!("logs in and may manage accounts; but it may grant privileges nowhere, so create mode fails everywhere: {need}")
+        } else if in_databases.is_empty() {
+            format!("logs in and may manage accounts; {need}")
+        } else {
+            format!(
+                "logs in and may manage accounts; {need} (it holds privileges WITH GRANT OPTION on databases {})",
+                in_databases.join(", ")
+            )
+        })
     }
 
     async fn login(
@@ -241,19 +347,27 @@ impl AccountServer for Mysql {
             .as_deref()
             .ok_or_else(|| RotateError::fatal("MySQL accounts need a database (--database)"))?;
         let mut conn = as_admin(target).await?;
+        let exists = |name: &str| {
+            RotateError::fatal(format!(
+                "user '{name}' already exists on target '{}'; import existing accounts instead",
+                target.name
+            ))
+        };
         for a in accounts {
-            let exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM mysql.user WHERE User = ?")
+            // An admin that may not read mysql.user learns it from CREATE USER (error 1396).
+            let found = sqlx::query("SELECT COUNT(*) AS n FROM mysql.user WHERE User = ?")
                 .bind(&a.name)
                 .fetch_one(&mut conn)
-                .await
-                .map_err(|e| classify(target, "the admin", e))?
-                .try_get("n")
-                .map_err(|e| classify(target, "the admin", e))?;
-            if exists > 0 {
-                return Err(RotateError::fatal(format!(
-                    "user '{}' already exists on target '{}'; import existing accounts instead",
-                    a.name, target.name
-                )));
+                .await;
+            let n: i64 = match found {
+                Ok(row) => row
+                    .try_get("n")
+                    .map_err(|e| classify(target, "the admin", e))?,
+                Err(e) if is_access_denied(&e) => 0,
+                Err(e) => return Err(classify(target, "the admin", e)),
+            };
+            if n > 0 {
+                return Err(exists(&a.name));
             }
         }
         let grant = privileges(settings.privilege.unwrap_or(Privilege::ReadWrite));
@@ -271,9 +385,29 @@ impl AccountServer for Mysql {
                     user(&a.name)
                 ),
             ];
-            for sql in &statements {
-                if let Err(e) = conn.execute(sql.as_str()).await {
-                    let err = classify(target, "creating accounts", e);
+            for (i, sql) in statements.iter().enumerate() {
+                let done = match conn.execute(sql.as_str()).await {
+                    // The GRANT's warnings (CREATE USER may warn of a deprecated plugin).
+                    Ok(_) if i == 1 => warnings(&mut conn, target).await,
+                    Ok(_) => Ok(()),
+                    Err(e) if i == 0 && error_number(&e) == 1396 => {
+                        // Someone else's user: drop only those made here.
+                        for name in &created {
+                            let _ = conn
+                                .execute(format!("DROP USER IF EXISTS {}", user(name)).as_str())
+                                .await;
+                        }
+                        return Err(exists(&a.name));
+                    }
+                    Err(e) if i == 1 && is_access_denied(&e) => Err(RotateError::fatal(format!(
+                        "the admin account of target '{}' may not grant {:?} privileges on database '{db}' ({grant}): it needs them WITH GRANT OPTION on that database or on *.*; the server said: {}",
+                        target.name,
+                        settings.privilege.unwrap_or(Privilege::ReadWrite),
+                        e.as_database_error().map(|d| d.message().to_owned()).unwrap_or_default()
+                    ))),
+                    Err(e) => Err(classify(target, "creating accounts", e)),
+                };
+                if let Err(err) = done {
                     for name in &created {
                         let _ = conn
                             .execute(format!("DROP USER IF EXISTS {}", user(name)).as_str())
@@ -289,6 +423,37 @@ impl AccountServer for Mysql {
         }
         let _ = conn.close().await;
         Ok(())
+    }
+
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        _settings: &DbSettings,
+        accounts: &[String],
+    ) -> Result<(), RotateError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let mut conn = as_admin(target).await?;
+        // One statement: the users go with every grant they hold.
+        let users: Vec<String> = accounts.iter().map(|a| user(a)).collect();
+        let done = conn
+            .execute(format!("DROP USER IF EXISTS {}", users.join(", ")).as_str())
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(target, "removing accounts", e));
+        let _ = conn.close().await;
+        done
+    }
+
+    fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String> {
+        accounts
+            .iter()
+            .map(|a| match &settings.database {
+                Some(db) => format!("user '{a}'@'{HOST}' with its grants on database '{db}'"),
+                None => format!("user '{a}'@'{HOST}'"),
+            })
+            .collect()
     }
 
     async fn sync_privileges(

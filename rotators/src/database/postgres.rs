@@ -103,6 +103,24 @@ async fn connect(
     }
 }
 
+/// Keeps the server's notices and warnings off an admin connection: sqlx would print them as
+/// raw log lines. A grant that does not take ("no privileges were granted") is found by
+/// checking privileges, not by reading warnings. (A `SET`, not a startup option, which
+/// connection poolers such as PgBouncer refuse.)
+const QUIET: &str = "SET client_min_messages TO error";
+
+/// A connection as the target's admin, to `database` (or the URL's), without notices.
+async fn admin_connect(
+    target: &TargetContext,
+    database: Option<&str>,
+) -> Result<PgConnection, RotateError> {
+    let mut conn = connect(target, &super::admin_account(target)?, database).await?;
+    conn.execute(QUIET)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+    Ok(conn)
+}
+
 impl Postgres {
     pub fn new() -> Self {
         Postgres::default()
@@ -121,6 +139,7 @@ impl Postgres {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(async move { conn.execute(QUIET).await.map(|_| ()) }))
             .connect_lazy_with(options(target, &admin, None)?);
         pools.insert(
             target.name.clone(),
@@ -187,25 +206,61 @@ impl AccountServer for Postgres {
         63
     }
 
-    async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
+    async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError> {
         let pool = self.admin_pool(target).await?;
         let row = sqlx::query(
-            "SELECT rolsuper OR rolcreaterole AS can FROM pg_roles WHERE rolname = session_user",
+            "SELECT rolsuper AS superuser, rolcreaterole AS createrole FROM pg_roles \
+             WHERE rolname = session_user",
         )
         .fetch_one(&pool)
         .await
         .map_err(|e| classify(target, "the admin", e))?;
-        let can: bool = row
-            .try_get("can")
-            .map_err(|e| classify(target, "the admin", e))?;
-        if can {
-            Ok(())
-        } else {
-            Err(RotateError::fatal(format!(
+        let get = |column: &str| -> Result<bool, RotateError> {
+            row.try_get(column)
+                .map_err(|e| classify(target, "the admin", e))
+        };
+        if get("superuser")? {
+            return Ok(
+                "logs in and may manage accounts and grant in every database (a superuser)".into(),
+            );
+        }
+        if !get("createrole")? {
+            return Err(RotateError::fatal(format!(
                 "the admin account of target '{}' may not manage accounts (it needs CREATEROLE)",
                 target.name
-            )))
+            )));
         }
+        // Create mode grants CONNECT on the account's database and USAGE, CREATE on its schema
+        // public: the admin must hold them WITH GRANT OPTION (an owner does).
+        let lacking: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate \
+             AND NOT has_database_privilege(current_user, oid, 'CONNECT WITH GRANT OPTION') \
+             ORDER BY datname",
+        )
+        .fetch_all(&pool)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+        let all: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_database WHERE datallowconn AND NOT datistemplate",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+        let need = "create mode needs, in the account's database, CONNECT on it and USAGE and CREATE on its schema public, WITH GRANT OPTION (owning the database and the schema gives them)";
+        // Rotations need only CREATEROLE; create mode fails where the admin may not grant.
+        let mut line = "logs in and may manage accounts (CREATEROLE)".to_owned();
+        if lacking.len() as i64 >= all {
+            line.push_str(&format!(
+                "; but it may grant in no database, so create mode fails everywhere: {need}"
+            ));
+        } else if !lacking.is_empty() {
+            line.push_str(&format!(
+                "; it may not grant CONNECT on {} of {all} databases ({}), so create mode fails there: {need}",
+                lacking.len(),
+                first_few(&lacking)
+            ));
+        }
+        Ok(line)
     }
 
     async fn login(
@@ -256,13 +311,33 @@ impl AccountServer for Postgres {
         let base = accounts
             .first()
             .ok_or_else(|| RotateError::fatal("no account to create"))?;
-        let group = quote_ident(&format!("{}_group", base.name));
+        let group_name = group_of(&base.name);
+        let group = quote_ident(&group_name);
+        let privilege = settings.privilege.unwrap_or(Privilege::ReadWrite);
+        // The grants are checked before anything changes: each one the admin could not give
+        // would only raise a warning ("no privileges were granted") and leave the account
+        // without them.
+        let mut conn = admin_connect(target, settings.database.as_deref()).await?;
+        let me: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| classify(target, "the admin", e))?;
+        let lacking = missing(&mut conn, target, &me, settings, privilege, true).await?;
+        if !lacking.is_empty() {
+            let _ = conn.close().await;
+            return Err(RotateError::fatal(format!(
+                "the admin account '{me}' of target '{}' lacks what create mode needs ({}): the privileges it grants must be its own WITH GRANT OPTION, which owning the database, its schema public and its tables gives",
+                target.name,
+                lacking.join("; ")
+            )));
+        }
+
         let pool = self.admin_pool(target).await?;
         let mut tx = pool
             .begin()
             .await
             .map_err(|e| classify(target, "the admin", e))?;
-        let names: Vec<String> = std::iter::once(format!("{}_group", base.name))
+        let names: Vec<String> = std::iter::once(group_name.clone())
             .chain(accounts.iter().map(|a| a.name.clone()))
             .collect();
         let existing = sqlx::query("SELECT rolname FROM pg_roles WHERE rolname = ANY($1)")
@@ -288,13 +363,7 @@ impl AccountServer for Postgres {
             // Objects either account creates belong to the group, so both can use them.
             statements.push(Zeroizing::new(format!(
                 "ALTER ROLE {name} SET role = {}",
-                quote_literal(&format!("{}_group", base.name)).as_str()
-            )));
-        }
-        if let Some(db) = &settings.database {
-            statements.push(Zeroizing::new(format!(
-                "GRANT CONNECT ON DATABASE {} TO {group}",
-                quote_ident(db)
+                quote_literal(&group_name).as_str()
             )));
         }
         for sql in &statements {
@@ -306,45 +375,305 @@ impl AccountServer for Postgres {
             .await
             .map_err(|e| classify(target, "creating accounts", e))?;
 
-        // Schema privileges live in the account's database.
-        let privilege = settings.privilege.unwrap_or(Privilege::ReadWrite);
-        let dml = "SELECT, INSERT, UPDATE, DELETE";
-        let mut grants = vec![format!("GRANT USAGE ON SCHEMA public TO {group}")];
-        if matches!(privilege, Privilege::ReadWrite | Privilege::DDLOnly) {
-            grants.push(format!("GRANT CREATE ON SCHEMA public TO {group}"));
+        let mut granted = grant(&mut conn, target, settings, privilege, &group).await;
+        if granted.is_ok() {
+            // And checked again: the accounts hold what their level promises.
+            granted = match missing(&mut conn, target, &group_name, settings, privilege, false).await {
+                Ok(lacking) if lacking.is_empty() => Ok(()),
+                Ok(lacking) => Err(RotateError::fatal(format!(
+                    "target '{}' did not give role '{group_name}' its {privilege:?} privileges ({}); the accounts were removed again",
+                    target.name,
+                    lacking.join("; ")
+                ))),
+                Err(e) => Err(e),
+            };
         }
-        let table_privileges = match privilege {
-            Privilege::ReadWrite | Privilege::DMLOnly => Some(dml),
-            Privilege::ReadOnly => Some("SELECT"),
-            Privilege::DDLOnly => None,
-        };
-        if let Some(p) = table_privileges {
-            grants.push(format!(
-                "GRANT {p} ON ALL TABLES IN SCHEMA public TO {group}"
-            ));
-            grants.push(format!(
-                "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {p} ON TABLES TO {group}"
-            ));
-        }
-        let admin = super::admin_account(target)?;
-        let mut conn = connect(target, &admin, settings.database.as_deref()).await?;
-        for sql in grants {
-            if let Err(e) = conn.execute(sql.as_str()).await {
-                let err = classify(target, "granting privileges", e);
-                // Leave nothing half made behind: the accounts go again.
-                for name in accounts
-                    .iter()
-                    .map(|a| quote_ident(&a.name))
-                    .chain([group.clone()])
-                {
-                    let _ = pool
-                        .execute(format!("DROP ROLE IF EXISTS {name}").as_str())
-                        .await;
-                }
-                return Err(err);
+        if let Err(e) = granted {
+            // Leave nothing half made behind: the accounts and their grants go again.
+            let names: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
+            if let Err(gone) = drop_roles(&mut conn, target, settings, &names, &group_name).await {
+                let _ = conn.close().await;
+                return Err(RotateError::fatal(format!(
+                    "{e}; removing the accounts failed too: {gone}"
+                )));
             }
+            let _ = conn.close().await;
+            return Err(e);
         }
         let _ = conn.close().await;
         Ok(())
     }
+
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        settings: &DbSettings,
+        accounts: &[String],
+    ) -> Result<(), RotateError> {
+        let base = accounts
+            .first()
+            .ok_or_else(|| RotateError::fatal("no account to remove"))?;
+        let group = group_of(base);
+        let mut conn = admin_connect(target, settings.database.as_deref()).await?;
+        // Objects the accounts made belong to the group: they are the application's data, so
+        // they are never dropped along with it.
+        let names: Vec<String> = accounts.iter().cloned().chain([group.clone()]).collect();
+        let owners = sqlx::query(
+            "SELECT r.rolname::text AS owner, count(*) AS n, \
+                    string_agg(DISTINCT coalesce(d.datname::text, '(cluster)'), ', ') AS dbs \
+             FROM pg_shdepend s JOIN pg_roles r ON r.oid = s.refobjid \
+             LEFT JOIN pg_database d ON d.oid = s.dbid \
+             WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype = 'o' AND r.rolname = ANY($1) \
+             GROUP BY r.rolname ORDER BY 1",
+        )
+        .bind(&names)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+        if let Some(row) = owners.first() {
+            let owner: String = row.get("owner");
+            let n: i64 = row.get("n");
+            let dbs: String = row.get("dbs");
+            let _ = conn.close().await;
+            return Err(RotateError::fatal(format!(
+                "role '{owner}' owns {n} object(s) in database {dbs} on target '{}': drop them or give them to another role (REASSIGN OWNED BY {owner} TO …) first; nothing was dropped",
+                target.name
+            )));
+        }
+        let done = drop_roles(&mut conn, target, settings, accounts, &group).await;
+        let _ = conn.close().await;
+        done
+    }
+
+    fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String> {
+        let mut what: Vec<String> = accounts.iter().map(|a| format!("role '{a}'")).collect();
+        if let Some(base) = accounts.first() {
+            what.push(match &settings.database {
+                Some(db) => format!(
+                    "role '{}' with its grants in database '{db}'",
+                    group_of(base)
+                ),
+                None => format!("role '{}' with its grants", group_of(base)),
+            });
+        }
+        what
+    }
+}
+
+/// The NOLOGIN role a created account's objects and privileges belong to.
+fn group_of(base: &str) -> String {
+    format!("{base}_group")
+}
+
+/// Up to five names, then how many more.
+fn first_few(names: &[String]) -> String {
+    let mut text = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        text.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    text
+}
+
+/// The table privileges a level gives, if any.
+fn table_privileges(privilege: Privilege) -> &'static [&'static str] {
+    match privilege {
+        Privilege::ReadWrite | Privilege::DMLOnly => &["SELECT", "INSERT", "UPDATE", "DELETE"],
+        Privilege::ReadOnly => &["SELECT"],
+        Privilege::DDLOnly => &[],
+    }
+}
+
+/// The schema privileges a level gives on schema public.
+fn schema_privileges(privilege: Privilege) -> &'static [&'static str] {
+    match privilege {
+        Privilege::ReadWrite | Privilege::DDLOnly => &["USAGE", "CREATE"],
+        Privilege::ReadOnly | Privilege::DMLOnly => &["USAGE"],
+    }
+}
+
+/// The grants a level makes to `group` (quoted), on the connection to the account's database.
+async fn grant(
+    conn: &mut PgConnection,
+    target: &TargetContext,
+    settings: &DbSettings,
+    privilege: Privilege,
+    group: &str,
+) -> Result<(), RotateError> {
+    let mut grants = vec![];
+    if let Some(db) = &settings.database {
+        grants.push(format!(
+            "GRANT CONNECT ON DATABASE {} TO {group}",
+            quote_ident(db)
+        ));
+    }
+    grants.push(format!(
+        "GRANT {} ON SCHEMA public TO {group}",
+        schema_privileges(privilege).join(", ")
+    ));
+    let tables = table_privileges(privilege);
+    if !tables.is_empty() {
+        let p = tables.join(", ");
+        grants.push(format!(
+            "GRANT {p} ON ALL TABLES IN SCHEMA public TO {group}"
+        ));
+        grants.push(format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {p} ON TABLES TO {group}"
+        ));
+    }
+    for sql in grants {
+        conn.execute(sql.as_str())
+            .await
+            .map_err(|e| classify(target, "granting privileges", e))?;
+    }
+    Ok(())
+}
+
+/// What `role` lacks of a level's privileges in the connection's database (`grant_option`:
+/// the right to grant them, which the admin needs), in words; empty when it holds them all.
+async fn missing(
+    conn: &mut PgConnection,
+    target: &TargetContext,
+    role: &str,
+    settings: &DbSettings,
+    privilege: Privilege,
+    grant_option: bool,
+) -> Result<Vec<String>, RotateError> {
+    let with = if grant_option {
+        " WITH GRANT OPTION"
+    } else {
+        ""
+    };
+    let fail = |e| classify(target, "checking privileges", e);
+    let mut lacking = vec![];
+    if grant_option {
+        // The admin also makes the roles.
+        let can: bool =
+            sqlx::query_scalar("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = $1")
+                .bind(role)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(fail)?
+                .unwrap_or(false);
+        if !can {
+            lacking.push("CREATEROLE".to_owned());
+        }
+    }
+    if let Some(db) = &settings.database {
+        let ok: bool = sqlx::query_scalar("SELECT has_database_privilege($1, $2, $3)")
+            .bind(role)
+            .bind(db)
+            .bind(format!("CONNECT{with}"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(fail)?;
+        if !ok {
+            lacking.push(format!("CONNECT on database {db}"));
+        }
+    }
+    let mut schema = vec![];
+    for p in schema_privileges(privilege) {
+        let ok: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, 'public', $2)")
+            .bind(role)
+            .bind(format!("{p}{with}"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(fail)?;
+        if !ok {
+            schema.push(*p);
+        }
+    }
+    if !schema.is_empty() {
+        lacking.push(format!("{} on schema public", schema.join(" and ")));
+    }
+    let tables = table_privileges(privilege);
+    if !tables.is_empty() {
+        // A table lacks them when any one is missing; each check is a bound parameter.
+        let checks: Vec<String> = (0..tables.len())
+            .map(|i| format!("has_table_privilege($1, c.oid, ${})", i + 2))
+            .collect();
+        let sql = format!(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+             AND NOT ({}) ORDER BY 1",
+            checks.join(" AND ")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(role);
+        for p in tables {
+            query = query.bind(format!("{p}{with}"));
+        }
+        let names = query.fetch_all(&mut *conn).await.map_err(fail)?;
+        if !names.is_empty() {
+            lacking.push(format!(
+                "{} on table(s) {} of schema public",
+                tables.join(", "),
+                first_few(&names)
+            ));
+        }
+    }
+    Ok(lacking)
+}
+
+/// Removes `accounts` and their `group` with the grants create mode made in the connection's
+/// database, in one transaction: all of them or none.
+async fn drop_roles(
+    conn: &mut PgConnection,
+    target: &TargetContext,
+    settings: &DbSettings,
+    accounts: &[String],
+    group: &str,
+) -> Result<(), RotateError> {
+    let names: Vec<String> = accounts.iter().cloned().chain([group.to_owned()]).collect();
+    let existing: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)")
+            .bind(&names)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| classify(target, "the admin", e))?;
+    let mut statements = vec![];
+    if existing.iter().any(|n| n == group) {
+        let g = quote_ident(group);
+        statements.push(format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {g}"
+        ));
+        statements.push(format!(
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {g}"
+        ));
+        statements.push(format!("REVOKE ALL ON SCHEMA public FROM {g}"));
+        if let Some(db) = &settings.database {
+            statements.push(format!(
+                "REVOKE ALL ON DATABASE {} FROM {g}",
+                quote_ident(db)
+            ));
+        }
+    }
+    // The accounts before their group.
+    for name in names.iter().filter(|n| existing.contains(n)) {
+        statements.push(format!("DROP ROLE {}", quote_ident(name)));
+    }
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| classify(target, "the admin", e))?;
+    for sql in &statements {
+        if let Err(e) = tx.execute(sql.as_str()).await {
+            let detail = match &e {
+                sqlx::Error::Database(db) => db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|p| p.detail())
+                    .map(|d| format!(" ({})", d.replace('\n', "; ")))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let err = classify(target, "removing accounts", e);
+            return Err(match err {
+                RotateError::Fatal(m) => {
+                    RotateError::fatal(format!("{m}{detail}; nothing was dropped"))
+                }
+                other => other,
+            });
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| classify(target, "removing accounts", e))
 }

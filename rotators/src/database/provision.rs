@@ -17,8 +17,8 @@ use crate::family::shared::{
     ADMIN_PASSWORD, ADMIN_PASSWORD_STDIN, ADMIN_USER, EXCLUDE_CHARS, PASSWORD_LENGTH,
 };
 use crate::family::{
-    Family, NewAdmin, NewTarget, OptionArg, OptionScope, OptionSpec, Options, Provisioned,
-    SecretRequest, SetupError, Source, TargetKindSpec,
+    Family, NewAdmin, NewTarget, OnTarget, OptionArg, OptionScope, OptionSpec, Options, Origin,
+    Provisioned, SecretRequest, SetupError, Source, TargetKindSpec,
 };
 use crate::kind::{SecretKind, SecretType, SubType};
 use crate::rotator::{Rotator, TargetContext};
@@ -182,8 +182,7 @@ impl Family for DatabaseFamily {
     }
 
     async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError> {
-        self.server(target)?.check_admin(target).await?;
-        Ok("logs in and may manage accounts".into())
+        Ok(self.server(target)?.check_admin(target).await?)
     }
 
     async fn provision(&self, request: SecretRequest<'_>) -> Result<Provisioned, SetupError> {
@@ -212,6 +211,7 @@ impl Family for DatabaseFamily {
             database,
             privilege: options.parse("privilege")?,
             password,
+            created: None,
         };
         let (first, second, install) = match (source, options.text("account")) {
             (Source::Import(_), Some(_)) => {
@@ -267,6 +267,7 @@ impl Family for DatabaseFamily {
         if let Some(second) = &second {
             settings.accounts = vec![first.name.clone(), second.name.clone()];
         }
+        settings.created = Some(install);
         Ok(Provisioned {
             current: first.to_value(),
             previous: second.map(|a| a.to_value()),
@@ -314,6 +315,66 @@ impl Family for DatabaseFamily {
             })
     }
 
+    fn on_target(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        settings: &serde_json::Value,
+        current: &SecretValue,
+    ) -> Option<OnTarget> {
+        let settings = DbSettings::from_json(settings).ok()?;
+        let accounts = secret_accounts(&settings, current).ok()?;
+        let origin = match settings.created {
+            Some(true) => Origin::Created,
+            Some(false) => Origin::Imported,
+            None => Origin::Unknown,
+        };
+        let items = if origin == Origin::Created {
+            self.server(target)
+                .ok()?
+                .describe_accounts(&settings, &accounts)
+        } else {
+            accounts.iter().map(|a| format!("account '{a}'")).collect()
+        };
+        Some(OnTarget { items, origin })
+    }
+
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        _kind: SecretKind,
+        settings: &serde_json::Value,
+        current: &SecretValue,
+    ) -> Result<Vec<String>, SetupError> {
+        let settings = DbSettings::from_json(settings)?;
+        let accounts = secret_accounts(&settings, current)?;
+        let them = if accounts.len() == 1 { "it" } else { "them" };
+        match settings.created {
+            Some(true) => {}
+            Some(false) => {
+                return Err(SetupError::Invalid(format!(
+                    "rotor did not create {} (the secret imported {them}), so it does not drop {them}; nothing was deleted",
+                    quoted_list(&accounts),
+                )))
+            }
+            None => {
+                return Err(SetupError::Invalid(format!(
+                    "the secret predates rotor's record of who created {}, so rotor does not drop {them} (remove {them} on the target yourself, then delete the secret); nothing was deleted",
+                    quoted_list(&accounts),
+                )))
+            }
+        }
+        let server = self.server(target)?;
+        server.remove_accounts(target, &settings, &accounts).await?;
+        Ok(server.describe_accounts(&settings, &accounts))
+    }
+
+    fn serves(&self, target_kind: &str, kind: SecretKind) -> bool {
+        // Redis secrets on Redis servers; Rds and PolarDB on the SQL servers.
+        SECRET_KINDS.contains(&(kind.ty, kind.sub.unwrap_or(SubType::DoubleUsers)))
+            && (kind.ty == SecretType::Redis) == (target_kind == "redis")
+    }
+
     fn previous_stays_valid(&self, kind: SecretKind) -> bool {
         kind.sub != Some(SubType::SingleUser)
     }
@@ -337,6 +398,25 @@ impl Family for DatabaseFamily {
             .await
             .map_err(|e| e.scrub(&passwords).into())
     }
+}
+
+/// The accounts a secret's credentials are: its pair, or its one account (the base account
+/// first, as create mode named them).
+fn secret_accounts(
+    settings: &DbSettings,
+    current: &SecretValue,
+) -> Result<Vec<String>, SetupError> {
+    if settings.accounts.is_empty() {
+        Ok(vec![Account::from_value(current)?.name])
+    } else {
+        Ok(settings.accounts.clone())
+    }
+}
+
+/// `'a'`, `'a' and 'b'`.
+fn quoted_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    quoted.join(" and ")
 }
 
 /// Reads an import value: `{"Accounts":[{…},{…}]}` for dual accounts, one account otherwise.

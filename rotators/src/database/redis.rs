@@ -77,6 +77,65 @@ async fn persist(
     Ok(())
 }
 
+/// The commands the admin runs that its ACL rules forbid (`ACL DRYRUN`, Redis 7), named as
+/// Redis names them (`config|get`); empty when it may run them all. On a server without
+/// `ACL DRYRUN`, listing the users is the check.
+async fn admin_lacks(
+    target: &TargetContext,
+    conn: &mut MultiplexedConnection,
+    admin: &str,
+) -> Result<Vec<String>, RotateError> {
+    const PROBE: &str = "rotor_permission_probe";
+    let needed: [&[&str]; 5] = [
+        &["ACL", "SETUSER", PROBE],
+        &["ACL", "GETUSER", PROBE],
+        &["ACL", "DELUSER", PROBE],
+        &["CONFIG", "GET", "aclfile"],
+        &["ACL", "SAVE"],
+    ];
+    let mut lacking = vec![];
+    for command in needed {
+        let answer: Result<Value, RedisError> = redis::cmd("ACL")
+            .arg("DRYRUN")
+            .arg(admin)
+            .arg(command)
+            .query_async(conn)
+            .await;
+        match answer {
+            Ok(Value::Okay) => {}
+            Ok(_) => lacking.push(format!(
+                "{}|{}",
+                command[0].to_ascii_lowercase(),
+                command[1].to_ascii_lowercase()
+            )),
+            Err(e) if e.code() == Some("NOPERM") => {
+                lacking.push("acl|dryrun".into());
+                break;
+            }
+            Err(e)
+                if e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("unknown subcommand") =>
+            {
+                // Redis 6: no dry run; the admin must at least list the users.
+                redis::cmd("ACL")
+                    .arg("USERS")
+                    .query_async::<Vec<String>>(conn)
+                    .await
+                    .map_err(|e| match classify(target, "the admin", e) {
+                        RotateError::Fatal(m) => RotateError::fatal(format!(
+                            "{m}; the admin account may not manage users"
+                        )),
+                        other => other,
+                    })?;
+                return Ok(vec![]);
+            }
+            Err(e) => return Err(classify(target, "the admin", e)),
+        }
+    }
+    Ok(lacking)
+}
+
 /// The ACL rules of a privilege level.
 fn rules(privilege: Privilege) -> Result<&'static [&'static str], RotateError> {
     match privilege {
@@ -127,19 +186,19 @@ impl AccountServer for Redis {
         128
     }
 
-    async fn check_admin(&self, target: &TargetContext) -> Result<(), RotateError> {
-        let mut conn = connect(target, &super::admin_account(target)?).await?;
-        redis::cmd("ACL")
-            .arg("USERS")
-            .query_async::<Vec<String>>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| match classify(target, "the admin", e) {
-                RotateError::Fatal(m) => {
-                    RotateError::fatal(format!("{m}; the admin account may not manage users"))
-                }
-                other => other,
-            })
+    async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError> {
+        let admin = super::admin_account(target)?;
+        let mut conn = connect(target, &admin).await?;
+        let lacking = admin_lacks(target, &mut conn, &admin.name).await?;
+        if lacking.is_empty() {
+            Ok("logs in and may manage ACL users".into())
+        } else {
+            Err(RotateError::fatal(format!(
+                "the admin account of target '{}' may not manage users: it may not run {}",
+                target.name,
+                lacking.join(", ")
+            )))
+        }
     }
 
     async fn login(
@@ -148,13 +207,17 @@ impl AccountServer for Redis {
         _database: Option<&str>,
         account: &Account,
     ) -> Result<(), RotateError> {
+        // The proof is the successful `AUTH name password` of the connection itself.
         let mut conn = connect(target, account).await?;
-        // A failed AUTH can leave a connection logged in as the default user: ask who we are.
-        let who: String = redis::cmd("ACL")
-            .arg("WHOAMI")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| classify(target, "ACL WHOAMI", e))?;
+        // A server without ACLs (before Redis 6) refuses the two-argument AUTH and the client
+        // falls back to the password alone, i.e. to the default user: ask who we are. A user
+        // whose rules forbid `ACL WHOAMI` (ReadOnly: `+@read +@connection`) gets NOPERM, which
+        // only a server with ACLs answers, so its AUTH named the user.
+        let who: String = match redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await {
+            Ok(who) => who,
+            Err(e) if e.code() == Some("NOPERM") => return Ok(()),
+            Err(e) => return Err(classify(target, "ACL WHOAMI", e)),
+        };
         if who == account.name {
             Ok(())
         } else {
@@ -191,7 +254,17 @@ impl AccountServer for Redis {
         accounts: &[Account],
     ) -> Result<(), RotateError> {
         let rules = rules(settings.privilege.unwrap_or(Privilege::ReadWrite))?;
-        let mut conn = connect(target, &super::admin_account(target)?).await?;
+        let admin = super::admin_account(target)?;
+        let mut conn = connect(target, &admin).await?;
+        // Every command creating, saving and removing users needs, checked before any runs.
+        let lacking = admin_lacks(target, &mut conn, &admin.name).await?;
+        if !lacking.is_empty() {
+            return Err(RotateError::fatal(format!(
+                "the admin account of target '{}' may not run {}, which create mode needs",
+                target.name,
+                lacking.join(", ")
+            )));
+        }
         for a in accounts {
             let existing: Value = redis::cmd("ACL")
                 .arg("GETUSER")
@@ -206,9 +279,11 @@ impl AccountServer for Redis {
                 )));
             }
         }
+        let mut made = vec![];
+        let mut done = Ok(());
         for a in accounts {
             let password = hash::redis_password_hash(a.password());
-            redis::cmd("ACL")
+            done = redis::cmd("ACL")
                 .arg("SETUSER")
                 .arg(&a.name)
                 .arg("reset")
@@ -217,9 +292,49 @@ impl AccountServer for Redis {
                 .arg(rules)
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(|e| classify(target, "creating users", e))?;
+                .map_err(|e| classify(target, "creating users", e));
+            made.push(a.name.clone());
+            if done.is_err() {
+                break;
+            }
         }
+        if done.is_ok() {
+            done = persist(target, &mut conn).await;
+        }
+        if let Err(e) = done {
+            // Leave no user behind that the store does not hold.
+            let _: Result<(), _> = redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&made)
+                .query_async(&mut conn)
+                .await;
+            let _ = persist(target, &mut conn).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn remove_accounts(
+        &self,
+        target: &TargetContext,
+        _settings: &DbSettings,
+        accounts: &[String],
+    ) -> Result<(), RotateError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let mut conn = connect(target, &super::admin_account(target)?).await?;
+        redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(accounts)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(|e| classify(target, "removing users", e))?;
         persist(target, &mut conn).await
+    }
+
+    fn describe_accounts(&self, _settings: &DbSettings, accounts: &[String]) -> Vec<String> {
+        accounts.iter().map(|a| format!("ACL user '{a}'")).collect()
     }
 
     async fn sync_privileges(

@@ -5,7 +5,14 @@
 //! retried with exponential backoff and jitter; what is left becomes a [`RamError`] that says
 //! whether it is worth retrying later. Messages carry the cloud's code, message and request id,
 //! never a secret: the response of `CreateAccessKey`, which holds one, is never logged.
+//! CreateAccessKey is retried only when the cloud said it was throttled (it did nothing): after
+//! any other failure the key may exist, and the caller looks before trying again.
+//!
+//! Each answer's `Date` header is the cloud's clock: [`RamClient::clock_skew_ms`] says how far it
+//! is from this machine's, so that times the cloud shows (an AccessKey's `CreateDate`) can be
+//! compared with rotor's.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -142,6 +149,8 @@ pub struct RamClient {
     key_id: String,
     secret: Zeroizing<String>,
     pub retry: Retry,
+    /// The cloud's clock minus this machine's (ms) at the last answer that carried a `Date`.
+    skew: Mutex<Option<i64>>,
 }
 
 impl RamClient {
@@ -191,6 +200,7 @@ impl RamClient {
             key_id: key_id.to_owned(),
             secret: Zeroizing::new(secret.to_owned()),
             retry: Retry::default(),
+            skew: Mutex::new(None),
         })
     }
 
@@ -201,11 +211,28 @@ impl RamClient {
         action: &str,
         params: &[(&str, &str)],
     ) -> Result<serde_json::Value, RamError> {
+        self.call_retrying(action, params, |e| e.retryable).await
+    }
+
+    /// The cloud's clock minus this machine's, in ms, as the last answer's `Date` showed it
+    /// (`None` before an answer with one). `Date` has whole seconds and the answer took time to
+    /// arrive, so this is at most the true difference and less by under a second plus the
+    /// answer's travel time.
+    pub fn clock_skew_ms(&self) -> Option<i64> {
+        *self.skew.lock().expect("skew slot")
+    }
+
+    async fn call_retrying(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+        again: impl Fn(&RamError) -> bool,
+    ) -> Result<serde_json::Value, RamError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.call_once(action, params).await {
-                Err(e) if e.retryable && attempt < self.retry.attempts => {
+                Err(e) if again(&e) && attempt < self.retry.attempts => {
                     let exp = self.retry.base * 2u32.saturating_pow(attempt - 1);
                     let wait = exp.min(self.retry.cap);
                     let jitter = rand::rng().random_range(0..=wait.as_millis() as u64 / 2);
@@ -289,6 +316,15 @@ impl RamClient {
             )
         })?;
         let status = response.status().as_u16();
+        if let Some(cloud) = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+        {
+            let skew = cloud.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+            *self.skew.lock().expect("skew slot") = Some(skew);
+        }
         if response
             .content_length()
             .is_some_and(|l| l > MAX_RESPONSE as u64)
@@ -357,7 +393,11 @@ impl RamClient {
 
     /// CreateAccessKey for `user`.
     pub async fn create_access_key(&self, user: &str) -> Result<NewAccessKey, RamError> {
-        let json = self.call("CreateAccessKey", &[("UserName", user)]).await?;
+        let json = self
+            .call_retrying("CreateAccessKey", &[("UserName", user)], |e| {
+                e.code.starts_with("Throttling")
+            })
+            .await?;
         let field = |k: &str| {
             json.pointer(&format!("/AccessKey/{k}"))
                 .and_then(|v| v.as_str())

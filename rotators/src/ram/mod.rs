@@ -8,12 +8,18 @@
 //! Unlike other targets, the cloud makes the credential: `create` calls CreateAccessKey, so it
 //! changes the target before the engine stores the result. A crash between the two would leave
 //! a key nobody holds; the engine therefore stores a create mark first
-//! ([`RotationContext::create_mark`]), and `create` deletes any key of the user that no version
-//! holds and that was created at or after the mark (an earlier attempt's) before making a new
-//! one. A key created before the mark that no version holds was made by someone else: the
-//! rotation fails, naming it, and deletes nothing. A user holds at most two keys: after a
-//! rotation exactly `ACSCurrent` and `ACSPrevious`; `create` deletes the previous version's key
-//! when two are present (never the current one).
+//! ([`RotationContext::create_mark`]: rotor's clock when the attempt began, kept only while an
+//! attempt has not ended — one that returned, even with an error, clears it), and `create`
+//! deletes any key of the user that no version holds and that was created at or after the mark
+//! (an interrupted attempt's) before making a new one. The cloud's `CreateDate` is on the
+//! cloud's clock: the mark is moved onto it by the difference the answers' `Date` headers show,
+//! so a clock a few minutes off on either side changes nothing. A key created before the mark
+//! that no version holds was made by someone else: the rotation fails, naming it, and deletes
+//! nothing. A `create` that fails after CreateAccessKey may have made a key deletes it itself
+//! before returning. A user holds at most two keys: after a rotation exactly `ACSCurrent` and
+//! `ACSPrevious`; `create` deletes the previous version's key when two are present (never the
+//! current one) — if it then fails, its error says so and the engine takes `ACSPrevious` off
+//! that version ([`Rotator::previous_gone`]).
 //!
 //! [`client`] is the OpenAPI client, [`sign`] the two request signature styles.
 
@@ -177,6 +183,91 @@ fn epoch_seconds(date: &str) -> Option<i64> {
         .map(|d| d.timestamp())
 }
 
+/// How an AccessKey's creation time compares with a create mark.
+#[derive(Debug, PartialEq, Eq)]
+enum Made {
+    /// At or after the mark: an attempt of this rotation made it.
+    Since,
+    /// Before the mark, or with no mark: someone else's.
+    Before,
+    /// Cannot tell: the cloud's creation time or clock is unknown.
+    Unknown,
+}
+
+impl Made {
+    /// What a refusal adds about the clocks.
+    fn note(&self, skew: Option<i64>) -> String {
+        match (self, skew) {
+            (Made::Unknown, _) => " (rotor could not compare its creation time with the cloud's clock)".into(),
+            (_, Some(skew)) if skew.abs() > 2_000 => format!(
+                " (the cloud's clock is {}s {} rotor's; creation times were compared on the cloud's clock)",
+                skew.abs() / 1000,
+                if skew > 0 { "ahead of" } else { "behind" }
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Whether a key created at `created` (the cloud's clock, whole seconds) was made at or after
+/// `mark` (rotor's clock, ms), given `skew` (the cloud's clock minus rotor's, ms, as
+/// [`RamClient::clock_skew_ms`] measured it: at most the true difference, by less than a
+/// second plus an answer's travel time). The mark moved onto the cloud's clock is then at most
+/// the true one, so a key made after the mark always counts; a key made by someone else counts
+/// only within about two seconds before the mark.
+fn made_since(created: &str, mark: Option<i64>, skew: Option<i64>) -> Made {
+    match (epoch_seconds(created), mark, skew) {
+        (_, None, _) => Made::Before,
+        (Some(created), Some(mark), Some(skew)) => {
+            if created * 1000 + 1000 > mark + skew {
+                Made::Since
+            } else {
+                Made::Before
+            }
+        }
+        _ => Made::Unknown,
+    }
+}
+
+/// After a CreateAccessKey that may have made a key: deletes keys of `user` that were not
+/// there `before`, no version holds, and were made since `started` (rotor's clock, moved onto
+/// the cloud's). Best effort: what it cannot delete, the next attempt finds and names.
+async fn sweep(
+    admin: &RamClient,
+    user: &str,
+    before: &[&str],
+    started: i64,
+    ours: &(dyn Fn(&str) -> bool + Sync),
+) {
+    let Ok(keys) = admin.list_access_keys(user).await else {
+        tracing::warn!("could not list the RAM user's AccessKeys after a failed CreateAccessKey");
+        return;
+    };
+    let skew = admin.clock_skew_ms();
+    for key in keys.iter().filter(|k| {
+        !before.contains(&k.access_key_id.as_str())
+            && !ours(&k.access_key_id)
+            && made_since(&k.create_date, Some(started), skew) == Made::Since
+    }) {
+        match admin.delete_access_key(user, &key.access_key_id).await {
+            Ok(()) => {
+                tracing::info!(access_key_id = %key.access_key_id, "deleted the AccessKey a failed CreateAccessKey made")
+            }
+            Err(e) => {
+                tracing::warn!(access_key_id = %key.access_key_id, error = %e, "could not delete the AccessKey a failed CreateAccessKey made")
+            }
+        }
+    }
+}
+
+/// `e` with `note` added to its message.
+fn with_note(e: RotateError, note: &str) -> RotateError {
+    match e {
+        RotateError::Retryable(m) => RotateError::Retryable(m + note),
+        RotateError::Fatal(m) => RotateError::Fatal(m + note),
+    }
+}
+
 /// The cloud's AccessKey pairs of RAM users.
 pub struct RamFamily;
 
@@ -283,9 +374,17 @@ impl Family for RamFamily {
             invalid("give --ram-user: the RAM user whose AccessKey the secret holds")
         })?;
         check_user(user)?;
-        let admin = admin_client(target)?;
+        let admin_key = AccessKey::from_value(target.admin()?)?;
+        let admin = client(target, &admin_key)?;
         let target_error = |e: client::RamError| SetupError::Target(e.to_string());
         let keys = admin.list_access_keys(user).await.map_err(target_error)?;
+        // The target's own admin: rotating its keys would delete the key rotor signs with.
+        if keys.iter().any(|k| k.access_key_id == admin_key.id) {
+            return Err(invalid(format!(
+                "RAM user '{user}' holds the admin AccessKey of target '{}': rotor does not rotate its own admin's keys as a user secret (its secret is acs/target/{}/admin)",
+                target.name, target.name
+            )));
+        }
         let previous_grace_s = options
             .text("previous-grace")
             .map(|g| {
@@ -431,22 +530,26 @@ impl Rotator for AccessKeyRotator {
         let previous = cx
             .previous
             .as_ref()
-            .map(|p| AccessKey::from_value(&p.value))
+            .map(|p| AccessKey::from_value(&p.value).map(|k| (p.version_id.clone(), k)))
             .transpose()?;
         let admin = admin_client(target)?;
         let keys = admin.list_access_keys(user).await?;
-        // Keys no version holds: an earlier attempt's (created at or after the mark), or
-        // someone else's, which stops the rotation before anything changes.
-        let mark = cx.create_mark.map(|ms| ms.div_euclid(1000));
-        let ours = |id: &str| id == current.id || previous.as_ref().is_some_and(|p| p.id == id);
+        let skew = admin.clock_skew_ms();
+        // Keys no version holds: an earlier attempt's (one that did not end: made at or after
+        // its mark, on the cloud's clock), or someone else's, which stops the rotation before
+        // anything changes.
+        let ours =
+            |id: &str| id == current.id || previous.as_ref().is_some_and(|(_, p)| p.id == id);
         let mut orphans = vec![];
         for key in keys.iter().filter(|k| !ours(&k.access_key_id)) {
-            match (epoch_seconds(&key.create_date), mark) {
-                (Some(created), Some(mark)) if created >= mark => orphans.push(key),
-                _ => {
+            match made_since(&key.create_date, cx.create_mark, skew) {
+                Made::Since => orphans.push(key),
+                made => {
                     return Err(RotateError::fatal(format!(
-                        "RAM user '{user}' holds AccessKey {} (created {}), which is not this secret's: rotor neither deletes nor adopts it; nothing changed (delete it, or import it with rotor secret import)",
-                        key.access_key_id, key.create_date
+                        "RAM user '{user}' holds AccessKey {} (created {}), which is not this secret's: rotor neither deletes nor adopts it; nothing changed (delete it, or import it with rotor secret import){}",
+                        key.access_key_id,
+                        key.create_date,
+                        made.note(skew)
                     )))
                 }
             }
@@ -456,20 +559,53 @@ impl Rotator for AccessKeyRotator {
             tracing::info!(access_key_id = %orphan.access_key_id, "deleted an AccessKey an interrupted attempt created");
         }
         let held = keys.len() - orphans.len();
+        let mut made_room = None;
         if held >= 2 {
             // The two are current and previous: the previous version's key makes room.
-            let previous = previous
-                .filter(|p| p.id != current.id)
+            let (version, previous) = previous
+                .as_ref()
+                .filter(|(_, p)| p.id != current.id)
                 .ok_or_else(|| RotateError::fatal(format!("RAM user '{user}' holds two AccessKeys and the secret knows no previous one to replace")))?;
             admin.delete_access_key(user, &previous.id).await?;
+            made_room = Some((version.clone(), previous.id.clone()));
         }
-        let new = admin.create_access_key(user).await?;
-        Ok(AccessKey {
-            id: new.access_key_id,
-            secret: new.access_key_secret,
-            generated: new.create_date,
+        let before: Vec<&str> = keys.iter().map(|k| k.access_key_id.as_str()).collect();
+        let started = chrono::Utc::now().timestamp_millis();
+        match admin.create_access_key(user).await {
+            Ok(new) => Ok(AccessKey {
+                id: new.access_key_id,
+                secret: new.access_key_secret,
+                generated: new.create_date,
+            }
+            .to_value()),
+            Err(e) => {
+                // The key may exist all the same (an answer lost on the way): this attempt
+                // removes what it made, so that none is left that no version holds.
+                if !e.code.starts_with("Throttling") {
+                    sweep(&admin, user, &before, started, &ours).await;
+                }
+                let mut e = RotateError::from(e);
+                if let Some((version, id)) = made_room {
+                    e = with_note(e, &format!("; the previous version's AccessKey {id} ({version}, ACSPrevious) was deleted to make room, so it no longer signs; the next attempt makes the new key"));
+                }
+                Err(e)
+            }
         }
-        .to_value())
+    }
+
+    async fn previous_gone(&self, cx: &RotationContext) -> Result<bool, RotateError> {
+        let (Some(previous), Some(current)) = (&cx.previous, &cx.current) else {
+            return Ok(false);
+        };
+        let previous = AccessKey::from_value(&previous.value)?;
+        if previous.id == AccessKey::from_value(&current.value)?.id {
+            return Ok(false);
+        }
+        let settings = RamSettings::from_json(&cx.settings)?;
+        let keys = admin_client(cx.require_target()?)?
+            .list_access_keys(&settings.user)
+            .await?;
+        Ok(!keys.iter().any(|k| k.access_key_id == previous.id))
     }
 
     async fn set(&self, cx: &RotationContext, pending: &SecretValue) -> Result<(), RotateError> {
@@ -533,5 +669,57 @@ impl Rotator for AccessKeyRotator {
             .await
             .map(drop)
             .map_err(RotateError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_count_as_an_attempts_own_on_the_clouds_clock() {
+        // Rotor's mark at 12:00:00.500; the cloud's clock 5 minutes ahead.
+        let mark = epoch_seconds("2026-11-30T12:00:00Z").unwrap() * 1000 + 500;
+        let ahead = Some(300_000 - 400);
+        assert_eq!(
+            made_since("2026-11-30T12:05:00Z", Some(mark), ahead),
+            Made::Since
+        );
+        assert_eq!(
+            made_since("2026-11-30T12:05:03Z", Some(mark), ahead),
+            Made::Since
+        );
+        // Made by hand a few seconds before the attempt, on the cloud's clock.
+        assert_eq!(
+            made_since("2026-11-30T12:04:57Z", Some(mark), ahead),
+            Made::Before
+        );
+        // Without the skew this key would have looked like the attempt's.
+        assert_eq!(
+            made_since("2026-11-30T12:04:57Z", Some(mark), Some(0)),
+            Made::Since
+        );
+        // The cloud 5 minutes behind: the attempt's key is still found.
+        let behind = Some(-300_000 - 400);
+        assert_eq!(
+            made_since("2026-11-30T11:55:00Z", Some(mark), behind),
+            Made::Since
+        );
+        assert_eq!(
+            made_since("2026-11-30T11:54:50Z", Some(mark), behind),
+            Made::Before
+        );
+        // No mark (every attempt ended), no clock, no date: never the attempt's.
+        assert_eq!(
+            made_since("2026-11-30T12:05:00Z", None, ahead),
+            Made::Before
+        );
+        assert_eq!(
+            made_since("2026-11-30T12:05:00Z", Some(mark), None),
+            Made::Unknown
+        );
+        assert_eq!(made_since("yesterday", Some(mark), ahead), Made::Unknown);
+        assert!(Made::Before.note(ahead).contains("ahead of"));
+        assert!(Made::Before.note(Some(500)).is_empty());
     }
 }

@@ -150,9 +150,10 @@ async fn open(
         ))),
         (Ok(Err(russh::Error::UnknownKey)), Some(key)) => Err(SshError::HostKey(format!(
             "ssh host {shown} presented host key {}, but the target pins {}: refusing to connect \
-             (if the host was re-keyed on purpose, remove and add the target again with its new key)",
+             (if the host was re-keyed on purpose, pin its new key: rotor target update TARGET --host-key-fingerprint {} or --trust-on-first-use)",
             fingerprint(&key),
-            pin.describe()
+            pin.describe(),
+            fingerprint(&key)
         ))),
         (Ok(Err(e)), _) => Err(SshError::Unreachable(format!(
             "cannot connect to ssh host {shown}: {e}"
@@ -234,8 +235,28 @@ impl Session {
     }
 
     /// Runs `command` (through the user's login shell, as SSH does) with `stdin` as its input,
-    /// and collects its output, at most [`MAX_OUTPUT`] bytes of each stream.
+    /// and collects its output, at most [`MAX_OUTPUT`] bytes of each stream. What the login
+    /// shell prints before it runs the command (a `~/.bashrc` that echoes) is not the
+    /// command's: the command line first prints a marker of its own, then `exec`s the command,
+    /// and only what follows the marker is its standard output. `command` is therefore one
+    /// simple command (`sh -c '…'` for a script).
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
+        let mark = marker();
+        let mut out = self
+            .exec_raw(&format!("printf '%s\\n' {mark}; exec {command}"), stdin)
+            .await?;
+        out.stdout = after_marker(&out.stdout, &mark).ok_or_else(|| {
+            SshError::Remote(format!(
+                "the login shell of user '{}' on {} did not run rotor's command (a forced command, or a shell that exits early?): {}",
+                self.user,
+                self.address,
+                out.reason()
+            ))
+        })?;
+        Ok(out)
+    }
+
+    async fn exec_raw(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
         let run = async {
             let mut channel = self
                 .handle
@@ -320,19 +341,30 @@ impl Session {
                 .request_pty(true, "dumb", 200, 24, 0, 0, &[])
                 .await
                 .map_err(|e| self.broken(e))?;
+            // As in `exec`: what the login shell prints before the marker is not passwd's.
+            let mark = marker();
             channel
-                .exec(true, "LC_ALL=C LANG=C passwd")
+                .exec(
+                    true,
+                    format!("printf '%s\\n' {mark}; exec env LC_ALL=C LANG=C passwd"),
+                )
                 .await
                 .map_err(|e| self.broken(e))?;
             let mut transcript: Vec<u8> = Vec::new();
             let mut answered = 0usize;
-            let mut pending_line = 0usize;
+            let mut pending_line = None;
             let mut status = None;
             while let Some(msg) = channel.wait().await {
                 match msg {
                     ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
                         append(&mut transcript, &data, &self.address)?;
-                        let text = String::from_utf8_lossy(&transcript[pending_line..]);
+                        if pending_line.is_none() {
+                            pending_line = marker_end(&transcript, &mark);
+                        }
+                        let Some(from) = pending_line else {
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&transcript[from..]);
                         let Some(prompt) = prompt_of(&text) else {
                             continue;
                         };
@@ -357,7 +389,7 @@ impl Session {
                                 printable_tail(&transcript)
                             )));
                         }
-                        pending_line = transcript.len();
+                        pending_line = Some(transcript.len());
                         let line = Zeroizing::new(format!("{answer}\n"));
                         channel
                             .data_bytes(line.as_bytes().to_vec())
@@ -368,7 +400,8 @@ impl Session {
                     _ => {}
                 }
             }
-            let said = scrubbed(&transcript, &[current, new]);
+            let from = pending_line.map_or(0, |_| marker_end(&transcript, &mark).unwrap_or(0));
+            let said = scrubbed(&transcript[from..], &[current, new]);
             match status {
                 Some(0) => Ok(()),
                 Some(_) => Err(SshError::Remote(passwd_failure(&self.address, &said))),
@@ -395,6 +428,36 @@ impl Session {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// A fresh marker a remote command line prints before the command's own output.
+fn marker() -> String {
+    format!("rotor-output-{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// Where the output after the first line that is `mark` begins (a PTY ends it with `\r\n`).
+fn marker_end(output: &[u8], mark: &str) -> Option<usize> {
+    let mark = mark.as_bytes();
+    output
+        .windows(mark.len())
+        .enumerate()
+        .filter(|(_, w)| *w == mark)
+        .find_map(|(at, _)| {
+            let end = at + mark.len();
+            let rest = &output[end..];
+            if rest.starts_with(b"\r\n") {
+                Some(end + 2)
+            } else if rest.starts_with(b"\n") {
+                Some(end + 1)
+            } else {
+                None
+            }
+        })
+}
+
+/// The output after the marker line, or `None` when the marker never came.
+fn after_marker(output: &[u8], mark: &str) -> Option<Vec<u8>> {
+    marker_end(output, mark).map(|end| output[end..].to_vec())
 }
 
 fn append(buf: &mut Vec<u8>, data: &[u8], address: &str) -> Result<(), SshError> {
@@ -472,6 +535,20 @@ fn classify_prompt(prompt: &str) -> Option<Prompt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_starts_after_the_marker_line() {
+        let mark = marker();
+        let noisy = format!("Welcome to conda\nfortune: {mark} is not it\n{mark}\nalice\n");
+        assert_eq!(after_marker(noisy.as_bytes(), &mark).unwrap(), b"alice\n");
+        let pty = format!("hi\r\n{mark}\r\nCurrent password: ");
+        assert_eq!(
+            &pty.as_bytes()[marker_end(pty.as_bytes(), &mark).unwrap()..],
+            b"Current password: "
+        );
+        assert_eq!(after_marker(b"no marker here\n", &mark), None);
+        assert_ne!(marker(), marker());
+    }
 
     #[test]
     fn passwd_prompts_are_recognised_and_nothing_else_is() {

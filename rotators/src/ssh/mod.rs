@@ -144,6 +144,76 @@ fn login_refused(user: &str, target: &str, e: client::SshError) -> SetupError {
     }
 }
 
+/// Pins the host key the options give (`--host-key`, `--host-key-fingerprint`, or the key
+/// `config.address` presents now with `--trust-on-first-use`) in `config`; false when none is
+/// given.
+async fn pin_from(
+    options: &Options,
+    config: &mut SshTarget,
+    notes: &mut Vec<String>,
+) -> Result<bool, SetupError> {
+    let (key, fingerprint) = match one_of(
+        options,
+        &["host-key", "host-key-fingerprint", "trust-on-first-use"],
+    )? {
+        Some("host-key") => {
+            let text = options.text("host-key").unwrap_or_default();
+            let key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|_| {
+                invalid("--host-key must be an OpenSSH public key ('ssh-ed25519 AAAA…')")
+            })?;
+            (Some(keys::bare_key(&key)), None)
+        }
+        Some("host-key-fingerprint") => {
+            let f = options.text("host-key-fingerprint").unwrap_or_default();
+            check_fingerprint(f).map_err(invalid)?;
+            (None, Some(f.to_owned()))
+        }
+        Some(_) => {
+            let key = client::scan_host_key(&config.address)
+                .await
+                .map_err(|e| SetupError::Target(e.to_string()))?;
+            notes.push(format!(
+                "trusting host key {} ({}) that {} presented on first use; compare it with the host's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub)",
+                client::fingerprint(&key),
+                key.algorithm(),
+                config.address
+            ));
+            (Some(keys::bare_key(&key)), None)
+        }
+        None => return Ok(false),
+    };
+    config.host_key = key;
+    config.host_key_fingerprint = fingerprint;
+    Ok(true)
+}
+
+/// Create mode never takes over the target's own admin or a superuser (uid 0, whatever its
+/// name): rotor would lock itself, and every rotation on the host, out.
+async fn refuse_privileged(
+    host: &Host,
+    target: &TargetContext,
+    user: &str,
+) -> Result<(), SetupError> {
+    let admin = host.admin(target).await?;
+    let uid = if user == admin.user {
+        Ok(None)
+    } else {
+        admin.uid_of(user).await.map(Some)
+    };
+    admin.session.close().await;
+    match uid.map_err(|e| SetupError::Target(e.to_string()))? {
+        None => Err(invalid(format!(
+            "user '{user}' is the admin of target '{}': rotor does not make its credential in create mode (its secret is acs/target/{}/admin; rotate that, or re-import it)",
+            target.name, target.name
+        ))),
+        Some(0) => Err(invalid(format!(
+            "user '{user}' has uid 0 on target '{}' (a superuser): rotor does not take over its credential in create mode; import it with --value-file if rotor should rotate it",
+            target.name
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Family for SshFamily {
     fn name(&self) -> &'static str {
@@ -182,38 +252,10 @@ impl Family for SshFamily {
             host_key: None,
             host_key_fingerprint: None,
         };
-        match one_of(
-            options,
-            &["host-key", "host-key-fingerprint", "trust-on-first-use"],
-        )? {
-            Some("host-key") => {
-                let text = options.text("host-key").unwrap_or_default();
-                let key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|_| {
-                    invalid("--host-key must be an OpenSSH public key ('ssh-ed25519 AAAA…')")
-                })?;
-                config.host_key = Some(keys::bare_key(&key));
-            }
-            Some("host-key-fingerprint") => {
-                let f = options.text("host-key-fingerprint").unwrap_or_default();
-                check_fingerprint(f).map_err(invalid)?;
-                config.host_key_fingerprint = Some(f.to_owned());
-            }
-            Some(_) => {
-                let key = client::scan_host_key(&address)
-                    .await
-                    .map_err(|e| SetupError::Target(e.to_string()))?;
-                notes.push(format!(
-                    "trusting host key {} ({}) that {address} presented on first use; compare it with the host's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub)",
-                    client::fingerprint(&key),
-                    key.algorithm()
-                ));
-                config.host_key = Some(keys::bare_key(&key));
-            }
-            None => {
-                return Err(invalid(
-                    "an SSH target needs its host key: --host-key, --host-key-fingerprint, or --trust-on-first-use to read and pin the key it presents now",
-                ))
-            }
+        if !pin_from(options, &mut config, &mut notes).await? {
+            return Err(invalid(
+                "an SSH target needs its host key: --host-key, --host-key-fingerprint, or --trust-on-first-use to read and pin the key it presents now",
+            ));
         }
         let secret = one_of(
             options,
@@ -260,6 +302,34 @@ impl Family for SshFamily {
             admin,
             notes,
         })
+    }
+
+    async fn update_target(
+        &self,
+        _kind: &'static TargetKindSpec,
+        target: &TargetContext,
+        url: &str,
+        options: &Options,
+    ) -> Result<(serde_json::Value, Vec<String>), SetupError> {
+        if let Some(name) = options.names().find(|n| {
+            !matches!(
+                *n,
+                "host-key" | "host-key-fingerprint" | "trust-on-first-use"
+            )
+        }) {
+            return Err(invalid(format!(
+                "--{name} cannot be changed with target update: the admin credential is the secret {}; rotate it, or re-import it with rotor secret import",
+                format_args!("acs/target/{}/admin", target.name)
+            )));
+        }
+        let mut config = SshTarget::from_json(&target.config)?;
+        config.address = SshAddress::parse(url).map_err(invalid)?;
+        let mut notes = vec![];
+        pin_from(options, &mut config, &mut notes).await?;
+        Ok((
+            serde_json::to_value(&config).expect("settings serialise"),
+            notes,
+        ))
     }
 
     async fn check_target(&self, target: &TargetContext) -> Result<String, SetupError> {
@@ -322,6 +392,7 @@ impl Family for SshFamily {
                         target.name
                     )));
                 }
+                refuse_privileged(&host, target, user).await?;
                 let value = match sub {
                     SubType::SSHKey => {
                         keys::generate_value(

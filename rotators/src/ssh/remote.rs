@@ -193,6 +193,24 @@ impl Admin {
         }
     }
 
+    /// `user`'s uid on the host (`id -u`), or an error saying it does not exist.
+    pub async fn uid_of(&self, user: &str) -> Result<u32, SshError> {
+        let out = self
+            .session
+            .exec(&format!("id -u -- {}", shell_quote(user)), b"")
+            .await?;
+        if out.status != 0 {
+            return Err(SshError::Remote(format!(
+                "user '{user}' does not exist on the host: {}",
+                out.reason()
+            )));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| SshError::Remote(format!("'id -u' of user '{user}' gave no number")))
+    }
+
     /// Checks that it really gets root (`sudo` may be missing or refuse).
     pub async fn check_root(&self) -> Result<(), SshError> {
         let out = self.run_as_root("id -u", b"").await?;

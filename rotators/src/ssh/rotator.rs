@@ -108,8 +108,9 @@ impl Rotator for PasswordRotator {
             admin.session.close().await;
             return done.map_err(|e| RotateError::from(e).scrub(&secrets));
         }
+        // Who the host says logged in is checked before anything changes.
         let session = host
-            .login(&current)
+            .login_checked(&current)
             .await
             .map_err(|e| refused("current password", &current.user, &host, e))?;
         let done = session.passwd(current.password(), pending.password()).await;
@@ -158,7 +159,7 @@ impl EditSession {
         target: &TargetContext,
         login_as: &Credential,
     ) -> Result<EditSession, RotateError> {
-        match host.login(login_as).await {
+        match host.login_checked(login_as).await {
             Ok(session) => Ok(EditSession::User(session)),
             Err(SshError::Denied(_)) if target.admin.is_some() => {
                 Ok(EditSession::Admin(host.admin(target).await?))

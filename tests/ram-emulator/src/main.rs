@@ -20,10 +20,17 @@
 //! CreateAccessKey wait N ms after creating the key, before answering;
 //! `POST /_emulator/refuse?action=A&status=S&code=C` makes every signed call of action `A`
 //! answer HTTP `S` with error code `C` (without doing anything) until
-//! `POST /_emulator/refuse?action=A` (no code) lets it through again.
+//! `POST /_emulator/refuse?action=A` (no code) lets it through again;
+//! `POST /_emulator/lose-create?count=N` makes the next N CreateAccessKey calls create the key
+//! and then answer `503 ServiceUnavailable`, as an answer lost on the way would;
+//! `POST /_emulator/clock?offset_s=N` sets the emulator's clock N seconds (may be negative) off
+//! the machine's, as a cloud whose clock differs from rotor's: every time it shows (`Date`
+//! headers, `CreateDate`) and its timestamp check use it. Every answer carries a `Date` header,
+//! as the cloud's do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +68,8 @@ struct Cloud {
     nonces: HashMap<String, Instant>,
     throttle: u32,
     slow_create: Duration,
+    /// CreateAccessKey calls still to answer 503 after creating the key.
+    lose_create: u32,
     /// Actions refused with (HTTP status, error code).
     refused: HashMap<String, (StatusCode, String)>,
 }
@@ -70,8 +79,16 @@ type Shared = Arc<Mutex<Cloud>>;
 /// A cloud error.
 struct Fault(StatusCode, &'static str, String);
 
+/// How far the emulator's clock is off the machine's, in seconds (`/_emulator/clock`).
+static CLOCK_OFFSET_S: AtomicI64 = AtomicI64::new(0);
+
+/// The emulator's clock.
+fn clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() + chrono::Duration::seconds(CLOCK_OFFSET_S.load(Ordering::SeqCst))
+}
+
 fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    clock().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn request_id() -> String {
@@ -90,9 +107,13 @@ fn request_id() -> String {
 
 fn answer(status: StatusCode, mut body: Value) -> Response {
     body["RequestId"] = json!(request_id());
+    let date = clock().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     (
         status,
-        [("content-type", "application/json;charset=utf-8")],
+        [
+            ("content-type", "application/json;charset=utf-8".to_owned()),
+            ("date", date),
+        ],
         body.to_string(),
     )
         .into_response()
@@ -141,7 +162,7 @@ fn authenticate(
         headers: &headers,
         body,
     };
-    let call = verify::verify(&req, chrono::Utc::now(), WINDOW, &mut |id| {
+    let call = verify::verify(&req, clock(), WINDOW, &mut |id| {
         secret_of(cloud, id).map(zeroize::Zeroizing::new)
     })
     .map_err(|r| {
@@ -385,7 +406,16 @@ async fn handle(
                     "Request was denied due to user flow control.",
                 ));
             }
-            act(&mut c, &key_id, &action, &params)
+            let done = act(&mut c, &key_id, &action, &params);
+            if done.is_ok() && action == "CreateAccessKey" && c.lose_create > 0 {
+                c.lose_create -= 1;
+                return Err(Fault(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The request has failed due to a temporary failure of the server.".into(),
+                ));
+            }
+            done
         })
     };
     match done {
@@ -404,6 +434,14 @@ async fn throttle(
     Query(q): Query<HashMap<String, u32>>,
 ) -> &'static str {
     cloud.lock().expect("state").throttle = q.get("count").copied().unwrap_or(1);
+    "ok\n"
+}
+
+async fn lose_create(
+    State(cloud): State<Shared>,
+    Query(q): Query<HashMap<String, u32>>,
+) -> &'static str {
+    cloud.lock().expect("state").lose_create = q.get("count").copied().unwrap_or(1);
     "ok\n"
 }
 
@@ -435,6 +473,11 @@ async fn refuse(State(cloud): State<Shared>, Query(q): Query<HashMap<String, Str
         }
     }
     "ok\n".into_response()
+}
+
+async fn set_clock(Query(q): Query<HashMap<String, i64>>) -> &'static str {
+    CLOCK_OFFSET_S.store(q.get("offset_s").copied().unwrap_or(0), Ordering::SeqCst);
+    "ok\n"
 }
 
 fn usage() -> ! {
@@ -469,6 +512,8 @@ async fn main() {
         .route("/_emulator/throttle", post(throttle))
         .route("/_emulator/slow-create", post(slow_create))
         .route("/_emulator/refuse", post(refuse))
+        .route("/_emulator/clock", post(set_clock))
+        .route("/_emulator/lose-create", post(lose_create))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
