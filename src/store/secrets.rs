@@ -757,6 +757,7 @@ impl Store {
             owner: String::new(),
             token: String::new(),
             taken_from: None,
+            requested_by: None,
         };
         self.load_rotation_unleased(&claim).await
     }
