@@ -122,6 +122,7 @@ pub enum ConfigCommand {
 #[derive(Debug, Subcommand)]
 pub enum RotationCommand {
     /// Set or disable a secret's automatic rotation.
+    #[command(group = clap::ArgGroup::new("schedule").required(true))]
     Set {
         name: SecretName,
         /// Rotate every interval (e.g. 7d, 12h).

@@ -43,6 +43,10 @@ async fn one_shot_commands_log_warnings_only_unless_told_otherwise() {
         "secret 'q1' rotated: version v2 is ACSCurrent\n"
     );
     assert_eq!(stderr(&out), "", "a one-shot command logs nothing at info");
+    // describe names the host user (the value's UserName; never its password).
+    let described = testkit_ok(&t, hosts, &["secret", "describe", "q1"]);
+    assert!(described.contains("\nUser:          q1\n"), "{described}");
+    assert!(!described.contains("initial-q1"), "{described}");
 
     // A level given by flag or ROTOR_LOG still wins.
     let out = testkit_default_log(&t, hosts)
@@ -158,6 +162,13 @@ async fn usage_errors_name_what_is_missing() {
         &out,
         2,
         "required arguments were not provided: <NAME|--due>",
+        None,
+    );
+    let out = t.run(&["rotation", "set", "x"]);
+    assert_refused(
+        &out,
+        2,
+        "required arguments were not provided: <--interval <INTERVAL>|--cron <CRON>|--disable>",
         None,
     );
     let out = t.run(&["access-key", "create"]);
