@@ -359,6 +359,17 @@ pub trait Family: Send + Sync {
     /// (dual accounts, key pairs), so that rolling back to it is safe.
     fn previous_stays_valid(&self, kind: SecretKind) -> bool;
 
+    /// What `secret describe` shows about a secret of `kind` beside its target and the account
+    /// names in its values, read from its stored settings: labels and values for people (the
+    /// RAM user, the database and privilege) — never a credential.
+    fn describe_secret(
+        &self,
+        _kind: SecretKind,
+        _settings: &serde_json::Value,
+    ) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// The store refused a secret whose credential the target made in `provision`
     /// ([`Provisioned::made_on_target`]): removes that credential, so none exists only on the
     /// target.

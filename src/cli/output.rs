@@ -167,12 +167,33 @@ const IDENTITY_FIELDS: [(&str, &str); 3] = [
     ("AccessKeyId", "AccessKeys"),
 ];
 
+/// What `describe` shows about who a managed secret is, below its target: the account names of
+/// its values ([`accounts`]), then what its target's family tells from its settings (the RAM
+/// user, the database and privilege).
+pub async fn who(
+    store: &Store,
+    registry: &rotators::Registry,
+    info: &SecretInfo,
+) -> Vec<(&'static str, String)> {
+    let mut lines: Vec<_> = accounts(store, info).await.into_iter().collect();
+    let (Some(target), Some(settings)) = (&info.target, &info.settings) else {
+        return lines;
+    };
+    let Ok(target) = store.target(target).await else {
+        return lines;
+    };
+    if let Some((family, _)) = registry.target_kind(&target.kind) {
+        lines.extend(family.describe_secret(info.kind, settings));
+    }
+    lines
+}
+
 /// Who a managed secret's `ACSCurrent` and `ACSPrevious` versions log in as, for `describe`:
 /// the label and each distinct name with its stage (`orders_clone (ACSCurrent), orders
 /// (ACSPrevious)`). The values are opened here and only the identity field is kept; this is
 /// no read of the secret (no audit record). Nothing when the type has no such field or the
 /// versions cannot be read.
-pub async fn accounts(store: &Store, info: &SecretInfo) -> Option<(&'static str, String)> {
+async fn accounts(store: &Store, info: &SecretInfo) -> Option<(&'static str, String)> {
     let fields = rotators::value::required_fields(info.kind)?;
     let (field, label) = IDENTITY_FIELDS
         .iter()
@@ -205,8 +226,8 @@ pub async fn accounts(store: &Store, info: &SecretInfo) -> Option<(&'static str,
     Some((label, text))
 }
 
-/// `secret describe` for people; `accounts` as [`accounts`] found them.
-pub fn describe_text(info: &SecretInfo, accounts: Option<(&str, String)>) -> String {
+/// `secret describe` for people; `who` as [`who`] found it.
+pub fn describe_text(info: &SecretInfo, who: Vec<(&str, String)>) -> String {
     let mut lines = vec![
         ("Name", info.name.to_string()),
         ("Type", info.kind.to_string()),
@@ -216,9 +237,7 @@ pub fn describe_text(info: &SecretInfo, accounts: Option<(&str, String)>) -> Str
     if let Some(target) = &info.target {
         lines.push(("Target", target.clone()));
     }
-    if let Some((label, names)) = accounts {
-        lines.push((label, names));
-    }
+    lines.extend(who);
     lines.extend([
         ("Created", format_ms(info.created_at)),
         ("Updated", format_ms(info.updated_at)),

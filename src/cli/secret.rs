@@ -244,11 +244,11 @@ pub async fn run(
         }
         SecretCommand::Describe { name } => {
             let info = store.describe(&name).await?;
-            let accounts = match out.json {
-                true => None,
-                false => super::output::accounts(store, &info).await,
+            let who = match out.json {
+                true => Vec::new(),
+                false => super::output::who(store, registry, &info).await,
             };
-            out.print(&info, || describe_text(&info, accounts));
+            out.print(&info, || describe_text(&info, who));
         }
         SecretCommand::Versions { name } => {
             let versions = store.versions(&name).await?;

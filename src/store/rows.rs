@@ -196,6 +196,10 @@ impl SecretRow {
             rotation_failure: self.failure,
             target_holds_pending: self.job.as_ref().is_some_and(|j| j.pending_on_target),
             target: self.target,
+            settings: self
+                .settings
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
             name: self.name,
             kind: self.kind,
             description: self.description,

@@ -38,6 +38,9 @@ pub struct SecretInfo {
     /// could not be put back: the target accepts the pending one, not the current one.
     pub target_holds_pending: bool,
     pub target: Option<String>,
+    /// What its target's family stored beside it (account pair, database, RAM user, password
+    /// rules; never a credential), for the family to describe; not in the JSON form.
+    pub settings: Option<serde_json::Value>,
 }
 
 /// Where a secret's rotation stands.

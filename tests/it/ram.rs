@@ -356,6 +356,24 @@ async fn access_keys_rotate_10_times_within_the_two_key_limit() {
         }
         seen.push(current);
     }
+    // describe names the RAM user and both key ids, never a key secret.
+    let (current, previous) = (
+        pair(&t, "ram/app", "ACSCurrent"),
+        pair(&t, "ram/app", "ACSPrevious"),
+    );
+    let described = t.ok(&["secret", "describe", "ram/app"]);
+    assert!(described.contains("\nRAM user:      app\n"), "{described}");
+    assert!(
+        described.contains(&format!(
+            "\nAccessKeys:    {} (ACSCurrent), {} (ACSPrevious)\n",
+            current.0, previous.0
+        )),
+        "{described}"
+    );
+    assert!(
+        !described.contains(&current.1) && !described.contains(&previous.1),
+        "{described}"
+    );
     // Both keys work, so rolling back is allowed.
     t.ok(&["secret", "rollback", "ram/app"]);
 }

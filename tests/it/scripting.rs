@@ -371,6 +371,8 @@ async fn json_outputs_share_one_naming_style_and_describe_shows_who_a_secret_is(
         line("Accounts"),
         format!("{account} (ACSCurrent), {account}_clone (ACSPrevious)")
     );
+    assert_eq!(line("Database"), pg.db);
+    assert_eq!(line("Privilege"), "ReadOnly");
     assert_eq!(line("Rotation"), "every 7 days");
     assert!(!text.contains("AccountPassword"), "{text}");
     // Looking is not reading: no secret.read record even with reads audited.

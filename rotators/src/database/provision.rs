@@ -375,6 +375,24 @@ impl Family for DatabaseFamily {
             && (kind.ty == SecretType::Redis) == (target_kind == "redis")
     }
 
+    fn describe_secret(
+        &self,
+        _kind: SecretKind,
+        settings: &serde_json::Value,
+    ) -> Vec<(&'static str, String)> {
+        let Ok(settings) = DbSettings::from_json(settings) else {
+            return Vec::new();
+        };
+        let mut shown = Vec::new();
+        if let Some(database) = settings.database {
+            shown.push(("Database", database));
+        }
+        if let Some(privilege) = settings.privilege {
+            shown.push(("Privilege", format!("{privilege:?}")));
+        }
+        shown
+    }
+
     fn previous_stays_valid(&self, kind: SecretKind) -> bool {
         kind.sub != Some(SubType::SingleUser)
     }

@@ -474,6 +474,16 @@ impl Family for RamFamily {
         Ok(())
     }
 
+    fn describe_secret(
+        &self,
+        _kind: SecretKind,
+        settings: &serde_json::Value,
+    ) -> Vec<(&'static str, String)> {
+        RamSettings::from_json(settings)
+            .map(|s| vec![("RAM user", s.user)])
+            .unwrap_or_default()
+    }
+
     fn previous_stays_valid(&self, _kind: SecretKind) -> bool {
         true
     }
