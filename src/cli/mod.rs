@@ -334,7 +334,10 @@ fn usage_error(e: clap::Error, json: bool) -> ! {
         } else {
             e.render().to_string()
         };
-        let _ = output::write_stdout(&[text.as_bytes()]);
+        if let Err(e) = output::write_stdout(&[text.as_bytes()]) {
+            output::note(&format!("cannot write to standard output: {e}"));
+            std::process::exit(crate::error::exit::FAILURE)
+        }
         std::process::exit(0)
     }
     // The value or argument refused is shown escaped: a newline in it would cut this one line
