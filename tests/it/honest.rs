@@ -188,6 +188,12 @@ async fn postgres_single_account_that_cannot_be_put_back_says_so_and_rotate_reco
         )
         .await
         .unwrap();
+    // Create mode needs an admin that may grant on the database: it owns the test's database.
+    admin()
+        .await
+        .execute(format!("ALTER DATABASE {} OWNER TO {boss}", pg.db).as_str())
+        .await
+        .unwrap();
     let url = format!("postgres://127.0.0.1:{}/postgres", scram_port());
     let out = add_target(t, "pgb", "postgres", &url, &boss, "Boss-Initial-Pass1");
     assert!(
@@ -206,6 +212,8 @@ async fn postgres_single_account_that_cannot_be_put_back_says_so_and_rotate_reco
         "SingleUser",
         "--target",
         "pgb",
+        "--database",
+        &pg.db,
         "--account",
         &solo,
     ]);
