@@ -190,9 +190,15 @@ impl SecretRow {
 
     /// True when a checked import may end the last rotation cycle: it failed in `create` or
     /// `set`, before its new credential surely reached the target, or in `test` leaving the
-    /// pending credential on the target in place of the current one.
+    /// pending credential on the target in place of the current one — also while that cycle
+    /// waits to retry (the failure's reason recommends the import).
     pub(super) fn failed_importable(&self) -> bool {
-        self.failure.is_some() && self.job.as_ref().is_some_and(super::jobs::Job::importable)
+        self.job.as_ref().is_some_and(|job| {
+            (self.failure.is_some() && job.importable())
+                || (job.attempts > 0
+                    && job.step == super::jobs::Step::Test
+                    && job.pending_on_target)
+        })
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {
