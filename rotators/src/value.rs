@@ -91,6 +91,12 @@ pub fn required_fields(kind: SecretKind) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The fields that name an account, a user or a key (never secret).
+const NAME_FIELDS: &[&str] = &["AccountName", "UserName", "AccessKeyId"];
+
+/// The longest name a value may carry (servers allow far less: PostgreSQL 63 bytes, MySQL 32).
+const MAX_NAME_CHARS: usize = 256;
+
 /// Checks that `bytes` is a well-formed value for a secret of `kind`.
 pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
     if bytes.is_empty() {
@@ -138,6 +144,20 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
             // A server without a password (Redis's default user) has an empty one.
             Some(Value::String(s)) if s.is_empty() && *field != "AccountPassword" => {
                 return Err(format_error(format!("field '{field}' is empty")))
+            }
+            // Names reach terminals, logs and servers' login routines (PostgreSQL's SASLprep):
+            // control characters and unbounded lengths are refused there.
+            Some(Value::String(s)) if NAME_FIELDS.contains(field) => {
+                if s.chars().any(char::is_control) {
+                    return Err(format_error(format!(
+                        "field '{field}' holds a control character"
+                    )));
+                }
+                if s.chars().count() > MAX_NAME_CHARS {
+                    return Err(format_error(format!(
+                        "field '{field}' is longer than {MAX_NAME_CHARS} characters"
+                    )));
+                }
             }
             Some(Value::String(_)) => {}
             Some(_) => return Err(format_error(format!("field '{field}' is not a string"))),
@@ -315,6 +335,8 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
             br#"{"AccountName":"app","AccountPassword":"pw","Extra":1}"#,
             br#"{"AccountName":"app","AccountPassword":12345}"#,
             br#"{"AccountName":"","AccountPassword":"pw"}"#,
+            br#"{"AccountName":"ap\u001bp","AccountPassword":"pw"}"#,
+            br#"{"AccountName":"a\np","AccountPassword":"pw"}"#,
             br#"["AccountName"]"#,
             b"not json",
         ] {
