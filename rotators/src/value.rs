@@ -91,6 +91,20 @@ pub fn required_fields(kind: SecretKind) -> Option<&'static [&'static str]> {
     }
 }
 
+/// `text` as it is, or — when it contains any of `secrets` (a server echoing the statement that
+/// set a password) — one fixed line instead. Replacing only the secret would not do: where the
+/// marker sits in a known message tells a short password (`password authentication [marker]`).
+pub fn withhold_if_quoting(text: String, secrets: &[&str]) -> String {
+    if secrets
+        .iter()
+        .any(|secret| !secret.is_empty() && text.contains(secret))
+    {
+        "[REDACTED] (the message quoted a credential, so it is withheld)".into()
+    } else {
+        text
+    }
+}
+
 /// The fields that name an account, a user or a key (never secret).
 const NAME_FIELDS: &[&str] = &["AccountName", "UserName", "AccessKeyId"];
 
