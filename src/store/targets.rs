@@ -46,6 +46,7 @@ impl Store {
                 let mut secret = NewSecret::new(admin_name, admin.kind, admin.value);
                 secret.target = Some(name.to_owned());
                 secret.description = format!("admin account of target {name}");
+                secret.settings = (!admin.settings.is_null()).then_some(admin.settings);
                 Some(secret)
             }
             None => None,

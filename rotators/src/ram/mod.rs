@@ -346,6 +346,7 @@ impl Family for RamFamily {
                     sub: None,
                 },
                 value: admin.to_value(),
+                settings: serde_json::Value::Null,
             }),
             notes: vec![],
         })
