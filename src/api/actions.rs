@@ -9,8 +9,8 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use acs_sign::verify::Verified;
 use base64::Engine as _;
-use rotators::ram::verify::Verified;
 use rotators::{SecretKind, SecretType, SecretValue};
 use serde_json::{json, Value};
 

@@ -3,7 +3,7 @@
 //!
 //! One request's path: the body is read (at most [`MAX_BODY`], within [`READ_TIMEOUT`]); the
 //! signature is checked — V3 `ACS3-HMAC-SHA256` or the RPC `HMAC-SHA1` style
-//! ([`rotators::ram::verify`]) — with the AccessKey's secret (cached for [`KEY_CACHE_TTL`]);
+//! ([`acs_sign::verify`]) — with the AccessKey's secret (cached for [`KEY_CACHE_TTL`]);
 //! the nonce must be new, on this server and in the store's record every server on the store
 //! shares ([`nonces`]); the key's policy must allow the action on the secret
 //! ([`policy`]); then [`actions`] runs it against the store (and the engine, for
@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use acs_sign::verify;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -35,7 +36,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rotators::ram::verify;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

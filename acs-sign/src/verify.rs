@@ -1,4 +1,4 @@
-//! Verifying signed Alibaba Cloud OpenAPI requests, both styles (see [`super::sign`]): the
+//! Verifying signed Alibaba Cloud OpenAPI requests, both styles (see [`crate::sign`]): the
 //! server side of the signatures, shared by rotor's KMS-compatible API and the RAM emulator the
 //! tests run.
 //!
@@ -14,7 +14,7 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 use zeroize::Zeroizing;
 
-use super::sign;
+use crate::sign;
 
 /// A request as the server received it. Header names are lower case.
 pub struct Request<'a> {
