@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{ConflictKind, Error, Result};
 use crate::model::SecretName;
 use crate::store::{AccessKeyAuth, SealedVersion, Selector, Store};
 
@@ -123,16 +123,16 @@ impl From<Error> for ApiError {
         match &e {
             Error::NotFound(m) => ApiError::new(404, "Forbidden.ResourceNotFound", m.clone()),
             Error::Invalid(m) => ApiError::invalid(m.clone()),
-            Error::Conflict(m) if m.contains("scheduled for deletion") => {
-                ApiError::new(409, "Rejected.ResourceInDeleteWindow", m.clone())
-            }
-            Error::Conflict(m) if m.contains("already exists") => {
-                ApiError::new(409, "Rejected.ResourceExist", m.clone())
+            Error::Conflict(c) => {
+                let code = match c.kind {
+                    ConflictKind::Exists => "Rejected.ResourceExist",
+                    ConflictKind::DeleteWindow => "Rejected.ResourceInDeleteWindow",
+                    ConflictKind::State => "Rejected.ResourceConflict",
+                };
+                ApiError::new(409, code, c.message.clone())
             }
             Error::InProgress(m) => ApiError::new(409, "Rejected.RotationInProgress", m.clone()),
-            Error::Conflict(m) | Error::Lease(m) => {
-                ApiError::new(409, "Rejected.ResourceConflict", m.clone())
-            }
+            Error::Lease(m) => ApiError::new(409, "Rejected.ResourceConflict", m.clone()),
             Error::Rotation(m) | Error::Target(m) => {
                 ApiError::new(409, "Rejected.RotationFailed", m.clone())
             }

@@ -68,7 +68,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("access key '{name}' already exists"))
+                Error::exists(format!("access key '{name}' already exists"))
             } else {
                 e.into()
             }
