@@ -8,9 +8,9 @@ use zeroize::Zeroizing;
 
 use super::audit::Entry;
 use super::{is_unique_violation, Store};
-use crate::api::policy::Policy;
 use crate::clock::format_ms;
 use crate::error::{Error, Result};
+use crate::policy::Policy;
 
 /// An access key as listed (never its secret).
 #[derive(Clone, Debug, Serialize)]
