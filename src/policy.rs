@@ -86,6 +86,7 @@ const MAX_RULES: usize = 64;
 pub struct Rule {
     /// The action allowed; `None` for every action (`*`).
     pub action: Option<Action>,
+    /// The secret names it covers: a glob where `*` matches any run of characters.
     pub pattern: String,
 }
 
@@ -176,7 +177,7 @@ impl std::str::FromStr for Rule {
     }
 }
 
-/// A key's rules.
+/// A key's rules: an action on a secret is allowed when some rule covers both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy(pub Vec<Rule>);
 

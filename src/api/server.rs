@@ -67,6 +67,7 @@ pub fn request_id() -> String {
     )
 }
 
+/// A JSON answer with its `RequestId` (in the body and the `x-acs-request-id` header).
 fn answer(status: StatusCode, mut body: Value, request_id: &str) -> Response {
     body["RequestId"] = Value::from(request_id);
     let bytes = serde_json::to_vec(&body).expect("JSON serialises");
@@ -85,6 +86,7 @@ fn answer(status: StatusCode, mut body: Value, request_id: &str) -> Response {
     response
 }
 
+/// A refusal in the KMS shape: `{"Code","Message","HostId","RequestId"}`.
 fn error_response(e: &ApiError, request_id: &str) -> Response {
     answer(
         e.status,
@@ -149,6 +151,7 @@ async fn handle(
     }
 }
 
+/// `/` for calls, `/healthz` without authentication, anything else `404`.
 fn router(api: Api) -> Router {
     Router::new()
         .route("/", any(handle))
