@@ -7,5 +7,7 @@
 //! emulator the tests run verify. This crate knows no HTTP client or server: it works on
 //! methods, paths, parameter lists, headers and bodies as plain values.
 
+#![warn(missing_docs)]
+
 pub mod sign;
 pub mod verify;

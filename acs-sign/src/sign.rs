@@ -30,10 +30,12 @@ const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// `s` percent-encoded as both signature styles require (RFC 3986).
 pub fn percent(s: &str) -> String {
     utf8_percent_encode(s, RFC3986).to_string()
 }
 
+/// The SHA-256 of `bytes`, lower-case hex (a V3 body hash).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -120,8 +122,11 @@ pub fn v3_authorization(key_id: &str, signed_headers: &str, signature: &str) -> 
 /// A parsed V3 `Authorization` header.
 #[derive(Debug, PartialEq, Eq)]
 pub struct V3Authorization {
+    /// `Credential`: the AccessKeyId.
     pub key_id: String,
+    /// `SignedHeaders`: the lower-case names of the headers signed, in order.
     pub signed_headers: Vec<String>,
+    /// `Signature`: lower-case hex.
     pub signature: String,
 }
 
