@@ -47,7 +47,9 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Conflict {
+    /// What the conflict is about.
     pub kind: ConflictKind,
+    /// The one-line message.
     pub message: String,
 }
 

@@ -13,16 +13,27 @@ use crate::error::{Error, Result};
 /// An action of the KMS API (version 2016-01-20), named as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Reads a version's value.
     GetSecretValue,
+    /// Creates a Generic secret.
     CreateSecret,
+    /// Puts a new version.
     PutSecretValue,
+    /// Reads a secret's metadata.
     DescribeSecret,
+    /// Lists secrets.
     ListSecrets,
+    /// Lists a secret's versions.
     ListSecretVersionIds,
+    /// Moves a stage between versions.
     UpdateSecretVersionStage,
+    /// Rotates a secret now.
     RotateSecret,
+    /// Turns automatic rotation on or off.
     UpdateSecretRotationPolicy,
+    /// Deletes a secret, after a recovery window or at once.
     DeleteSecret,
+    /// Cancels a scheduled deletion.
     RestoreSecret,
 }
 
@@ -182,6 +193,7 @@ impl std::str::FromStr for Rule {
 pub struct Policy(pub Vec<Rule>);
 
 impl Policy {
+    /// A policy of 1 to 64 rules.
     pub fn new(rules: Vec<Rule>) -> Result<Policy> {
         if rules.is_empty() {
             return Err(Error::invalid(

@@ -9,12 +9,16 @@ use crate::error::{ConflictKind, Error};
 /// A refusal as the API answers it.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The KMS error code, e.g. `Forbidden.ResourceNotFound`.
     pub code: &'static str,
+    /// The message: names secrets and reasons, never values.
     pub message: String,
 }
 
 impl ApiError {
+    /// A refusal with this status (400 if it is not one), code and message.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),

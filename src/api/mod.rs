@@ -51,6 +51,7 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API over `store`, rotating through `engine`; it starts the nonce recorder.
     pub fn new(store: Store, engine: Arc<Engine>) -> Api {
         Api {
             auth: Arc::new(auth::Auth::new(store.clone())),

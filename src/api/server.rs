@@ -45,6 +45,7 @@ const TRIM_AFTER_CLOSED: usize = 256;
 /// Where and how the API listens.
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
+    /// The address to listen on.
     pub listen: SocketAddr,
     /// Plain HTTP (loopback addresses only).
     pub plain_http: bool,
@@ -165,11 +166,13 @@ fn router(api: Api) -> Router {
 
 /// A running API server: wait for it after cancelling its token.
 pub struct Server {
+    /// The address it listens on (the port chosen, for port 0).
     pub local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
+    /// Waits until the server has stopped and drained.
     pub async fn stopped(self) {
         let _ = self.task.await;
     }
