@@ -287,6 +287,16 @@ mod tests {
         assert!(Policy::new(vec![]).is_err());
     }
 
+    #[test]
+    fn actions_parse_by_their_exact_wire_names() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.as_str()), Some(a));
+        }
+        assert_eq!(Action::from_name("getsecretvalue"), None);
+        assert_eq!(Action::from_name("*"), None);
+        assert_eq!(Action::names().len(), 11);
+    }
+
     /// The JSON the store keeps is the one it always kept.
     #[test]
     fn rules_keep_their_stored_form() {
