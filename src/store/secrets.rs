@@ -197,11 +197,11 @@ impl Store {
             .await?
         {
             return Err(match row.try_get::<Option<i64>, _>("planned_delete_at")? {
-                Some(at) => Error::conflict(format!(
+                Some(at) => Error::delete_window(format!(
                     "secret '{name}' already exists and is scheduled for deletion at {}; restore it or delete it with --force first",
                     format_ms(at)
                 )),
-                None => Error::conflict(format!("secret '{name}' already exists")),
+                None => Error::exists(format!("secret '{name}' already exists")),
             });
         }
         let inserted = sqlx::query(
@@ -224,7 +224,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("secret '{name}' already exists"))
+                Error::exists(format!("secret '{name}' already exists"))
             } else {
                 e.into()
             }
@@ -363,7 +363,7 @@ impl Store {
                 let same = stored.len() == put.value.len()
                     && bool::from(stored.expose().ct_eq(put.value.expose()));
                 if !same {
-                    return Err(Error::conflict(format!(
+                    return Err(Error::exists(format!(
                         "version '{id}' of secret '{name}' already exists with other data; choose another version id"
                     )));
                 }
@@ -723,7 +723,7 @@ impl Store {
             }
             DeleteMode::RecoveryWindow(days) => {
                 if let Some(at) = row.planned_delete_at {
-                    return Err(Error::conflict(format!(
+                    return Err(Error::delete_window(format!(
                         "secret '{name}' is already scheduled for deletion at {}",
                         format_ms(at)
                     )));
@@ -780,7 +780,7 @@ impl Store {
         let now = self.clock.now_ms();
         match row.planned_delete_at {
             None => {
-                return Err(Error::conflict(format!(
+                return Err(Error::delete_window(format!(
                     "secret '{name}' is not scheduled for deletion"
                 )))
             }

@@ -70,7 +70,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("target '{name}' already exists"))
+                Error::exists(format!("target '{name}' already exists"))
             } else {
                 e.into()
             }
