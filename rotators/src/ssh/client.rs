@@ -478,12 +478,14 @@ fn scrubbed(transcript: &[u8], secrets: &[&str]) -> String {
 /// A clear message for PAM's usual refusals; otherwise what passwd said.
 fn passwd_failure(address: &str, said: &str) -> String {
     let lower = said.to_ascii_lowercase();
-    let why = if lower.contains("authentication token manipulation error")
+    // PAM ends most refusals with "Authentication token manipulation error": the more precise
+    // reason before it wins.
+    let why = if lower.contains("must wait") {
+        "the password was changed too recently (the account's minimum password age)"
+    } else if lower.contains("authentication token manipulation error")
         || lower.contains("authentication failure")
     {
         "the current password was refused"
-    } else if lower.contains("must wait") {
-        "the password was changed too recently (the account's minimum password age)"
     } else if lower.contains("bad password") || lower.contains("unchanged") {
         "the new password was rejected by the host's password policy"
     } else {
@@ -531,6 +533,14 @@ fn classify_prompt(prompt: &str) -> Option<Prompt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwd_failures_name_the_precise_reason() {
+        let said = "You must wait longer to change your password\npasswd: Authentication token manipulation error";
+        assert!(passwd_failure("h:22", said).starts_with("the password was changed too recently"));
+        let said = "passwd: Authentication token manipulation error";
+        assert!(passwd_failure("h:22", said).starts_with("the current password was refused"));
+    }
 
     #[test]
     fn output_starts_after_the_marker_line() {
