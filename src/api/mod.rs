@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::{ApiSettings, DEFAULT_MAX_CONNECTIONS};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::SecretName;
@@ -58,8 +59,6 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 /// On shutdown, how long open requests may take to finish.
 const DRAIN: Duration = Duration::from_secs(10);
-/// Connections open at once unless configured (`api.max_connections`).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Connections over the cap being answered `503` at once, at most; more are closed unanswered
 /// (answering takes a TLS handshake, which must not grow without bound either).
 const REFUSING: usize = 64;
@@ -68,18 +67,6 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Memory is given back to the system once this many connections have closed since the most
 /// open at once.
 const TRIM_AFTER_CLOSED: usize = 256;
-
-/// Where and how the API listens.
-#[derive(Clone, Debug)]
-pub struct ApiSettings {
-    pub listen: SocketAddr,
-    /// Plain HTTP (loopback addresses only).
-    pub plain_http: bool,
-    /// Names the server certificate is also valid for.
-    pub hostnames: Vec<String>,
-    /// Connections served at once; more are answered `503 ServiceUnavailable` and closed.
-    pub max_connections: usize,
-}
 
 /// A refusal as the API answers it.
 #[derive(Debug)]

@@ -187,7 +187,11 @@ async fn postgres_schema(env: &TestEnv) -> Schema {
                 format!(
                     "{} {} default {} pk {pk}",
                     family(&ty),
-                    if nullable == "YES" { "null" } else { "not null" },
+                    if nullable == "YES" {
+                        "null"
+                    } else {
+                        "not null"
+                    },
                     default(c.get("dflt")),
                 ),
             );
@@ -282,7 +286,8 @@ async fn sqlite_and_postgres_migrations_agree() {
     let sqlite = sqlite_schema(&sqlite_env).await;
     let postgres = postgres_schema(&postgres_env).await;
     assert!(
-        sqlite.contains_key("column secrets.name") && sqlite.contains_key("trigger audit_log_append_only"),
+        sqlite.contains_key("column secrets.name")
+            && sqlite.contains_key("trigger audit_log_append_only"),
         "the SQLite introspection found the store's tables: {sqlite:#?}"
     );
     assert!(
