@@ -93,19 +93,7 @@ async fn postgres_statement_logs_and_trace_logs_never_show_a_password() {
     let app = pg.name("app");
     let mut logs = String::new();
     let t = &pg.t;
-    let create = [
-        "secret",
-        "create",
-        "db/app",
-        "--type",
-        "Rds",
-        "--target",
-        "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ];
+    let create = create_rds("db/app", "pg", &["--account", &app, "--database", &pg.db]);
     assert!(logged(t, &create, true, &mut logs).status.success());
     for json_logs in [false, true] {
         let out = logged(t, &["rotate", "db/app"], json_logs, &mut logs);
@@ -116,19 +104,11 @@ async fn postgres_statement_logs_and_trace_logs_never_show_a_password() {
         );
     }
     let file = write_import(&t.data_dir(), &a, &b);
-    let create_import = [
-        "secret",
-        "create",
+    let create_import = create_rds(
         "db/imp",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--database",
-        &pg.db,
-        "--value-file",
-        file.to_str().unwrap(),
-    ];
+        &["--database", &pg.db, "--value-file", file.to_str().unwrap()],
+    );
     assert!(logged(t, &create_import, false, &mut logs).status.success());
     assert!(logged(t, &["rotate", "db/imp"], true, &mut logs)
         .status
@@ -199,19 +179,7 @@ async fn mysql_general_log_and_trace_logs_never_show_a_password() {
 
     let app = format!("my_{suffix}");
     let mut logs = String::new();
-    let create = [
-        "secret",
-        "create",
-        "db/my",
-        "--type",
-        "Rds",
-        "--target",
-        "maria",
-        "--account",
-        &app,
-        "--database",
-        &db,
-    ];
+    let create = create_rds("db/my", "maria", &["--account", &app, "--database", &db]);
     assert!(logged(&t, &create, false, &mut logs).status.success());
     for json_logs in [true, false] {
         assert!(logged(&t, &["rotate", "db/my"], json_logs, &mut logs)
@@ -219,19 +187,11 @@ async fn mysql_general_log_and_trace_logs_never_show_a_password() {
             .success());
     }
     let file = write_import(&t.data_dir(), &a, &b);
-    let create_import = [
-        "secret",
-        "create",
+    let create_import = create_rds(
         "db/imp",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--database",
-        &db,
-        "--value-file",
-        file.to_str().unwrap(),
-    ];
+        &["--database", &db, "--value-file", file.to_str().unwrap()],
+    );
     assert!(logged(&t, &create_import, true, &mut logs).status.success());
     assert!(logged(&t, &["rotate", "db/imp"], false, &mut logs)
         .status
@@ -258,14 +218,7 @@ async fn mysql_general_log_and_trace_logs_never_show_a_password() {
     );
     assert_no_password(&server, &passwords, "MariaDB's general log");
     assert_no_password(&logs, &passwords, "rotor's trace logs");
-    for user in [&a, &b, &app] {
-        let _ = conn
-            .execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
-            .await;
-    }
-    let _ = conn
-        .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
-        .await;
+    mysql_cleanup(&[&a, &b, &app], &[&db]).await;
 }
 
 #[tokio::test]
@@ -384,19 +337,11 @@ async fn a_rotation_suite_leaves_no_value_in_json_logs_metrics_or_the_audit_log(
     );
     let app = pg.name("scan");
     let redis_user = format!("rs_{}", pg.suffix);
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/scan",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     t.ok(&[
         "secret",
         "create",
@@ -533,6 +478,5 @@ async fn a_rotation_suite_leaves_no_value_in_json_logs_metrics_or_the_audit_log(
         .query_async(&mut admin)
         .await
         .unwrap();
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }

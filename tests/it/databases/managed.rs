@@ -8,19 +8,11 @@ async fn managed_secrets_change_only_by_rotation_checked_import_or_rollback() {
     let app = pg.name("app");
     let clone = format!("{app}_clone");
     let t = &pg.t;
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/app",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     let value = |user: &str, pw: &str| {
         serde_json::json!({"AccountName": user, "AccountPassword": pw}).to_string()
     };
@@ -159,21 +151,18 @@ async fn managed_secrets_change_only_by_rotation_checked_import_or_rollback() {
 
     // A single account's previous password stops working when it rotates: no rollback.
     let solo = pg.name("solo");
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/solo",
-        "--type",
-        "Rds",
-        "--sub-type",
-        "SingleUser",
-        "--target",
         "pg",
-        "--account",
-        &solo,
-        "--database",
-        &pg.db,
-    ]);
+        &[
+            "--sub-type",
+            "SingleUser",
+            "--account",
+            &solo,
+            "--database",
+            &pg.db,
+        ],
+    ));
     t.ok(&["rotate", "db/solo"]);
     let out = t.run(&["secret", "rollback", "db/solo"]);
     assert_refused(&out, 2, "cannot be rolled back", None);

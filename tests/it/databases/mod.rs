@@ -109,6 +109,16 @@ pub(crate) fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// `secret create NAME --type Rds --target TARGET MORE…`, the command almost every database
+/// test starts with.
+pub(crate) fn create_rds<'a>(name: &'a str, target: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "secret", "create", name, "--type", "Rds", "--target", target,
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
 /// One test's slice of the shared cluster: a database and role names of its own.
 pub(crate) struct Pg {
     pub t: TestEnv,
@@ -188,6 +198,17 @@ impl Pg {
             .await
             .unwrap();
         self.roles.push(name.into());
+    }
+
+    /// [`Pg::cleanup`] with the roles of a dual-account secret on account `base`: `base`, its
+    /// `_clone` and the `_group` both belong to.
+    pub async fn cleanup_dual(&self, base: &str) {
+        self.cleanup(&[
+            base.to_owned(),
+            format!("{base}_clone"),
+            format!("{base}_group"),
+        ])
+        .await
     }
 
     pub async fn cleanup(&self, extra_roles: &[String]) {
@@ -285,6 +306,21 @@ pub(crate) async fn maria() -> (TestEnv, String, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (t, suffix, db)
+}
+
+/// Drops a MariaDB test's users and databases (best effort: cleanup never fails a test).
+pub(crate) async fn mysql_cleanup(users: &[&str], databases: &[&str]) {
+    let mut conn = mysql_admin().await;
+    for user in users {
+        let _ = conn
+            .execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
+            .await;
+    }
+    for db in databases {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
+            .await;
+    }
 }
 
 pub(crate) async fn account_of(t: &TestEnv, secret: &str, stage: &str) -> (String, String) {

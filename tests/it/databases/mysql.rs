@@ -6,19 +6,11 @@ use super::*;
 async fn mysql_dual_accounts_survive_20_rotations_with_grants_mirrored_both_ways() {
     let (t, suffix, db) = maria().await;
     let app = format!("my_{suffix}");
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/my",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--account",
-        &app,
-        "--database",
-        &db,
-    ]);
+        &["--account", &app, "--database", &db],
+    ));
     assert_eq!(
         grants(&app).await,
         grants(&format!("{app}_clone")).await,
@@ -90,43 +82,19 @@ async fn mysql_dual_accounts_survive_20_rotations_with_grants_mirrored_both_ways
             );
         }
     }
-    let out = t.run(&[
-        "secret",
-        "create",
+    let out = t.run(&create_rds(
         "db/bad",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--account",
-        "x'y",
-        "--database",
-        &db,
-    ]);
+        &["--account", "x'y", "--database", &db],
+    ));
     assert_refused(&out, 2, "account name", None);
-    let out = t.run(&[
-        "secret",
-        "create",
+    let out = t.run(&create_rds(
         "db/bad",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--account",
-        &"m".repeat(27),
-        "--database",
-        &db,
-    ]);
+        &["--account", &"m".repeat(27), "--database", &db],
+    ));
     assert_refused(&out, 2, "allows 32 characters", None);
-    let mut conn = mysql_admin().await;
-    for user in [app.clone(), format!("{app}_clone")] {
-        let _ = conn
-            .execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
-            .await;
-    }
-    let _ = conn
-        .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
-        .await;
+    mysql_cleanup(&[&app, &format!("{app}_clone")], &[&db]).await;
 }
 
 #[tokio::test]
@@ -145,19 +113,11 @@ async fn mysql_grants_on_a_database_with_underscores_cover_only_that_database() 
         .await
         .unwrap();
     let app = format!("wc_{suffix}");
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/wc",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--account",
-        &app,
-        "--database",
-        &db,
-    ]);
+        &["--account", &app, "--database", &db],
+    ));
     let current = account_of(&t, "db/wc", "ACSCurrent").await;
     let base = mysql_url();
     let host = base
@@ -184,14 +144,5 @@ async fn mysql_grants_on_a_database_with_underscores_cover_only_that_database() 
         .expect_err("the look-alike database must not be readable");
     assert!(err.to_string().contains("denied"), "{err}");
     let _ = own.close().await;
-    for user in [app.clone(), format!("{app}_clone")] {
-        let _ = conn
-            .execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
-            .await;
-    }
-    for d in [&db, &lookalike] {
-        let _ = conn
-            .execute(format!("DROP DATABASE IF EXISTS {d}").as_str())
-            .await;
-    }
+    mysql_cleanup(&[&app, &format!("{app}_clone")], &[&db, &lookalike]).await;
 }

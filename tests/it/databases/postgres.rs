@@ -25,23 +25,20 @@ async fn the_test_cluster_refuses_wrong_passwords() {
 async fn dual_accounts_survive_20_rotations() {
     let pg = Pg::new().await;
     let app = pg.name("app");
-    let out = pg.t.ok(&[
-        "secret",
-        "create",
+    let out = pg.t.ok(&create_rds(
         "db/app",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-        "--privilege",
-        "ReadWrite",
-        "--rotation-interval",
-        "7d",
-    ]);
+        &[
+            "--account",
+            &app,
+            "--database",
+            &pg.db,
+            "--privilege",
+            "ReadWrite",
+            "--rotation-interval",
+            "7d",
+        ],
+    ));
     assert!(out.contains("version v2 is ACSCurrent"), "{out}");
     let mut history = vec![
         pg.account("db/app", "ACSPrevious").await,
@@ -88,27 +85,18 @@ async fn dual_accounts_survive_20_rotations() {
             );
         }
     }
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }
 
 #[tokio::test]
 async fn objects_either_account_creates_stay_usable_by_the_other() {
     let pg = Pg::new().await;
     let app = pg.name("app");
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/app",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     pg.t.ok(&["rotate", "db/app"]);
     let clone = pg.account("db/app", "ACSCurrent").await;
     assert_eq!(clone.0, format!("{app}_clone"));
@@ -141,8 +129,7 @@ async fn objects_either_account_creates_stay_usable_by_the_other() {
     assert_eq!(n, 2);
     conn.execute("DROP TABLE made_by_clone").await.unwrap();
     conn.close().await.unwrap();
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }
 
 #[tokio::test]
@@ -163,19 +150,11 @@ async fn import_checks_both_accounts_and_rotates_nothing() {
         ]})
         .to_string()
     };
-    let out = pg.t.run(&[
-        "secret",
-        "create",
+    let out = pg.t.run(&create_rds(
         "db/imp",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--database",
-        &pg.db,
-        "--value",
-        &value("Wrong-Pass-B1"),
-    ]);
+        &["--database", &pg.db, "--value", &value("Wrong-Pass-B1")],
+    ));
     assert_refused(&out, 2, "does not log in", Some("Wrong-Pass-B1"));
     assert_refused(
         &pg.t.run(&["secret", "describe", "db/imp"]),
@@ -184,19 +163,11 @@ async fn import_checks_both_accounts_and_rotates_nothing() {
         None,
     );
 
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/imp",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--database",
-        &pg.db,
-        "--value",
-        &value("Imported-Pass-B1"),
-    ]);
+        &["--database", &pg.db, "--value", &value("Imported-Pass-B1")],
+    ));
     let versions = pg.t.json(&["secret", "versions", "db/imp"]);
     assert_eq!(
         versions.as_array().unwrap().len(),
@@ -231,19 +202,11 @@ async fn single_accounts_change_in_place_including_the_targets_own_admin() {
     pg.role(&solo, "", "Solo-Initial-Pass1").await;
     let value = serde_json::json!({"AccountName": solo, "AccountPassword": "Solo-Initial-Pass1"})
         .to_string();
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/solo",
-        "--type",
-        "Rds",
-        "--sub-type",
-        "SingleUser",
-        "--target",
         "pg",
-        "--value",
-        &value,
-    ]);
+        &["--sub-type", "SingleUser", "--value", &value],
+    ));
     for _ in 0..3 {
         let before = pg.account("db/solo", "ACSCurrent").await;
         pg.t.ok(&["rotate", "db/solo"]);
@@ -293,19 +256,11 @@ async fn single_accounts_change_in_place_including_the_targets_own_admin() {
 async fn unsafe_names_and_weak_admins_are_refused_up_front() {
     let mut pg = Pg::new().await;
     for bad in ["a\"b", "x;drop_table", "two words", "1st", &"n".repeat(58)] {
-        let out = pg.t.run(&[
-            "secret",
-            "create",
+        let out = pg.t.run(&create_rds(
             "db/bad",
-            "--type",
-            "Rds",
-            "--target",
             "pg",
-            "--account",
-            bad,
-            "--database",
-            &pg.db,
-        ]);
+            &["--account", bad, "--database", &pg.db],
+        ));
         assert_refused(&out, 2, "account name", None);
     }
     assert_refused(
@@ -342,19 +297,11 @@ async fn unsafe_names_and_weak_admins_are_refused_up_front() {
         None,
     );
     let app = pg.name("never");
-    let out = pg.t.run(&[
-        "secret",
-        "create",
+    let out = pg.t.run(&create_rds(
         "db/never",
-        "--type",
-        "Rds",
-        "--target",
         "weak",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     // Named before anything changes: what the admin lacks.
     assert_refused(&out, 7, "lacks what create mode needs (CREATEROLE", None);
     assert_refused(
@@ -438,19 +385,11 @@ async fn a_target_that_is_down_is_retried_and_the_current_credential_stays() {
         .status
         .success());
     let app = pg.name("app");
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/app",
-        "--type",
-        "Rds",
-        "--target",
         "flaky",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     let before = pg.account("db/app", "ACSCurrent").await;
 
     proxy.stop().await;
@@ -480,6 +419,5 @@ async fn a_target_that_is_down_is_retried_and_the_current_credential_stays() {
         pg.t.json(&["secret", "describe", "db/app"])["RotationStatus"],
         "Idle"
     );
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }

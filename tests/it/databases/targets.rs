@@ -21,19 +21,11 @@ async fn postgres_targets_speak_tls_and_verify_the_pinned_ca() {
     let out = pg.t.ok(&["target", "check", "tls"]);
     assert!(out.contains("may manage accounts"), "{out}");
     let app = pg.name("tls");
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/tls",
-        "--type",
-        "Rds",
-        "--target",
         "tls",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     pg.t.ok(&["rotate", "db/tls"]);
     let current = pg.account("db/tls", "ACSCurrent").await;
     assert_eq!(pg.login(&current).await.unwrap(), current.0);
@@ -54,27 +46,18 @@ async fn postgres_targets_speak_tls_and_verify_the_pinned_ca() {
     assert!(out.status.success(), "{out:?}");
     let out = pg.t.run(&["target", "check", "mistrusted"]);
     assert_refused(&out, 7, "unreachable", Some(password));
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }
 
 #[tokio::test]
 async fn targets_are_removed_with_their_admin_secret_only_when_no_secret_uses_them() {
     let pg = Pg::new().await;
     let app = pg.name("app");
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/app",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     // In use: refused, naming the secret, and nothing changes.
     let out = pg.t.run(&["target", "remove", "pg"]);
     assert_refused(&out, 4, "db/app", None);
@@ -105,8 +88,7 @@ async fn targets_are_removed_with_their_admin_secret_only_when_no_secret_uses_th
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }
 
 #[tokio::test]
