@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rotators::ram::sign;
 use serde_json::Value;
 
-use crate::databases::Pg;
+use crate::databases::{create_rds, Pg};
 use crate::support::{Backend, TestEnv};
 
 pub(crate) fn free_port() -> u16 {

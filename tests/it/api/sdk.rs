@@ -8,19 +8,11 @@ async fn the_official_sdk_drives_the_api_in_both_signature_styles_and_rotates_a_
     let pg = Pg::new().await;
     let t = &pg.t;
     let app = pg.name("kms");
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/kms",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     let (id, secret) = access_key(t, "sdk", &["*:*"]);
     let (narrow_id, narrow_secret) = access_key(t, "narrow", &["GetSecretValue:other/*"]);
     let ca = t.dir.path().join("ca.pem");
@@ -88,6 +80,5 @@ async fn the_official_sdk_drives_the_api_in_both_signature_styles_and_rotates_a_
     for v in &values {
         assert!(!log.contains(v.as_str()), "the API's log shows a secret");
     }
-    pg.cleanup(&[app.clone(), format!("{app}_clone"), format!("{app}_group")])
-        .await;
+    pg.cleanup_dual(&app).await;
 }
