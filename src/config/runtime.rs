@@ -80,6 +80,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Where and how the API listens.
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
+    /// The address to listen on.
     pub listen: SocketAddr,
     /// Plain HTTP (loopback addresses only).
     pub plain_http: bool,

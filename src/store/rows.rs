@@ -163,7 +163,7 @@ impl SecretRow {
     /// Refuses changes and reads of a secret scheduled for deletion.
     pub(super) fn ensure_live(&self) -> Result<()> {
         match self.planned_delete_at {
-            Some(at) => Err(Error::conflict(format!(
+            Some(at) => Err(Error::delete_window(format!(
                 "secret '{}' is scheduled for deletion at {}; restore it first (rotor secret restore {})",
                 self.name,
                 format_ms(at),
@@ -173,11 +173,32 @@ impl SecretRow {
         }
     }
 
+    /// Refuses a change that must not run beside a rotation: the secret's lease is live, held
+    /// by a process that is not known to be gone ([`Error::InProgress`]).
+    pub(super) fn ensure_not_rotating(&self, now: i64) -> Result<()> {
+        if let (Some(other), Some(until)) = (&self.lease_owner, self.lease_expires_at) {
+            if until >= now && !super::jobs::owner_is_dead_here(other) {
+                return Err(Error::InProgress(format!(
+                    "secret '{}' is being rotated by {other} (lease until {}); try again once it is done",
+                    self.name,
+                    format_ms(until)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// True when a checked import may end the last rotation cycle: it failed in `create` or
     /// `set`, before its new credential surely reached the target, or in `test` leaving the
-    /// pending credential on the target in place of the current one.
+    /// pending credential on the target in place of the current one — also while that cycle
+    /// waits to retry (the failure's reason recommends the import).
     pub(super) fn failed_importable(&self) -> bool {
-        self.failure.is_some() && self.job.as_ref().is_some_and(super::jobs::Job::importable)
+        self.job.as_ref().is_some_and(|job| {
+            (self.failure.is_some() && job.importable())
+                || (job.attempts > 0
+                    && job.step == super::jobs::Step::Test
+                    && job.pending_on_target)
+        })
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {

@@ -197,11 +197,11 @@ impl Store {
             .await?
         {
             return Err(match row.try_get::<Option<i64>, _>("planned_delete_at")? {
-                Some(at) => Error::conflict(format!(
+                Some(at) => Error::delete_window(format!(
                     "secret '{name}' already exists and is scheduled for deletion at {}; restore it or delete it with --force first",
                     format_ms(at)
                 )),
-                None => Error::conflict(format!("secret '{name}' already exists")),
+                None => Error::exists(format!("secret '{name}' already exists")),
             });
         }
         let inserted = sqlx::query(
@@ -224,7 +224,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("secret '{name}' already exists"))
+                Error::exists(format!("secret '{name}' already exists"))
             } else {
                 e.into()
             }
@@ -363,7 +363,7 @@ impl Store {
                 let same = stored.len() == put.value.len()
                     && bool::from(stored.expose().ct_eq(put.value.expose()));
                 if !same {
-                    return Err(Error::conflict(format!(
+                    return Err(Error::exists(format!(
                         "version '{id}' of secret '{name}' already exists with other data; choose another version id"
                     )));
                 }
@@ -602,6 +602,14 @@ impl Store {
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
         check_user_stage(&row, stage)?;
+        // A managed secret's ACSCurrent is what its target holds: it moves only by rotation, a
+        // checked import or a checked rollback, never by hand.
+        if matches!(stage, Stage::Current | Stage::Previous) && row.kind.ty != SecretType::Generic {
+            return Err(Error::invalid(format!(
+                "{stage} of secret '{name}' ({}) moves only with its credential on the target: rotor rotate, rotor secret import (checked by logging in) or rotor secret rollback {name}",
+                row.kind.ty
+            )));
+        }
         for id in move_to.into_iter().chain(remove_from) {
             let exists = sqlx::query(
                 "SELECT 1 AS one FROM versions WHERE secret_id = $1 AND version_id = $2",
@@ -703,6 +711,8 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
+        // A rotation in flight would go on changing the target for a secret no longer stored.
+        row.ensure_not_rotating(self.clock.now_ms())?;
         let planned = match mode {
             DeleteMode::Force => {
                 sqlx::query("DELETE FROM secrets WHERE id = $1")
@@ -713,7 +723,7 @@ impl Store {
             }
             DeleteMode::RecoveryWindow(days) => {
                 if let Some(at) = row.planned_delete_at {
-                    return Err(Error::conflict(format!(
+                    return Err(Error::delete_window(format!(
                         "secret '{name}' is already scheduled for deletion at {}",
                         format_ms(at)
                     )));
@@ -750,6 +760,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let row = self.secret_row(&mut conn, name, false).await?;
         drop(conn);
+        row.ensure_not_rotating(self.clock.now_ms())?;
         let claim = super::Claim {
             secret_id: row.id,
             name: row.name,
@@ -769,7 +780,7 @@ impl Store {
         let now = self.clock.now_ms();
         match row.planned_delete_at {
             None => {
-                return Err(Error::conflict(format!(
+                return Err(Error::delete_window(format!(
                     "secret '{name}' is not scheduled for deletion"
                 )))
             }

@@ -10,7 +10,7 @@ mod transport;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rotators::ram::sign;
+use acs_sign::sign;
 use serde_json::Value;
 
 use crate::databases::{create_rds, Pg};

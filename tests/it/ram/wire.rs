@@ -110,7 +110,7 @@ async fn rotors_client_manages_keys_in_both_styles_and_retries_throttling() {
 
 /// Sends one V3-signed GetUser as raw HTTP, with the date and nonce given; returns the answer.
 async fn raw_v3(addr: &str, date: &str, nonce: &str) -> String {
-    use rotators::ram::sign;
+    use acs_sign::sign;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body_sha = sign::sha256_hex(b"");
     let headers: Vec<(String, String)> = [
