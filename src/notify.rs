@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
+pub use crate::config::Event;
 use crate::config::WebhookSettings;
 use crate::error::{Error, Result};
 
@@ -36,32 +37,6 @@ const IN_FLIGHT: usize = 64;
 const MAX_KEY_FILE: u64 = 4096;
 /// The longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
-
-/// What a webhook can ask to hear about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    /// An attempt failed (it is retried, or the secret is marked failed).
-    RotationFailed,
-    /// A new version was promoted to `ACSCurrent`.
-    RotationSucceeded,
-    /// The cycle gave up: the secret is marked failed (its current credential untouched or put
-    /// back, unless `TargetHoldsPending` says otherwise).
-    SecretFailed,
-    /// The secret's next rotation is within the webhook's `due_soon`.
-    SecretDueSoon,
-}
-
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::RotationFailed => "rotation_failed",
-            Event::RotationSucceeded => "rotation_succeeded",
-            Event::SecretFailed => "secret_failed",
-            Event::SecretDueSoon => "secret_due_soon",
-        }
-    }
-}
 
 /// One event about one secret: names, kinds and reasons, never a value.
 #[derive(Clone, Debug, Serialize)]

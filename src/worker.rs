@@ -30,40 +30,7 @@ const DUE_SOON_EVERY: Duration = Duration::from_secs(30);
 /// How often a worker that serves metrics counts due and failed secrets.
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
-/// How the worker schedules rotations.
-#[derive(Clone, Debug)]
-pub struct WorkerConfig {
-    /// Rotations in flight at once, in all.
-    pub concurrency: usize,
-    /// Rotations in flight at once on one target.
-    pub per_target: usize,
-    /// How often to look for due secrets when idle (bounds the pick-up delay).
-    pub poll: Duration,
-    /// How long in-flight steps may take to finish on shutdown.
-    pub drain_timeout: Duration,
-    /// Count due and failed secrets for the metrics gauges (when metrics are served).
-    pub metrics: bool,
-    /// Prune audit records older than this (with the purge of deleted secrets).
-    pub audit_retention: Option<Duration>,
-}
-
-impl WorkerConfig {
-    /// The defaults, in one place (the CLI shows them in `--help`).
-    pub const DEFAULTS: WorkerConfig = WorkerConfig {
-        concurrency: 16,
-        per_target: 2,
-        poll: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(30),
-        metrics: false,
-        audit_retention: None,
-    };
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        WorkerConfig::DEFAULTS
-    }
-}
+pub use crate::config::WorkerConfig;
 
 /// One finished rotation task: the secret and how it ended.
 pub type Finished = (SecretName, Result<Outcome>);

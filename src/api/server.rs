@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{tls, Api, ApiError};
+pub use crate::config::{ApiSettings, DEFAULT_MAX_CONNECTIONS};
 use crate::error::{Error, Result};
 
 /// The largest request body read.
@@ -31,8 +32,6 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// On shutdown, how long open requests may take to finish.
 const DRAIN: Duration = Duration::from_secs(10);
-/// Connections open at once unless configured (`api.max_connections`).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Connections over the cap being answered `503` at once, at most; more are closed unanswered
 /// (answering takes a TLS handshake, which must not grow without bound either).
 const REFUSING: usize = 64;
@@ -41,19 +40,6 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Memory is given back to the system once this many connections have closed since the most
 /// open at once.
 const TRIM_AFTER_CLOSED: usize = 256;
-
-/// Where and how the API listens.
-#[derive(Clone, Debug)]
-pub struct ApiSettings {
-    /// The address to listen on.
-    pub listen: SocketAddr,
-    /// Plain HTTP (loopback addresses only).
-    pub plain_http: bool,
-    /// Names the server certificate is also valid for.
-    pub hostnames: Vec<String>,
-    /// Connections served at once; more are answered `503 ServiceUnavailable` and closed.
-    pub max_connections: usize,
-}
 
 /// A new `RequestId`: 32 random hex digits as a UUID-shaped text.
 pub fn request_id() -> String {

@@ -29,39 +29,7 @@ use crate::notify::{Event, Notice, Notifier};
 pub use crate::store::Step;
 use crate::store::{Claim, Job, RotationState, Store};
 
-/// How the engine runs rotations.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// This process's name in leases.
-    pub owner: String,
-    /// How long a claim lasts without a heartbeat; a dead worker's secrets are taken over after it.
-    pub lease: Duration,
-    /// Attempts per cycle before the secret is marked failed.
-    pub max_attempts: u32,
-    /// First retry delay; doubles per attempt, with jitter, up to `backoff_cap`.
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    /// A rotator step that takes longer fails (retryable).
-    pub step_timeout: Duration,
-    /// Extra tries of the `test` step, for changes that take a moment to propagate.
-    pub test_retries: u32,
-    pub test_retry_delay: Duration,
-}
-
-impl EngineConfig {
-    /// The defaults, in one place (the CLI shows them in `--help`); `owner` is filled in by
-    /// [`Default`], per process.
-    pub const DEFAULTS: EngineConfig = EngineConfig {
-        owner: String::new(),
-        lease: Duration::from_secs(30),
-        max_attempts: 5,
-        backoff_base: Duration::from_secs(30),
-        backoff_cap: Duration::from_secs(3600),
-        step_timeout: Duration::from_secs(300),
-        test_retries: 3,
-        test_retry_delay: Duration::from_secs(1),
-    };
-}
+pub use crate::config::EngineConfig;
 
 impl Default for EngineConfig {
     fn default() -> Self {

@@ -26,7 +26,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::clock::Clock;
@@ -512,78 +512,15 @@ fn describe_location(config: &StoreConfig) -> String {
     }
 }
 
-fn migrator(backend: Backend) -> Migrator {
-    // One list per backend, kept in step (each file says so).
-    macro_rules! scripts {
-        ($dir:literal) => {
-            [
-                (
-                    "store",
-                    include_str!(concat!("migrations/", $dir, "/0001_store.sql")),
-                ),
-                (
-                    "rotation",
-                    include_str!(concat!("migrations/", $dir, "/0002_rotation.sql")),
-                ),
-                (
-                    "targets",
-                    include_str!(concat!("migrations/", $dir, "/0003_targets.sql")),
-                ),
-                (
-                    "target config",
-                    include_str!(concat!("migrations/", $dir, "/0004_target_config.sql")),
-                ),
-                (
-                    "optional admin",
-                    include_str!(concat!("migrations/", $dir, "/0005_optional_admin.sql")),
-                ),
-                (
-                    "create mark",
-                    include_str!(concat!("migrations/", $dir, "/0006_create_mark.sql")),
-                ),
-                (
-                    "audit",
-                    include_str!(concat!("migrations/", $dir, "/0007_audit.sql")),
-                ),
-                (
-                    "access keys",
-                    include_str!(concat!("migrations/", $dir, "/0008_access_keys.sql")),
-                ),
-                (
-                    "claims",
-                    include_str!(concat!("migrations/", $dir, "/0009_claims.sql")),
-                ),
-                (
-                    "api nonces",
-                    include_str!(concat!("migrations/", $dir, "/0010_api_nonces.sql")),
-                ),
-                (
-                    "pending on target",
-                    include_str!(concat!("migrations/", $dir, "/0011_pending_on_target.sql")),
-                ),
-            ]
-        };
+/// The backend's migrations, embedded from `migrations/<backend>/NNNN_name.sql` (one list per
+/// backend, kept in step: the `schema` integration test checks that both give the same schema).
+fn migrator(backend: Backend) -> &'static Migrator {
+    static SQLITE: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+    match backend {
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
     }
-    let scripts = match backend {
-        Backend::Sqlite => scripts!("sqlite"),
-        Backend::Postgres => scripts!("postgres"),
-    };
-    let mut migrator = Migrator::DEFAULT;
-    migrator.migrations = scripts
-        .into_iter()
-        .zip(1..)
-        .map(|((name, sql), version)| {
-            Migration::new(
-                version,
-                name.into(),
-                MigrationType::Simple,
-                sql.into(),
-                false,
-            )
-        })
-        .collect::<Vec<_>>()
-        .into();
-    migrator
 }
 
 impl Store {

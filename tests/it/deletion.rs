@@ -5,7 +5,7 @@
 use sqlx::{Connection, Executor, Row};
 
 use crate::databases::{
-    account_of, admin, maria, mysql_admin, redis_admin, redis_target, scram_url, Pg,
+    account_of, admin, create_rds, maria, mysql_admin, redis_admin, redis_target, scram_url, Pg,
 };
 use crate::support::{assert_refused, Backend, TestEnv};
 
@@ -41,19 +41,11 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
     let pg = Pg::new().await;
     let app = pg.name("del");
     let created = vec![app.clone(), format!("{app}_clone"), format!("{app}_group")];
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/app",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &app, "--database", &pg.db],
+    ));
     // A scheduled deletion names every role it leaves, and how to drop them.
     let out =
         pg.t.ok(&["secret", "delete", "db/app", "--recovery-days", "7"]);
@@ -87,21 +79,18 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
     // A single account goes with its group too.
     let solo = pg.name("solo");
     let solos = vec![solo.clone(), format!("{solo}_group")];
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/solo",
-        "--type",
-        "Rds",
-        "--sub-type",
-        "SingleUser",
-        "--target",
         "pg",
-        "--account",
-        &solo,
-        "--database",
-        &pg.db,
-    ]);
+        &[
+            "--sub-type",
+            "SingleUser",
+            "--account",
+            &solo,
+            "--database",
+            &pg.db,
+        ],
+    ));
     pg.t.ok(&["rotate", "db/solo"]);
     let json =
         pg.t.json(&["secret", "delete", "db/solo", "--recovery-days", "7"]);
@@ -120,19 +109,11 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
         format!("{keep}_clone"),
         format!("{keep}_group"),
     ];
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/keep",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &keep,
-        "--database",
-        &pg.db,
-    ]);
+        &["--account", &keep, "--database", &pg.db],
+    ));
     let who = account_of(&pg.t, "db/keep", "ACSCurrent").await;
     let url = format!(
         "postgres://{}:{}@127.0.0.1:{}/{}",
@@ -168,21 +149,18 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
     let own = pg.name("own");
     pg.role(&own, "", "Own-Password-123").await;
     let value = serde_json::json!({"AccountName": own, "AccountPassword": "Own-Password-123"});
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/own",
-        "--type",
-        "Rds",
-        "--sub-type",
-        "SingleUser",
-        "--target",
         "pg",
-        "--database",
-        &pg.db,
-        "--value",
-        &value.to_string(),
-    ]);
+        &[
+            "--sub-type",
+            "SingleUser",
+            "--database",
+            &pg.db,
+            "--value",
+            &value.to_string(),
+        ],
+    ));
     let out =
         pg.t.run(&["secret", "delete", "db/own", "--force", "--drop-accounts"]);
     assert_refused(&out, 2, "rotor did not create", Some("Own-Password-123"));
@@ -207,19 +185,11 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
 async fn mariadb_drop_accounts_removes_both_users_and_their_grants() {
     let (t, suffix, db) = maria().await;
     let app = format!("del_{suffix}");
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/my",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--account",
-        &app,
-        "--database",
-        &db,
-    ]);
+        &["--account", &app, "--database", &db],
+    ));
     let out = t.ok(&["secret", "delete", "db/my", "--force"]);
     assert!(out.contains(&format!("user '{app}'@'%'")), "{out}");
     assert!(out.contains(&format!("user '{app}_clone'@'%'")), "{out}");
@@ -233,19 +203,11 @@ async fn mariadb_drop_accounts_removes_both_users_and_their_grants() {
         .execute(format!("DROP USER '{app}'@'%', '{app}_clone'@'%'").as_str())
         .await;
 
-    t.ok(&[
-        "secret",
-        "create",
+    t.ok(&create_rds(
         "db/my",
-        "--type",
-        "Rds",
-        "--target",
         "maria",
-        "--account",
-        &app,
-        "--database",
-        &db,
-    ]);
+        &["--account", &app, "--database", &db],
+    ));
     let out = t.ok(&["secret", "delete", "db/my", "--force", "--drop-accounts"]);
     assert!(out.contains("dropped from target 'maria'"), "{out}");
     assert_eq!(mysql_users(&mut conn, &app).await, 0, "both users are gone");

@@ -6,7 +6,7 @@
 use serde_json::json;
 use sqlx::{Executor, Row};
 
-use crate::databases::{admin, Pg};
+use crate::databases::{admin, create_rds, Pg};
 use crate::support::{assert_refused, Backend, TestEnv};
 use crate::testkit_rotator::FileRotator;
 use crate::workers::{ecs_secret, testkit_ok};
@@ -228,21 +228,18 @@ async fn a_secret_type_its_target_does_not_serve_is_refused_and_a_refused_dry_ru
 
     // A dry run whose target refuses the current credential: a target error (7).
     let solo = pg.name("dryrun");
-    pg.t.ok(&[
-        "secret",
-        "create",
+    pg.t.ok(&create_rds(
         "db/dryrun",
-        "--type",
-        "Rds",
-        "--sub-type",
-        "SingleUser",
-        "--target",
         "pg",
-        "--account",
-        &solo,
-        "--database",
-        &pg.db,
-    ]);
+        &[
+            "--sub-type",
+            "SingleUser",
+            "--account",
+            &solo,
+            "--database",
+            &pg.db,
+        ],
+    ));
     pg.t.ok(&["rotate", "db/dryrun", "--dry-run"]);
     admin()
         .await

@@ -31,6 +31,7 @@ mod ram_edges;
 mod readme;
 mod recovery;
 mod rotation;
+mod schema;
 mod scripting;
 mod ssh;
 mod ssh_edges;

@@ -5,8 +5,8 @@
 use sqlx::{Connection, Executor};
 
 use crate::databases::{
-    account_of, maria, mysql_admin, mysql_url, redis_admin, redis_login, redis_target, scram_port,
-    urlencode, Pg,
+    account_of, create_rds, maria, mysql_admin, mysql_url, redis_admin, redis_login, redis_target,
+    scram_port, urlencode, Pg,
 };
 use crate::support::{assert_refused, Backend, TestEnv};
 
@@ -365,21 +365,18 @@ async fn postgres_create_fails_and_leaves_nothing_when_the_admin_may_not_grant()
     );
 
     let app = pg.name("ungranted");
-    let out = pg.t.run(&[
-        "secret",
-        "create",
+    let out = pg.t.run(&create_rds(
         "db/x",
-        "--type",
-        "Rds",
-        "--target",
         "weak",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-        "--privilege",
-        "ReadWrite",
-    ]);
+        &[
+            "--account",
+            &app,
+            "--database",
+            &pg.db,
+            "--privilege",
+            "ReadWrite",
+        ],
+    ));
     assert_refused(&out, 7, &format!("CONNECT on database {}", pg.db), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -421,40 +418,34 @@ async fn postgres_create_fails_and_leaves_nothing_when_the_admin_may_not_grant()
         .execute("CREATE TABLE not_its (id int)")
         .await
         .unwrap();
-    let out = pg.t.run(&[
-        "secret",
-        "create",
+    let out = pg.t.run(&create_rds(
         "db/x",
-        "--type",
-        "Rds",
-        "--target",
         "weak",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-        "--privilege",
-        "ReadOnly",
-    ]);
+        &[
+            "--account",
+            &app,
+            "--database",
+            &pg.db,
+            "--privilege",
+            "ReadOnly",
+        ],
+    ));
     assert_refused(&out, 7, "SELECT on table(s) not_its", None);
     assert_no_raw_notice(&out);
     in_db.execute("DROP TABLE not_its").await.unwrap();
     let _ = in_db.close().await;
-    let out = pg.t.run(&[
-        "secret",
-        "create",
+    let out = pg.t.run(&create_rds(
         "db/x",
-        "--type",
-        "Rds",
-        "--target",
         "weak",
-        "--account",
-        &app,
-        "--database",
-        &pg.db,
-        "--privilege",
-        "ReadWrite",
-    ]);
+        &[
+            "--account",
+            &app,
+            "--database",
+            &pg.db,
+            "--privilege",
+            "ReadWrite",
+        ],
+    ));
     assert!(
         out.status.success(),
         "{}",
@@ -545,21 +536,18 @@ async fn mariadb_create_fails_and_leaves_nothing_when_the_admin_may_not_grant() 
     let out = t.ok(&["target", "check", "weak"]);
     assert!(out.contains("it lacks SELECT, INSERT"), "{out}");
     let app = format!("ung_{suffix}");
-    let out = t.run(&[
-        "secret",
-        "create",
+    let out = t.run(&create_rds(
         "db/x",
-        "--type",
-        "Rds",
-        "--target",
         "weak",
-        "--account",
-        &app,
-        "--database",
-        &db,
-        "--privilege",
-        "ReadOnly",
-    ]);
+        &[
+            "--account",
+            &app,
+            "--database",
+            &db,
+            "--privilege",
+            "ReadOnly",
+        ],
+    ));
     assert_refused(
         &out,
         7,

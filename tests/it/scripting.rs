@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::databases::Pg;
+use crate::databases::{create_rds, Pg};
 use crate::support::{assert_refused, Backend, TestEnv};
 use crate::workers::{ecs_secret, testkit_ok};
 
@@ -301,23 +301,20 @@ async fn json_outputs_share_one_naming_style_and_describe_shows_who_a_secret_is(
     let pg = Pg::new().await;
     let t = &pg.t;
     let account = pg.name("who");
-    let t_out = t.ok(&[
-        "secret",
-        "create",
+    let t_out = t.ok(&create_rds(
         "db/who",
-        "--type",
-        "Rds",
-        "--target",
         "pg",
-        "--account",
-        &account,
-        "--database",
-        &pg.db,
-        "--privilege",
-        "ReadOnly",
-        "--rotation-interval",
-        "7d",
-    ]);
+        &[
+            "--account",
+            &account,
+            "--database",
+            &pg.db,
+            "--privilege",
+            "ReadOnly",
+            "--rotation-interval",
+            "7d",
+        ],
+    ));
     assert!(t_out.contains("created secret 'db/who'"), "{t_out}");
 
     let targets = t.json(&["target", "list"]);
