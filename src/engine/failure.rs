@@ -11,11 +11,11 @@
 
 use rotators::{RotateError, Rotator, VersionValue};
 
-use super::{context, lease, Engine, Outcome, Step};
+use super::{lease, Engine, Outcome, RotationState, Step};
 use crate::error::Result;
 use crate::model::Planned;
 use crate::notify::Event;
-use crate::store::RotationState;
+use crate::store::FailedAttempt;
 
 /// Whether `ACSCurrent` was put back after a failed single-account `set` or `test`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,9 +98,16 @@ impl Engine {
             let at = now + chrono::Duration::from_std(self.backoff(attempts)).unwrap_or_default();
             tracing::warn!(%step, attempts, error = %e, retry_at = %at, "attempt failed; will retry");
             let next = Planned { at, deadline: None };
-            self.store
-                .record_failure(&state.claim, &error, attempts, false, Some(next), restored)
-                .await?;
+            let attempt = FailedAttempt {
+                step: step.as_str(),
+                error: &error,
+                attempts,
+                failed: false,
+                next: Some(next),
+                restored,
+                back_to: Step::AFTER_PUT_BACK.as_str(),
+            };
+            self.store.record_failure(&state.claim, &attempt).await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
             self.notify(state, Event::RotationFailed, |n| {
                 n.error = Some(error.clone());
@@ -127,9 +134,16 @@ impl Engine {
                 }
             }
             let next = self.plan_next(state);
-            self.store
-                .record_failure(&state.claim, &error, attempts, true, next, restored)
-                .await?;
+            let attempt = FailedAttempt {
+                step: step.as_str(),
+                error: &error,
+                attempts,
+                failed: true,
+                next,
+                restored,
+                back_to: Step::AFTER_PUT_BACK.as_str(),
+            };
+            self.store.record_failure(&state.claim, &attempt).await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
             for event in [Event::RotationFailed, Event::SecretFailed] {
                 self.notify(state, event, |n| {
@@ -198,7 +212,7 @@ impl Engine {
         to: VersionValue,
     ) -> Result<Result<(), RotateError>> {
         let claim = &state.claim;
-        let mut cx = context(state, true);
+        let mut cx = state.context(true);
         cx.current = from;
         let value = to.value.clone();
         cx.pending = Some(to);

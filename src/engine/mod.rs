@@ -13,9 +13,12 @@
 
 mod between;
 mod failure;
+mod job;
 mod lease;
 
-pub use lease::{release, still_held, Held};
+pub(crate) use job::RotationState;
+pub use job::{Job, Step};
+pub use lease::{release, still_held, Claim, Held};
 
 use std::time::Duration;
 
@@ -26,8 +29,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::model::{Planned, SecretName, VersionId};
 use crate::notify::{Event, Notice, Notifier};
-pub use crate::store::Step;
-use crate::store::{Claim, Job, RotationState, Store};
+use crate::store::Store;
 
 /// How the engine runs rotations.
 #[derive(Clone, Debug)]
@@ -207,11 +209,12 @@ impl Engine {
                 "secret '{name}' is Generic: it does not rotate; put a new version instead"
             )));
         }
-        let claim = self
-            .store
-            .with_actor(actor)
-            .claim_now(&self.config.owner, name, self.config.lease)
-            .await?;
+        let claim = Claim::granted(
+            self.store
+                .with_actor(actor)
+                .claim_now(&self.config.owner, name, self.config.lease)
+                .await?,
+        );
         let held = Held::new(self.store.clone(), claim);
         let result = self.rotate(held.claim(), true, stop).await;
         held.end(&result).await;
@@ -221,11 +224,12 @@ impl Engine {
     /// Checks that the current credential works and the target answers, changing nothing. A
     /// target that refuses the credential or cannot be reached is [`Error::Target`].
     pub async fn dry_run(&self, name: &SecretName) -> Result<()> {
-        let claim = self.store.claim_for_reading(name).await?;
-        let mut state = self.store.load_rotation_unleased(&claim).await?;
+        let claim = Claim::granted(self.store.claim_for_reading(name).await?);
+        let record = self.store.load_rotation_unleased(&claim).await?;
+        let mut state = RotationState::new(claim, record)?;
         let rotator = self.rotator(&state)?;
         self.attach_target(&mut state).await?;
-        self.timed(rotator.check(&context(&state, false)))
+        self.timed(rotator.check(&state.context(false)))
             .await
             .map_err(|e| Error::Target(format!("secret '{name}': dry run failed: {e}")))
     }
@@ -254,7 +258,8 @@ impl Engine {
         stop: &CancellationToken,
         keeper: &lease::Keeper,
     ) -> Result<Outcome> {
-        let mut state = self.store.load_rotation(claim).await?;
+        let record = self.store.load_rotation(claim).await?;
+        let mut state = RotationState::new(claim.clone(), record)?;
         let writing = state
             .job
             .as_ref()
@@ -277,7 +282,7 @@ impl Engine {
             }
         };
         if let Err(e) = self.attach_target(&mut state).await {
-            let step = state.job.as_ref().map_or(Step::Create, |j| j.step);
+            let step = state.step();
             // A store hiccup passes; a target that is gone or unreadable does not.
             let e = match e {
                 Error::Store(_) => RotateError::retryable(e.to_string()),
@@ -306,18 +311,11 @@ impl Engine {
             }
             // The job row appears with the pending version (create touches nothing outside
             // the store), or with a failed attempt.
-            state.job = Some(Job {
-                step: Step::Create,
-                version_id: None,
-                attempts: 0,
-                last_error: None,
-                create_mark: None,
-                pending_on_target: false,
-            });
+            state.job = Some(Job::start());
         }
 
         loop {
-            let step = state.job.as_ref().map(|j| j.step).unwrap_or(Step::Create);
+            let step = state.step();
             if stop.is_cancelled() {
                 tracing::info!(%step, "stopping between steps");
                 return Ok(Outcome::Interrupted { step });
@@ -330,11 +328,11 @@ impl Engine {
                     .await;
             }
             // The rotator's part of the step...
-            let mut cx = context(&state, resumed);
+            let mut cx = state.context(resumed);
             if step == Step::Create && rotator.creates_on_target() {
                 // Stored before the target makes anything, so that a crash before the store
                 // write leaves a trace the next attempt finds.
-                cx.create_mark = Some(self.store.mark_create(claim).await?);
+                cx.create_mark = Some(self.store.mark_create(claim, Step::FIRST.as_str()).await?);
             }
             let started = std::time::Instant::now();
             let ran: Result<Option<SecretValue>, RotateError> = match step {
@@ -374,14 +372,14 @@ impl Engine {
                     }
                     made.map(Some)
                 }
-                Step::Set => match pending_value(&state) {
+                Step::Set => match state.pending_value() {
                     Ok(pending) => self
                         .on_target(claim, keeper, self.timed(rotator.set(&cx, &pending)))
                         .await?
                         .map(|()| None),
                     Err(e) => Err(e),
                 },
-                _ => match pending_value(&state) {
+                _ => match state.pending_value() {
                     Ok(pending) => self
                         .on_target(
                             claim,
@@ -408,25 +406,25 @@ impl Engine {
                     return self.fail_with(&state, step, e, restored).await;
                 }
             };
-            // ...then the engine saves that it is done.
+            // ...then the engine saves that it is done, and the job goes on with the next step.
+            let next = step.next().unwrap_or(Step::Finish);
             match (step, created) {
                 (Step::Create, Some(value)) => {
-                    let version_id = self.store.store_pending(claim, &value).await?;
+                    let version_id = self
+                        .store
+                        .store_pending(claim, &value, step.as_str(), next.as_str())
+                        .await?;
                     state.pending = Some(VersionValue {
                         version_id: version_id.to_string(),
                         value,
                     });
-                    set_job(&mut state, Step::Set, Some(version_id));
-                }
-                (Step::Set, _) => {
-                    self.store.advance_job(claim, Step::Set, Step::Test).await?;
-                    set_job(&mut state, Step::Test, None);
+                    state.set_job(next, Some(version_id));
                 }
                 _ => {
                     self.store
-                        .advance_job(claim, Step::Test, Step::Finish)
+                        .advance_job(claim, step.as_str(), next.as_str())
                         .await?;
-                    set_job(&mut state, Step::Finish, None);
+                    state.set_job(next, None);
                 }
             }
             tracing::info!(
@@ -469,7 +467,7 @@ impl Engine {
             state.current = promoted;
             tracing::info!(version = %version_id, "promoted to ACSCurrent");
         }
-        let cx = context(state, resumed);
+        let cx = state.context(resumed);
         let promoted = match state.current.as_ref() {
             Some(c) => c.value.clone(),
             None => {
@@ -605,35 +603,4 @@ pub fn check_can_rotate(
         )));
     }
     Ok(())
-}
-
-fn set_job(state: &mut RotationState, step: Step, version_id: Option<VersionId>) {
-    if let Some(job) = state.job.as_mut() {
-        job.step = step;
-        if version_id.is_some() {
-            job.version_id = version_id;
-        }
-    }
-}
-
-fn pending_value(state: &RotationState) -> Result<SecretValue, RotateError> {
-    state
-        .pending
-        .as_ref()
-        .map(|p| p.value.clone())
-        .ok_or_else(|| RotateError::fatal("the job's ACSPending version is missing"))
-}
-
-fn context(state: &RotationState, resumed: bool) -> RotationContext {
-    RotationContext {
-        secret_name: state.claim.name.to_string(),
-        kind: state.kind,
-        settings: state.settings.clone(),
-        current: state.current.clone(),
-        previous: state.previous.clone(),
-        pending: state.pending.clone(),
-        target: state.target_context.clone(),
-        resumed,
-        create_mark: state.job.as_ref().and_then(|j| j.create_mark),
-    }
 }

@@ -36,9 +36,9 @@ use crate::files;
 
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
-pub use jobs::{owner_is_dead_here, owner_name, Claim, Job, Step};
+pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
-pub use rotation::{Looks, RotationState};
+pub use rotation::{FailedAttempt, Looks, RotationRecord};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
     KEEP_UNSTAGED, RECOVERY_DAYS,

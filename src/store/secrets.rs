@@ -745,12 +745,12 @@ impl Store {
 
     /// A secret's target, settings and values as `secret delete` needs them to say (or remove)
     /// what its credentials are on the target, also while its deletion is scheduled.
-    pub async fn deletion_view(&self, name: &SecretName) -> Result<super::RotationState> {
+    pub async fn deletion_view(&self, name: &SecretName) -> Result<super::RotationRecord> {
         check_user_writable(name)?;
         let mut conn = self.pool.acquire().await?;
         let row = self.secret_row(&mut conn, name, false).await?;
         drop(conn);
-        let claim = super::Claim {
+        let claim = super::Lease {
             secret_id: row.id,
             name: row.name,
             target: row.target,
