@@ -9,6 +9,8 @@
 //! the job records that the target holds the pending credential (`describe`, the audit record
 //! and the webhook say so) and `rotor rotate` or a checked import recovers it.
 
+use std::sync::Arc;
+
 use rotators::{RotateError, Rotator, VersionValue};
 
 use super::{lease, Engine, Outcome, RotationState, Step};
@@ -208,20 +210,20 @@ impl Engine {
         state: &RotationState,
         rotator: &dyn Rotator,
         keeper: &lease::Keeper,
-        from: Option<VersionValue>,
-        to: VersionValue,
+        from: Option<Arc<VersionValue>>,
+        to: Arc<VersionValue>,
     ) -> Result<Result<(), RotateError>> {
         let claim = &state.claim;
         let mut cx = state.context(true);
         cx.current = from;
-        let value = to.value.clone();
-        cx.pending = Some(to);
+        cx.pending = Some(to.clone());
+        let value = &to.value;
         match self
-            .on_target(claim, keeper, self.timed(rotator.set(&cx, &value)))
+            .on_target(claim, keeper, self.timed(rotator.set(&cx, value)))
             .await?
         {
             Ok(()) => {
-                self.on_target(claim, keeper, self.test_with_retries(rotator, &cx, &value))
+                self.on_target(claim, keeper, self.test_with_retries(rotator, &cx, value))
                     .await
             }
             Err(e) => Ok(Err(e)),

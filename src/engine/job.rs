@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rotators::{RotationContext, SecretKind, SecretValue, TargetContext, VersionValue};
 
@@ -125,7 +126,8 @@ impl Job {
 }
 
 /// Everything the engine needs to run a claimed secret's rotation, values decrypted. Built
-/// once per run from the store's record; the rotator's context borrows from it.
+/// once per run from the store's record; each step's [`RotationContext`] shares its values
+/// (`Arc`) rather than copying them.
 #[derive(Debug)]
 pub(crate) struct RotationState {
     pub claim: Claim,
@@ -138,13 +140,13 @@ pub(crate) struct RotationState {
     pub looks: Looks,
     pub target: Option<String>,
     /// Rotator settings stored with the secret (JSON; `Null` when none).
-    pub settings: serde_json::Value,
+    pub settings: Arc<serde_json::Value>,
     /// The target's address and admin credential, attached before the steps run.
-    pub target_context: Option<TargetContext>,
+    pub target_context: Option<Arc<TargetContext>>,
     pub job: Option<Job>,
-    pub current: Option<VersionValue>,
-    pub previous: Option<VersionValue>,
-    pub pending: Option<VersionValue>,
+    pub current: Option<Arc<VersionValue>>,
+    pub previous: Option<Arc<VersionValue>>,
+    pub pending: Option<Arc<VersionValue>>,
 }
 
 impl RotationState {
@@ -170,12 +172,12 @@ impl RotationState {
             deadline_at,
             looks,
             target,
-            settings,
+            settings: Arc::new(settings),
             target_context: None,
             job: job.map(Job::from_record).transpose()?,
-            current,
-            previous,
-            pending,
+            current: current.map(Arc::new),
+            previous: previous.map(Arc::new),
+            pending: pending.map(Arc::new),
         })
     }
 
@@ -195,10 +197,10 @@ impl RotationState {
     }
 
     /// The pending version's value, which `set` and `test` apply.
-    pub fn pending_value(&self) -> std::result::Result<SecretValue, rotators::RotateError> {
+    pub fn pending_value(&self) -> std::result::Result<&SecretValue, rotators::RotateError> {
         self.pending
             .as_ref()
-            .map(|p| p.value.clone())
+            .map(|p| &p.value)
             .ok_or_else(|| rotators::RotateError::fatal("the job's ACSPending version is missing"))
     }
 

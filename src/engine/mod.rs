@@ -20,6 +20,7 @@ pub(crate) use job::RotationState;
 pub use job::{Job, Step};
 pub use lease::{release, still_held, Claim, Held};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rotators::{Registry, RotateError, RotationContext, Rotator, SecretValue, VersionValue};
@@ -234,7 +235,7 @@ impl Engine {
             .map_err(|e| Error::Target(format!("secret '{name}': dry run failed: {e}")))
     }
 
-    fn rotator(&self, state: &RotationState) -> Result<std::sync::Arc<dyn Rotator>> {
+    fn rotator(&self, state: &RotationState) -> Result<Arc<dyn Rotator>> {
         self.registry.get(state.kind).ok_or_else(|| {
             Error::invalid(format!(
                 "secret '{}': no rotator for {} secrets in this build",
@@ -246,7 +247,7 @@ impl Engine {
     /// Loads the secret's target (address and admin credential) into its state.
     async fn attach_target(&self, state: &mut RotationState) -> Result<()> {
         if let Some(target) = &state.target {
-            state.target_context = Some(self.store.target_context(target).await?);
+            state.target_context = Some(Arc::new(self.store.target_context(target).await?));
         }
         Ok(())
     }
@@ -374,7 +375,7 @@ impl Engine {
                 }
                 Step::Set => match state.pending_value() {
                     Ok(pending) => self
-                        .on_target(claim, keeper, self.timed(rotator.set(&cx, &pending)))
+                        .on_target(claim, keeper, self.timed(rotator.set(&cx, pending)))
                         .await?
                         .map(|()| None),
                     Err(e) => Err(e),
@@ -384,7 +385,7 @@ impl Engine {
                         .on_target(
                             claim,
                             keeper,
-                            self.test_with_retries(rotator.as_ref(), &cx, &pending),
+                            self.test_with_retries(rotator.as_ref(), &cx, pending),
                         )
                         .await?
                         .map(|()| None),
@@ -414,10 +415,10 @@ impl Engine {
                         .store
                         .store_pending(claim, &value, step.as_str(), next.as_str())
                         .await?;
-                    state.pending = Some(VersionValue {
+                    state.pending = Some(Arc::new(VersionValue {
                         version_id: version_id.to_string(),
                         value,
-                    });
+                    }));
                     state.set_job(next, Some(version_id));
                 }
                 _ => {
@@ -468,8 +469,8 @@ impl Engine {
             tracing::info!(version = %version_id, "promoted to ACSCurrent");
         }
         let cx = state.context(resumed);
-        let promoted = match state.current.as_ref() {
-            Some(c) => c.value.clone(),
+        let promoted = match state.current.clone() {
+            Some(c) => c,
             None => {
                 return self
                     .fail(
@@ -481,7 +482,11 @@ impl Engine {
             }
         };
         if let Err(e) = self
-            .on_target(&claim, keeper, self.timed(rotator.finish(&cx, &promoted)))
+            .on_target(
+                &claim,
+                keeper,
+                self.timed(rotator.finish(&cx, &promoted.value)),
+            )
             .await?
         {
             return self.fail(state, Step::Finish, e).await;
