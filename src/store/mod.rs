@@ -9,6 +9,7 @@
 
 mod access_keys;
 mod audit;
+mod deletion;
 mod jobs;
 mod keys;
 mod leases;
@@ -19,6 +20,7 @@ mod schedule;
 mod secrets;
 mod targets;
 mod types;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,14 +42,15 @@ pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub use rotation::{FailedAttempt, Looks, RotationRecord};
 pub use secrets::{
-    rotation_in_flight, NewSecret, PutValue, SealedVersion, Selector, DEFAULT_RECOVERY_DAYS,
-    KEEP_UNSTAGED, RECOVERY_DAYS,
+    rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,
+    RECOVERY_DAYS,
 };
 pub use targets::{admin_secret_name, TargetInfo};
 pub use types::{
     DeleteMode, KeyInfo, PutOutcome, RotationFailure, RotationStatus, SecretInfo, SecretVersion,
     VersionInfo,
 };
+pub use versions::SealedVersion;
 
 /// The name of the master key `rotor init` creates and secrets use unless told otherwise.
 pub const DEFAULT_KEY: &str = "default";
