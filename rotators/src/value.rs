@@ -91,6 +91,26 @@ pub fn required_fields(kind: SecretKind) -> Option<&'static [&'static str]> {
     }
 }
 
+/// `text` as it is, or — when it contains any of `secrets` (a server echoing the statement that
+/// set a password) — one fixed line instead. Replacing only the secret would not do: where the
+/// marker sits in a known message tells a short password (`password authentication [marker]`).
+pub fn withhold_if_quoting(text: String, secrets: &[&str]) -> String {
+    if secrets
+        .iter()
+        .any(|secret| !secret.is_empty() && text.contains(secret))
+    {
+        "[REDACTED] (the message quoted a credential, so it is withheld)".into()
+    } else {
+        text
+    }
+}
+
+/// The fields that name an account, a user or a key (never secret).
+const NAME_FIELDS: &[&str] = &["AccountName", "UserName", "AccessKeyId"];
+
+/// The longest name a value may carry (servers allow far less: PostgreSQL 63 bytes, MySQL 32).
+const MAX_NAME_CHARS: usize = 256;
+
 /// Checks that `bytes` is a well-formed value for a secret of `kind`.
 pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
     if bytes.is_empty() {
@@ -138,6 +158,20 @@ pub fn validate(kind: SecretKind, bytes: &[u8]) -> Result<(), ValueError> {
             // A server without a password (Redis's default user) has an empty one.
             Some(Value::String(s)) if s.is_empty() && *field != "AccountPassword" => {
                 return Err(format_error(format!("field '{field}' is empty")))
+            }
+            // Names reach terminals, logs and servers' login routines (PostgreSQL's SASLprep):
+            // control characters and unbounded lengths are refused there.
+            Some(Value::String(s)) if NAME_FIELDS.contains(field) => {
+                if s.chars().any(char::is_control) {
+                    return Err(format_error(format!(
+                        "field '{field}' holds a control character"
+                    )));
+                }
+                if s.chars().count() > MAX_NAME_CHARS {
+                    return Err(format_error(format!(
+                        "field '{field}' is longer than {MAX_NAME_CHARS} characters"
+                    )));
+                }
             }
             Some(Value::String(_)) => {}
             Some(_) => return Err(format_error(format!("field '{field}' is not a string"))),
@@ -315,6 +349,8 @@ ZfG1KaT0PtFDJ/XFSqtiAAAAEHVzZXJAZXhhbXBsZS5jb20BAgMEBQ==
             br#"{"AccountName":"app","AccountPassword":"pw","Extra":1}"#,
             br#"{"AccountName":"app","AccountPassword":12345}"#,
             br#"{"AccountName":"","AccountPassword":"pw"}"#,
+            br#"{"AccountName":"ap\u001bp","AccountPassword":"pw"}"#,
+            br#"{"AccountName":"a\np","AccountPassword":"pw"}"#,
             br#"["AccountName"]"#,
             b"not json",
         ] {

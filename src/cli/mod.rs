@@ -304,10 +304,12 @@ fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
 }
 
 /// Ends the process after a failure: `rotor: MESSAGE` on stderr, under `--json` also
-/// `{"Code","Message"}` on stdout, and the exit code of its kind.
+/// `{"Code","Message"}` on stdout (unless the command printed its own result), and the exit
+/// code of its kind.
 fn fail(json: bool, code: &str, message: &str, exit: i32) -> ! {
     output::note(message);
-    if json {
+    // A command that already printed its result (a due pass's summary) keeps stdout one document.
+    if json && !output::stdout_used() {
         let body = json!({"Code": code, "Message": message});
         output::print_line(&serde_json::to_string_pretty(&body).expect("serialisable output"));
     }

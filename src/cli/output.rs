@@ -64,7 +64,17 @@ pub fn write_value(value: &SecretValue) -> Result<()> {
 /// printed is incomplete, so the process exits 1 even if the command itself succeeded.
 static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 
+/// Set by every write to standard output: a command that printed its own result (a `--due
+/// --json` pass's summary) before failing gets no second JSON document.
+static STDOUT_USED: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything was written to standard output (see [`STDOUT_USED`]).
+pub fn stdout_used() -> bool {
+    STDOUT_USED.load(Ordering::Relaxed)
+}
+
 /// Whether a write to standard output failed (see [`STDOUT_FAILED`]).
+
 pub fn stdout_failed() -> bool {
     STDOUT_FAILED.load(Ordering::Relaxed)
 }
@@ -72,6 +82,7 @@ pub fn stdout_failed() -> bool {
 /// Writes `parts` to standard output and flushes. A reader that went away (`EPIPE`: `rotor …
 /// | head`) is not an error: it did not want the rest, so the rest is dropped quietly.
 pub fn write_stdout(parts: &[&[u8]]) -> std::io::Result<()> {
+    STDOUT_USED.store(true, Ordering::Relaxed);
     let mut out = std::io::stdout().lock();
     let written = parts
         .iter()

@@ -157,7 +157,9 @@ impl Engine {
         tracing::warn!(error = %e, "ACSCurrent does not log in after a takeover (a late write of the previous holder?); setting it again");
         // Aimed as a rotation from ACSPrevious to ACSCurrent would be.
         let repaired = match state.current.clone() {
-            None => Err(RotateError::fatal("the secret has no ACSCurrent version")),
+            None => Err(super::failure::Aimed::Set(RotateError::fatal(
+                "the secret has no ACSCurrent version",
+            ))),
             Some(current) => {
                 let from = state.previous.clone().or_else(|| state.current.clone());
                 self.set_aimed(state, rotator, keeper, from, current)

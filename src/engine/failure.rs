@@ -23,7 +23,10 @@ use crate::store::FailedAttempt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum PutBack {
     Done,
-    /// It could not be: why.
+    /// `ACSCurrent` was set again, but logging in with it still failed (why): the account may be
+    /// locked or limited on the target. The target holds `ACSCurrent` as far as rotor knows.
+    Unconfirmed(String),
+    /// It could not be set again: why.
     Failed(String),
 }
 
@@ -69,6 +72,15 @@ impl Engine {
             (Some(PutBack::Done), _) => (
                 format!("{step} step failed: {e}; the current credential logs in on the target"),
                 true,
+                Some(true),
+            ),
+            (Some(PutBack::Unconfirmed(why)), _) => (
+                format!(
+                    "{step} step failed: {e}; the current credential was set back on the target, \
+                     but logging in with it failed too ({why}): the account may be locked or \
+                     limited there; the next attempt sets it again"
+                ),
+                false,
                 Some(true),
             ),
             (Some(PutBack::Failed(why)), Step::Test) => (
@@ -198,7 +210,8 @@ impl Engine {
                 tracing::warn!("the current credential is back on the target and logs in");
                 PutBack::Done
             }
-            Err(e) => PutBack::Failed(e.to_string()),
+            Err(Aimed::Test(e)) => PutBack::Unconfirmed(e.to_string()),
+            Err(Aimed::Set(e)) => PutBack::Failed(e.to_string()),
         })
     }
 
@@ -212,7 +225,7 @@ impl Engine {
         keeper: &lease::Keeper,
         from: Option<Arc<VersionValue>>,
         to: Arc<VersionValue>,
-    ) -> Result<Result<(), RotateError>> {
+    ) -> Result<Result<(), Aimed>> {
         let claim = &state.claim;
         let mut cx = state.context(true);
         cx.current = from;
@@ -222,11 +235,27 @@ impl Engine {
             .on_target(claim, keeper, self.timed(rotator.set(&cx, value)))
             .await?
         {
-            Ok(()) => {
-                self.on_target(claim, keeper, self.test_with_retries(rotator, &cx, value))
-                    .await
-            }
-            Err(e) => Ok(Err(e)),
+            Ok(()) => Ok(self
+                .on_target(claim, keeper, self.test_with_retries(rotator, &cx, value))
+                .await?
+                .map_err(Aimed::Test)),
+            Err(e) => Ok(Err(Aimed::Set(e))),
+        }
+    }
+}
+
+/// Which half of an aimed set failed: the `set` itself, or the login that tests it.
+#[derive(Debug)]
+pub(super) enum Aimed {
+    Set(RotateError),
+    Test(RotateError),
+}
+
+impl std::fmt::Display for Aimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aimed::Set(e) => write!(f, "{e}"),
+            Aimed::Test(e) => write!(f, "set, but the login failed: {e}"),
         }
     }
 }

@@ -28,6 +28,8 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
+        // A rotation in flight would go on changing the target for a secret no longer stored.
+        row.ensure_not_rotating(self.clock.now_ms())?;
         let planned = match mode {
             DeleteMode::Force => {
                 sqlx::query("DELETE FROM secrets WHERE id = $1")
@@ -75,6 +77,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let row = self.secret_row(&mut conn, name, false).await?;
         drop(conn);
+        row.ensure_not_rotating(self.clock.now_ms())?;
         let claim = super::Lease {
             secret_id: row.id,
             name: row.name,

@@ -173,17 +173,34 @@ impl SecretRow {
         }
     }
 
+    /// Refuses a change that must not run beside a rotation: the secret's lease is live, held
+    /// by a process that is not known to be gone ([`Error::InProgress`]).
+    pub(super) fn ensure_not_rotating(&self, now: i64) -> Result<()> {
+        if let (Some(other), Some(until)) = (&self.lease_owner, self.lease_expires_at) {
+            if until >= now && !super::jobs::owner_is_dead_here(other) {
+                return Err(Error::InProgress(format!(
+                    "secret '{}' is being rotated by {other} (lease until {}); try again once it is done",
+                    self.name,
+                    format_ms(until)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// True when a checked import may end the last rotation cycle: it failed in `create` or
     /// `set`, before its new credential surely reached the target, or in `test` leaving the
-    /// pending credential on the target in place of the current one.
+    /// pending credential on the target in place of the current one — also while that cycle
+    /// waits to retry (the failure's reason recommends the import).
     pub(super) fn failed_importable(&self) -> bool {
         // The one place the store reads a step's meaning: the import's guard, checked in the
         // import's own transaction.
-        self.failure.is_some()
-            && self.job.as_ref().is_some_and(|j| {
-                matches!(j.step.as_str(), "create" | "set")
-                    || (j.step == "test" && j.pending_on_target)
-            })
+        self.job.as_ref().is_some_and(|job| {
+            let importable = matches!(job.step.as_str(), "create" | "set")
+                || (job.step == "test" && job.pending_on_target);
+            (self.failure.is_some() && importable)
+                || (job.attempts > 0 && job.step == "test" && job.pending_on_target)
+        })
     }
 
     pub(super) fn info(self, tags: Vec<Tag>) -> SecretInfo {

@@ -176,6 +176,60 @@ async fn postgres_single_account_failing_its_test_puts_the_current_password_back
     pg.cleanup(&[solo]).await;
 }
 
+/// Found by a hostile run: the put-back's `set` went through but its login was refused for
+/// another reason (the account limited to no connections), and rotor claimed the target held
+/// the pending credential. It holds ACSCurrent: the reason says it was set back.
+#[tokio::test]
+async fn postgres_single_account_set_back_but_refused_logins_is_not_called_pending() {
+    let pg = Pg::new().await;
+    let t = &pg.t;
+    let solo = pg.name("limited");
+    t.ok(&[
+        "secret",
+        "create",
+        "db/limited",
+        "--type",
+        "Rds",
+        "--sub-type",
+        "SingleUser",
+        "--target",
+        "pg",
+        "--account",
+        &solo,
+        "--database",
+        &pg.db,
+    ]);
+    let before = account_of(t, "db/limited", "ACSCurrent").await;
+    let breaks = Break::Pg(format!("ALTER ROLE {solo} CONNECTION LIMIT 0"));
+    let engine = engine(t, SecretType::Rds, SubType::SingleUser, breaks).await;
+    let error = failed_rotation(&engine, "db/limited").await;
+    assert!(
+        error.contains(
+            "the current credential was set back on the target, but logging in with it failed too"
+        ),
+        "{error}"
+    );
+    assert!(!error.contains("holds the pending"), "{error}");
+    let info = t.json(&["secret", "describe", "db/limited"]);
+    assert!(info.get("TargetHoldsPending").is_none(), "{info}");
+    assert_eq!(
+        info["RotationStep"], "set",
+        "the next attempt sets again: {info}"
+    );
+    // Once the account may log in again, ACSCurrent is what the server holds.
+    admin()
+        .await
+        .execute(format!("ALTER ROLE {solo} CONNECTION LIMIT -1").as_str())
+        .await
+        .unwrap();
+    assert_eq!(pg.login(&before).await.unwrap(), solo, "ACSCurrent logs in");
+    t.ok(&["rotate", "db/limited"]);
+    let after = account_of(t, "db/limited", "ACSCurrent").await;
+    assert_ne!(after, before);
+    assert_eq!(pg.login(&after).await.unwrap(), solo);
+    pg.cleanup(&[solo]).await;
+}
+
 #[tokio::test]
 async fn postgres_single_account_that_cannot_be_put_back_says_so_and_rotate_recovers_it() {
     let pg = Pg::new().await;

@@ -249,3 +249,41 @@ async fn lease_and_step_timeout_are_bounded_before_anything_runs() {
         assert_refused(&out, 2, expect, None);
     }
 }
+
+/// Found by a hostile run: an imported account name holding an escape sequence reached the
+/// terminal raw (MySQL, Redis) or made sqlx panic in SASLprep (PostgreSQL, exit 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_account_names_with_control_characters_or_unpreparable_text_are_refused() {
+    let pg = crate::databases::Pg::new().await;
+    let t = &pg.t;
+    for (name, code, expect) in [
+        ("ht_\u{1b}[31mred", 2, "holds a control character"),
+        ("ht_\nline", 2, "holds a control character"),
+        // Private use: printable, but SASLprep refuses it.
+        ("ht_\u{e000}", 2, "saslprep refuses it"),
+    ] {
+        let value = serde_json::json!({"AccountName": name, "AccountPassword": "Some-Pass-123"})
+            .to_string();
+        let out = t.run(&[
+            "secret",
+            "create",
+            "db/hostile-name",
+            "--type",
+            "Rds",
+            "--sub-type",
+            "SingleUser",
+            "--target",
+            "pg",
+            "--value",
+            &value,
+        ]);
+        assert_refused(&out, code, expect, Some("Some-Pass-123"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "a raw escape reached stderr: {stderr:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    pg.cleanup(&[]).await;
+}

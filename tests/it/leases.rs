@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Backend, TestEnv};
+use crate::support::{assert_refused, Backend, TestEnv};
 use crate::testkit_rotator::FileRotator;
 use crate::workers::{ecs_secret, sample, scrape, terminate, testkit_ok, wait_exit, FAST};
 
@@ -315,4 +315,34 @@ async fn sigterm_stops_an_api_rotation_between_steps_and_gives_its_lease_back() 
     assert_eq!(runs(h, "drain", "set").len(), 1, "set is not run again");
     assert_eq!(runs(h, "drain", "finish").len(), 1);
     assert_eq!(current_version(&t, "drain"), "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_being_rotated_is_not_deleted_under_its_driver() {
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "busy");
+    // A manual rotation holds the secret in a slow `set`: deleting it now would leave the
+    // driver changing the host for a secret no longer stored.
+    let mut manual = slow(&t, h, 3000, &["rotate", "busy", "--lease", "2s"]);
+    in_set(&t, "busy");
+    for args in [
+        &["secret", "delete", "busy", "--force"][..],
+        &["secret", "delete", "busy", "--force", "--drop-accounts"],
+        &["secret", "delete", "busy", "--recovery-days", "7"],
+    ] {
+        let out = t.testkit(h).args(args).output().unwrap();
+        assert_refused(&out, 4, "is being rotated by", None);
+    }
+    let status = wait_exit(&mut manual, Duration::from_secs(30));
+    assert!(status.success(), "the rotation completes");
+    assert_eq!(current_version(&t, "busy"), "v2");
+    // Once it is done, the deletion goes through.
+    t.testkit(h)
+        .args(["secret", "delete", "busy", "--force"])
+        .output()
+        .map(|out| assert!(out.status.success(), "{out:?}"))
+        .unwrap();
+    assert!(!t.run(&["secret", "describe", "busy"]).status.success());
 }

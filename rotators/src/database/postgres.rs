@@ -42,6 +42,14 @@ fn options(
     account: &Account,
     database: Option<&str>,
 ) -> Result<PgConnectOptions, RotateError> {
+    // sqlx prepares the name with SASLprep and panics on one it refuses: refuse it here.
+    if stringprep::saslprep(&account.name).is_err() {
+        return Err(RotateError::fatal(format!(
+            "account name '{}' cannot log in to PostgreSQL target '{}': SASLprep refuses it",
+            account.name.escape_debug(),
+            target.name
+        )));
+    }
     let mut options = PgConnectOptions::from_str(target.url.as_str())
         .map_err(|e| {
             RotateError::fatal(format!("target '{}' has a malformed URL: {e}", target.name))

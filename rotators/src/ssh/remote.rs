@@ -245,11 +245,7 @@ impl Admin {
 }
 
 fn scrub(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, "[REDACTED]")
-    }
+    crate::value::withhold_if_quoting(text.to_owned(), &[secret])
 }
 
 /// `'…'` for sh, with single quotes escaped.
