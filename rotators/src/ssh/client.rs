@@ -580,6 +580,9 @@ mod tests {
         let msg = passwd_failure("h:22", &said);
         assert!(msg.starts_with("the current password was refused"), "{msg}");
         let clean = scrubbed(b"echo Hunter2", &["Hunter2"]);
-        assert!(!clean.contains("Hunter2") && clean.contains("[REDACTED]"), "{clean}");
+        assert!(
+            !clean.contains("Hunter2") && clean.contains("[REDACTED]"),
+            "{clean}"
+        );
     }
 }
