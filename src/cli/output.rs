@@ -74,7 +74,6 @@ pub fn stdout_used() -> bool {
 }
 
 /// Whether a write to standard output failed (see [`STDOUT_FAILED`]).
-
 pub fn stdout_failed() -> bool {
     STDOUT_FAILED.load(Ordering::Relaxed)
 }
