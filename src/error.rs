@@ -10,9 +10,10 @@ pub enum Error {
     /// A secret, version, stage or key that does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// A request that contradicts the store's state (existing name, version id reuse, ...).
+    /// A request that contradicts the store's state (existing name, version id reuse, ...);
+    /// its [`ConflictKind`] says how.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Conflict),
     /// The secret is being rotated by another claim right now (a manual rotation, the API's
     /// `RotateSecret` or a worker): a second rotation is refused, never run beside the first.
     #[error("{0}")]
@@ -39,6 +40,31 @@ pub enum Error {
     /// The store's schema could not be brought up to date.
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A refusal because of the store's state: its kind, for callers that answer each differently
+/// (the API's KMS codes), and its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Conflict {
+    /// What the conflict is about.
+    pub kind: ConflictKind,
+    /// The one-line message.
+    pub message: String,
+}
+
+/// What a [`Conflict`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// A name or version id already taken: a secret, a version id with other data, a key, a
+    /// target, an access key.
+    Exists,
+    /// The secret's deletion state refuses the request: it is scheduled for deletion (in its
+    /// recovery window), or, to be restored, it is not.
+    DeleteWindow,
+    /// Any other state: a stage not on the version named, a secret being rotated, a target
+    /// still in use, another worker on the SQLite store, ...
+    State,
 }
 
 /// Exit codes of the `rotor` binary, by error kind (documented in the README).
@@ -73,8 +99,26 @@ impl Error {
         Error::NotFound(msg.into())
     }
 
+    /// A [`ConflictKind::State`] conflict.
     pub fn conflict(msg: impl Into<String>) -> Self {
-        Error::Conflict(msg.into())
+        Error::conflict_of(ConflictKind::State, msg)
+    }
+
+    /// A [`ConflictKind::Exists`] conflict: `msg` names what is already taken.
+    pub fn exists(msg: impl Into<String>) -> Self {
+        Error::conflict_of(ConflictKind::Exists, msg)
+    }
+
+    /// A [`ConflictKind::DeleteWindow`] conflict.
+    pub fn delete_window(msg: impl Into<String>) -> Self {
+        Error::conflict_of(ConflictKind::DeleteWindow, msg)
+    }
+
+    fn conflict_of(kind: ConflictKind, msg: impl Into<String>) -> Self {
+        Error::Conflict(Conflict {
+            kind,
+            message: msg.into(),
+        })
     }
 
     pub fn config(msg: impl Into<String>) -> Self {

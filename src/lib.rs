@@ -16,6 +16,7 @@ pub mod error;
 pub mod files;
 pub mod model;
 pub mod notify;
+pub mod policy;
 pub mod redact;
 pub mod store;
 pub mod targets;

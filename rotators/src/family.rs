@@ -224,6 +224,9 @@ pub struct NewTarget {
 pub struct NewAdmin {
     pub kind: SecretKind,
     pub value: SecretValue,
+    /// Settings stored with the admin secret for its rotator (`Null` for none): an SSH admin key
+    /// pair records its public key as adopted, so rotation retires it like any other.
+    pub settings: serde_json::Value,
 }
 
 /// Where a managed secret's first credential comes from.

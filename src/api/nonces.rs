@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::ApiError;
 use crate::store::{NonceKey, Store, MAX_NONCE_BATCH};
 
+/// Nonces this server remembers locally.
 pub const DEFAULT_CAPACITY: usize = 65_536;
 /// The longest nonce kept (longer ones are refused).
 const MAX_NONCE: usize = 128;
@@ -51,6 +52,7 @@ pub fn check_length(nonce: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `SignatureNonceUsed`: the nonce was seen already.
 pub fn used() -> ApiError {
     ApiError::new(
         400,
@@ -132,10 +134,12 @@ impl Nonces {
         self.seen.remove(&self.hasher.hash_one(nonce));
     }
 
+    /// Nonces remembered now.
     pub fn len(&self) -> usize {
         self.order.len()
     }
 
+    /// Whether none is remembered.
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }

@@ -14,7 +14,9 @@ use rcgen::{
 use crate::error::{Error, Result};
 use crate::files;
 
+/// The CA certificate's file in the data directory (clients pin it).
 pub const CA_CERT: &str = "api-ca.crt";
+/// The CA key's file in the data directory (mode 0600).
 pub const CA_KEY: &str = "api-ca.key";
 
 /// The CA's fixed identity: the same name and key always make the same issuer.

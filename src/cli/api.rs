@@ -8,11 +8,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{table, Output};
-use crate::api::policy::{Policy, Rule};
 use crate::api::{Api, ApiSettings};
 use crate::config::{CommandLine, Config};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::policy::{Action, Policy, Rule};
 use crate::store::Store;
 
 /// Where the KMS-compatible API listens.
@@ -67,7 +67,7 @@ pub async fn start(
         stop,
     )
     .await?;
-    crate::telemetry::zero_api(&crate::api::policy::ACTIONS);
+    crate::telemetry::zero_api(&Action::names());
     Ok(Some(server))
 }
 

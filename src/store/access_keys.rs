@@ -8,9 +8,9 @@ use zeroize::Zeroizing;
 
 use super::audit::Entry;
 use super::{is_unique_violation, Store};
-use crate::api::policy::Policy;
 use crate::clock::format_ms;
 use crate::error::{Error, Result};
+use crate::policy::Policy;
 
 /// An access key as listed (never its secret).
 #[derive(Clone, Debug, Serialize)]
@@ -68,7 +68,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("access key '{name}' already exists"))
+                Error::exists(format!("access key '{name}' already exists"))
             } else {
                 e.into()
             }

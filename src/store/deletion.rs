@@ -40,7 +40,7 @@ impl Store {
             }
             DeleteMode::RecoveryWindow(days) => {
                 if let Some(at) = row.planned_delete_at {
-                    return Err(Error::conflict(format!(
+                    return Err(Error::delete_window(format!(
                         "secret '{name}' is already scheduled for deletion at {}",
                         format_ms(at)
                     )));
@@ -97,7 +97,7 @@ impl Store {
         let now = self.clock.now_ms();
         match row.planned_delete_at {
             None => {
-                return Err(Error::conflict(format!(
+                return Err(Error::delete_window(format!(
                     "secret '{name}' is not scheduled for deletion"
                 )))
             }

@@ -86,7 +86,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("key '{name}' already exists"))
+                Error::exists(format!("key '{name}' already exists"))
             } else {
                 e.into()
             }

@@ -163,7 +163,7 @@ impl SecretRow {
     /// Refuses changes and reads of a secret scheduled for deletion.
     pub(super) fn ensure_live(&self) -> Result<()> {
         match self.planned_delete_at {
-            Some(at) => Err(Error::conflict(format!(
+            Some(at) => Err(Error::delete_window(format!(
                 "secret '{}' is scheduled for deletion at {}; restore it first (rotor secret restore {})",
                 self.name,
                 format_ms(at),

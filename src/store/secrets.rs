@@ -189,11 +189,11 @@ impl Store {
             .await?
         {
             return Err(match row.try_get::<Option<i64>, _>("planned_delete_at")? {
-                Some(at) => Error::conflict(format!(
+                Some(at) => Error::delete_window(format!(
                     "secret '{name}' already exists and is scheduled for deletion at {}; restore it or delete it with --force first",
                     format_ms(at)
                 )),
-                None => Error::conflict(format!("secret '{name}' already exists")),
+                None => Error::exists(format!("secret '{name}' already exists")),
             });
         }
         let inserted = sqlx::query(
@@ -216,7 +216,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("secret '{name}' already exists"))
+                Error::exists(format!("secret '{name}' already exists"))
             } else {
                 e.into()
             }
@@ -355,7 +355,7 @@ impl Store {
                 let same = stored.len() == put.value.len()
                     && bool::from(stored.expose().ct_eq(put.value.expose()));
                 if !same {
-                    return Err(Error::conflict(format!(
+                    return Err(Error::exists(format!(
                         "version '{id}' of secret '{name}' already exists with other data; choose another version id"
                     )));
                 }

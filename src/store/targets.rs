@@ -46,6 +46,7 @@ impl Store {
                 let mut secret = NewSecret::new(admin_name, admin.kind, admin.value);
                 secret.target = Some(name.to_owned());
                 secret.description = format!("admin account of target {name}");
+                secret.settings = (!admin.settings.is_null()).then_some(admin.settings);
                 Some(secret)
             }
             None => None,
@@ -69,7 +70,7 @@ impl Store {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                Error::conflict(format!("target '{name}' already exists"))
+                Error::exists(format!("target '{name}' already exists"))
             } else {
                 e.into()
             }

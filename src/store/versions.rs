@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use rotators::SecretKind;
+use rotators::{SecretKind, SecretType};
 use sqlx::Row;
 
 use super::audit::Entry;
@@ -215,6 +215,14 @@ impl Store {
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
         check_user_stage(&row, stage)?;
+        // A managed secret's ACSCurrent is what its target holds: it moves only by rotation, a
+        // checked import or a checked rollback, never by hand.
+        if matches!(stage, Stage::Current | Stage::Previous) && row.kind.ty != SecretType::Generic {
+            return Err(Error::invalid(format!(
+                "{stage} of secret '{name}' ({}) moves only with its credential on the target: rotor rotate, rotor secret import (checked by logging in) or rotor secret rollback {name}",
+                row.kind.ty
+            )));
+        }
         for id in move_to.into_iter().chain(remove_from) {
             let exists = sqlx::query(
                 "SELECT 1 AS one FROM versions WHERE secret_id = $1 AND version_id = $2",

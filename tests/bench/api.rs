@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rotators::ram::sign;
+use acs_sign::sign;
 use sqlx::{Connection, Executor};
 
 struct Options {

@@ -5,7 +5,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rotators::ram::sign;
+use acs_sign::sign;
 use serde_json::Value;
 
 use crate::databases::Pg;

@@ -963,3 +963,33 @@ both_backends!(
         }
     }
 );
+
+/// Found by a hostile run: `secret stage` moved a managed secret's ACSCurrent to a version its
+/// target does not hold, with no login check.
+#[tokio::test]
+async fn a_managed_secrets_current_and_previous_do_not_move_by_hand() {
+    let t = TestEnv::new(crate::support::Backend::Sqlite).await;
+    t.ok(&["init"]);
+    t.ok(&[
+        "secret", "create", "db/app", "--type", "Rds", "--value", RDS_VALUE,
+    ]);
+    let before = t.snapshot().await;
+    for stage in ["ACSCurrent", "ACSPrevious"] {
+        let out = t.run(&[
+            "secret",
+            "stage",
+            "db/app",
+            "--stage",
+            stage,
+            "--move-to",
+            "v1",
+        ]);
+        assert_refused(
+            &out,
+            2,
+            "moves only with its credential on the target",
+            None,
+        );
+    }
+    assert_eq!(t.snapshot().await, before, "nothing changed");
+}

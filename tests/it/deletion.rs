@@ -349,3 +349,75 @@ async fn families_that_cannot_drop_accounts_refuse_and_delete_nothing() {
         "nothing changed on the target"
     );
 }
+
+/// Found by a hostile run: with an admin that may remove users but not save the ACL file,
+/// `--drop-accounts` removed them from memory, failed at `ACL SAVE` and kept the secret —
+/// pointing at users that no longer existed (and would come back at restart).
+#[tokio::test]
+async fn redis_drop_accounts_the_admin_cannot_save_removes_nothing() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    t.ok(&["init"]);
+    let suffix = &rotor::crypto::random_id()[..8];
+    let boss = format!("delboss_{suffix}");
+    let mut admin = redis_admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&boss)
+        .arg(&["on", ">Del-Boss-Pass-1", "~*", "&*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let out = crate::databases::add_target(
+        &t,
+        "redboss",
+        "redis",
+        &crate::databases::redis_url(),
+        &boss,
+        "Del-Boss-Pass-1",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let user = format!("delsave_{suffix}");
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/keep",
+        "--type",
+        "Redis",
+        "--target",
+        "redboss",
+        "--account",
+        &user,
+    ]);
+    // The admin loses the right to save the ACL file.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&boss)
+        .arg("-acl|save")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let out = t.run(&[
+        "secret",
+        "delete",
+        "cache/keep",
+        "--force",
+        "--drop-accounts",
+    ]);
+    assert_refused(&out, 7, "acl|save", None);
+    for name in [user.clone(), format!("{user}_clone")] {
+        let found: redis::Value = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg(&name)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_ne!(found, redis::Value::Nil, "{name} is still there");
+    }
+    t.ok(&["secret", "describe", "cache/keep"]);
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&[boss, user.clone(), format!("{user}_clone")])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}

@@ -10,6 +10,7 @@ mod support;
 mod testkit_rotator;
 
 mod api;
+mod api_conflicts;
 mod cli;
 mod concurrency;
 mod databases;

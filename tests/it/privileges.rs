@@ -520,14 +520,23 @@ async fn mariadb_create_fails_and_leaves_nothing_when_the_admin_may_not_grant() 
     root.execute(format!("CREATE USER '{adm}'@'%' IDENTIFIED BY 'Maria-Admin-Pass1'; GRANT CREATE USER ON *.* TO '{adm}'@'%' WITH GRANT OPTION").as_str())
         .await
         .unwrap();
-    let added = crate::databases::add_target(
-        &t,
-        "weak",
-        "mysql",
-        &format!("mysql://{host}"),
-        &adm,
-        "Maria-Admin-Pass1",
-    );
+    // Without SELECT on the mysql schema it cannot read the accounts' grants a rotation copies
+    // (found by a hostile run: the README's privileges were not enough): target add says so.
+    let weak = |t: &TestEnv| {
+        crate::databases::add_target(
+            t,
+            "weak",
+            "mysql",
+            &format!("mysql://{host}"),
+            &adm,
+            "Maria-Admin-Pass1",
+        )
+    };
+    assert_refused(&weak(&t), 7, "it lacks SELECT on the mysql schema", None);
+    root.execute(format!("GRANT SELECT ON mysql.* TO '{adm}'@'%'").as_str())
+        .await
+        .unwrap();
+    let added = weak(&t);
     assert!(
         added.status.success(),
         "{}",

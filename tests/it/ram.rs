@@ -652,7 +652,7 @@ async fn the_worker_disables_the_previous_key_once_its_grace_has_passed() {
 
 /// Sends one V3-signed GetUser as raw HTTP, with the date and nonce given; returns the answer.
 async fn raw_v3(addr: &str, date: &str, nonce: &str) -> String {
-    use rotators::ram::sign;
+    use acs_sign::sign;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body_sha = sign::sha256_hex(b"");
     let headers: Vec<(String, String)> = [

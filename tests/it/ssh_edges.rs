@@ -283,3 +283,54 @@ async fn a_re_keyed_host_is_re_pinned_with_target_update() {
     assert!(stderr.contains(&sshd.fingerprint()), "{stderr}");
     rotate(&t, "host/app");
 }
+
+/// Found by a hostile run: the key given with `--admin-key-file` was never retired — after two
+/// rotations of the admin secret it still logged in as the admin. It is the secret's first
+/// version, adopted like an imported key: gone once it is neither current nor previous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_key_given_at_target_add_is_retired_by_rotation() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = env(Backend::Sqlite).await;
+    let sshd = Sshd::start();
+    let admin = HostUser::new(Sudo::WithoutPassword);
+    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    admin.write_authorized_keys(&format!("{public}\n"));
+    let key_file = t.dir.path().join("admin_key");
+    std::fs::write(&key_file, private.as_bytes()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(add_target(
+        &t,
+        "keyed",
+        &sshd,
+        &[
+            "--host-key",
+            &sshd.host_key(),
+            "--admin-user",
+            &admin.name,
+            "--admin-key-file",
+            &key_file.display().to_string(),
+        ],
+        "",
+    ));
+    let secret = "acs/target/keyed/admin";
+    rotate(&t, secret);
+    assert_eq!(
+        sshd.login_key(&admin.name, &private).unwrap(),
+        admin.name,
+        "the given key is ACSPrevious after one rotation: it still logs in"
+    );
+    rotate(&t, secret);
+    assert!(
+        sshd.login_key(&admin.name, &private).is_err(),
+        "two rotations later the given key no longer logs in"
+    );
+    let current = value(&t, secret, "ACSCurrent");
+    let current_private = current["PrivateKey"].as_str().unwrap();
+    assert_eq!(
+        sshd.login_key(&admin.name, current_private).unwrap(),
+        admin.name
+    );
+    assert!(t
+        .ok(&["target", "check", "keyed"])
+        .contains("sudo (no password)"));
+}

@@ -243,6 +243,15 @@ impl AccountServer for Mysql {
         .iter()
         .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
         .collect();
+        // Rotation reads the accounts' grants (SHOW GRANTS FOR), which needs SELECT on `mysql`.
+        let reads_mysql: bool = sqlx::query_scalar(
+            "SELECT COUNT(*) > 0 FROM information_schema.SCHEMA_PRIVILEGES \
+             WHERE GRANTEE = ? AND TABLE_SCHEMA = 'mysql' AND PRIVILEGE_TYPE = 'SELECT'",
+        )
+        .bind(&grantee)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(fail)?;
         let _ = conn.close().await;
         let upper: Vec<String> = grants.iter().map(|g| g.to_ascii_uppercase()).collect();
         let create_user = global.iter().any(|(p, _)| p == "CREATE USER")
@@ -250,17 +259,21 @@ impl AccountServer for Mysql {
                 .iter()
                 .any(|g| g.contains("ALL PRIVILEGES ON *.*") || g.contains("CREATE USER"));
         let grant_option = upper.iter().any(|g| g.contains("GRANT OPTION"));
-        if !create_user || !grant_option {
+        let select_mysql = reads_mysql
+            || global.iter().any(|(p, _)| p == "SELECT")
+            || upper.iter().any(|g| g.contains("ALL PRIVILEGES ON *.*"));
+        if !create_user || !grant_option || !select_mysql {
             let lacks: Vec<&str> = [
                 (!create_user, "CREATE USER"),
                 (!grant_option, "GRANT OPTION"),
+                (!select_mysql, "SELECT on the mysql schema"),
             ]
             .iter()
             .filter(|(lacking, _)| *lacking)
             .map(|(_, p)| *p)
             .collect();
             return Err(RotateError::fatal(format!(
-                "the admin account of target '{}' may not manage accounts (it needs CREATE USER and GRANT OPTION; it lacks {})",
+                "the admin account of target '{}' may not manage accounts (it needs CREATE USER, GRANT OPTION and SELECT on the mysql schema, to read accounts' grants; it lacks {})",
                 target.name,
                 lacks.join(" and ")
             )));

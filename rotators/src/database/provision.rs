@@ -176,6 +176,7 @@ impl Family for DatabaseFamily {
                     sub: Some(SubType::SingleUser),
                 },
                 value: Account::new(user, password).to_value(),
+                settings: serde_json::Value::Null,
             }),
             notes: vec![],
         })

@@ -323,7 +323,18 @@ impl AccountServer for Redis {
         if accounts.is_empty() {
             return Ok(());
         }
-        let mut conn = connect(target, &super::admin_account(target)?).await?;
+        let admin = super::admin_account(target)?;
+        let mut conn = connect(target, &admin).await?;
+        // All or nothing: a removal the ACL file could not keep would come back at restart,
+        // so what removing and saving need is checked before anything is removed.
+        let lacking = admin_lacks(target, &mut conn, &admin.name).await?;
+        if !lacking.is_empty() {
+            return Err(RotateError::fatal(format!(
+                "the admin account of target '{}' may not run {}, which removing users needs; nothing was removed",
+                target.name,
+                lacking.join(", ")
+            )));
+        }
         redis::cmd("ACL")
             .arg("DELUSER")
             .arg(accounts)

@@ -15,11 +15,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use acs_sign::sign;
 use rand::Rng;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::sign;
 use crate::rotator::RotateError;
 
 /// The RAM API version.

@@ -21,11 +21,9 @@
 //! current one) — if it then fails, its error says so and the engine takes `ACSPrevious` off
 //! that version ([`Rotator::previous_gone`]).
 //!
-//! [`client`] is the OpenAPI client, [`sign`] the two request signature styles.
+//! [`client`] is the OpenAPI client; it signs its requests with the `acs-sign` crate.
 
 pub mod client;
-pub mod sign;
-pub mod verify;
 
 use std::sync::Arc;
 
@@ -346,6 +344,7 @@ impl Family for RamFamily {
                     sub: None,
                 },
                 value: admin.to_value(),
+                settings: serde_json::Value::Null,
             }),
             notes: vec![],
         })

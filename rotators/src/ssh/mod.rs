@@ -274,7 +274,7 @@ impl Family for SshFamily {
             (Some(user), Some(option)) => {
                 check_user_name(user)?;
                 let secret = options.secret(option).unwrap_or_default();
-                let (sub, value) = if option == "admin-key-file" {
+                let (sub, value, settings) = if option == "admin-key-file" {
                     let private = keys::parse_private_key(secret)
                         .map_err(|e| invalid(format!("--admin-key-file: {e}")))?;
                     let pair = KeyPair {
@@ -282,9 +282,22 @@ impl Family for SshFamily {
                         public: private.public_key().clone(),
                         private,
                     };
-                    (SubType::SSHKey, pair.to_value()?)
+                    // The given key is this secret's too: rotation retires it like its own.
+                    let settings = EcsSettings {
+                        adopted_key: Some(keys::bare_key(&pair.public)),
+                        ..EcsSettings::default()
+                    };
+                    (
+                        SubType::SSHKey,
+                        pair.to_value()?,
+                        serde_json::to_value(&settings).expect("settings serialise"),
+                    )
                 } else {
-                    (SubType::Password, password_value(user, secret))
+                    (
+                        SubType::Password,
+                        password_value(user, secret),
+                        serde_json::Value::Null,
+                    )
                 };
                 Some(NewAdmin {
                     kind: SecretKind {
@@ -292,6 +305,7 @@ impl Family for SshFamily {
                         sub: Some(sub),
                     },
                     value,
+                    settings,
                 })
             }
         };

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use acs_sign::verify;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -41,7 +42,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
-use rotators::ram::verify;
 use serde_json::{json, Value};
 
 const WINDOW: Duration = Duration::from_secs(15 * 60);

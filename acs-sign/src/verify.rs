@@ -1,4 +1,4 @@
-//! Verifying signed Alibaba Cloud OpenAPI requests, both styles (see [`super::sign`]): the
+//! Verifying signed Alibaba Cloud OpenAPI requests, both styles (see [`crate::sign`]): the
 //! server side of the signatures, shared by rotor's KMS-compatible API and the RAM emulator the
 //! tests run.
 //!
@@ -14,27 +14,34 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 use zeroize::Zeroizing;
 
-use super::sign;
+use crate::sign;
 
 /// A request as the server received it. Header names are lower case.
 pub struct Request<'a> {
+    /// `POST`, `GET`, ...
     pub method: &'a str,
+    /// The path, as sent (`/`).
     pub path: &'a str,
     /// The raw query string (without `?`).
     pub query: &'a str,
+    /// Every header, names lower case, in the order received.
     pub headers: &'a [(String, String)],
+    /// The body, as sent.
     pub body: &'a [u8],
 }
 
 /// A verified call.
 #[derive(Debug)]
 pub struct Verified {
+    /// The AccessKeyId whose secret signed the request.
     pub key_id: String,
+    /// The `Action` parameter or `x-acs-action` header, as sent (not checked here).
     pub action: String,
     /// `Version` parameter or `x-acs-version` header.
     pub version: Option<String>,
     /// Every parameter (query, then form body), decoded, without the V1 `Signature`.
     pub params: Vec<(String, String)>,
+    /// `SignatureNonce` or `x-acs-signature-nonce`: remembering it is the caller's.
     pub nonce: String,
     /// The request's signed timestamp, Unix seconds.
     pub timestamp: i64,
@@ -43,12 +50,16 @@ pub struct Verified {
 /// A refused request: HTTP status, the cloud's error code and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
+    /// The HTTP status: 400 for a malformed or badly signed request.
     pub status: u16,
+    /// The cloud's error code, e.g. `SignatureDoesNotMatch`.
     pub code: &'static str,
+    /// The cloud's message; never a secret or a signature.
     pub message: String,
 }
 
 impl Refused {
+    /// A refusal with this status, code and message.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Refused {
             status,

@@ -8,14 +8,16 @@
 //!   method and `/`, are signed with HMAC-SHA1 under `SECRET&`; the base64 result travels as the
 //!   `Signature` parameter.
 //!
-//! Both sides use these functions: rotor's RAM client to sign, the test emulator to verify. The
-//! unit tests reproduce the worked examples in Alibaba Cloud's signature documentation.
+//! Both sides use these functions: rotor's RAM client to sign, [`crate::verify`] (for rotor's
+//! API and the test emulator) to check. The unit tests reproduce the worked examples in Alibaba
+//! Cloud's signature documentation.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The V3 algorithm name.
 pub const ACS3: &str = "ACS3-HMAC-SHA256";
@@ -28,10 +30,12 @@ const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// `s` percent-encoded as both signature styles require (RFC 3986).
 pub fn percent(s: &str) -> String {
     utf8_percent_encode(s, RFC3986).to_string()
 }
 
+/// The SHA-256 of `bytes`, lower-case hex (a V3 body hash).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -118,8 +122,11 @@ pub fn v3_authorization(key_id: &str, signed_headers: &str, signature: &str) -> 
 /// A parsed V3 `Authorization` header.
 #[derive(Debug, PartialEq, Eq)]
 pub struct V3Authorization {
+    /// `Credential`: the AccessKeyId.
     pub key_id: String,
+    /// `SignedHeaders`: the lower-case names of the headers signed, in order.
     pub signed_headers: Vec<String>,
+    /// `Signature`: lower-case hex.
     pub signature: String,
 }
 
@@ -156,13 +163,10 @@ pub fn v1_signature(secret: &str, method: &str, params: &[(String, String)]) -> 
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// Compares two signatures in constant time.
+/// Compares two signatures in constant time (for equal lengths; a signature's length is no
+/// secret).
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 #[cfg(test)]
