@@ -260,7 +260,7 @@ pub async fn create_secret(
 struct Managed {
     family: std::sync::Arc<dyn rotators::Family>,
     target: TargetContext,
-    state: crate::store::RotationState,
+    state: crate::store::RotationRecord,
 }
 
 async fn managed(
@@ -302,7 +302,7 @@ pub async fn reimport(
     // later with the current credential working.
     if let Some(job) = &m.state.job {
         let failed = store.describe(name).await?.rotation_status == RotationStatus::Failed;
-        if !failed || !job.importable() {
+        if !failed || !crate::engine::Job::from_record(job.clone())?.importable() {
             return Err(crate::store::rotation_in_flight(name));
         }
     }

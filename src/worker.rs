@@ -18,10 +18,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{release, still_held, Engine, Outcome};
+use crate::engine::{release, still_held, Claim, Engine, Outcome};
 use crate::error::Result;
 use crate::model::SecretName;
-use crate::store::{Claim, Store};
+use crate::store::Store;
 
 /// How often the worker purges secrets whose recovery window has ended.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -69,7 +69,7 @@ pub async fn run(
             {
                 Ok(claims) => {
                     full_batch = claims.len() == free;
-                    for claim in claims {
+                    for claim in claims.into_iter().map(Claim::granted) {
                         let permit = global
                             .clone()
                             .try_acquire_owned()
@@ -171,7 +171,7 @@ pub async fn run_due(
                 .claim_due(&owner, engine.config().lease, config.concurrency.max(1))
                 .await?;
             let mut fresh = Vec::new();
-            for claim in claims {
+            for claim in claims.into_iter().map(Claim::granted) {
                 if seen.insert(claim.secret_id) {
                     fresh.push(claim);
                 } else {
@@ -216,7 +216,7 @@ fn spawn_rotation(
         let _permit = permit;
         let _gate = gates.enter(claim.target.as_deref()).await;
         let outcome = engine.rotate(&claim, false, &stop).await;
-        (claim.name, outcome)
+        (claim.name.clone(), outcome)
     });
 }
 

@@ -6,6 +6,8 @@
 //! worker), so each must be safe to repeat: `set` does nothing if the pending credential already
 //! works, `finish` (clean-up after promotion) tolerates what is already gone.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::kind::SecretKind;
@@ -42,17 +44,20 @@ impl TargetContext {
 }
 
 /// What a rotator knows about the secret it rotates. No store, no jobs, no clock.
+///
+/// The engine decrypts a secret's versions and its target's admin credential once per run and
+/// shares them with every step's context (`Arc`): building a context copies no secret value.
 #[derive(Clone, Debug)]
 pub struct RotationContext {
     pub secret_name: String,
     pub kind: SecretKind,
     /// Rotator settings stored with the secret (e.g. password length), as JSON.
-    pub settings: serde_json::Value,
-    pub current: Option<VersionValue>,
-    pub previous: Option<VersionValue>,
+    pub settings: Arc<serde_json::Value>,
+    pub current: Option<Arc<VersionValue>>,
+    pub previous: Option<Arc<VersionValue>>,
     /// The version being rotated to, once `create` has stored it.
-    pub pending: Option<VersionValue>,
-    pub target: Option<TargetContext>,
+    pub pending: Option<Arc<VersionValue>>,
+    pub target: Option<Arc<TargetContext>>,
     /// The step may have run before (the job was resumed after a crash or a lost lease): it
     /// must check what is already done. False when the engine reached the step itself just now.
     pub resumed: bool,
@@ -68,7 +73,7 @@ pub struct RotationContext {
 impl RotationContext {
     /// The secret's target, or a fatal error naming the secret.
     pub fn require_target(&self) -> Result<&TargetContext, RotateError> {
-        self.target.as_ref().ok_or_else(|| {
+        self.target.as_deref().ok_or_else(|| {
             RotateError::fatal(format!(
                 "secret '{}' names no target to rotate on",
                 self.secret_name

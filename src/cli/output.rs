@@ -280,8 +280,8 @@ pub fn describe_text(info: &SecretInfo, who: Vec<(&str, String)>) -> String {
             ),
         ));
     }
-    if let Some(step) = info.rotation_step {
-        lines.push(("Next step", step.to_string()));
+    if let Some(step) = &info.rotation_step {
+        lines.push(("Next step", step.clone()));
     }
     if let Some(at) = info.planned_delete_at {
         lines.push(("Deletion", format!("scheduled at {}", format_ms(at))));

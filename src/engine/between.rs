@@ -15,10 +15,9 @@
 
 use rotators::{RotateError, Rotator};
 
-use super::{context, lease::Keeper, Engine, Outcome};
+use super::{lease::Keeper, Engine, Outcome, RotationState};
 use crate::error::Result;
 use crate::notify::Event;
-use crate::store::RotationState;
 
 impl Engine {
     /// Runs the check or the follow-up that is due, if any; `None`: go on with the rotation.
@@ -59,7 +58,7 @@ impl Engine {
         let mut looks = state.looks;
         let attempts = looks.followup_attempts + 1;
         tracing::info!(attempt = attempts, "follow-up starts");
-        let cx = context(state, false);
+        let cx = state.context(false);
         let ran = self
             .on_target(claim, keeper, self.timed(rotator.followup(&cx)))
             .await?;
@@ -137,7 +136,7 @@ impl Engine {
             .on_target(
                 claim,
                 keeper,
-                self.timed(rotator.check(&context(state, false))),
+                self.timed(rotator.check(&state.context(false))),
             )
             .await?;
         let Err(e) = checked else {

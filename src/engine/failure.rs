@@ -9,13 +9,15 @@
 //! the job records that the target holds the pending credential (`describe`, the audit record
 //! and the webhook say so) and `rotor rotate` or a checked import recovers it.
 
+use std::sync::Arc;
+
 use rotators::{RotateError, Rotator, VersionValue};
 
-use super::{context, lease, Engine, Outcome, Step};
+use super::{lease, Engine, Outcome, RotationState, Step};
 use crate::error::Result;
 use crate::model::Planned;
 use crate::notify::Event;
-use crate::store::RotationState;
+use crate::store::FailedAttempt;
 
 /// Whether `ACSCurrent` was put back after a failed single-account `set` or `test`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,9 +112,16 @@ impl Engine {
             let at = now + chrono::Duration::from_std(self.backoff(attempts)).unwrap_or_default();
             tracing::warn!(%step, attempts, error = %e, retry_at = %at, "attempt failed; will retry");
             let next = Planned { at, deadline: None };
-            self.store
-                .record_failure(&state.claim, &error, attempts, false, Some(next), restored)
-                .await?;
+            let attempt = FailedAttempt {
+                step: step.as_str(),
+                error: &error,
+                attempts,
+                failed: false,
+                next: Some(next),
+                restored,
+                back_to: Step::AFTER_PUT_BACK.as_str(),
+            };
+            self.store.record_failure(&state.claim, &attempt).await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "retrying");
             self.notify(state, Event::RotationFailed, |n| {
                 n.error = Some(error.clone());
@@ -139,9 +148,16 @@ impl Engine {
                 }
             }
             let next = self.plan_next(state);
-            self.store
-                .record_failure(&state.claim, &error, attempts, true, next, restored)
-                .await?;
+            let attempt = FailedAttempt {
+                step: step.as_str(),
+                error: &error,
+                attempts,
+                failed: true,
+                next,
+                restored,
+                back_to: Step::AFTER_PUT_BACK.as_str(),
+            };
+            self.store.record_failure(&state.claim, &attempt).await?;
             crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "failed");
             for event in [Event::RotationFailed, Event::SecretFailed] {
                 self.notify(state, event, |n| {
@@ -207,20 +223,20 @@ impl Engine {
         state: &RotationState,
         rotator: &dyn Rotator,
         keeper: &lease::Keeper,
-        from: Option<VersionValue>,
-        to: VersionValue,
+        from: Option<Arc<VersionValue>>,
+        to: Arc<VersionValue>,
     ) -> Result<Result<(), Aimed>> {
         let claim = &state.claim;
-        let mut cx = context(state, true);
+        let mut cx = state.context(true);
         cx.current = from;
-        let value = to.value.clone();
-        cx.pending = Some(to);
+        cx.pending = Some(to.clone());
+        let value = &to.value;
         match self
-            .on_target(claim, keeper, self.timed(rotator.set(&cx, &value)))
+            .on_target(claim, keeper, self.timed(rotator.set(&cx, value)))
             .await?
         {
             Ok(()) => Ok(self
-                .on_target(claim, keeper, self.test_with_retries(rotator, &cx, &value))
+                .on_target(claim, keeper, self.test_with_retries(rotator, &cx, value))
                 .await?
                 .map_err(Aimed::Test)),
             Err(e) => Ok(Err(Aimed::Set(e))),

@@ -16,7 +16,38 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use crate::error::{Error, Result};
-use crate::store::{Claim, Store};
+use crate::store::{Lease, Store};
+
+/// One claim of one secret: the lease the store granted, under a token of its own (not the
+/// process's), so that every job write names the claim it belongs to. A claim that lost its
+/// lease fails its next write; a second claim of the same secret, in this process or another,
+/// is never granted while the lease lives. The store's writes take it as the [`Lease`] it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim(Lease);
+
+impl Claim {
+    /// A lease the store has just granted. A lease taken over from a holder that stopped
+    /// renewing it (or a process on this host that is gone) is logged and counted.
+    pub fn granted(lease: Lease) -> Claim {
+        if let Some(from) = &lease.taken_from {
+            tracing::warn!(secret = %lease.name, previous = %from, "took over an expired lease: its holder stopped renewing it");
+            crate::telemetry::lease_takeover();
+        }
+        Claim(lease)
+    }
+
+    /// The store's lease record.
+    pub fn lease(&self) -> &Lease {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Claim {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        &self.0
+    }
+}
 
 /// Renews one claim's lease until dropped.
 pub(crate) struct Keeper {

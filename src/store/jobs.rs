@@ -1,58 +1,15 @@
-//! The rotation job's types, shared by the store (which persists them) and the engine (which
-//! moves them): the [`Step`] a job runs next, the [`Job`] itself, and the [`Claim`] a worker
-//! holds on a secret while it rotates it.
+//! The records the store keeps for rotations: the [`Lease`] a claim holds on a secret, the
+//! [`JobRecord`] of a rotation in flight, and the lease owner names. The engine owns what they
+//! mean (its `Lease`, `Job` and `Step`); the store persists them and guards their writes.
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
 
-/// The step a rotation job runs next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Step {
-    Create,
-    Set,
-    Test,
-    Finish,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Create => "create",
-            Step::Set => "set",
-            Step::Test => "test",
-            Step::Finish => "finish",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Step {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "create" => Step::Create,
-            "set" => Step::Set,
-            "test" => Step::Test,
-            "finish" => Step::Finish,
-            other => return Err(Error::invalid(format!("unknown rotation step '{other}'"))),
-        })
-    }
-}
-
-/// One claim of one secret: its lease, held under a token of its own (not the process's), so
+/// One lease on one secret, as the store grants it, held under a token of its own (not the process's), so
 /// that every job write names the claim it belongs to. A claim that lost its lease fails its
 /// next write; a second claim of the same secret, in this process or another, is never granted
 /// while the lease lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claim {
+pub struct Lease {
     pub secret_id: i64,
     pub name: SecretName,
     /// The target it rotates on, for per-target concurrency limits.
@@ -70,31 +27,22 @@ pub struct Claim {
     pub requested_by: Option<String>,
 }
 
-/// A rotation in flight.
+/// A rotation job as stored: the engine reads its step (the column's text) into its own state
+/// machine; the store only guards, in SQL, that each write finds the step the engine expects.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job {
-    /// The step to run next.
-    pub step: Step,
+pub struct JobRecord {
+    /// The step to run next, as stored (`create`, `set`, `test`, `finish`).
+    pub step: String,
     /// The `ACSPending` version, once `create` has stored it.
     pub version_id: Option<VersionId>,
     /// Failed attempts in this cycle.
     pub attempts: u32,
     pub last_error: Option<String>,
-    /// When the job first began creating a credential on its target (ms since the epoch), for
-    /// rotators whose target makes the credential (`Rotator::creates_on_target`).
+    /// When the job first began creating a credential on its target (ms since the epoch).
     pub create_mark: Option<i64>,
     /// A failed attempt left the `ACSPending` credential on the target and `ACSCurrent` could
-    /// not be put back (a rotation that replaces its one credential in place).
+    /// not be put back.
     pub pending_on_target: bool,
-}
-
-impl Job {
-    /// Whether a checked import may end this job once it failed: in `create` or `set`, or in
-    /// `test` with the pending credential left on the target.
-    pub fn importable(&self) -> bool {
-        matches!(self.step, Step::Create | Step::Set)
-            || (self.step == Step::Test && self.pending_on_target)
-    }
 }
 
 /// This machine's name, as lease owners carry it.

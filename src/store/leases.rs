@@ -1,6 +1,6 @@
 //! Leases: which claim may drive a secret's rotation now.
 //!
-//! A lease belongs to one [`Claim`] of one secret, under a token of its own: `lease_owner`
+//! A lease belongs to one claim of one secret, under a token of its own: `lease_owner`
 //! names the process (for the audit log, `describe` and dead-process takeover), `lease_token`
 //! the claim. Every job write checks the token ([`check_lease`]), so a claim whose lease
 //! expired and passed to another, or a second claim in the same process, cannot move the job.
@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::jobs::{owner_is_dead_here, Lease};
 use super::rows::SecretRow;
 use super::Store;
 use crate::clock::format_ms;
 use crate::error::{Error, Result};
 use crate::model::SecretName;
-use crate::store::Claim;
 
 impl Store {
     /// Leases up to `limit` due secrets, oldest due first, skipping those another claim holds.
@@ -26,7 +26,7 @@ impl Store {
         owner: &str,
         lease: Duration,
         limit: usize,
-    ) -> Result<Vec<Claim>> {
+    ) -> Result<Vec<Lease>> {
         self.claim_due_except(owner, lease, limit, &[]).await
     }
 
@@ -38,7 +38,7 @@ impl Store {
         lease: Duration,
         limit: usize,
         busy: &[String],
-    ) -> Result<Vec<Claim>> {
+    ) -> Result<Vec<Lease>> {
         let now = self.clock.now_ms();
         let skip_busy = if busy.is_empty() {
             String::new()
@@ -76,7 +76,7 @@ impl Store {
         tx.commit().await?;
         rows.iter()
             .map(|r| {
-                let claim = Claim {
+                let claim = Lease {
                     secret_id: r.try_get("id")?,
                     name: SecretName::parse_any(&r.try_get::<String, _>("name")?)?,
                     target: r.try_get("target")?,
@@ -85,9 +85,6 @@ impl Store {
                     taken_from: r.try_get("lease_taken_from")?,
                     requested_by: None,
                 };
-                if let Some(from) = &claim.taken_from {
-                    took_over(&claim.name, from);
-                }
                 Ok(claim)
             })
             .collect()
@@ -102,14 +99,14 @@ impl Store {
         owner: &str,
         name: &SecretName,
         lease: Duration,
-    ) -> Result<Claim> {
+    ) -> Result<Lease> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
         if let (Some(other), Some(until)) = (&row.lease_owner, row.lease_expires_at) {
             // A one-shot run killed on this host leaves a lease nobody renews: take it over.
-            if until >= now && !super::jobs::owner_is_dead_here(other) {
+            if until >= now && !owner_is_dead_here(other) {
                 return Err(Error::InProgress(format!(
                     "secret '{name}' is being rotated by {other} (lease until {}); try again once it is done",
                     format_ms(until)
@@ -136,10 +133,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        if let Some(from) = &row.lease_owner {
-            took_over(&row.name, from);
-        }
-        Ok(Claim {
+        Ok(Lease {
             secret_id: row.id,
             name: row.name,
             target: row.target,
@@ -152,7 +146,7 @@ impl Store {
 
     /// Extends `claim`'s lease to `lease` from now; false when the claim no longer holds it
     /// (it expired and passed to another, or the job ended).
-    pub async fn renew_claim(&self, claim: &Claim, lease: Duration) -> Result<bool> {
+    pub async fn renew_claim(&self, claim: &Lease, lease: Duration) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE secrets SET lease_expires_at = $1 WHERE id = $2 AND lease_token = $3",
         )
@@ -165,7 +159,7 @@ impl Store {
     }
 
     /// Gives up `claim`'s lease, and nothing else; false when it held none any more.
-    pub async fn release_claim(&self, claim: &Claim) -> Result<bool> {
+    pub async fn release_claim(&self, claim: &Lease) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE secrets SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL \
              WHERE id = $1 AND lease_token = $2",
@@ -191,11 +185,11 @@ impl Store {
     }
 
     /// Names a secret for a read-only look at its rotation state (a dry run): no lease.
-    pub async fn claim_for_reading(&self, name: &SecretName) -> Result<Claim> {
+    pub async fn claim_for_reading(&self, name: &SecretName) -> Result<Lease> {
         let mut conn = self.pool.acquire().await?;
         let row = self.secret_row(&mut conn, name, false).await?;
         row.ensure_live()?;
-        Ok(Claim {
+        Ok(Lease {
             secret_id: row.id,
             name: row.name,
             target: row.target,
@@ -207,14 +201,8 @@ impl Store {
     }
 }
 
-/// Logs and counts a claim that took over a lease its holder did not release.
-fn took_over(name: &SecretName, from: &str) {
-    tracing::warn!(secret = %name, previous = %from, "took over an expired lease: its holder stopped renewing it");
-    crate::telemetry::lease_takeover();
-}
-
 /// Refuses a write by a claim that no longer holds the secret's lease.
-pub(super) fn check_lease(row: &SecretRow, claim: &Claim) -> Result<()> {
+pub(super) fn check_lease(row: &SecretRow, claim: &Lease) -> Result<()> {
     match &row.lease_token {
         Some(t) if !claim.token.is_empty() && *t == claim.token => Ok(()),
         _ => Err(lease_lost(&row.name)),

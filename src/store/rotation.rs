@@ -13,17 +13,17 @@ use rotators::{SecretKind, SecretValue, VersionValue};
 use sqlx::{AnyConnection, Row};
 
 use super::audit::Entry;
-use super::jobs::{Claim, Job, Step};
+use super::jobs::{JobRecord, Lease};
 use super::leases::{check_lease, lease_lost};
 use super::rows::{move_current, prune, set_stage};
 use super::Store;
 use crate::error::{Error, Result};
 use crate::model::{Planned, RotationSchedule, Stage, VersionId};
 
-/// Everything the engine needs to run a claimed secret's rotation, values decrypted.
+/// What the store holds of a secret's rotation, values decrypted: the engine builds its
+/// rotation state from it.
 #[derive(Debug)]
-pub struct RotationState {
-    pub claim: Claim,
+pub struct RotationRecord {
     pub kind: SecretKind,
     pub schedule: Option<RotationSchedule>,
     pub jitter: Option<Duration>,
@@ -34,9 +34,7 @@ pub struct RotationState {
     pub target: Option<String>,
     /// Rotator settings stored with the secret (JSON; `Null` when none).
     pub settings: serde_json::Value,
-    /// The target's address and admin credential, attached by the engine before the steps run.
-    pub target_context: Option<rotators::TargetContext>,
-    pub job: Option<Job>,
+    pub job: Option<JobRecord>,
     pub current: Option<VersionValue>,
     pub previous: Option<VersionValue>,
     pub pending: Option<VersionValue>,
@@ -44,16 +42,16 @@ pub struct RotationState {
 
 impl Store {
     /// Reads a claimed secret's rotation state; fails with [`Error::Lease`] if the lease is gone.
-    pub async fn load_rotation(&self, claim: &Claim) -> Result<RotationState> {
+    pub async fn load_rotation(&self, claim: &Lease) -> Result<RotationRecord> {
         self.load_state(true, claim).await
     }
 
     /// Reads a secret's rotation state without holding its lease, to look, not to change.
-    pub async fn load_rotation_unleased(&self, claim: &Claim) -> Result<RotationState> {
+    pub async fn load_rotation_unleased(&self, claim: &Lease) -> Result<RotationRecord> {
         self.load_state(false, claim).await
     }
 
-    async fn load_state(&self, leased: bool, claim: &Claim) -> Result<RotationState> {
+    async fn load_state(&self, leased: bool, claim: &Lease) -> Result<RotationRecord> {
         let mut conn = self.pool.acquire().await?;
         let row = self.claimed_row(&mut conn, claim, false).await?;
         if leased {
@@ -88,8 +86,7 @@ impl Store {
             });
         }
         let looks = Looks::of(&row);
-        Ok(RotationState {
-            claim: claim.clone(),
+        Ok(RotationRecord {
             kind: row.kind,
             schedule: row.rotation,
             jitter: row.jitter,
@@ -102,7 +99,6 @@ impl Store {
                 })?,
                 None => serde_json::Value::Null,
             },
-            target_context: None,
             job: row.job,
             current,
             previous,
@@ -110,9 +106,16 @@ impl Store {
         })
     }
 
-    /// Stores a rotator's new credential as the `ACSPending` version and records the job at
-    /// `set` (creating its row), in one transaction — before anything on the target changes.
-    pub async fn store_pending(&self, claim: &Claim, value: &SecretValue) -> Result<VersionId> {
+    /// Stores a rotator's new credential as the `ACSPending` version and moves the job from
+    /// step `from` to `to` (creating its row at `to`), in one transaction — before anything on
+    /// the target changes.
+    pub async fn store_pending(
+        &self,
+        claim: &Lease,
+        value: &SecretValue,
+        from: &str,
+        to: &str,
+    ) -> Result<VersionId> {
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
@@ -130,14 +133,16 @@ impl Store {
         set_stage(&mut tx, row.id, &Stage::Pending, &version_id).await?;
         let moved = sqlx::query(
             "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
-             VALUES ($3, 'set', $1, 0, $2, $2) \
-             ON CONFLICT (secret_id) DO UPDATE SET step = 'set', version_id = excluded.version_id, \
+             VALUES ($3, $4, $1, 0, $2, $2) \
+             ON CONFLICT (secret_id) DO UPDATE SET step = excluded.step, version_id = excluded.version_id, \
                                                    updated_at = excluded.updated_at, create_mark = NULL \
-             WHERE rotation_jobs.step = 'create'",
+             WHERE rotation_jobs.step = $5",
         )
         .bind(version_id.as_str())
         .bind(now)
         .bind(row.id)
+        .bind(to)
+        .bind(from)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 {
@@ -160,19 +165,21 @@ impl Store {
     /// exist, so the window starts there); otherwise the new one. An attempt that returns
     /// clears its mark ([`end_create_attempt`](Self::end_create_attempt)), so a mark never
     /// outlives the attempts it covers.
-    pub async fn mark_create(&self, claim: &Claim) -> Result<i64> {
+    /// A job row this starts begins at `step` (the engine's first).
+    pub async fn mark_create(&self, claim: &Lease, step: &str) -> Result<i64> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
         sqlx::query(
             "INSERT INTO rotation_jobs (secret_id, step, attempts, started_at, updated_at, create_mark) \
-             VALUES ($1, 'create', 0, $2, $2, $2) \
+             VALUES ($1, $3, 0, $2, $2, $2) \
              ON CONFLICT (secret_id) DO UPDATE SET \
                  create_mark = COALESCE(rotation_jobs.create_mark, excluded.create_mark)",
         )
         .bind(row.id)
         .bind(now)
+        .bind(step)
         .execute(&mut *tx)
         .await?;
         let mark: Option<i64> =
@@ -188,7 +195,7 @@ impl Store {
     /// The `create` of a rotator whose target makes the credential returned (with an error):
     /// that attempt left nothing on the target, so its create mark goes and the next attempt
     /// marks afresh.
-    pub async fn end_create_attempt(&self, claim: &Claim) -> Result<()> {
+    pub async fn end_create_attempt(&self, claim: &Lease) -> Result<()> {
         sqlx::query(
             "UPDATE rotation_jobs SET create_mark = NULL \
              WHERE secret_id = $1 AND EXISTS (SELECT 1 FROM secrets WHERE id = $1 AND lease_token = $2)",
@@ -203,7 +210,7 @@ impl Store {
     /// A failed `create` deleted the `ACSPrevious` credential from the target (to make room
     /// within its limit): the stage leaves `version`, so that no stage names a credential that
     /// no longer works. Harmless if it already left.
-    pub async fn drop_previous(&self, claim: &Claim, version: &str) -> Result<()> {
+    pub async fn drop_previous(&self, claim: &Lease, version: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
@@ -224,18 +231,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records that step `from` is done and the job goes on with `to`.
-    pub async fn advance_job(&self, claim: &Claim, from: Step, to: Step) -> Result<()> {
+    /// Records that step `from` is done and the job goes on with `to` (the engine's order);
+    /// refused unless the job is at `from` under this claim's lease.
+    pub async fn advance_job(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
              WHERE secret_id = $3 AND step = $4 \
                AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5)",
         )
-        .bind(to.as_str())
+        .bind(to)
         .bind(self.clock.now_ms())
         .bind(claim.secret_id)
-        .bind(from.as_str())
+        .bind(from)
         .bind(&claim.token)
         .execute(&mut *tx)
         .await?;
@@ -264,7 +272,7 @@ impl Store {
     /// Promotes the pending version in one transaction: it becomes `ACSCurrent`, the old current
     /// `ACSPrevious`, `ACSPending` goes, the last rotation time is set and a failure cleared.
     /// Harmless to repeat. The job stays (at `finish`) until [`complete_job`](Self::complete_job).
-    pub async fn promote(&self, claim: &Claim, version: &VersionId) -> Result<()> {
+    pub async fn promote(&self, claim: &Lease, version: &VersionId) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
@@ -300,7 +308,7 @@ impl Store {
     /// the final write, which rolls everything back without it.
     pub async fn complete_job(
         &self,
-        claim: &Claim,
+        claim: &Lease,
         next: Option<Planned>,
         followup: Option<i64>,
         verify: Option<i64>,
@@ -332,7 +340,7 @@ impl Store {
     /// secret shows it (`describe`, metrics) until a rotation succeeds.
     pub async fn settle(
         &self,
-        claim: &Claim,
+        claim: &Lease,
         looks: &Looks,
         record: (&str, &str, Option<&str>),
         failure: Option<(&str, u32)>,
@@ -365,7 +373,7 @@ impl Store {
 
     /// Records when to check that `ACSCurrent` still logs in (after a takeover: once the
     /// previous holder's step timeout has passed). The earlier of two pending checks stays.
-    pub async fn plan_verify(&self, claim: &Claim, at: i64) -> Result<()> {
+    pub async fn plan_verify(&self, claim: &Lease, at: i64) -> Result<()> {
         let done = sqlx::query(
             "UPDATE secrets SET verify_at = CASE WHEN verify_at IS NOT NULL AND verify_at < $1 \
                                                  THEN verify_at ELSE $1 END \
@@ -387,7 +395,7 @@ impl Store {
     async fn write_looks(
         &self,
         conn: &mut AnyConnection,
-        claim: &Claim,
+        claim: &Lease,
         looks: &Looks,
     ) -> Result<()> {
         let earlier = looks.followup.is_some() || looks.verify.is_some();
@@ -415,7 +423,7 @@ impl Store {
 
     /// Schedules the next look at a secret and gives up its lease, leaving any job in place
     /// (a missed cron window, or a job to retry later).
-    pub async fn reschedule(&self, claim: &Claim, next: Option<Planned>) -> Result<()> {
+    pub async fn reschedule(&self, claim: &Lease, next: Option<Planned>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         self.reschedule_in(&mut tx, claim, next).await?;
         tx.commit().await?;
@@ -425,7 +433,7 @@ impl Store {
     async fn reschedule_in(
         &self,
         conn: &mut AnyConnection,
-        claim: &Claim,
+        claim: &Lease,
         next: Option<Planned>,
     ) -> Result<()> {
         let done = sqlx::query(
@@ -496,27 +504,23 @@ impl Store {
     }
 
     /// Records a failed attempt: the job keeps its step and counts the attempt; the secret is
-    /// looked at again at `next` (a backoff retry, or the next cycle). `restored`, for a
-    /// rotation that replaces its one credential in place and failed after `set`: whether
-    /// `ACSCurrent` was put back on the target (the job goes back to `set`) or not (the job
-    /// records that the target holds the pending credential). With `failed`, the cycle
-    /// is over: the reason and attempt count are kept on the secret until a rotation succeeds,
-    /// and the job's attempts start again from zero for the next cycle.
-    pub async fn record_failure(
-        &self,
-        claim: &Claim,
-        error: &str,
-        attempts: u32,
-        failed: bool,
-        next: Option<Planned>,
-        restored: Option<bool>,
-    ) -> Result<()> {
+    /// looked at again at `next` (a backoff retry, or the next cycle). See [`FailedAttempt`].
+    pub async fn record_failure(&self, claim: &Lease, attempt: &FailedAttempt<'_>) -> Result<()> {
+        let FailedAttempt {
+            step: failed_step,
+            error,
+            attempts,
+            failed,
+            next,
+            restored,
+            back_to,
+        } = *attempt;
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
         // A failure in `create` may come before the job row exists: it starts the row.
         sqlx::query(
             "INSERT INTO rotation_jobs (secret_id, step, attempts, last_error, started_at, updated_at) \
-             VALUES ($4, 'create', $1, $2, $3, $3) \
+             VALUES ($4, $5, $1, $2, $3, $3) \
              ON CONFLICT (secret_id) DO UPDATE SET attempts = excluded.attempts, \
                                                    last_error = excluded.last_error, \
                                                    updated_at = excluded.updated_at",
@@ -525,6 +529,7 @@ impl Store {
             .bind(error)
             .bind(now)
             .bind(claim.secret_id)
+            .bind(failed_step)
             .execute(&mut *tx)
             .await?;
         if failed {
@@ -545,12 +550,13 @@ impl Store {
             // Put back: the job sets its pending credential again on its next attempt. Not put
             // back: the target holds the pending credential, and says so until the job ends.
             sqlx::query(
-                "UPDATE rotation_jobs SET step = CASE WHEN $1 = 1 THEN 'set' ELSE step END, \
+                "UPDATE rotation_jobs SET step = CASE WHEN $1 = 1 THEN $4 ELSE step END, \
                         pending_on_target = $2 WHERE secret_id = $3",
             )
             .bind(i64::from(restored))
             .bind(i64::from(!restored))
             .bind(claim.secret_id)
+            .bind(back_to)
             .execute(&mut *tx)
             .await?;
         }
@@ -566,6 +572,28 @@ impl Store {
     }
 }
 
+/// A failed attempt, as [`Store::record_failure`] records it.
+#[derive(Clone, Copy, Debug)]
+pub struct FailedAttempt<'a> {
+    /// The step that failed; a job row this failure starts (a `create` that failed before
+    /// storing anything) begins at it.
+    pub step: &'a str,
+    pub error: &'a str,
+    /// Failed attempts in this cycle, this one included.
+    pub attempts: u32,
+    /// The cycle is over: the reason and attempt count are kept on the secret until a rotation
+    /// succeeds, and the job's attempts start again from zero for the next cycle.
+    pub failed: bool,
+    /// When to look at the secret again.
+    pub next: Option<Planned>,
+    /// For a rotation that replaces its one credential in place and failed after `set`:
+    /// whether `ACSCurrent` was put back on the target (the job goes back to `back_to`) or not
+    /// (the job records that the target holds the pending credential).
+    pub restored: Option<bool>,
+    /// The step a job whose credential was put back runs again.
+    pub back_to: &'a str,
+}
+
 /// The lease holder of a rotation, as the audit log names it.
 fn worker(owner: &str) -> String {
     format!("worker:{owner}")
@@ -577,7 +605,7 @@ impl Store {
     async fn audit_rotation(
         &self,
         conn: &mut AnyConnection,
-        claim: &Claim,
+        claim: &Lease,
         entry: Entry<'_>,
     ) -> Result<()> {
         let lease = worker(&claim.owner);

@@ -8,7 +8,7 @@ use rotators::{SecretKind, SecretType, SecretValue, SubType};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::jobs::{Claim, Job};
+use super::jobs::{JobRecord, Lease};
 use super::types::{RotationFailure, RotationStatus};
 use super::{opt_text, SecretInfo, Store, KEEP_UNSTAGED};
 use crate::clock::format_ms;
@@ -61,7 +61,7 @@ pub(super) struct SecretRow {
     /// The token of the claim holding the lease.
     pub(super) lease_token: Option<String>,
     failure: Option<RotationFailure>,
-    pub(super) job: Option<Job>,
+    pub(super) job: Option<JobRecord>,
 }
 
 impl SecretRow {
@@ -111,8 +111,8 @@ impl SecretRow {
             None => None,
         };
         let job = match opt_text(row, "job_step")? {
-            Some(step) => Some(Job {
-                step: step.parse().map_err(|e: Error| corrupt(e.to_string()))?,
+            Some(step) => Some(JobRecord {
+                step,
                 version_id: opt_text(row, "job_version_id")?
                     .map(|v| VersionId::parse(&v))
                     .transpose()?,
@@ -193,11 +193,13 @@ impl SecretRow {
     /// pending credential on the target in place of the current one — also while that cycle
     /// waits to retry (the failure's reason recommends the import).
     pub(super) fn failed_importable(&self) -> bool {
+        // The one place the store reads a step's meaning: the import's guard, checked in the
+        // import's own transaction.
         self.job.as_ref().is_some_and(|job| {
-            (self.failure.is_some() && job.importable())
-                || (job.attempts > 0
-                    && job.step == super::jobs::Step::Test
-                    && job.pending_on_target)
+            let importable = matches!(job.step.as_str(), "create" | "set")
+                || (job.step == "test" && job.pending_on_target);
+            (self.failure.is_some() && importable)
+                || (job.attempts > 0 && job.step == "test" && job.pending_on_target)
         })
     }
 
@@ -211,7 +213,7 @@ impl SecretRow {
         SecretInfo {
             rotation_jitter: self.jitter,
             rotation_status: status,
-            rotation_step: self.job.as_ref().map(|j| j.step),
+            rotation_step: self.job.as_ref().map(|j| j.step.clone()),
             rotation_attempts: self.job.as_ref().map_or(0, |j| j.attempts),
             rotation_error: self.job.as_ref().and_then(|j| j.last_error.clone()),
             rotation_failure: self.failure,
@@ -261,7 +263,7 @@ impl Store {
     pub(super) async fn claimed_row(
         &self,
         conn: &mut AnyConnection,
-        claim: &Claim,
+        claim: &Lease,
         lock: bool,
     ) -> Result<SecretRow> {
         self.read_row(

@@ -1,12 +1,11 @@
-//! Secrets, versions and stages: create, put, get, describe, list, stage moves, rotation
-//! settings, deletion and restore.
+//! Writing secrets: create, put and import of a version, and the rules every user write
+//! follows (rotor's own `acs/…` secrets, stages a user may set). Reads and stage moves are in
+//! `versions`, deletion and restore in `deletion`.
 //!
 //! Invariants kept here: a stage is on at most one version (the table's key); `ACSCurrent` is on
 //! exactly one version from creation on; moving `ACSCurrent` makes the old current
 //! `ACSPrevious`; at most [`KEEP_UNSTAGED`] unstaged versions survive a write. Each write runs
 //! in one transaction that first takes the secret's write lock.
-
-use std::collections::HashMap;
 
 use rotators::{SecretKind, SecretType, SecretValue};
 use sqlx::any::AnyRow;
@@ -14,15 +13,9 @@ use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
 
 use super::audit::Entry;
-use super::rows::{
-    insert_version, move_current, not_found, prune, set_stage, stage_holder, stages_of, touch,
-    SecretRow, SECRET_COLS, SECRET_FROM,
-};
+use super::rows::{insert_version, move_current, prune, set_stage, stages_of, SecretRow};
 use super::schedule::RotationColumns;
-use super::{
-    is_unique_violation, opt_text, DeleteMode, PutOutcome, SecretInfo, SecretVersion, Store,
-    VersionInfo,
-};
+use super::{is_unique_violation, PutOutcome, Store};
 use crate::clock::format_ms;
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{Error, Result};
@@ -36,7 +29,6 @@ pub const KEEP_UNSTAGED: i64 = 10;
 pub const DEFAULT_RECOVERY_DAYS: u32 = 30;
 /// The recovery windows allowed, in days: the one rule for the CLI and the API.
 pub const RECOVERY_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
-const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A secret to create, with its first version.
 #[derive(Debug)]
@@ -410,486 +402,6 @@ impl Store {
             created: true,
         })
     }
-
-    /// Reads and decrypts one version (by default the `ACSCurrent` one).
-    pub async fn get_value(&self, name: &SecretName, selector: &Selector) -> Result<SecretVersion> {
-        let sealed = self.get_sealed(name, selector).await?;
-        let version = sealed.open()?;
-        self.audit_read(version.name.as_str(), version.version_id.as_str())
-            .await?;
-        Ok(version)
-    }
-
-    /// Reads one version still sealed, with the data key that opens it (for a caller that
-    /// keeps versions for a moment and decrypts on every use, like the API). Not audited:
-    /// the caller records the read ([`Store::record_read`]).
-    pub async fn get_sealed(
-        &self,
-        name: &SecretName,
-        selector: &Selector,
-    ) -> Result<SealedVersion> {
-        let mut conn = self.pool.acquire().await?;
-        let (join, key) = match selector {
-            Selector::Stage(stage) => (
-                "LEFT JOIN version_stages st ON st.secret_id = s.id AND st.stage = $2 \
-                 LEFT JOIN versions v ON v.secret_id = s.id AND v.version_id = st.version_id",
-                stage.as_str(),
-            ),
-            Selector::Version(id) => (
-                "LEFT JOIN versions v ON v.secret_id = s.id AND v.version_id = $2",
-                id.as_str(),
-            ),
-        };
-        let sql = format!(
-            "SELECT {SECRET_COLS}, v.version_id AS v_id, v.ciphertext AS v_ciphertext, v.created_at AS v_created_at \
-             FROM {SECRET_FROM} {join} WHERE s.name = $1"
-        );
-        let found = sqlx::query(&sql)
-            .bind(name.as_str())
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| not_found(name))?;
-        let row = SecretRow::from_row(&found)?;
-        row.ensure_live()?;
-        let Some(version) = opt_text(&found, "v_id")? else {
-            return Err(Error::not_found(match selector {
-                Selector::Stage(stage) => {
-                    format!("secret '{name}' has no version with stage {stage}")
-                }
-                Selector::Version(id) => format!("secret '{name}' has no version '{id}'"),
-            }));
-        };
-        let version_id = VersionId::parse(&version)?;
-        let sealed: Vec<u8> = found.try_get("v_ciphertext")?;
-        let created_at: i64 = found.try_get("v_created_at")?;
-        let stages = stages_of(&mut conn, row.id, &version_id).await?;
-        let data_key = self.data_key(&row).await?;
-        let aad = crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str());
-        Ok(SealedVersion {
-            name: row.name,
-            kind: row.kind,
-            version_id,
-            stages,
-            created_at,
-            sealed,
-            data_key,
-            aad,
-        })
-    }
-
-    /// Records a read of `version` of `secret` in the audit log, when reads are audited.
-    pub async fn record_read(&self, secret: &str, version: &str) -> Result<()> {
-        self.audit_read(secret, version).await
-    }
-
-    /// A secret's metadata, including one scheduled for deletion.
-    pub async fn describe(&self, name: &SecretName) -> Result<SecretInfo> {
-        let mut conn = self.pool.acquire().await?;
-        let row = self.secret_row(&mut conn, name, false).await?;
-        let tags = sqlx::query(
-            "SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1 ORDER BY tag_key",
-        )
-        .bind(row.id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(tag_from_row)
-        .collect::<Result<_>>()?;
-        Ok(row.info(tags))
-    }
-
-    /// Lists secrets carrying all of `tags`, by name; those scheduled for deletion only when asked.
-    pub async fn list(&self, tags: &[Tag], include_deleted: bool) -> Result<Vec<SecretInfo>> {
-        let mut filter = String::new();
-        if !include_deleted {
-            filter.push_str(" AND s.planned_delete_at IS NULL");
-        }
-        for i in 0..tags.len() {
-            filter.push_str(&format!(
-                " AND s.id IN (SELECT secret_id FROM secret_tags WHERE tag_key = ${} AND tag_value = ${})",
-                2 * i + 1,
-                2 * i + 2
-            ));
-        }
-        let sql =
-            format!("SELECT {SECRET_COLS} FROM {SECRET_FROM} WHERE 1 = 1{filter} ORDER BY s.name");
-        let mut query = sqlx::query(&sql);
-        for tag in tags {
-            query = query.bind(&tag.tag_key).bind(&tag.tag_value);
-        }
-        let mut conn = self.pool.acquire().await?;
-        let rows = query.fetch_all(&mut *conn).await?;
-        let mut all_tags: HashMap<i64, Vec<Tag>> = HashMap::new();
-        for row in sqlx::query(
-            "SELECT secret_id, tag_key, tag_value FROM secret_tags ORDER BY secret_id, tag_key",
-        )
-        .fetch_all(&mut *conn)
-        .await?
-        {
-            all_tags
-                .entry(row.try_get("secret_id")?)
-                .or_default()
-                .push(tag_from_row(&row)?);
-        }
-        rows.iter()
-            .map(|row| {
-                let row = SecretRow::from_row(row)?;
-                let tags = all_tags.remove(&row.id).unwrap_or_default();
-                Ok(row.info(tags))
-            })
-            .collect()
-    }
-
-    /// A secret's versions, newest first, with their stages.
-    pub async fn versions(&self, name: &SecretName) -> Result<Vec<VersionInfo>> {
-        let mut conn = self.pool.acquire().await?;
-        let row = self.secret_row(&mut conn, name, false).await?;
-        let mut stages: HashMap<String, Vec<Stage>> = HashMap::new();
-        for r in sqlx::query("SELECT stage, version_id FROM version_stages WHERE secret_id = $1")
-            .bind(row.id)
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let stage: String = r.try_get("stage")?;
-            stages
-                .entry(r.try_get("version_id")?)
-                .or_default()
-                .push(stage.parse()?);
-        }
-        sqlx::query(
-            "SELECT version_id, created_at FROM versions WHERE secret_id = $1 ORDER BY seq DESC",
-        )
-        .bind(row.id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            let id: String = r.try_get("version_id")?;
-            let mut version_stages = stages.remove(&id).unwrap_or_default();
-            version_stages.sort();
-            Ok(VersionInfo {
-                version_id: VersionId::parse(&id)?,
-                version_stages,
-                create_time: r.try_get("created_at")?,
-            })
-        })
-        .collect()
-    }
-
-    /// Moves a stage to a version and/or removes it from one (KMS `UpdateSecretVersionStage`).
-    /// `remove_from`, when given, must be the version that holds the stage now. Moving
-    /// `ACSCurrent` makes the old current `ACSPrevious`; `ACSCurrent` can only be moved.
-    pub async fn update_stage(
-        &self,
-        name: &SecretName,
-        stage: &Stage,
-        move_to: Option<&VersionId>,
-        remove_from: Option<&VersionId>,
-    ) -> Result<Vec<VersionInfo>> {
-        check_user_writable(name)?;
-        if move_to.is_none() && remove_from.is_none() {
-            return Err(Error::invalid(
-                "give a version to move the stage to, or one to remove it from",
-            ));
-        }
-        if *stage == Stage::Current && move_to.is_none() {
-            return Err(Error::invalid(format!(
-                "ACSCurrent cannot be removed from secret '{name}'; move it to another version instead"
-            )));
-        }
-        let mut tx = self.begin_write().await?;
-        let row = self.secret_row(&mut tx, name, true).await?;
-        row.ensure_live()?;
-        check_user_stage(&row, stage)?;
-        // A managed secret's ACSCurrent is what its target holds: it moves only by rotation, a
-        // checked import or a checked rollback, never by hand.
-        if matches!(stage, Stage::Current | Stage::Previous) && row.kind.ty != SecretType::Generic {
-            return Err(Error::invalid(format!(
-                "{stage} of secret '{name}' ({}) moves only with its credential on the target: rotor rotate, rotor secret import (checked by logging in) or rotor secret rollback {name}",
-                row.kind.ty
-            )));
-        }
-        for id in move_to.into_iter().chain(remove_from) {
-            let exists = sqlx::query(
-                "SELECT 1 AS one FROM versions WHERE secret_id = $1 AND version_id = $2",
-            )
-            .bind(row.id)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if exists.is_none() {
-                return Err(Error::not_found(format!(
-                    "secret '{name}' has no version '{id}'"
-                )));
-            }
-        }
-        let holder = stage_holder(&mut tx, row.id, stage).await?;
-        if let Some(from) = remove_from {
-            if holder.as_ref() != Some(from) {
-                return Err(Error::conflict(match &holder {
-                    Some(h) => format!(
-                        "stage {stage} of secret '{name}' is on version '{h}', not '{from}'"
-                    ),
-                    None => format!("stage {stage} of secret '{name}' is not on any version"),
-                }));
-            }
-        }
-        match (stage, move_to) {
-            (Stage::Current, Some(to)) => move_current(&mut tx, row.id, to).await?,
-            (_, Some(to)) => set_stage(&mut tx, row.id, stage, to).await?,
-            (_, None) => {
-                sqlx::query("DELETE FROM version_stages WHERE secret_id = $1 AND stage = $2")
-                    .bind(row.id)
-                    .bind(stage.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        touch(&mut tx, row.id, self.clock.now_ms()).await?;
-        prune(&mut tx, row.id).await?;
-        let detail = match (move_to, remove_from) {
-            (Some(to), Some(from)) => format!("{stage} moved from {from} to {to}"),
-            (Some(to), None) => format!("{stage} moved to {to}"),
-            (None, Some(from)) => format!("{stage} removed from {from}"),
-            (None, None) => unreachable!("checked above"),
-        };
-        let mut entry = Entry::new("secret.stage", Some(name.as_str())).detail(&detail);
-        if let Some(to) = move_to.or(remove_from) {
-            entry = entry.version(to.as_str());
-        }
-        self.audit(&mut tx, entry).await?;
-        tx.commit().await?;
-        self.versions(name).await
-    }
-
-    /// Moves `ACSCurrent` back to the `ACSPrevious` version, which must be `to` (with `from`
-    /// still current: what the caller checked); `from` becomes `ACSPrevious`. Refused while a
-    /// rotation is in flight.
-    pub async fn rollback(
-        &self,
-        name: &SecretName,
-        from: &VersionId,
-        to: &VersionId,
-    ) -> Result<Vec<VersionInfo>> {
-        let mut tx = self.begin_write().await?;
-        let row = self.secret_row(&mut tx, name, true).await?;
-        row.ensure_live()?;
-        if row.job.is_some() {
-            return Err(rotation_in_flight(name));
-        }
-        let current = stage_holder(&mut tx, row.id, &Stage::Current).await?;
-        let previous = stage_holder(&mut tx, row.id, &Stage::Previous).await?;
-        if current.as_ref() != Some(from) || previous.as_ref() != Some(to) {
-            return Err(Error::conflict(format!(
-                "secret '{name}' changed while its previous credential was checked; try again"
-            )));
-        }
-        move_current(&mut tx, row.id, to).await?;
-        touch(&mut tx, row.id, self.clock.now_ms()).await?;
-        let detail = format!("ACSCurrent moved back from {from}");
-        let entry = Entry::new("secret.rollback", Some(name.as_str()))
-            .version(to.as_str())
-            .detail(&detail);
-        self.audit(&mut tx, entry).await?;
-        tx.commit().await?;
-        self.versions(name).await
-    }
-
-    /// Deletes a secret: scheduled after a recovery window (7–30 days), or at once with
-    /// [`DeleteMode::Force`]. Returns the planned deletion time, if scheduled.
-    pub async fn delete(&self, name: &SecretName, mode: DeleteMode) -> Result<Option<i64>> {
-        check_user_writable(name)?;
-        if let DeleteMode::RecoveryWindow(days) = mode {
-            if !RECOVERY_DAYS.contains(&days) {
-                return Err(Error::invalid(format!(
-                    "recovery window must be {} to {} days (got {days})",
-                    RECOVERY_DAYS.start(),
-                    RECOVERY_DAYS.end()
-                )));
-            }
-        }
-        let mut tx = self.begin_write().await?;
-        let row = self.secret_row(&mut tx, name, true).await?;
-        // A rotation in flight would go on changing the target for a secret no longer stored.
-        row.ensure_not_rotating(self.clock.now_ms())?;
-        let planned = match mode {
-            DeleteMode::Force => {
-                sqlx::query("DELETE FROM secrets WHERE id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
-                None
-            }
-            DeleteMode::RecoveryWindow(days) => {
-                if let Some(at) = row.planned_delete_at {
-                    return Err(Error::delete_window(format!(
-                        "secret '{name}' is already scheduled for deletion at {}",
-                        format_ms(at)
-                    )));
-                }
-                let now = self.clock.now_ms();
-                let at = now + i64::from(days) * DAY_MS;
-                // A secret awaiting deletion is never due: its schedule resumes on restore.
-                sqlx::query(
-                    "UPDATE secrets SET planned_delete_at = $1, updated_at = $2, \
-                            next_rotation_at = NULL, rotation_deadline_at = NULL WHERE id = $3",
-                )
-                .bind(at)
-                .bind(now)
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
-                Some(at)
-            }
-        };
-        let detail = match planned {
-            Some(at) => format!("scheduled for {}", format_ms(at)),
-            None => "forced, at once".to_string(),
-        };
-        let entry = Entry::new("secret.delete", Some(name.as_str())).detail(&detail);
-        self.audit(&mut tx, entry).await?;
-        tx.commit().await?;
-        Ok(planned)
-    }
-
-    /// A secret's target, settings and values as `secret delete` needs them to say (or remove)
-    /// what its credentials are on the target, also while its deletion is scheduled.
-    pub async fn deletion_view(&self, name: &SecretName) -> Result<super::RotationState> {
-        check_user_writable(name)?;
-        let mut conn = self.pool.acquire().await?;
-        let row = self.secret_row(&mut conn, name, false).await?;
-        drop(conn);
-        row.ensure_not_rotating(self.clock.now_ms())?;
-        let claim = super::Claim {
-            secret_id: row.id,
-            name: row.name,
-            target: row.target,
-            owner: String::new(),
-            token: String::new(),
-            taken_from: None,
-            requested_by: None,
-        };
-        self.load_rotation_unleased(&claim).await
-    }
-
-    /// Cancels a scheduled deletion.
-    pub async fn restore(&self, name: &SecretName) -> Result<SecretInfo> {
-        let mut tx = self.begin_write().await?;
-        let row = self.secret_row(&mut tx, name, true).await?;
-        let now = self.clock.now_ms();
-        match row.planned_delete_at {
-            None => {
-                return Err(Error::delete_window(format!(
-                    "secret '{name}' is not scheduled for deletion"
-                )))
-            }
-            Some(at) if at <= now => {
-                return Err(Error::not_found(format!(
-                    "secret '{name}' was deleted at {}: its recovery window has ended",
-                    format_ms(at)
-                )))
-            }
-            Some(_) => {}
-        }
-        // A rotation in flight resumes at once; otherwise the schedule plans the next one.
-        let planned = match (&row.job, &row.rotation) {
-            (Some(_), _) => Some(Planned {
-                at: self.clock.now(),
-                deadline: None,
-            }),
-            (None, Some(schedule)) => schedule.plan(row.jitter, self.clock.now()),
-            (None, None) => None,
-        };
-        sqlx::query(
-            "UPDATE secrets SET planned_delete_at = NULL, updated_at = $1, next_rotation_at = $2, \
-                    rotation_deadline_at = $3 WHERE id = $4",
-        )
-        .bind(now)
-        .bind(planned.map(|p| p.at.timestamp_millis()))
-        .bind(
-            planned
-                .and_then(|p| p.deadline)
-                .map(|d| d.timestamp_millis()),
-        )
-        .bind(row.id)
-        .execute(&mut *tx)
-        .await?;
-        self.audit(&mut tx, Entry::new("secret.restore", Some(name.as_str())))
-            .await?;
-        tx.commit().await?;
-        self.describe(name).await
-    }
-
-    /// Deletes the secrets whose recovery window has ended; returns how many.
-    pub async fn purge_expired(&self) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let names: Vec<String> =
-            sqlx::query("SELECT name FROM secrets WHERE planned_delete_at <= $1")
-                .bind(self.clock.now_ms())
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get("name"))
-                .collect::<std::result::Result<_, _>>()?;
-        if names.is_empty() {
-            return Ok(0);
-        }
-        let done = sqlx::query("DELETE FROM secrets WHERE planned_delete_at <= $1")
-            .bind(self.clock.now_ms())
-            .execute(&mut *tx)
-            .await?;
-        for name in &names {
-            let entry =
-                Entry::new("secret.purge", Some(name.as_str())).detail("recovery window ended");
-            self.audit(&mut tx, entry).await?;
-        }
-        tx.commit().await?;
-        Ok(done.rows_affected())
-    }
-}
-
-/// A version as stored, sealed, with the data key that opens it. Never shows the key.
-#[derive(Clone)]
-pub struct SealedVersion {
-    pub name: SecretName,
-    pub kind: SecretKind,
-    pub version_id: VersionId,
-    pub stages: Vec<Stage>,
-    pub created_at: i64,
-    sealed: Vec<u8>,
-    data_key: KeyMaterial,
-    aad: Vec<u8>,
-}
-
-impl std::fmt::Debug for SealedVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedVersion")
-            .field("name", &self.name)
-            .field("version_id", &self.version_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SealedVersion {
-    /// Decrypts the value.
-    pub fn open(&self) -> Result<SecretVersion> {
-        let value = super::rows::open_sealed(
-            &self.data_key,
-            &self.sealed,
-            &self.aad,
-            &self.name,
-            &self.version_id,
-        )?;
-        Ok(SecretVersion {
-            name: self.name.clone(),
-            kind: self.kind,
-            version_id: self.version_id.clone(),
-            stages: self.stages.clone(),
-            created_at: self.created_at,
-            value,
-        })
-    }
 }
 
 /// The refusal of a change that must wait for the rotation in flight.
@@ -901,7 +413,7 @@ pub fn rotation_in_flight(name: &SecretName) -> Error {
 
 /// Secrets rotor keeps itself (`acs/…`: a target's admin credential) change only through
 /// rotation or their target, never by a user's put, stage move or delete.
-fn check_user_writable(name: &SecretName) -> Result<()> {
+pub(super) fn check_user_writable(name: &SecretName) -> Result<()> {
     let Some(rest) = name.as_str().strip_prefix("acs/") else {
         return Ok(());
     };
@@ -921,7 +433,7 @@ fn check_user_writable(name: &SecretName) -> Result<()> {
 
 /// Stage rules for users: `ACSPending` is the engine's, `ACSPrevious` follows `ACSCurrent` (it
 /// may be moved or removed, not put), custom stages only on generic secrets.
-fn check_user_stage(row: &SecretRow, stage: &Stage) -> Result<()> {
+pub(super) fn check_user_stage(row: &SecretRow, stage: &Stage) -> Result<()> {
     match stage {
         Stage::Pending => Err(Error::invalid(
             "stage ACSPending is managed by the rotation engine and cannot be set by hand",
@@ -934,7 +446,7 @@ fn check_user_stage(row: &SecretRow, stage: &Stage) -> Result<()> {
     }
 }
 
-fn tag_from_row(row: &AnyRow) -> Result<Tag> {
+pub(super) fn tag_from_row(row: &AnyRow) -> Result<Tag> {
     Ok(Tag {
         tag_key: row.try_get("tag_key")?,
         tag_value: row.try_get("tag_value")?,

@@ -6,7 +6,6 @@ use std::time::Duration;
 use rotators::{SecretKind, SecretValue};
 use serde::Serialize;
 
-use super::jobs::Step;
 use crate::clock::format_ms;
 use crate::model::{RotationSchedule, SecretName, Stage, Tag, VersionId};
 
@@ -27,7 +26,7 @@ pub struct SecretInfo {
     pub last_rotation_at: Option<i64>,
     pub rotation_status: RotationStatus,
     /// The step a rotation in flight runs next.
-    pub rotation_step: Option<Step>,
+    pub rotation_step: Option<String>,
     /// Failed attempts of the rotation in flight.
     pub rotation_attempts: u32,
     /// The last error of the rotation in flight.
@@ -148,7 +147,7 @@ impl Serialize for SecretInfo {
             last_rotation_date: self.last_rotation_at.map(format_ms),
             rotation_jitter: self.rotation_jitter.map(|j| format!("{}s", j.as_secs())),
             rotation_status: self.rotation_status,
-            rotation_step: self.rotation_step.map(|s| s.as_str()),
+            rotation_step: self.rotation_step.as_deref(),
             rotation_attempts: self.rotation_attempts,
             rotation_error: self.rotation_error.as_deref(),
             rotation_failure: self.rotation_failure.as_ref(),

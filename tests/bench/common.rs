@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rotators::{RotateError, RotationContext, Rotator, SecretValue};
-use rotor::engine::{Engine, Outcome};
+use rotor::engine::{Claim, Engine, Outcome};
 use rotor::model::SecretName;
 use tokio_util::sync::CancellationToken;
 
@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 pub async fn rotate_once(engine: &Engine, name: &str) -> Duration {
     let name = SecretName::parse(name).unwrap();
     let started = Instant::now();
-    let claim = engine
-        .store()
-        .claim_now("bench", &name, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let claim = Claim::granted(
+        engine
+            .store()
+            .claim_now("bench", &name, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
     let outcome = engine
         .rotate(&claim, true, &CancellationToken::new())
         .await

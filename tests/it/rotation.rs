@@ -15,9 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rotators::{Registry, SecretKind, SecretType, SecretValue, SubType};
 use rotor::clock::Clock;
-use rotor::engine::{Engine, EngineConfig, Outcome, Step};
+use rotor::engine::{Claim, Engine, EngineConfig, Outcome, Step};
 use rotor::model::{RotationPolicy, RotationSchedule, SecretName, Stage};
-use rotor::store::{Claim, NewSecret, OpenMode, RotationStatus, Selector, Store};
+use rotor::store::{NewSecret, OpenMode, RotationStatus, Selector, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -111,6 +111,9 @@ impl Rig {
             .claim_due(&engine.config().owner, LEASE, 100)
             .await
             .unwrap()
+            .into_iter()
+            .map(Claim::granted)
+            .collect()
     }
 
     /// Claims what is due and rotates it; returns the outcomes.
@@ -128,11 +131,12 @@ impl Rig {
     }
 
     async fn rotate_now(&self, engine: &Engine, name: &SecretName) -> Outcome {
-        let claim = self
-            .store
-            .claim_now(&engine.config().owner, name, LEASE)
-            .await
-            .unwrap();
+        let claim = Claim::granted(
+            self.store
+                .claim_now(&engine.config().owner, name, LEASE)
+                .await
+                .unwrap(),
+        );
         engine
             .rotate(&claim, true, &CancellationToken::new())
             .await
