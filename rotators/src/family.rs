@@ -21,8 +21,11 @@ use crate::value::SecretValue;
 /// the URL schemes its address may use.
 #[derive(Clone, Copy, Debug)]
 pub struct TargetKindSpec {
+    /// The canonical name, stored with each target of this kind.
     pub name: &'static str,
+    /// Other names `target add` accepts for this kind.
     pub aliases: &'static [&'static str],
+    /// The URL schemes a target address of this kind may use.
     pub schemes: &'static [&'static str],
     /// The address used when `target add` gives no `--url` (a cloud's public endpoint).
     pub default_url: Option<&'static str>,
@@ -50,25 +53,38 @@ pub enum OptionScope {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptionArg {
     /// `--name VALUE`.
-    Value { value_name: &'static str },
+    Value {
+        /// The value's placeholder in help (`VALUE`).
+        value_name: &'static str,
+    },
     /// `--name`, no value.
     Flag,
     /// `--name VALUE`, a secret: kept out of `Debug` (prefer the stdin form).
-    Secret { value_name: &'static str },
+    Secret {
+        /// The value's placeholder in help (`PASSWORD`).
+        value_name: &'static str,
+    },
     /// `--name`, a flag that makes the CLI read a secret from standard input (bounded, one
     /// trailing newline removed) into this option.
     SecretFromStdin,
     /// `--name PATH`: the CLI reads the file (bounded; refused if others may read or write it,
     /// as OpenSSH refuses a private key) into this option as a secret.
-    SecretFile { value_name: &'static str },
+    SecretFile {
+        /// The path's placeholder in help (`PATH`).
+        value_name: &'static str,
+    },
 }
 
 /// One command-line option a family declares; the CLI adds it as `--name` to its command.
 #[derive(Clone, Copy, Debug)]
 pub struct OptionSpec {
+    /// The option's name, given as `--name`.
     pub name: &'static str,
+    /// The help text the CLI shows for it.
     pub help: &'static str,
+    /// How the option is given (a value, a flag, or a secret).
     pub arg: OptionArg,
+    /// The command it belongs to.
     pub scope: OptionScope,
 }
 
@@ -76,6 +92,7 @@ pub struct OptionSpec {
 pub mod shared {
     use super::{OptionArg, OptionScope, OptionSpec};
 
+    /// `--admin-user`: the target's admin account.
     pub const ADMIN_USER: OptionSpec = OptionSpec {
         name: "admin-user",
         help: "The admin account (databases: one that may manage accounts; SSH hosts: root or a sudo user)",
@@ -83,6 +100,7 @@ pub mod shared {
         scope: OptionScope::TargetAdd,
     };
 
+    /// `--admin-password-stdin`: read the admin password from standard input.
     pub const ADMIN_PASSWORD_STDIN: OptionSpec = OptionSpec {
         name: "admin-password-stdin",
         help: "Read the admin password from standard input (empty for none)",
@@ -90,6 +108,7 @@ pub mod shared {
         scope: OptionScope::TargetAdd,
     };
 
+    /// `--admin-password`: the admin password on the command line.
     pub const ADMIN_PASSWORD: OptionSpec = OptionSpec {
         name: "admin-password",
         help: "The admin password (visible in the process list; prefer --admin-password-stdin)",
@@ -99,6 +118,7 @@ pub mod shared {
         scope: OptionScope::TargetAdd,
     };
 
+    /// `--password-length`: the length of generated passwords.
     pub const PASSWORD_LENGTH: OptionSpec = OptionSpec {
         name: "password-length",
         help: "Length of generated passwords (16–128) [default: 32]",
@@ -106,6 +126,7 @@ pub mod shared {
         scope: OptionScope::SecretCreate,
     };
 
+    /// `--exclude-chars`: characters generated passwords must not use.
     pub const EXCLUDE_CHARS: OptionSpec = OptionSpec {
         name: "exclude-chars",
         help: "Characters generated passwords must not use (: / @ \" ' \\ and space never are)",
@@ -119,8 +140,11 @@ pub mod shared {
 /// A value given for a family option.
 #[derive(Clone)]
 pub enum OptionValue {
+    /// A `Value` option's text.
     Text(String),
+    /// A `Flag` option that was given.
     Flag,
+    /// A secret option's value (from the command line, standard input or a file).
     Secret(SecretString),
 }
 
@@ -129,10 +153,12 @@ pub enum OptionValue {
 pub struct Options(BTreeMap<String, OptionValue>);
 
 impl Options {
+    /// No options.
     pub fn new() -> Self {
         Options::default()
     }
 
+    /// Records `value` for option `name` (replacing any earlier one).
     pub fn insert(&mut self, name: &str, value: OptionValue) -> &mut Self {
         self.0.insert(name.to_owned(), value);
         self
@@ -209,6 +235,7 @@ impl From<RotateError> for SetupError {
 pub struct NewTarget {
     /// The canonical kind name.
     pub kind: &'static str,
+    /// The target's address, never carrying a credential.
     pub url: String,
     /// The family's typed settings for the target, as JSON (`Null` when none).
     pub config: serde_json::Value,
@@ -222,7 +249,9 @@ pub struct NewTarget {
 /// account, an SSH key or password, an AccessKey pair).
 #[derive(Debug)]
 pub struct NewAdmin {
+    /// The secret kind that holds the admin credential.
     pub kind: SecretKind,
+    /// The admin credential's value.
     pub value: SecretValue,
     /// Settings stored with the admin secret for its rotator (`Null` for none): an SSH admin key
     /// pair records its public key as adopted, so rotation retires it like any other.
@@ -241,10 +270,15 @@ pub enum Source {
 /// What `secret create --target` asks of a family.
 #[derive(Debug)]
 pub struct SecretRequest<'a> {
+    /// The name of the secret being created.
     pub secret_name: &'a str,
+    /// The secret's kind.
     pub kind: SecretKind,
+    /// Whether rotor makes the credential or adopts an existing one.
     pub source: Source,
+    /// The family options given on the command line.
     pub options: &'a Options,
+    /// The target the secret's credentials live on, with its admin credential.
     pub target: &'a TargetContext,
 }
 
@@ -270,6 +304,7 @@ pub struct Provisioned {
 pub struct OnTarget {
     /// Each thing in words (`role 'app'`, `user 'app'@'%' with its grants on database 'd'`).
     pub items: Vec<String>,
+    /// Who made the accounts: whether `secret delete` may remove them.
     pub origin: Origin,
 }
 

@@ -43,23 +43,36 @@ pub enum SubType {
 /// Bad type or sub-type input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KindError {
+    /// The secret type is not one rotor knows.
     #[error(
         "unknown secret type '{0}' (expected Generic, Rds, PolarDB, Redis, RAMCredentials or ECS)"
     )]
     UnknownType(String),
+    /// The sub-type is not one rotor knows.
     #[error("unknown sub-type '{0}' (expected DoubleUsers, SingleUser, Password or SSHKey)")]
     UnknownSubType(String),
+    /// The type takes no sub-type, but one was given.
     #[error("secret type {ty} does not take a sub-type (got {sub})")]
-    NoSubType { ty: SecretType, sub: SubType },
+    NoSubType {
+        /// The secret type.
+        ty: SecretType,
+        /// The sub-type given.
+        sub: SubType,
+    },
+    /// The type does not accept this sub-type.
     #[error("secret type {ty} does not support sub-type {sub} (expected {expected})")]
     WrongSubType {
+        /// The secret type.
         ty: SecretType,
+        /// The sub-type given.
         sub: SubType,
+        /// The sub-types the type accepts, in words.
         expected: &'static str,
     },
 }
 
 impl SecretType {
+    /// Every secret type, in the order help lists them.
     pub const ALL: [SecretType; 6] = [
         SecretType::Generic,
         SecretType::Rds,
@@ -106,6 +119,7 @@ impl SecretType {
 }
 
 impl SubType {
+    /// The canonical name, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             SubType::DoubleUsers => "DoubleUsers",
@@ -156,7 +170,9 @@ impl FromStr for SubType {
 /// A type with its (resolved) sub-type: the pair that picks a value format and a rotator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SecretKind {
+    /// The secret type.
     pub ty: SecretType,
+    /// The sub-type, once resolved; `None` for a type that takes none.
     pub sub: Option<SubType>,
 }
 

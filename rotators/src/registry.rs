@@ -20,6 +20,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry: no rotators, no families.
     pub fn new() -> Self {
         Registry::default()
     }
@@ -51,6 +52,7 @@ impl Registry {
         self
     }
 
+    /// The families added, in the order they were added.
     pub fn families(&self) -> &[Arc<dyn Family>] {
         &self.families
     }

@@ -16,13 +16,16 @@ use crate::value::SecretValue;
 /// One stored version handed to a rotator.
 #[derive(Clone, Debug)]
 pub struct VersionValue {
+    /// The version's id.
     pub version_id: String,
+    /// The version's value.
     pub value: SecretValue,
 }
 
 /// The target a secret's credentials live on, with its admin credential.
 #[derive(Clone, Debug)]
 pub struct TargetContext {
+    /// The target's name.
     pub name: String,
     /// The canonical kind name its family declared (`postgres`, `mysql`, `redis`, …).
     pub kind: String,
@@ -49,14 +52,19 @@ impl TargetContext {
 /// shares them with every step's context (`Arc`): building a context copies no secret value.
 #[derive(Clone, Debug)]
 pub struct RotationContext {
+    /// The name of the secret being rotated.
     pub secret_name: String,
+    /// The secret's kind.
     pub kind: SecretKind,
     /// Rotator settings stored with the secret (e.g. password length), as JSON.
     pub settings: Arc<serde_json::Value>,
+    /// The `ACSCurrent` version, if there is one.
     pub current: Option<Arc<VersionValue>>,
+    /// The `ACSPrevious` version, if there is one.
     pub previous: Option<Arc<VersionValue>>,
     /// The version being rotated to, once `create` has stored it.
     pub pending: Option<Arc<VersionValue>>,
+    /// The target the secret's credentials live on, if it names one.
     pub target: Option<Arc<TargetContext>>,
     /// The step may have run before (the job was resumed after a crash or a lost lease): it
     /// must check what is already done. False when the engine reached the step itself just now.
@@ -94,14 +102,17 @@ pub enum RotateError {
 }
 
 impl RotateError {
+    /// A failure worth retrying later.
     pub fn retryable(msg: impl Into<String>) -> Self {
         RotateError::Retryable(msg.into())
     }
 
+    /// A failure that waiting will not fix.
     pub fn fatal(msg: impl Into<String>) -> Self {
         RotateError::Fatal(msg.into())
     }
 
+    /// True for a [`RotateError::Retryable`] failure.
     pub fn is_retryable(&self) -> bool {
         matches!(self, RotateError::Retryable(_))
     }

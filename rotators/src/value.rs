@@ -19,6 +19,7 @@ pub const MAX_VALUE_BYTES: usize = 30_720;
 pub struct SecretValue(SecretSlice<u8>);
 
 impl SecretValue {
+    /// Wraps `bytes` as a secret value.
     pub fn new(bytes: Vec<u8>) -> Self {
         SecretValue(bytes.into())
     }
@@ -34,10 +35,12 @@ impl SecretValue {
         std::str::from_utf8(self.expose()).ok()
     }
 
+    /// The plaintext's length in bytes.
     pub fn len(&self) -> usize {
         self.expose().len()
     }
 
+    /// True when the plaintext is empty.
     pub fn is_empty(&self) -> bool {
         self.expose().is_empty()
     }
@@ -64,14 +67,23 @@ impl fmt::Debug for SecretValue {
 /// Why a value does not fit its secret's kind. Never carries the value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ValueError {
+    /// The value is empty.
     #[error("secret value is empty")]
     Empty,
+    /// The value is larger than [`MAX_VALUE_BYTES`].
     #[error("secret value is {len} bytes; the limit is {MAX_VALUE_BYTES}")]
-    TooLarge { len: usize },
+    TooLarge {
+        /// The value's length in bytes.
+        len: usize,
+    },
+    /// The value is not the JSON object the kind requires.
     #[error("{kind} value must be a JSON object with {expected}: {problem}")]
     Format {
+        /// The secret's kind.
         kind: SecretKind,
+        /// The fields the kind requires, in words.
         expected: String,
+        /// What is wrong with the value.
         problem: String,
     },
 }
