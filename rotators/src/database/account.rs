@@ -16,6 +16,7 @@ use crate::value::SecretValue;
 /// Characters never used in generated passwords by default: they break connection strings.
 pub const ALWAYS_EXCLUDED: &str = ":/@\"'\\ ";
 const SYMBOLS: &str = "!#%*+-.=?^_~";
+/// The length of generated passwords when `--password-length` is not given.
 pub const DEFAULT_PASSWORD_LENGTH: usize = 32;
 /// The least entropy a password policy may give.
 pub const MIN_ENTROPY_BITS: f64 = 128.0;
@@ -23,7 +24,9 @@ pub const MIN_ENTROPY_BITS: f64 = 128.0;
 /// One account and its password. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct Account {
+    /// The account's name on the database.
     pub name: String,
+    /// The account's password.
     pub password: SecretString,
 }
 
@@ -44,6 +47,7 @@ struct AccountJson {
 }
 
 impl Account {
+    /// An account named `name` with password `password`.
     pub fn new(name: &str, password: &str) -> Self {
         Account {
             name: name.to_owned(),
@@ -70,6 +74,7 @@ impl Account {
         SecretValue::new(text.as_bytes().to_vec())
     }
 
+    /// The account's password, exposed.
     pub fn password(&self) -> &str {
         self.password.expose_secret()
     }
@@ -78,9 +83,13 @@ impl Account {
 /// What a database account may do in its database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Privilege {
+    /// Read and change data, and create objects.
     ReadWrite,
+    /// Read data only.
     ReadOnly,
+    /// Change the schema (DDL) only.
     DDLOnly,
+    /// Read and change data (DML), not the schema.
     DMLOnly,
 }
 
@@ -103,6 +112,7 @@ impl std::str::FromStr for Privilege {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PasswordPolicy {
+    /// How many characters a generated password has (16–128).
     pub length: usize,
     /// Characters to leave out besides [`ALWAYS_EXCLUDED`].
     #[serde(default)]
@@ -210,10 +220,13 @@ pub struct DbSettings {
     /// rotor created them; any two when imported). Empty for a single account.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<String>,
+    /// The database the accounts work in (`--database`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// What rotor grants the accounts it creates (`--privilege`; `ReadWrite` when not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privilege: Option<Privilege>,
+    /// How generated passwords look.
     #[serde(default)]
     pub password: PasswordPolicy,
     /// rotor created the accounts (create mode: `true`), so it may remove them again
@@ -224,6 +237,7 @@ pub struct DbSettings {
 }
 
 impl DbSettings {
+    /// Reads the settings stored with a secret (`Null` gives the defaults).
     pub fn from_json(value: &serde_json::Value) -> Result<Self, RotateError> {
         if value.is_null() {
             return Ok(DbSettings::default());

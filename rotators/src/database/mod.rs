@@ -105,6 +105,7 @@ pub struct AccountRotator {
 }
 
 impl AccountRotator {
+    /// A rotator over these database implementations, one per target kind.
     pub fn new(servers: Vec<Arc<dyn AccountServer>>) -> Arc<Self> {
         Arc::new(AccountRotator { servers })
     }

@@ -130,6 +130,7 @@ async fn admin_connect(
 }
 
 impl Postgres {
+    /// PostgreSQL support with no admin pools open yet.
     pub fn new() -> Self {
         Postgres::default()
     }

@@ -92,6 +92,7 @@ pub struct DatabaseFamily {
 }
 
 impl DatabaseFamily {
+    /// The database family, serving PostgreSQL, MySQL/MariaDB and Redis targets.
     pub fn new() -> Arc<Self> {
         let servers: Vec<Arc<dyn AccountServer>> =
             vec![Arc::new(Postgres::new()), Arc::new(Mysql), Arc::new(Redis)];
