@@ -56,11 +56,15 @@ impl std::str::FromStr for SignatureStyle {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("RAM {action} failed: {code}: {message}{}", request_id.as_ref().map(|r| format!(" (RequestId {r})")).unwrap_or_default())]
 pub struct RamError {
+    /// The action that failed (`CreateAccessKey`, …).
     pub action: String,
     /// The cloud's error code (`EntityNotExist.User`, …), or `Network` / `BadResponse`.
     pub code: String,
+    /// The cloud's error message, or what went wrong locally.
     pub message: String,
+    /// The cloud's request id, when it answered with one.
     pub request_id: Option<String>,
+    /// Whether trying again later may succeed.
     pub retryable: bool,
 }
 
@@ -100,15 +104,21 @@ pub fn retryable_code(code: &str, status: u16) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AccessKeyInfo {
+    /// The AccessKey's id.
     pub access_key_id: String,
+    /// The AccessKey's status (`Active` or `Inactive`).
     pub status: String,
+    /// When the cloud created it, as the cloud shows it.
     pub create_date: String,
 }
 
 /// A new AccessKey pair. `Debug` hides the secret.
 pub struct NewAccessKey {
+    /// The new AccessKey's id.
     pub access_key_id: String,
+    /// The new AccessKey's secret.
     pub access_key_secret: Zeroizing<String>,
+    /// When the cloud created it, as the cloud shows it.
     pub create_date: String,
 }
 
@@ -125,8 +135,11 @@ impl std::fmt::Debug for NewAccessKey {
 /// How retries back off.
 #[derive(Clone, Copy, Debug)]
 pub struct Retry {
+    /// How many times a call is tried in all.
     pub attempts: u32,
+    /// The backoff before the first retry (jittered); it doubles with each further one.
     pub base: Duration,
+    /// The most the backoff grows to.
     pub cap: Duration,
 }
 
@@ -148,6 +161,7 @@ pub struct RamClient {
     style: SignatureStyle,
     key_id: String,
     secret: Zeroizing<String>,
+    /// How this client retries throttled and failed calls.
     pub retry: Retry,
     /// The cloud's clock minus this machine's (ms) at the last answer that carried a `Date`.
     skew: Mutex<Option<i64>>,

@@ -270,6 +270,7 @@ fn with_note(e: RotateError, note: &str) -> RotateError {
 pub struct RamFamily;
 
 impl RamFamily {
+    /// The RAM family.
     pub fn new() -> Arc<Self> {
         Arc::new(RamFamily)
     }
