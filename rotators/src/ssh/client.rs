@@ -53,7 +53,9 @@ impl From<SshError> for RotateError {
 
 /// A credential to log in with.
 pub enum Login<'a> {
+    /// A password.
     Password(&'a str),
+    /// A private key.
     Key(&'a PrivateKey),
 }
 
@@ -81,14 +83,18 @@ impl client::Handler for Handler {
 /// A logged-in session.
 pub struct Session {
     handle: Handle<Handler>,
+    /// The user the session is logged in as.
     pub user: String,
     address: String,
 }
 
 /// What a remote command did.
 pub struct Output {
+    /// The command's exit status.
     pub status: u32,
+    /// What the command wrote to standard output.
     pub stdout: Vec<u8>,
+    /// What the command wrote to standard error.
     pub stderr: Vec<u8>,
 }
 
@@ -422,6 +428,7 @@ impl Session {
             })?
     }
 
+    /// Ends the session (errors ignored).
     pub async fn close(self) {
         let _ = self
             .handle

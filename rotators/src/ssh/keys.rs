@@ -13,8 +13,11 @@ use crate::value::SecretValue;
 
 /// An `ECS`/`SSHKey` value, parsed.
 pub struct KeyPair {
+    /// The host user the key pair logs in as.
     pub user: String,
+    /// The public key (the part added to authorized_keys).
     pub public: PublicKey,
+    /// The private key.
     pub private: PrivateKey,
 }
 
@@ -151,7 +154,9 @@ pub fn authorized_line(key: &PublicKey, secret: &str, version: &str) -> String {
 
 /// One authorized_keys line, as far as rotor reads it: its key and comment.
 pub struct Entry {
+    /// The line's public key.
     pub key: KeyData,
+    /// The line's comment.
     pub comment: String,
 }
 

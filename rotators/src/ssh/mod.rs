@@ -92,6 +92,7 @@ const OPTIONS: &[OptionSpec] = &[
 pub struct SshFamily;
 
 impl SshFamily {
+    /// The SSH family.
     pub fn new() -> Arc<Self> {
         Arc::new(SshFamily)
     }

@@ -20,12 +20,16 @@ const CHANGED: u32 = 75;
 
 /// Where a target is and which host key it accepts.
 pub struct Host {
+    /// The target's name, for messages.
     pub name: String,
+    /// Where the host listens.
     pub address: SshAddress,
+    /// The host key the target accepts.
     pub pin: HostKeyPin,
 }
 
 impl Host {
+    /// The host a target names, from its stored settings.
     pub fn of(target: &TargetContext) -> Result<Host, RotateError> {
         let config = SshTarget::from_json(&target.config)?;
         Ok(Host {
@@ -97,12 +101,17 @@ impl Host {
 
 /// A user and the secret it logs in with.
 pub struct Credential {
+    /// The user to log in as.
     pub user: String,
+    /// The password or key pair it logs in with.
     pub secret: CredentialSecret,
 }
 
+/// The secret of a [`Credential`].
 pub enum CredentialSecret {
+    /// A password.
     Password(Zeroizing<String>),
+    /// A key pair.
     Key(Box<KeyPair>),
 }
 
@@ -130,6 +139,7 @@ impl Credential {
         })
     }
 
+    /// The password, or an empty string for a key pair.
     pub fn password(&self) -> &str {
         match &self.secret {
             CredentialSecret::Password(p) => p,
@@ -140,15 +150,21 @@ impl Credential {
 
 /// How the admin runs commands as root.
 pub enum Via {
+    /// The admin is root.
     Root,
+    /// The admin uses `sudo` with this password.
     SudoPassword(Zeroizing<String>),
+    /// The admin uses `sudo` without a password.
     SudoNoPassword,
 }
 
 /// A session logged in as the target's admin.
 pub struct Admin {
+    /// The logged-in session.
     pub session: Session,
+    /// The admin's user name.
     pub user: String,
+    /// How the admin runs commands as root.
     pub via: Via,
 }
 
@@ -268,6 +284,7 @@ impl KeysFile {
         }
     }
 
+    /// The file's content, empty when there is no file.
     pub fn bytes(&self) -> &[u8] {
         self.content.as_deref().unwrap_or_default()
     }
@@ -322,7 +339,9 @@ trap - EXIT
 
 /// Who edits a user's authorized_keys: the user itself, or the admin as root.
 pub enum Editor<'a> {
+    /// The user itself, in its own session.
     User(&'a Session),
+    /// The target's admin, as root.
     Admin(&'a Admin),
 }
 

@@ -13,7 +13,9 @@ use crate::rotator::RotateError;
 /// `ssh://HOST[:PORT]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SshAddress {
+    /// The host name or IP address.
     pub host: String,
+    /// The TCP port (22 when the URL gives none).
     pub port: u16,
 }
 
@@ -79,6 +81,7 @@ pub enum HostKeyPin {
 }
 
 impl HostKeyPin {
+    /// True when `key` is a host key this pin accepts.
     pub fn accepts(&self, key: &PublicKey) -> bool {
         match self {
             HostKeyPin::Key(pinned) => pinned.key_data() == key.key_data(),
@@ -100,6 +103,7 @@ impl HostKeyPin {
 /// A target's settings, as `target add` validated them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SshTarget {
+    /// The host's address.
     pub address: SshAddress,
     /// The host key in OpenSSH form (`ssh-ed25519 AAAA…`), when pinned by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,12 +114,14 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
+    /// Reads a target's stored settings.
     pub fn from_json(config: &serde_json::Value) -> Result<Self, RotateError> {
         serde_json::from_value(config.clone()).map_err(|e| {
             RotateError::fatal(format!("the SSH target's settings are malformed: {e}"))
         })
     }
 
+    /// The host key pin the settings record (by key, else by fingerprint).
     pub fn pin(&self) -> Result<HostKeyPin, RotateError> {
         match (&self.host_key, &self.host_key_fingerprint) {
             (Some(key), _) => PublicKey::from_openssh(key)
@@ -142,20 +148,26 @@ pub fn check_fingerprint(f: &str) -> Result<(), String> {
 /// Key pair types rotor generates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyType {
+    /// Ed25519 (the default).
     #[default]
     #[serde(rename = "ed25519")]
     Ed25519,
+    /// RSA, 3072 bits.
     #[serde(rename = "rsa-3072")]
     Rsa3072,
+    /// RSA, 4096 bits.
     #[serde(rename = "rsa-4096")]
     Rsa4096,
+    /// ECDSA on NIST P-256.
     #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
+    /// ECDSA on NIST P-384.
     #[serde(rename = "ecdsa-p384")]
     EcdsaP384,
 }
 
 impl KeyType {
+    /// The key type names, for messages.
     pub const NAMES: &'static str = "ed25519, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384";
 }
 
@@ -184,6 +196,7 @@ pub struct EcsSettings {
 }
 
 impl EcsSettings {
+    /// Reads the settings stored with a secret (`Null` gives the defaults).
     pub fn from_json(settings: &serde_json::Value) -> Result<Self, RotateError> {
         if settings.is_null() {
             return Ok(EcsSettings::default());
