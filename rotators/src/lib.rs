@@ -11,6 +11,8 @@
 //! AccessKey pairs, through the RAM OpenAPI). It
 //! knows nothing of jobs, cron, the store or HTTP.
 
+#![warn(missing_docs)]
+
 pub mod database;
 pub mod family;
 pub mod kind;
