@@ -54,14 +54,14 @@ pub enum OptionScope {
 pub enum OptionArg {
     /// `--name VALUE`.
     Value {
-        /// The value's placeholder in help (`VALUE`).
+        /// The value's placeholder in help (e.g. `USER`).
         value_name: &'static str,
     },
     /// `--name`, no value.
     Flag,
     /// `--name VALUE`, a secret: kept out of `Debug` (prefer the stdin form).
     Secret {
-        /// The value's placeholder in help (`PASSWORD`).
+        /// The value's placeholder in help (e.g. `PASSWORD`).
         value_name: &'static str,
     },
     /// `--name`, a flag that makes the CLI read a secret from standard input (bounded, one
@@ -70,7 +70,7 @@ pub enum OptionArg {
     /// `--name PATH`: the CLI reads the file (bounded; refused if others may read or write it,
     /// as OpenSSH refuses a private key) into this option as a secret.
     SecretFile {
-        /// The path's placeholder in help (`PATH`).
+        /// The path's placeholder in help (e.g. `PATH`).
         value_name: &'static str,
     },
 }
