@@ -71,17 +71,17 @@ pub enum ConflictKind {
 pub mod exit {
     /// Any other failure (store, configuration, setup).
     pub const FAILURE: i32 = 1;
-    /// Invalid input or usage ([`Error::Invalid`]).
+    /// Invalid input or usage ([`Error::Invalid`](super::Error::Invalid)).
     pub const INVALID: i32 = 2;
-    /// Something that does not exist ([`Error::NotFound`]).
+    /// Something that does not exist ([`Error::NotFound`](super::Error::NotFound)).
     pub const NOT_FOUND: i32 = 3;
     /// A refusal because of the store's state, a rotation in progress or a lost lease.
     pub const CONFLICT: i32 = 4;
-    /// A ciphertext or master key problem ([`Error::Crypto`]).
+    /// A ciphertext or master key problem ([`Error::Crypto`](super::Error::Crypto)).
     pub const CRYPTO: i32 = 5;
-    /// A rotation that did not complete ([`Error::Rotation`]).
+    /// A rotation that did not complete ([`Error::Rotation`](super::Error::Rotation)).
     pub const ROTATION_FAILED: i32 = 6;
-    /// A target that refused or could not be reached ([`Error::Target`]).
+    /// A target that refused or could not be reached ([`Error::Target`](super::Error::Target)).
     pub const TARGET: i32 = 7;
 }
 
