@@ -21,6 +21,7 @@ impl Clock {
         Clock(Some(Arc::new(AtomicI64::new(start_ms))))
     }
 
+    /// Now, in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         match &self.0 {
             Some(t) => t.load(Ordering::SeqCst),
@@ -28,6 +29,7 @@ impl Clock {
         }
     }
 
+    /// Now, as a UTC date and time.
     pub fn now(&self) -> DateTime<Utc> {
         from_ms(self.now_ms())
     }

@@ -69,12 +69,19 @@ pub enum ConflictKind {
 
 /// Exit codes of the `rotor` binary, by error kind (documented in the README).
 pub mod exit {
+    /// Any other failure (store, configuration, setup).
     pub const FAILURE: i32 = 1;
+    /// Invalid input or usage ([`Error::Invalid`](super::Error::Invalid)).
     pub const INVALID: i32 = 2;
+    /// Something that does not exist ([`Error::NotFound`](super::Error::NotFound)).
     pub const NOT_FOUND: i32 = 3;
+    /// A refusal because of the store's state, a rotation in progress or a lost lease.
     pub const CONFLICT: i32 = 4;
+    /// A ciphertext or master key problem ([`Error::Crypto`](super::Error::Crypto)).
     pub const CRYPTO: i32 = 5;
+    /// A rotation that did not complete ([`Error::Rotation`](super::Error::Rotation)).
     pub const ROTATION_FAILED: i32 = 6;
+    /// A target that refused or could not be reached ([`Error::Target`](super::Error::Target)).
     pub const TARGET: i32 = 7;
 }
 
@@ -91,10 +98,12 @@ pub mod code {
 }
 
 impl Error {
+    /// An [`Error::Invalid`] with this message.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
 
+    /// An [`Error::NotFound`] with this message.
     pub fn not_found(msg: impl Into<String>) -> Self {
         Error::NotFound(msg.into())
     }
@@ -121,6 +130,7 @@ impl Error {
         })
     }
 
+    /// An [`Error::Config`] with this message.
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }
@@ -157,4 +167,5 @@ impl Error {
     }
 }
 
+/// The crate's result type, with [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

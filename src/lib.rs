@@ -6,6 +6,8 @@
 //! (targets and the secrets on them, through their rotator family), and the [`cli`]. It names no
 //! kind of target: rotator families live in the `rotators` crate and are registered below.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod cli;
 pub mod clock;

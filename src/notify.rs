@@ -42,14 +42,20 @@ const BACKOFF_CAP: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Notice {
+    /// What happened.
     pub event: Event,
+    /// The secret's name.
     #[serde(rename = "SecretName")]
     pub secret: String,
+    /// The secret's type.
     pub secret_type: String,
+    /// The version concerned, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// Why it failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Attempts made, for failures and retries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
     /// When the secret rotates next (`secret_due_soon`), or retries.
@@ -64,6 +70,7 @@ pub struct Notice {
 }
 
 impl Notice {
+    /// A notice of `event` about `secret` of `secret_type`, stamped now, with nothing else set.
     pub fn new(event: Event, secret: &str, secret_type: &str) -> Notice {
         Notice {
             event,
@@ -334,6 +341,7 @@ pub struct DueSoon {
 }
 
 impl DueSoon {
+    /// Sends `secret_due_soon` for secrets whose rotation comes within a webhook's window and was not yet announced.
     pub async fn check(&mut self, notifier: &Notifier, store: &crate::store::Store) {
         let Some(window) = notifier.due_soon_window() else {
             return;

@@ -403,6 +403,7 @@ pub async fn rollback(
 pub struct Deletion {
     /// When the deletion happens (a recovery window), or `None`: done.
     pub planned: Option<i64>,
+    /// The target the secret's credentials lived on, if it had one.
     pub target: Option<String>,
     /// What stays on the target, in words (empty when its family does not say).
     pub left: Vec<String>,

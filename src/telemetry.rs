@@ -164,6 +164,7 @@ pub fn lease_takeover() {
     metrics::counter!("rotor_lease_takeovers_total").increment(1);
 }
 
+/// A store operation failed (counts `rotor_store_errors_total`).
 pub fn store_error() {
     metrics::counter!("rotor_store_errors_total").increment(1);
 }

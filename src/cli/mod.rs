@@ -74,10 +74,12 @@ pub struct Cli {
     /// Settings given as flags, for the configuration's top layer (filled in by [`parse`]).
     #[arg(skip)]
     pub flags: CommandLine,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The `rotor` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the data directory, the store and the master key file.
@@ -112,6 +114,7 @@ pub enum Command {
     AccessKey(api::AccessKeyCommand),
 }
 
+/// `rotor config` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print every effective setting and where it came from
@@ -119,11 +122,13 @@ pub enum ConfigCommand {
     Check(rotate::WorkerArgs),
 }
 
+/// `rotor rotation` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RotationCommand {
     /// Set or disable a secret's automatic rotation.
     #[command(group = clap::ArgGroup::new("schedule").required(true))]
     Set {
+        /// The secret's name.
         name: SecretName,
         /// Rotate every interval (e.g. 7d, 12h).
         #[arg(long, group = "schedule", value_parser = parse_duration)]
@@ -146,10 +151,14 @@ pub enum RotationCommand {
     },
 }
 
+/// `rotor key` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Create a master key.
-    Create { name: String },
+    Create {
+        /// The key's name.
+        name: String,
+    },
     /// List master keys (never their material).
     List,
 }

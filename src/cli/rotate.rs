@@ -45,6 +45,7 @@ pub struct EngineArgs {
     /// First retry delay; doubles per attempt (with jitter) up to --backoff-cap.
     #[arg(long, env = "ROTOR_BACKOFF_BASE", default_value_t = shown(EngineConfig::DEFAULTS.backoff_base), value_parser = duration_arg)]
     pub backoff_base: humantime::Duration,
+    /// The longest retry delay.
     #[arg(long, env = "ROTOR_BACKOFF_CAP", default_value_t = shown(EngineConfig::DEFAULTS.backoff_cap), value_parser = duration_arg)]
     pub backoff_cap: humantime::Duration,
     /// A rotator step that runs longer fails (and is retried).
@@ -53,6 +54,7 @@ pub struct EngineArgs {
     /// Extra tries of the test step, for changes that take a moment to propagate.
     #[arg(long, env = "ROTOR_TEST_RETRIES", default_value_t = EngineConfig::DEFAULTS.test_retries)]
     pub test_retries: u32,
+    /// The pause between tries of the test step.
     #[arg(long, env = "ROTOR_TEST_RETRY_DELAY", default_value_t = shown(EngineConfig::DEFAULTS.test_retry_delay), value_parser = duration_arg)]
     pub test_retry_delay: humantime::Duration,
 }
@@ -102,6 +104,7 @@ pub fn duration_arg(s: &str) -> std::result::Result<humantime::Duration, String>
         .map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
 }
 
+/// Arguments of `rotor rotate`.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("what").required(true))]
 pub struct RotateArgs {
@@ -115,6 +118,7 @@ pub struct RotateArgs {
     /// --due: check every due secret.
     #[arg(long)]
     pub dry_run: bool,
+    /// Rotation limits and backoff.
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::store::{DeleteMode, NewSecret, PutValue, Selector, Store, DEFAULT_RECOVERY_DAYS};
 
+/// Arguments of `rotor secret create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     #[arg(value_parser = SecretName::parse)]
@@ -55,6 +56,7 @@ pub struct CreateArgs {
     pub options: Options,
 }
 
+/// Where a new value comes from: `--value`, or `--value-file` (a file, or `-` for stdin).
 #[derive(Debug, Args)]
 #[group(required = false, multiple = false)]
 pub struct ValueSource {
@@ -72,23 +74,30 @@ impl ValueSource {
     }
 }
 
+/// `rotor secret` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Create a secret with its first version; with --target, create or import its credentials.
     Create(Box<CreateArgs>),
     /// Print a version's value (ACSCurrent unless told otherwise).
     Get {
+        /// The secret's name.
         name: SecretName,
+        /// The stage of the version to print.
         #[arg(long, conflicts_with = "version_id")]
         stage: Option<Stage>,
+        /// The id of the version to print.
         #[arg(long)]
         version_id: Option<VersionId>,
     },
     /// Store a new version; it becomes ACSCurrent unless stages are given.
     Put {
+        /// The secret's name.
         name: SecretName,
+        /// The new value.
         #[command(flatten)]
         value: ValueSource,
+        /// An id for the new version.
         #[arg(long)]
         version_id: Option<VersionId>,
         /// A stage for the new version (repeatable): ACSCurrent or, on Generic secrets, a custom one.
@@ -97,6 +106,7 @@ pub enum SecretCommand {
     },
     /// List secrets, optionally only those with all the given tags.
     List {
+        /// Only secrets with this tag (KEY=VALUE, repeatable).
         #[arg(long = "tag")]
         tags: Vec<Tag>,
         /// Include secrets scheduled for deletion.
@@ -104,21 +114,32 @@ pub enum SecretCommand {
         include_deleted: bool,
     },
     /// Show a secret's metadata.
-    Describe { name: SecretName },
+    Describe {
+        /// The secret's name.
+        name: SecretName,
+    },
     /// List a secret's versions and their stages.
-    Versions { name: SecretName },
+    Versions {
+        /// The secret's name.
+        name: SecretName,
+    },
     /// Move a stage to a version and/or remove it from one.
     Stage {
+        /// The secret's name.
         name: SecretName,
+        /// The stage to move or remove.
         #[arg(long)]
         stage: Stage,
+        /// The version to move the stage to.
         #[arg(long)]
         move_to: Option<VersionId>,
+        /// The version to remove the stage from.
         #[arg(long)]
         remove_from: Option<VersionId>,
     },
     /// Schedule a secret's deletion (restorable during the recovery window), or delete it now.
     Delete {
+        /// The secret's name.
         name: SecretName,
         /// Days before the secret is deleted for good (7–30, default 30).
         #[arg(long, conflicts_with = "force")]
@@ -132,16 +153,24 @@ pub enum SecretCommand {
         drop_accounts: bool,
     },
     /// Cancel a scheduled deletion.
-    Restore { name: SecretName },
+    Restore {
+        /// The secret's name.
+        name: SecretName,
+    },
     /// Adopt a managed secret's credential changed outside rotor: it becomes ACSCurrent once
     /// it logs in on the secret's target.
     Import {
+        /// The secret's name.
         name: SecretName,
+        /// The credential changed outside rotor.
         #[command(flatten)]
         value: ValueSource,
     },
     /// Move ACSCurrent back to the ACSPrevious version, after its credential logs in.
-    Rollback { name: SecretName },
+    Rollback {
+        /// The secret's name.
+        name: SecretName,
+    },
 }
 
 pub async fn run(

@@ -9,10 +9,12 @@ use super::output::{table, Output};
 use crate::error::Result;
 use crate::store::Store;
 
+/// `rotor target` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TargetCommand {
     /// Add a target; its admin credential is stored as a secret of its own.
     Add {
+        /// The target's name.
         name: String,
         /// The target's kind (the rotator families of this build list theirs below).
         #[arg(long)]
@@ -31,6 +33,7 @@ pub enum TargetCommand {
     /// Change a target's address, TLS settings or pinned host key; its admin secret and the
     /// secrets on it stay as they are.
     Update {
+        /// The target's name.
         name: String,
         /// The new address (same form as for target add).
         #[arg(long)]
@@ -45,9 +48,15 @@ pub enum TargetCommand {
     /// List targets.
     List,
     /// Check that the admin logs in and may do what rotations need.
-    Check { name: String },
+    Check {
+        /// The target's name.
+        name: String,
+    },
     /// Remove a target and its admin secret; refused while secrets use it.
-    Remove { name: String },
+    Remove {
+        /// The target's name.
+        name: String,
+    },
 }
 
 pub async fn run(

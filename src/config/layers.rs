@@ -81,6 +81,7 @@ impl Provider for CommandLine {
 
 /// The merged configuration and the layers it came from.
 pub struct Loaded {
+    /// The merged configuration.
     pub config: Config,
     pub(super) figment: Figment,
     /// The file read, if any.

@@ -35,13 +35,21 @@ pub const FILE_NAME: &str = "rotor.toml";
 pub struct Config {
     /// Holds the SQLite store, the master key file and (by default) this file.
     pub data_dir: PathBuf,
+    /// `[store]`: where secrets are kept.
     pub store: StoreSettings,
+    /// `[master_key]`: where the master key comes from.
     pub master_key: MasterKeySettings,
+    /// `[worker]`: rotation limits and backoff.
     pub worker: WorkerSettings,
+    /// `[log]`: log format and level.
     pub log: LogSettings,
+    /// `[audit]`: what is audited and for how long.
     pub audit: AuditSettings,
+    /// `[api]`: the KMS-compatible API.
     pub api: ApiConfig,
+    /// `[server]`: settings of `rotor serve`.
     pub server: ServerSettings,
+    /// `[[webhook]]`: where rotation events are sent.
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookSettings>,
 }

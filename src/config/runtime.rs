@@ -16,11 +16,13 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt, with jitter, up to `backoff_cap`.
     pub backoff_base: Duration,
+    /// The longest retry delay.
     pub backoff_cap: Duration,
     /// A rotator step that takes longer fails (retryable).
     pub step_timeout: Duration,
     /// Extra tries of the `test` step, for changes that take a moment to propagate.
     pub test_retries: u32,
+    /// The pause between tries of the `test` step.
     pub test_retry_delay: Duration,
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::runtime::{ApiSettings, EngineConfig, WorkerConfig, DEFAULT_MAX_CONNECTIONS};
 
+/// `[store]`: where secrets are kept.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
@@ -16,6 +17,7 @@ pub struct StoreSettings {
     /// absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// How long to wait for a store connection before giving up.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
 }
@@ -52,22 +54,33 @@ pub struct MasterKeySettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
+    /// Rotations in flight at once, in all.
     pub concurrency: usize,
+    /// Rotations in flight at once on one target.
     pub per_target: usize,
+    /// How often to look for due secrets when idle.
     #[serde(with = "humantime_serde")]
     pub poll: Duration,
+    /// How long in-flight steps may take to finish on shutdown.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How long a claim on a secret lasts without a heartbeat.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Attempts per rotation cycle before the secret is marked failed.
     pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter, up to `backoff_cap`.
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
+    /// The longest retry delay.
     #[serde(with = "humantime_serde")]
     pub backoff_cap: Duration,
+    /// A rotator step that takes longer fails (retryable).
     #[serde(with = "humantime_serde")]
     pub step_timeout: Duration,
+    /// Extra tries of the `test` step, for changes that take a moment to propagate.
     pub test_retries: u32,
+    /// The pause between tries of the `test` step.
     #[serde(with = "humantime_serde")]
     pub test_retry_delay: Duration,
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
@@ -96,6 +109,7 @@ impl Default for WorkerSettings {
 }
 
 impl WorkerSettings {
+    /// The engine's settings from this section (the owner name is the process default).
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             lease: self.lease,
@@ -109,6 +123,7 @@ impl WorkerSettings {
         }
     }
 
+    /// The worker's settings from this section (metrics and audit retention are set elsewhere).
     pub fn worker_config(&self) -> WorkerConfig {
         WorkerConfig {
             concurrency: self.concurrency,
@@ -131,14 +146,18 @@ pub struct ServerSettings {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable text.
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 
+/// `[log]`: the log format and level.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
@@ -184,6 +203,7 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
+    /// The server's settings, or `None` when the API is off (no `listen` address).
     pub fn settings(&self) -> Option<ApiSettings> {
         self.listen.map(|listen| ApiSettings {
             listen,
@@ -194,6 +214,7 @@ impl ApiConfig {
     }
 }
 
+/// `[audit]`: what the audit log records and how long it keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {

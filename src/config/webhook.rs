@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
+    /// Where events are posted.
     pub url: String,
     /// Which events it hears; all of them when empty.
     #[serde(default)]
@@ -68,6 +69,7 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's name (`rotation_failed`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Event::RotationFailed => "rotation_failed",

@@ -17,9 +17,13 @@ use crate::store::{JobRecord, Looks, RotationRecord};
 /// The step a rotation job runs next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
+    /// Make the new credential and store it as the `ACSPending` version.
     Create,
+    /// Apply the pending credential to the target.
     Set,
+    /// Log in with the pending credential on the target.
     Test,
+    /// Promote the pending version to `ACSCurrent`, then the rotator's clean-up.
     Finish,
 }
 
@@ -41,6 +45,7 @@ impl Step {
     /// pending credential is set anew.
     pub const AFTER_PUT_BACK: Step = Step::Set;
 
+    /// The step's name, as stored and shown (`create`, `set`, `test`, `finish`).
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Create => "create",
@@ -79,6 +84,7 @@ pub struct Job {
     pub version_id: Option<VersionId>,
     /// Failed attempts in this cycle.
     pub attempts: u32,
+    /// The error of the last failed attempt.
     pub last_error: Option<String>,
     /// When the job first began creating a credential on its target (ms since the epoch), for
     /// rotators whose target makes the credential (`Rotator::creates_on_target`).

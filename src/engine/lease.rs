@@ -142,6 +142,7 @@ pub struct Held {
 }
 
 impl Held {
+    /// Holds `claim`, taken on `store`, until [`Held::end`].
     pub fn new(store: Store, claim: Claim) -> Held {
         Held {
             store,
@@ -149,6 +150,7 @@ impl Held {
         }
     }
 
+    /// The claim held.
     pub fn claim(&self) -> &Claim {
         self.claim.as_ref().expect("held until ended")
     }

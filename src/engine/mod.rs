@@ -53,37 +53,56 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The pending version was promoted to `ACSCurrent`.
-    Rotated { version_id: VersionId },
+    Rotated {
+        /// The version now `ACSCurrent`.
+        version_id: VersionId,
+    },
     /// An attempt failed; the job waits for its retry at `next_at`.
     Retrying {
+        /// What went wrong.
         error: String,
+        /// Failed attempts in this cycle so far.
         attempts: u32,
+        /// When the next attempt is due (ms since the epoch).
         next_at: i64,
     },
     /// The cycle failed. `untouched`: the current credential logs in as before (or was put
     /// back); otherwise the target holds the pending credential (the error says how to recover).
     Failed {
+        /// What went wrong.
         error: String,
+        /// Attempts the cycle made.
         attempts: u32,
+        /// The current credential logs in as before, or was put back.
         untouched: bool,
     },
     /// A cron window passed before the rotation could start; it waits for the next one.
-    MissedWindow { next_at: Option<i64> },
+    MissedWindow {
+        /// When the next rotation is due (ms since the epoch), if one is scheduled.
+        next_at: Option<i64>,
+    },
     /// Stopped between steps on shutdown; whoever claims the secret next resumes it.
-    Interrupted { step: Step },
+    Interrupted {
+        /// The step the job runs when it resumes.
+        step: Step,
+    },
     /// The lease passed to another worker, which resumes the job.
     LeaseLost,
     /// The last rotation's follow-up ran. `error`: it failed; it runs again at `retry_at`
     /// (backing off like a rotation, never past the next rotation's turn), or, without one, it
     /// was given up and the failure is shown on the secret.
     FollowedUp {
+        /// Why the follow-up failed, if it did.
         error: Option<String>,
+        /// When the failed follow-up runs again (ms since the epoch).
         retry_at: Option<i64>,
     },
     /// After a takeover, `ACSCurrent` was checked once the previous holder's last write could
     /// have landed: it logged in, or was set again (`repaired`); `error`: it could not be.
     Verified {
+        /// `ACSCurrent` did not log in and was set on the target again.
         repaired: bool,
+        /// Why `ACSCurrent` could not be checked or set again, if so.
         error: Option<String>,
     },
 }
@@ -98,6 +117,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine over `store` that runs the rotators of `registry` with `config`.
     pub fn new(store: Store, registry: Registry, config: EngineConfig) -> Self {
         Engine {
             store,
@@ -113,6 +133,7 @@ impl Engine {
         self
     }
 
+    /// The webhooks told of rotation outcomes, if any.
     pub fn notifier(&self) -> Option<&Notifier> {
         self.notifier.as_ref()
     }
@@ -125,6 +146,7 @@ impl Engine {
         }
     }
 
+    /// The store the engine reads and writes.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -134,6 +156,7 @@ impl Engine {
         &self.registry
     }
 
+    /// The engine's limits and backoff.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

@@ -52,6 +52,7 @@ impl SecretName {
         Ok(SecretName(s.to_owned()))
     }
 
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -83,6 +84,7 @@ impl FromStr for VersionId {
 }
 
 impl VersionId {
+    /// Checks a version id (length and characters).
     pub fn parse(s: &str) -> Result<Self, Error> {
         check_label("version id", s, VERSION_ID_MAX)?;
         Ok(VersionId(s.to_owned()))
@@ -93,6 +95,7 @@ impl VersionId {
         VersionId(format!("v{n}"))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -157,6 +160,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stage's label (`ACSCurrent`, `ACSPrevious`, `ACSPending`, or the custom one).
     pub fn as_str(&self) -> &str {
         match self {
             Stage::Current => "ACSCurrent",
@@ -166,6 +170,7 @@ impl Stage {
         }
     }
 
+    /// True for a user's own stage, not one of rotor's `ACS` stages.
     pub fn is_custom(&self) -> bool {
         matches!(self, Stage::Custom(_))
     }
@@ -202,11 +207,14 @@ impl fmt::Display for Stage {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Tag {
+    /// The tag's key.
     pub tag_key: String,
+    /// The tag's value.
     pub tag_value: String,
 }
 
 impl Tag {
+    /// A tag, if `key` and `value` pass the rules.
     pub fn new(key: &str, value: &str) -> Result<Self, Error> {
         if key.is_empty() {
             return Err(Error::invalid("tag key is empty"));

@@ -13,6 +13,7 @@ use crate::error::Error;
 /// A secret's automatic rotation settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotationPolicy {
+    /// When rotations happen.
     pub schedule: RotationSchedule,
     /// Up to this much later than scheduled, at random, so that secrets sharing a target and a
     /// schedule do not all rotate at the same instant.
@@ -29,7 +30,9 @@ pub enum RotationSchedule {
     /// At the times of a cron expression; a rotation may start up to `window` after a fire time,
     /// and a missed window waits for the next fire time.
     Cron {
+        /// The cron expression (minute hour day-of-month month day-of-week, UTC).
         expression: String,
+        /// How long after a fire time a rotation may still start; no limit when `None`.
         window: Option<Duration>,
     },
 }
@@ -196,7 +199,9 @@ impl RotationSchedule {
 /// When the next rotation is planned, and (cron windows) when it is missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Planned {
+    /// When the rotation is due (jitter included).
     pub at: DateTime<Utc>,
+    /// The end of its cron window, after which it is missed (`None` without a window).
     pub deadline: Option<DateTime<Utc>>,
 }
 

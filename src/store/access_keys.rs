@@ -16,18 +16,26 @@ use crate::policy::Policy;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AccessKeyInfo {
+    /// The key's id.
     pub access_key_id: String,
+    /// Its name.
     #[serde(rename = "AccessKeyName")]
     pub name: String,
+    /// `Enabled` or `Disabled`.
     pub status: &'static str,
+    /// The rules of its policy, as text.
     pub policy: Vec<String>,
+    /// When it was created (RFC 3339).
     pub create_time: String,
 }
 
 /// What the API needs to check a request signed with a key.
 pub struct AccessKeyAuth {
+    /// The key's secret, decrypted, to check signatures with.
     pub secret: Zeroizing<String>,
+    /// False when the key is disabled.
     pub enabled: bool,
+    /// What the key may do.
     pub policy: Policy,
 }
 
@@ -90,6 +98,7 @@ impl Store {
         Ok((info, secret))
     }
 
+    /// Lists the access keys by name (never their secrets).
     pub async fn list_access_keys(&self) -> Result<Vec<AccessKeyInfo>> {
         let rows = sqlx::query(
             "SELECT key_id, name, policy, enabled, created_at FROM access_keys ORDER BY name",

@@ -18,25 +18,33 @@ pub const MAX_RECORDS: i64 = 10_000;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AuditRecord {
+    /// The record's id, in the order records were written.
     pub id: i64,
     /// ms since the epoch.
     #[serde(skip)]
     pub at_ms: i64,
     /// `2026-11-28T10:00:00.123Z`.
     pub time: String,
+    /// Who acted (a CLI user, a worker, an API key, …).
     pub actor: String,
+    /// What was done (`rotation.set`, …).
     pub action: String,
+    /// The secret it was about, if any.
     #[serde(rename = "SecretName")]
     pub secret: Option<String>,
+    /// The version it was about, if any.
     #[serde(rename = "VersionId")]
     pub version: Option<String>,
+    /// How it ended (`ok`, `failed`, …).
     pub outcome: String,
+    /// More about it, if anything (never a secret value).
     pub detail: Option<String>,
 }
 
 /// Which records `rotor audit` shows, oldest first.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
+    /// Only records about this secret.
     pub secret: Option<String>,
     /// Only records at or after this time (ms since the epoch).
     pub since: Option<i64>,

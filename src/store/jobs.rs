@@ -10,7 +10,9 @@ use crate::model::{SecretName, VersionId};
 /// while the lease lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
+    /// The secret's row id in the store.
     pub secret_id: i64,
+    /// The secret's name.
     pub name: SecretName,
     /// The target it rotates on, for per-target concurrency limits.
     pub target: Option<String>,
@@ -37,6 +39,7 @@ pub struct JobRecord {
     pub version_id: Option<VersionId>,
     /// Failed attempts in this cycle.
     pub attempts: u32,
+    /// The error of the last failed attempt.
     pub last_error: Option<String>,
     /// When the job first began creating a credential on its target (ms since the epoch).
     pub create_mark: Option<i64>,

@@ -59,6 +59,7 @@ pub use versions::SealedVersion;
 pub const DEFAULT_KEY: &str = "default";
 /// File names inside the data directory.
 pub const DB_FILE: &str = "rotor.db";
+/// The master key file's name, unless the configuration names another file.
 pub const KEY_FILE: &str = "master.key";
 
 /// Where the store lives and where its master key comes from.
@@ -87,6 +88,7 @@ pub struct StoreConfig {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl StoreConfig {
+    /// The configuration of a store in `data_dir`, with every other setting at its default.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             data_dir: data_dir.into(),
@@ -100,6 +102,7 @@ impl StoreConfig {
         }
     }
 
+    /// The master key file: the one configured, else `master.key` in the data directory.
     pub fn key_file(&self) -> PathBuf {
         self.key_file
             .clone()
@@ -119,7 +122,9 @@ pub enum OpenMode {
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// The embedded SQLite database in the data directory.
     Sqlite,
+    /// A shared PostgreSQL database.
     Postgres,
 }
 
@@ -168,6 +173,7 @@ impl Backend {
         }
     }
 
+    /// The backend's name (`sqlite` or `postgres`).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -258,10 +264,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// The clock the store stamps times with.
     pub fn clock(&self) -> &Clock {
         &self.clock
     }

@@ -17,6 +17,7 @@ use crate::error::Result;
 pub struct NonceKey([u8; 16]);
 
 impl NonceKey {
+    /// The key of `nonce`: the first 16 bytes of its SHA-256.
     pub fn of(nonce: &str) -> NonceKey {
         let digest = Sha256::digest(nonce.as_bytes());
         let mut key = [0; 16];

@@ -24,19 +24,27 @@ use crate::model::{Planned, RotationSchedule, Stage, VersionId};
 /// rotation state from it.
 #[derive(Debug)]
 pub struct RotationRecord {
+    /// The kind of value the secret holds.
     pub kind: SecretKind,
+    /// Its automatic rotation schedule, if rotation is on.
     pub schedule: Option<RotationSchedule>,
+    /// Random jitter added to each scheduled rotation time, if set.
     pub jitter: Option<Duration>,
     /// A cron window's end: no new rotation starts after it.
     pub deadline_at: Option<i64>,
     /// What is planned between rotations: the next one, a follow-up, a check.
     pub looks: Looks,
+    /// The target its credentials live on, if any.
     pub target: Option<String>,
     /// Rotator settings stored with the secret (JSON; `Null` when none).
     pub settings: serde_json::Value,
+    /// The rotation job in flight, if any.
     pub job: Option<JobRecord>,
+    /// The `ACSCurrent` version with its value.
     pub current: Option<VersionValue>,
+    /// The `ACSPrevious` version with its value.
     pub previous: Option<VersionValue>,
+    /// The `ACSPending` version with its value.
     pub pending: Option<VersionValue>,
 }
 
@@ -578,6 +586,7 @@ pub struct FailedAttempt<'a> {
     /// The step that failed; a job row this failure starts (a `create` that failed before
     /// storing anything) begins at it.
     pub step: &'a str,
+    /// The error message (one line, no secret value).
     pub error: &'a str,
     /// Failed attempts in this cycle, this one included.
     pub attempts: u32,
@@ -637,6 +646,7 @@ pub struct Looks {
     pub deadline: Option<i64>,
     /// The last rotation's follow-up, with its failed attempts so far.
     pub followup: Option<i64>,
+    /// Failed attempts of the follow-up so far.
     pub followup_attempts: u32,
     /// The check that `ACSCurrent` still logs in, after a takeover.
     pub verify: Option<i64>,

@@ -33,12 +33,17 @@ pub const RECOVERY_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
 /// A secret to create, with its first version.
 #[derive(Debug)]
 pub struct NewSecret {
+    /// The secret's name.
     pub name: SecretName,
+    /// The kind of value it holds.
     pub kind: SecretKind,
+    /// The first version's value.
     pub value: SecretValue,
     /// The first version's id; `v1` when `None`.
     pub version_id: Option<VersionId>,
+    /// Its tags.
     pub tags: Vec<Tag>,
+    /// Free-text description.
     pub description: String,
     /// The CMK that protects the secret; the default key when `None`.
     pub key: Option<String>,
@@ -75,6 +80,7 @@ impl NewSecret {
 /// A new version for an existing secret.
 #[derive(Debug)]
 pub struct PutValue {
+    /// The new version's value.
     pub value: SecretValue,
     /// The version's id; generated (`v<n>`) when `None`.
     pub version_id: Option<VersionId>,
@@ -85,7 +91,9 @@ pub struct PutValue {
 /// Which version to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
+    /// The version that carries this stage.
     Stage(Stage),
+    /// The version with this id.
     Version(VersionId),
 }
 

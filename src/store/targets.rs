@@ -17,15 +17,19 @@ use crate::model::SecretName;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TargetInfo {
+    /// The target's name.
     #[serde(rename = "TargetName")]
     pub name: String,
+    /// Its kind (the rotator family that serves it).
     #[serde(rename = "TargetKind")]
     pub kind: String,
+    /// Its address.
     #[serde(rename = "TargetUrl")]
     pub url: String,
     /// The secret holding its admin credential, if it has one.
     #[serde(rename = "AdminSecretName")]
     pub admin_secret: Option<String>,
+    /// Settings its family stored with it (JSON; `Null` when none); not in the listing.
     #[serde(skip)]
     pub config: serde_json::Value,
 }

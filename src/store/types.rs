@@ -12,18 +12,31 @@ use crate::model::{RotationSchedule, SecretName, Stage, Tag, VersionId};
 /// A secret's metadata, as `describe` and `list` show it.
 #[derive(Clone, Debug)]
 pub struct SecretInfo {
+    /// The secret's name.
     pub name: SecretName,
+    /// The kind of value it holds (type and optional sub-type).
     pub kind: SecretKind,
+    /// Free-text description given at create or update.
     pub description: String,
+    /// Name of the master key that encrypts its versions.
     pub key_name: String,
+    /// Its tags.
     pub tags: Vec<Tag>,
+    /// When it was created, in milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// When it was last updated, in milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// When a scheduled deletion takes effect (ms since the epoch), if one is scheduled.
     pub planned_delete_at: Option<i64>,
+    /// The automatic rotation schedule; `None` when rotation is disabled.
     pub rotation: Option<RotationSchedule>,
+    /// Random jitter added to each scheduled rotation time, if set.
     pub rotation_jitter: Option<Duration>,
+    /// When the next scheduled rotation is due (ms since the epoch).
     pub next_rotation_at: Option<i64>,
+    /// When the last rotation finished (ms since the epoch).
     pub last_rotation_at: Option<i64>,
+    /// Where its rotation stands.
     pub rotation_status: RotationStatus,
     /// The step a rotation in flight runs next.
     pub rotation_step: Option<String>,
@@ -36,6 +49,7 @@ pub struct SecretInfo {
     /// The failed rotation left its `ACSPending` credential on the target, and `ACSCurrent`
     /// could not be put back: the target accepts the pending one, not the current one.
     pub target_holds_pending: bool,
+    /// Name of the target its rotations update, if it has one.
     pub target: Option<String>,
     /// What its target's family stored beside it (account pair, database, RAM user, password
     /// rules; never a credential), for the family to describe; not in the JSON form.
@@ -61,8 +75,11 @@ pub enum RotationStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RotationFailure {
+    /// The error that ended the cycle.
     pub reason: String,
+    /// How many attempts the cycle made.
     pub attempts: u32,
+    /// When the cycle failed (ms since the epoch).
     #[serde(serialize_with = "ser_time")]
     pub at: i64,
 }
@@ -171,9 +188,12 @@ impl SecretInfo {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct VersionInfo {
+    /// The version's id.
     pub version_id: VersionId,
+    /// The stage labels attached to it.
     #[serde(serialize_with = "ser_stages")]
     pub version_stages: Vec<Stage>,
+    /// When it was created (ms since the epoch).
     #[serde(serialize_with = "ser_time")]
     pub create_time: i64,
 }
@@ -181,11 +201,17 @@ pub struct VersionInfo {
 /// A version with its decrypted value, as `get` returns it.
 #[derive(Debug)]
 pub struct SecretVersion {
+    /// The secret's name.
     pub name: SecretName,
+    /// The kind of value the secret holds.
     pub kind: SecretKind,
+    /// The version's id.
     pub version_id: VersionId,
+    /// The stage labels attached to the version.
     pub stages: Vec<Stage>,
+    /// When the version was created (ms since the epoch).
     pub created_at: i64,
+    /// The decrypted value.
     pub value: SecretValue,
 }
 
@@ -193,8 +219,11 @@ pub struct SecretVersion {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PutOutcome {
+    /// The secret written to.
     pub secret_name: SecretName,
+    /// The id of the version written (or found already stored).
     pub version_id: VersionId,
+    /// The stage labels the version carries after the put.
     #[serde(serialize_with = "ser_stages")]
     pub version_stages: Vec<Stage>,
     /// False when the same version id with the same data was already stored.
@@ -205,9 +234,12 @@ pub struct PutOutcome {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KeyInfo {
+    /// The key's name.
     pub key_id: String,
+    /// When the key was created (ms since the epoch).
     #[serde(serialize_with = "ser_time")]
     pub creation_date: i64,
+    /// How many secrets it encrypts.
     pub secret_count: i64,
 }
 

@@ -313,10 +313,15 @@ impl Store {
 /// A version as stored, sealed, with the data key that opens it. Never shows the key.
 #[derive(Clone)]
 pub struct SealedVersion {
+    /// The secret's name.
     pub name: SecretName,
+    /// The kind of value the secret holds.
     pub kind: SecretKind,
+    /// The version's id.
     pub version_id: VersionId,
+    /// The stage labels attached to it.
     pub stages: Vec<Stage>,
+    /// When it was created (ms since the epoch).
     pub created_at: i64,
     sealed: Vec<u8>,
     data_key: KeyMaterial,
