@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::jobs::{owner_is_dead_here, Lease};
+use super::jobs::Lease;
 use super::rows::SecretRow;
 use super::Store;
-use crate::clock::format_ms;
 use crate::error::{Error, Result};
 use crate::model::SecretName;
 
@@ -104,15 +103,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
         row.ensure_live()?;
-        if let (Some(other), Some(until)) = (&row.lease_owner, row.lease_expires_at) {
-            // A one-shot run killed on this host leaves a lease nobody renews: take it over.
-            if until >= now && !owner_is_dead_here(other) {
-                return Err(Error::InProgress(format!(
-                    "secret '{name}' is being rotated by {other} (lease until {}); try again once it is done",
-                    format_ms(until)
-                )));
-            }
-        }
+        // A one-shot run killed on this host leaves a lease nobody renews: it is taken over.
+        row.ensure_not_rotating(now)?;
         let token = format!("{}:{}", crate::crypto::random_id(), row.id);
         sqlx::query(
             "UPDATE secrets SET lease_owner = $1, lease_expires_at = $2, lease_token = $5, \
