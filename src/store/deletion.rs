@@ -78,16 +78,7 @@ impl Store {
         let row = self.secret_row(&mut conn, name, false).await?;
         drop(conn);
         row.ensure_not_rotating(self.clock.now_ms())?;
-        let claim = super::Lease {
-            secret_id: row.id,
-            name: row.name,
-            target: row.target,
-            owner: String::new(),
-            token: String::new(),
-            taken_from: None,
-            requested_by: None,
-        };
-        self.load_rotation_unleased(&claim).await
+        self.load_rotation_unleased(&row.unleased()).await
     }
 
     /// Cancels a scheduled deletion.

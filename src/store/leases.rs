@@ -181,15 +181,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let row = self.secret_row(&mut conn, name, false).await?;
         row.ensure_live()?;
-        Ok(Lease {
-            secret_id: row.id,
-            name: row.name,
-            target: row.target,
-            owner: String::new(),
-            token: String::new(),
-            taken_from: None,
-            requested_by: None,
-        })
+        Ok(row.unleased())
     }
 }
 

@@ -173,6 +173,20 @@ impl SecretRow {
         }
     }
 
+    /// The secret named without a lease: a read-only look at its rotation state (a dry run,
+    /// what a deletion leaves on the target).
+    pub(super) fn unleased(self) -> Lease {
+        Lease {
+            secret_id: self.id,
+            name: self.name,
+            target: self.target,
+            owner: String::new(),
+            token: String::new(),
+            taken_from: None,
+            requested_by: None,
+        }
+    }
+
     /// Refuses a change that must not run beside a rotation: the secret's lease is live, held
     /// by a process that is not known to be gone ([`Error::InProgress`]).
     pub(super) fn ensure_not_rotating(&self, now: i64) -> Result<()> {
