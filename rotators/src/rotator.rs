@@ -155,6 +155,14 @@ pub trait Rotator: Send + Sync {
         Ok(())
     }
 
+    /// Whether [`finish`](Self::finish) does nothing for this rotator (it is not overridden):
+    /// the engine then records the promotion and the end of the job in one commit. A rotator
+    /// with clean-up to do after promotion must leave this `false`, so that the promotion is
+    /// durable before its clean-up starts.
+    fn finish_is_noop(&self) -> bool {
+        false
+    }
+
     /// After a rotation is promoted: how long until [`followup`](Self::followup) should run,
     /// e.g. a grace period before the previous credential is disabled. `None`: nothing to do.
     fn followup_after(&self, _cx: &RotationContext) -> Option<std::time::Duration> {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{lease, Claim, Engine, Job, Outcome, RotationState, Step};
 use crate::error::{Error, Result};
+use crate::model::VersionId;
 use crate::notify::Event;
 
 impl Engine {
@@ -187,6 +188,52 @@ impl Engine {
                     }));
                     state.set_job(next, Some(version_id));
                 }
+                // The step before `finish` passed: recorded with the promotion in one
+                // commit, since nothing touches the target between them.
+                (_, _) if next == Step::Finish => {
+                    let version_id = state
+                        .job
+                        .as_ref()
+                        .and_then(|j| j.version_id.clone())
+                        .ok_or_else(|| {
+                            Error::invalid(format!(
+                                "secret '{}': rotation job at {step} has no version",
+                                claim.name
+                            ))
+                        })?;
+                    if rotator.finish_is_noop() {
+                        // No clean-up after promotion: the job ends in the same commit.
+                        state.promote_pending();
+                        let cx = state.context(false);
+                        let followup = rotator
+                            .followup_after(&cx)
+                            .map(|d| self.store.clock().now_ms() + d.as_millis() as i64);
+                        self.store
+                            .promote_complete(
+                                claim,
+                                (step.as_str(), next.as_str()),
+                                &version_id,
+                                self.plan_next(&state),
+                                followup,
+                                state.looks.verify,
+                            )
+                            .await?;
+                        tracing::info!(
+                            %step,
+                            attempt,
+                            duration_ms = elapsed.as_millis() as u64,
+                            "step done"
+                        );
+                        tracing::info!(version = %version_id, "promoted to ACSCurrent");
+                        return Ok(self.concluded(&state, version_id));
+                    }
+                    self.store
+                        .promote_tested(claim, step.as_str(), next.as_str(), &version_id)
+                        .await?;
+                    state.set_job(next, None);
+                    state.promote_pending();
+                    tracing::info!(version = %version_id, "promoted to ACSCurrent");
+                }
                 _ => {
                     self.store
                         .advance_job(claim, step.as_str(), next.as_str())
@@ -228,10 +275,9 @@ impl Engine {
             .as_ref()
             .is_some_and(|c| c.version_id == version_id.as_str());
         if !already {
+            // A job that reached `finish` before `test` and the promotion were one commit.
             self.store.promote(&claim, &version_id).await?;
-            let promoted = state.pending.take();
-            state.previous = state.current.take();
-            state.current = promoted;
+            state.promote_pending();
             tracing::info!(version = %version_id, "promoted to ACSCurrent");
         }
         let cx = state.context(resumed);
@@ -263,12 +309,17 @@ impl Engine {
         self.store
             .complete_job(&claim, self.plan_next(state), followup, state.looks.verify)
             .await?;
+        Ok(self.concluded(state, version_id))
+    }
+
+    /// A rotation whose job ended: logged, counted, announced.
+    fn concluded(&self, state: &RotationState, version_id: VersionId) -> Outcome {
         tracing::info!(version = %version_id, "rotation complete");
         crate::telemetry::rotation(state.kind.ty.as_str(), self.family_of(state), "rotated");
         self.notify(state, Event::RotationSucceeded, |n| {
             n.version_id = Some(version_id.to_string())
         });
-        Ok(Outcome::Rotated { version_id })
+        Outcome::Rotated { version_id }
     }
 
     pub(super) async fn test_with_retries(

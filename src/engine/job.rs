@@ -202,6 +202,14 @@ impl RotationState {
         }
     }
 
+    /// What the store's promotion did, in memory: the pending version becomes current and the
+    /// current one previous.
+    pub fn promote_pending(&mut self) {
+        let promoted = self.pending.take();
+        self.previous = self.current.take();
+        self.current = promoted;
+    }
+
     /// The pending version's value, which `set` and `test` apply.
     pub fn pending_value(&self) -> std::result::Result<&SecretValue, rotators::RotateError> {
         self.pending

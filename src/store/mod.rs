@@ -203,6 +203,8 @@ pub struct Store {
     /// Who acts through this handle, for the audit log.
     actor: Arc<str>,
     audit_reads: bool,
+    /// SQLite: this process's writers take turns here (see [`WriteTx`]); `None` on PostgreSQL.
+    writers: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -256,6 +258,7 @@ impl Store {
             data_dir: (backend == Backend::Sqlite).then(|| config.data_dir.clone()),
             actor: config.actor.as_str().into(),
             audit_reads: config.audit_reads,
+            writers: (backend == Backend::Sqlite).then(Arc::default),
         };
         store.load_cmks().await?;
         if mode == OpenMode::Init && store.cmk_id(DEFAULT_KEY).is_none() {
@@ -310,8 +313,44 @@ impl Store {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
+    async fn begin_write(&self) -> Result<WriteTx> {
+        let turn = match &self.writers {
+            Some(writers) => Some(writers.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A write transaction. On SQLite, one database write lock serves every writer: this
+/// process's writers queue for it in order here rather than each retrying the lock in SQLite's
+/// busy handler, which sleeps up to 100 ms between tries (other processes still meet the lock
+/// and wait in the busy handler). Dereferences to the connection, like sqlx's `Transaction`;
+/// dropped without [`commit`](Self::commit), it rolls back.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits the transaction.
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
     }
 }
 

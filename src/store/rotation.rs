@@ -243,6 +243,18 @@ impl Store {
     /// refused unless the job is at `from` under this claim's lease.
     pub async fn advance_job(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        self.advance_in(&mut tx, claim, from, to).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn advance_in(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        from: &str,
+        to: &str,
+    ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
              WHERE secret_id = $3 AND step = $4 \
@@ -253,7 +265,7 @@ impl Store {
         .bind(claim.secret_id)
         .bind(from)
         .bind(&claim.token)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         if done.rows_affected() != 1 {
             return Err(Error::Lease(format!(
@@ -265,16 +277,14 @@ impl Store {
         let version: Option<String> =
             sqlx::query("SELECT version_id FROM rotation_jobs WHERE secret_id = $1")
                 .bind(claim.secret_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?
                 .try_get("version_id")?;
         let mut entry = Entry::new(&action, Some(claim.name.as_str()));
         if let Some(v) = &version {
             entry = entry.version(v);
         }
-        self.audit_rotation(&mut tx, claim, entry).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audit_rotation(conn, claim, entry).await
     }
 
     /// Promotes the pending version in one transaction: it becomes `ACSCurrent`, the old current
@@ -282,14 +292,43 @@ impl Store {
     /// Harmless to repeat. The job stays (at `finish`) until [`complete_job`](Self::complete_job).
     pub async fn promote(&self, claim: &Lease, version: &VersionId) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let row = self.claimed_row(&mut tx, claim, true).await?;
+        self.promote_in(&mut tx, claim, version).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that step `tested` (the last before `finish`) is done, moves the job to
+    /// `finish` and promotes the pending version, in one transaction: nothing happens on the
+    /// target between the two, so they need no durable boundary between them. A crash before
+    /// the commit resumes at `tested`; after it, at `finish` with the version promoted.
+    pub async fn promote_tested(
+        &self,
+        claim: &Lease,
+        tested: &str,
+        finish: &str,
+        version: &VersionId,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.advance_in(&mut tx, claim, tested, finish).await?;
+        self.promote_in(&mut tx, claim, version).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn promote_in(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        version: &VersionId,
+    ) -> Result<()> {
+        let row = self.claimed_row(&mut *conn, claim, true).await?;
         check_lease(&row, claim)?;
         let now = self.clock.now_ms();
-        move_current(&mut tx, row.id, version).await?;
+        move_current(&mut *conn, row.id, version).await?;
         sqlx::query("DELETE FROM version_stages WHERE secret_id = $1 AND stage = 'ACSPending' AND version_id = $2")
             .bind(row.id)
             .bind(version.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         sqlx::query(
             "UPDATE secrets SET last_rotation_at = $1, updated_at = $1, failure_reason = NULL, \
@@ -298,15 +337,13 @@ impl Store {
         )
         .bind(now)
         .bind(row.id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        prune(&mut tx, row.id).await?;
+        prune(&mut *conn, row.id).await?;
         let entry = Entry::new("rotation.promote", Some(row.name.as_str()))
             .version(version.as_str())
             .detail("ACSPending promoted to ACSCurrent");
-        self.audit_rotation(&mut tx, claim, entry).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audit_rotation(conn, claim, entry).await
     }
 
     /// Ends a rotation: deletes the job, schedules the next rotation (and the rotator's
@@ -322,9 +359,45 @@ impl Store {
         verify: Option<i64>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        self.complete_in(&mut tx, claim, next, followup, verify)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`promote_tested`](Self::promote_tested) and [`complete_job`](Self::complete_job) in one
+    /// transaction, for a rotator with nothing to clean up after promotion: the last step
+    /// passed, the pending version is `ACSCurrent`, the job is gone, the next look planned and
+    /// the lease given up — or, before the commit, nothing of it (the job resumes at `tested`).
+    pub async fn promote_complete(
+        &self,
+        claim: &Lease,
+        (tested, finish): (&str, &str),
+        version: &VersionId,
+        next: Option<Planned>,
+        followup: Option<i64>,
+        verify: Option<i64>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.advance_in(&mut tx, claim, tested, finish).await?;
+        self.promote_in(&mut tx, claim, version).await?;
+        self.complete_in(&mut tx, claim, next, followup, verify)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_in(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        next: Option<Planned>,
+        followup: Option<i64>,
+        verify: Option<i64>,
+    ) -> Result<()> {
         sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
             .bind(claim.secret_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         let next_at = next.map(|p| p.at.timestamp_millis());
         let followup = followup.filter(|f| next_at.is_none_or(|n| *f < n));
@@ -335,12 +408,10 @@ impl Store {
             followup_attempts: 0,
             verify,
         };
-        self.write_looks(&mut tx, claim, &looks).await?;
+        self.write_looks(&mut *conn, claim, &looks).await?;
         let entry =
             Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete");
-        self.audit_rotation(&mut tx, claim, entry).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audit_rotation(conn, claim, entry).await
     }
 
     /// Writes what is planned next (after a follow-up or a check ran) and gives up the lease,

@@ -52,7 +52,19 @@ pub(crate) fn spawn_worker(
     fault: Option<&str>,
     extra: &[&str],
 ) -> Child {
+    spawn_worker_env(t, hosts, fault, extra, &[])
+}
+
+/// [`spawn_worker`] with extra environment variables for the test rotator.
+pub(crate) fn spawn_worker_env(
+    t: &TestEnv,
+    hosts: &Path,
+    fault: Option<&str>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let mut cmd = t.testkit(hosts);
+    cmd.envs(env.iter().copied());
     cmd.arg("worker")
         .args(FAST)
         .args(extra)
@@ -138,53 +150,65 @@ both_backends!(
         let hosts = hosts.path();
         testkit_ok(&t, hosts, &["init"]);
         let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
-        for step in ["create", "set", "test", "finish"] {
-            for when in ["crash-before", "crash-during", "crash-after"] {
-                let name = format!("{step}-{when}");
-                ecs_secret(&t, hosts, &name);
-                testkit_ok(
-                    &t,
-                    hosts,
-                    &["rotation", "set", &name, "--interval", "1d", "--rotate-now"],
-                );
-                let mut doomed = spawn_worker(&t, hosts, Some(&format!("{step}:{when}")), &[]);
-                let status = wait_exit(&mut doomed, Duration::from_secs(30));
-                assert_eq!(
-                    status.signal(),
-                    Some(9),
-                    "{name}: the worker was SIGKILLed mid-rotation"
-                );
+        // A rotator with clean-up after promotion (`test` passed and the promotion are one
+        // commit, the end of the job another, after `finish`), then one without (`test`
+        // passed, the promotion and the end of the job are one commit): "test:crash-after"
+        // kills just before that commit, "finish:crash-before" just after the promotion's.
+        let variants = [
+            ("", "0", &["create", "set", "test", "finish"][..]),
+            ("noop-", "1", &["create", "set", "test"][..]),
+        ];
+        for (prefix, noop, steps) in variants {
+            let env = [("ROTOR_TEST_FINISH_NOOP", noop)];
+            for step in steps {
+                for when in ["crash-before", "crash-during", "crash-after"] {
+                    let name = format!("{prefix}{step}-{when}");
+                    ecs_secret(&t, hosts, &name);
+                    testkit_ok(
+                        &t,
+                        hosts,
+                        &["rotation", "set", &name, "--interval", "1d", "--rotate-now"],
+                    );
+                    let mut doomed =
+                        spawn_worker_env(&t, hosts, Some(&format!("{step}:{when}")), &[], &env);
+                    let status = wait_exit(&mut doomed, Duration::from_secs(30));
+                    assert_eq!(
+                        status.signal(),
+                        Some(9),
+                        "{name}: the worker was SIGKILLed mid-rotation"
+                    );
 
-                let mut survivor = spawn_worker(&t, hosts, None, &[]);
-                wait_rotated(&store, &name, Duration::from_secs(30)).await;
-                terminate(&mut survivor);
+                    let mut survivor = spawn_worker_env(&t, hosts, None, &[], &env);
+                    wait_rotated(&store, &name, Duration::from_secs(30)).await;
+                    terminate(&mut survivor);
 
-                assert_eq!(
-                    versions(&store, &name).await,
-                    vec![
-                        ("v2".into(), vec![Stage::Current]),
-                        ("v1".into(), vec![Stage::Previous])
-                    ],
-                    "{name}: one new version, promoted once, nothing lost"
-                );
-                let host = FileRotator::passwords(hosts, &name);
-                assert!(
-                    host.contains(&password(&store, &name, Stage::Current).await),
-                    "{name}: current logs in"
-                );
-                assert!(
-                    host.contains(&password(&store, &name, Stage::Previous).await),
-                    "{name}: previous logs in"
-                );
-                let info = store
-                    .describe(&SecretName::parse(&name).unwrap())
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    info.rotation_status,
-                    rotor::store::RotationStatus::Idle,
-                    "{name}"
-                );
+                    assert_eq!(
+                        versions(&store, &name).await,
+                        vec![
+                            ("v2".into(), vec![Stage::Current]),
+                            ("v1".into(), vec![Stage::Previous])
+                        ],
+                        "{name}: one new version, promoted once, nothing lost"
+                    );
+                    let host = FileRotator::passwords(hosts, &name);
+                    assert!(
+                        host.contains(&password(&store, &name, Stage::Current).await),
+                        "{name}: current logs in"
+                    );
+                    assert!(
+                        host.contains(&password(&store, &name, Stage::Previous).await),
+                        "{name}: previous logs in"
+                    );
+                    let info = store
+                        .describe(&SecretName::parse(&name).unwrap())
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        info.rotation_status,
+                        rotor::store::RotationStatus::Idle,
+                        "{name}"
+                    );
+                }
             }
         }
     }

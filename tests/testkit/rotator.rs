@@ -7,6 +7,7 @@
 //! `fail` (retryable), `fatal`, `hang`, `slow` (the step waits `ROTOR_TEST_SLOW_MS`, default
 //! 3000, then runs), `crash-before`, `crash-during` or `crash-after`.
 //! Every step run is appended to `steps.log` in the target directory: `secret step pid`.
+//! `ROTOR_TEST_FINISH_NOOP=1` makes it a rotator with nothing to clean up after promotion.
 
 #![allow(dead_code)]
 
@@ -61,6 +62,10 @@ pub struct FileRotator {
     dir: PathBuf,
     fault: Option<Fault>,
     fired: AtomicU32,
+    /// Says its `finish` does nothing (`ROTOR_TEST_FINISH_NOOP=1` in the binary), so that the
+    /// engine ends the job with the promotion, as for database accounts; `finish` then never
+    /// runs (the host keeps every password it was given).
+    finish_noop: bool,
 }
 
 impl FileRotator {
@@ -69,6 +74,7 @@ impl FileRotator {
             dir: dir.to_owned(),
             fault,
             fired: AtomicU32::new(0),
+            finish_noop: false,
         })
     }
 
@@ -79,7 +85,12 @@ impl FileRotator {
             .ok()
             .filter(|f| !f.is_empty())
             .map(|f| Fault::parse(&f));
-        FileRotator::new(Path::new(&dir), fault)
+        Arc::new(FileRotator {
+            dir: PathBuf::from(dir),
+            fault,
+            fired: AtomicU32::new(0),
+            finish_noop: std::env::var("ROTOR_TEST_FINISH_NOOP").is_ok_and(|v| v == "1"),
+        })
     }
 
     fn host_file(dir: &Path, user: &str) -> PathBuf {
@@ -245,6 +256,10 @@ impl Rotator for FileRotator {
         Self::set_passwords(&self.dir, &user, &passwords);
         self.fault("finish", Mode::CrashDuring).await?;
         self.fault("finish", Mode::CrashAfter).await
+    }
+
+    fn finish_is_noop(&self) -> bool {
+        self.finish_noop
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {

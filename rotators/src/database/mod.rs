@@ -202,6 +202,12 @@ impl Rotator for AccountRotator {
             .map_err(|e| e.scrub(&[pending.password()]))
     }
 
+    /// Nothing to clean up: a dual account's previous password stays valid until the next
+    /// rotation changes it; a single account has only one.
+    fn finish_is_noop(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
         let target = cx.require_target()?;
         let settings = DbSettings::from_json(&cx.settings)?;
