@@ -1,13 +1,16 @@
 //! Database rotation benchmark on loopback, store on SQLite: median and p95 of one full
 //! dual-account rotation on PostgreSQL (password-checking cluster), MariaDB/MySQL and Redis; the
 //! single-account gap on PostgreSQL (from the password change to the promotion of the new
-//! version); and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets.
-//! Not a test: it asserts nothing about speed.
+//! version); where one rotation's time goes (each rotator call, then the engine and the
+//! store); and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets with
+//! its store on SQLite, then on PostgreSQL (with the store's transactions per rotation, read
+//! from `pg_stat_database`). Not a test: it asserts nothing about speed.
 //!
 //! ```text
 //! tests/run -- --skip .       # starts the services (ROTOR_TEST_PG_SCRAM, ROTOR_TEST_MYSQL, ROTOR_TEST_REDIS)
 //! cargo bench --bench databases                    # 50 rotations each, 1,000 in the batch
 //! cargo bench --bench databases -- --rotations 100 --batch 2000 --batch-store postgres --tls
+//!                                                  # --batch-store: only that store's batch
 //! ```
 
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "common.rs"]
 mod common;
-use common::{percentiles, rotate_once, GapProbe};
+use common::{breakdown, percentiles, rotate_once, GapProbe, StepTimer};
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
@@ -181,19 +184,34 @@ async fn main() {
         None,
     )
     .await;
-    let engine = new_engine(&store, rotor::builtin_rotators());
-    for (label, secret) in [
-        ("PostgreSQL", "pg/app"),
-        ("MariaDB", "my/app"),
-        ("Redis", "red/app"),
+    // The rotators wrapped in a timer: where each rotation's time goes.
+    let builtin = rotor::builtin_rotators();
+    let mut timed = Registry::new();
+    let mut timers = vec![];
+    for ty in [SecretType::Rds, SecretType::Redis] {
+        let timer = StepTimer::new(builtin.get(dual(ty)).unwrap());
+        timed.register(dual(ty), timer.clone());
+        timers.push(timer);
+    }
+    let engine = new_engine(&store, timed);
+    let mut breakdowns = vec![];
+    for (label, secret, timer) in [
+        ("PostgreSQL", "pg/app", &timers[0]),
+        ("MariaDB", "my/app", &timers[0]),
+        ("Redis", "red/app", &timers[1]),
     ] {
         rotate_once(&engine, secret).await; // warm-up: admin pools, caches
+        timer.take();
         let mut samples = vec![];
         for _ in 0..rotations {
             samples.push(rotate_once(&engine, secret).await);
         }
+        breakdowns.push(breakdown(label, timer.take(), &samples));
         let (median, p95) = percentiles(samples);
         println!("{label:<11} dual-account rotation: median {median:6.1} ms  p95 {p95:6.1} ms  ({rotations} rotations)");
+    }
+    for line in breakdowns {
+        println!("{line}");
     }
 
     // The single-account gap on PostgreSQL.
@@ -225,102 +243,20 @@ async fn main() {
     let (whole, _) = percentiles(samples);
     println!("PostgreSQL  single-account gap (password changed -> new version promoted): median {median:5.1} ms  p95 {p95:5.1} ms  (whole rotation median {whole:.1} ms)");
 
-    // 1,000 due PostgreSQL dual-account secrets, rotated by a worker.
-    // The batch's store: SQLite by default, or a PostgreSQL store (--batch-store postgres) as
-    // several workers would share.
-    let pg_store = args
+    // 1,000 due PostgreSQL dual-account secrets, rotated by a worker: with the store on SQLite,
+    // then on PostgreSQL (as several workers would share it); `--batch-store sqlite|postgres`
+    // runs one of them.
+    let only = args
         .windows(2)
-        .any(|w| w[0] == "--batch-store" && w[1] == "postgres");
-    let mut batch_db = None;
-    let (batch_store, _batch_dir) = if pg_store {
-        let dir = tempfile::tempdir().unwrap();
-        let admin_url = env(
-            "ROTOR_TEST_PG",
-            "postgres://postgres@127.0.0.1:5432/postgres",
-        );
-        let db = format!("rotor_bench_{suffix}");
-        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-            .await
-            .unwrap();
-        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {db}").as_str())
-            .await
-            .unwrap();
-        let mut config = StoreConfig::new(dir.path().join("data"));
-        config.url = Some(format!(
-            "{}/{db}?sslmode=disable",
-            admin_url.rsplit_once('/').unwrap().0
-        ));
-        batch_db = Some((admin, db));
-        (Store::open(&config, OpenMode::Init).await.unwrap(), dir)
-    } else {
-        new_store().await
-    };
-    let batch_backend = batch_store.backend().name();
-    add_target(&batch_store, "pg", "postgres", &pg_url).await;
-    let setup = Instant::now();
-    let policy = RotationPolicy {
-        schedule: RotationSchedule::Interval(Duration::from_secs(86_400)),
-        jitter: None,
-        rotate_now: true,
-    };
-    for i in 0..batch {
-        let name = format!("fleet/{i:04}");
-        account_secret(
-            &batch_store,
-            &name,
-            dual(SecretType::Rds),
-            "pg",
-            &format!("bf{i}_{suffix}"),
-            Some("postgres"),
-        )
-        .await;
-        batch_store
-            .set_rotation(&SecretName::parse(&name).unwrap(), Some(policy.clone()))
-            .await
-            .unwrap();
-    }
-    let setup = setup.elapsed();
-    let worker_engine = Arc::new(new_engine(&batch_store, rotor::builtin_rotators()));
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let config = WorkerConfig {
-        concurrency: 16,
-        per_target: 16,
-        ..WorkerConfig::default()
-    };
-    let worker = tokio::spawn(rotor::worker::run(worker_engine, config, shutdown.clone()));
-    loop {
-        let done = batch_store
-            .list(&[], false)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|s| s.name.as_str().starts_with("fleet/") && s.last_rotation_at.is_some())
-            .count();
-        if done == batch {
-            break;
+        .find(|w| w[0] == "--batch-store")
+        .map(|w| w[1].clone());
+    for backend in ["sqlite", "postgres"] {
+        if only.as_deref().is_none_or(|o| o == backend) {
+            let prefix = format!("{suffix}{}", &backend[..1]);
+            println!("{}", batch_run(backend, batch, &pg_url, &prefix).await);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    worker.await.unwrap().unwrap();
-    println!(
-        "PostgreSQL  {batch} due dual-account secrets, worker (concurrency 16, per-target 16, store on {batch_backend}): {:.1} s, {:.0} rotations/s  (setup {:.0} s)",
-        elapsed.as_secs_f64(),
-        batch as f64 / elapsed.as_secs_f64(),
-        setup.as_secs_f64()
-    );
 
-    // Leave the servers as they were.
-    batch_store.close().await;
-    if let Some((mut admin, db)) = batch_db {
-        let _ = sqlx::Executor::execute(
-            &mut admin,
-            format!("DROP DATABASE {db} WITH (FORCE)").as_str(),
-        )
-        .await;
-    }
     let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url)
         .await
         .unwrap();
@@ -360,4 +296,123 @@ async fn main() {
         .arg(format!("br_{suffix}_clone"))
         .query_async(&mut red)
         .await;
+}
+
+/// `batch` due PostgreSQL dual-account secrets rotated by one worker with its store on
+/// `backend`: the line to print. The accounts are named `bf{i}_{suffix}`.
+async fn batch_run(backend: &str, batch: usize, pg_url: &str, suffix: &str) -> String {
+    let dual = |ty| SecretKind::new(ty, Some(SubType::DoubleUsers)).unwrap();
+    let mut batch_db = None;
+    let (batch_store, _batch_dir) = if backend == "postgres" {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_url = env(
+            "ROTOR_TEST_PG",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        );
+        let db = format!("rotor_bench_{suffix}");
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .unwrap();
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+        let mut config = StoreConfig::new(dir.path().join("data"));
+        config.url = Some(format!(
+            "{}/{db}?sslmode=disable",
+            admin_url.rsplit_once('/').unwrap().0
+        ));
+        batch_db = Some((admin, db));
+        (Store::open(&config, OpenMode::Init).await.unwrap(), dir)
+    } else {
+        new_store().await
+    };
+    let batch_backend = batch_store.backend().name();
+    add_target(&batch_store, "pg", "postgres", pg_url).await;
+    let setup = Instant::now();
+    let policy = RotationPolicy {
+        schedule: RotationSchedule::Interval(Duration::from_secs(86_400)),
+        jitter: None,
+        rotate_now: true,
+    };
+    for i in 0..batch {
+        let name = format!("fleet/{i:04}");
+        account_secret(
+            &batch_store,
+            &name,
+            dual(SecretType::Rds),
+            "pg",
+            &format!("bf{i}_{suffix}"),
+            Some("postgres"),
+        )
+        .await;
+        batch_store
+            .set_rotation(&SecretName::parse(&name).unwrap(), Some(policy.clone()))
+            .await
+            .unwrap();
+    }
+    let setup = setup.elapsed();
+    let commits_before = match &mut batch_db {
+        Some((admin, db)) => Some(store_commits(admin, db).await),
+        None => None,
+    };
+    let worker_engine = Arc::new(new_engine(&batch_store, rotor::builtin_rotators()));
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let config = WorkerConfig {
+        concurrency: 16,
+        per_target: 16,
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn(rotor::worker::run(worker_engine, config, shutdown.clone()));
+    loop {
+        let done = batch_store
+            .list(&[], false)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| s.name.as_str().starts_with("fleet/") && s.last_rotation_at.is_some())
+            .count();
+        if done == batch {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    batch_store.close().await;
+    let mut line = format!(
+        "PostgreSQL  {batch} due dual-account secrets, worker (concurrency 16, per-target 16, store on {batch_backend}): {:.1} s, {:.0} rotations/s  (setup {:.0} s)",
+        elapsed.as_secs_f64(),
+        batch as f64 / elapsed.as_secs_f64(),
+        setup.as_secs_f64()
+    );
+    if let Some((mut admin, db)) = batch_db {
+        if let Some(before) = commits_before {
+            // The worker's own transactions, with its progress polls (one read each) and
+            // the list reads above: an upper bound of what one rotation commits.
+            let after = store_commits(&mut admin, &db).await;
+            line.push_str(&format!(
+                "  [store transactions per rotation <= {:.1}]",
+                (after - before) as f64 / batch as f64
+            ));
+        }
+        let _ = sqlx::Executor::execute(
+            &mut admin,
+            format!("DROP DATABASE {db} WITH (FORCE)").as_str(),
+        )
+        .await;
+    }
+    line
+}
+
+/// The transactions committed in database `db` so far (`pg_stat_database`), once every
+/// session's pending statistics had time to reach the collector.
+async fn store_commits(admin: &mut sqlx::PgConnection, db: &str) -> i64 {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+        .bind(db)
+        .fetch_one(admin)
+        .await
+        .unwrap()
 }

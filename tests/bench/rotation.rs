@@ -6,7 +6,10 @@
 //! ```text
 //! cargo bench --bench rotation                        # both backends
 //! cargo bench --bench rotation -- --backend postgres --stored 100000 --due 1000 --concurrency 32
+//! cargo bench --bench rotation -- --backend postgres --workers 1,2,4   # the batch again per count
 //! ```
+//! With several worker counts, the batch is made due again and rotated once per count, each
+//! worker with its own store handle (its own pool) and owner name, all on the one store.
 //! PostgreSQL: a throwaway database on `ROTOR_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
 
@@ -29,6 +32,9 @@ struct Options {
     stored: usize,
     due: usize,
     concurrency: usize,
+    /// Worker counts to run the batch with, one after the other (each a worker loop with its
+    /// own store handle and owner name, sharing the store).
+    workers: Vec<usize>,
     /// Let the PostgreSQL store negotiate TLS (off by default: loopback).
     tls: bool,
 }
@@ -39,6 +45,7 @@ fn options() -> Options {
         stored: 100_000,
         due: 1_000,
         concurrency: 16,
+        workers: vec![1],
         tls: false,
     };
     let args: Vec<String> = std::env::args()
@@ -60,6 +67,12 @@ fn options() -> Options {
             "--stored" => o.stored = value.parse().expect("--stored N"),
             "--due" => o.due = value.parse().expect("--due N"),
             "--concurrency" => o.concurrency = value.parse().expect("--concurrency N"),
+            "--workers" => {
+                o.workers = value
+                    .split(',')
+                    .map(|n| n.parse().expect("--workers N[,N…]"))
+                    .collect()
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -81,6 +94,9 @@ impl Rotator for NoIo {
     }
     async fn test(&self, _: &RotationContext, _: &SecretValue) -> Result<(), RotateError> {
         Ok(())
+    }
+    fn finish_is_noop(&self) -> bool {
+        true
     }
 }
 
@@ -223,33 +239,64 @@ async fn bench(backend: &str, o: &Options) {
     }
     let empty_claim = probe.elapsed() / 100;
 
-    // Make the 1,000 due at once and let a worker rotate them.
-    sqlx::query("UPDATE secrets SET next_rotation_at = $1 WHERE name LIKE 'due-%'")
-        .bind(now)
-        .execute(&raw)
-        .await
-        .unwrap();
+    // Make the 1,000 due at once and let the workers rotate them; again for each worker count.
     let mut registry = Registry::new();
     registry.register(ecs(), Arc::new(NoIo));
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        registry,
-        EngineConfig {
-            ..EngineConfig::default()
-        },
-    ));
-    // The default poll interval (500 ms): the pick-up delay users get.
-    let worker_config = WorkerConfig {
-        concurrency: o.concurrency,
-        ..WorkerConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let worker = tokio::spawn(rotor::worker::run(engine, worker_config, shutdown.clone()));
-    while count_due(&raw, now).await > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut batches = vec![];
+    for &workers in &o.workers {
+        sqlx::query("UPDATE secrets SET next_rotation_at = $1 WHERE name LIKE 'due-%'")
+            .bind(store.clock().now_ms())
+            .execute(&raw)
+            .await
+            .unwrap();
+        let now = store.clock().now_ms();
+        let shutdown = CancellationToken::new();
+        let mut running = vec![];
+        let started = Instant::now();
+        for k in 0..workers {
+            // A handle of its own per worker (the first reuses the store above).
+            let handle = if k == 0 {
+                store.clone()
+            } else {
+                Store::open(&config, OpenMode::Existing).await.unwrap()
+            };
+            let engine = Arc::new(Engine::new(
+                handle,
+                registry.clone(),
+                EngineConfig {
+                    owner: format!("bench-{k}"),
+                    ..EngineConfig::default()
+                },
+            ));
+            // The default poll interval (500 ms): the pick-up delay users get.
+            let worker_config = WorkerConfig {
+                concurrency: o.concurrency,
+                ..WorkerConfig::default()
+            };
+            running.push(tokio::spawn(rotor::worker::run(
+                engine,
+                worker_config,
+                shutdown.clone(),
+            )));
+        }
+        while count_due(&raw, now).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let batch = started.elapsed();
+        if workers == *o.workers.last().unwrap() {
+            // The last count's workers stay for the pick-up and idle measures.
+            batches.push((workers, batch, Some((shutdown, running))));
+        } else {
+            shutdown.cancel();
+            for w in running {
+                w.await.unwrap().unwrap();
+            }
+            batches.push((workers, batch, None));
+        }
     }
-    let batch = started.elapsed();
+    let (_, batch, last) = batches.last_mut().unwrap();
+    let batch = *batch;
+    let (shutdown, running) = last.take().unwrap();
 
     // Pick-up delay: a secret becomes due while the worker idles.
     let mut delays = vec![];
@@ -294,9 +341,25 @@ async fn bench(backend: &str, o: &Options) {
     let idle_cpu = (cpu_seconds() - cpu0) / 10.0 * 100.0;
 
     shutdown.cancel();
-    worker.await.unwrap().unwrap();
+    for w in running {
+        w.await.unwrap().unwrap();
+    }
+    for (workers, batch, _) in &batches[..batches.len() - 1] {
+        println!(
+            "{backend:<9} stored {:>7}  due {:>5}  workers {workers}  rotations/s {:>7.0}  batch {:>6.2} s",
+            o.stored,
+            o.due,
+            o.due as f64 / batch.as_secs_f64(),
+            batch.as_secs_f64(),
+        );
+    }
+    let workers = if o.workers.len() > 1 || o.workers[0] != 1 {
+        format!("workers {}  ", o.workers.last().unwrap())
+    } else {
+        String::new()
+    };
     println!(
-        "{backend:<9} stored {:>7}  due {:>5}  rotations/s {:>7.0}  batch {:>6.2} s  empty due query {:>6.2} ms  \
+        "{backend:<9} stored {:>7}  due {:>5}  {workers}rotations/s {:>7.0}  batch {:>6.2} s  empty due query {:>6.2} ms  \
          pick-up median {:>4} ms max {:>4} ms  peak RSS {:>4} MB  idle CPU {:>4.1}%  (setup {:.0} s)",
         o.stored,
         o.due,

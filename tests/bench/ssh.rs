@@ -23,7 +23,7 @@ use rotor::engine::{Engine, EngineConfig};
 use rotor::model::SecretName;
 use rotor::store::{NewSecret, OpenMode, Store, StoreConfig};
 
-use common::{percentiles, rotate_once, GapProbe};
+use common::{breakdown, percentiles, rotate_once, GapProbe, StepTimer};
 use sshd::{keygen, HostUser, Sshd, Sudo};
 
 async fn import(
@@ -74,12 +74,17 @@ async fn main() {
     let (root_public, root_private) = keygen(dir.path(), &["-t", "ed25519"]);
     root.write_authorized_keys(&format!("{root_public}\n"));
 
+    // The password rotator behind the gap probe, both rotators behind step timers.
     let probe = GapProbe::new(Arc::new(rotators::ssh::rotator::PasswordRotator));
     let mut registry = rotor::builtin_rotators();
+    let password_timer = StepTimer::new(probe.clone());
     registry.register(
         SecretKind::new(SecretType::ECS, Some(SubType::Password)).unwrap(),
-        probe.clone(),
+        password_timer.clone(),
     );
+    let key_kind = SecretKind::new(SecretType::ECS, Some(SubType::SSHKey)).unwrap();
+    let key_timer = StepTimer::new(registry.get(key_kind).unwrap());
+    registry.register(key_kind, key_timer.clone());
     let store = Store::open(&StoreConfig::new(dir.path().join("data")), OpenMode::Init)
         .await
         .unwrap();
@@ -146,17 +151,20 @@ async fn main() {
         },
     );
     println!("SSH rotation benchmark (release build, loopback OpenSSH sshd, store on SQLite)");
-    for (label, secret) in [
-        ("password (passwd over a PTY)", "host/pw"),
-        ("password (chpasswd as root)", "root/pw"),
-        ("key pair (Ed25519)", "host/key"),
+    let mut breakdowns = vec![];
+    for (label, secret, timer) in [
+        ("password (passwd over a PTY)", "host/pw", &password_timer),
+        ("password (chpasswd as root)", "root/pw", &password_timer),
+        ("key pair (Ed25519)", "host/key", &key_timer),
     ] {
         rotate_once(&engine, secret).await; // warm-up
         probe.take();
+        timer.take();
         let mut samples = vec![];
         for _ in 0..rotations {
             samples.push(rotate_once(&engine, secret).await);
         }
+        breakdowns.push(breakdown(label, timer.take(), &samples));
         let (median, p95) = percentiles(samples);
         println!("{label:<29} rotation: median {median:6.1} ms  p95 {p95:6.1} ms  ({rotations} rotations)");
         let gaps = probe.take();
@@ -164,5 +172,8 @@ async fn main() {
             let (median, p95) = percentiles(gaps);
             println!("{:<29} gap (old password refused → new one promoted): median {median:6.1} ms  p95 {p95:6.1} ms", "");
         }
+    }
+    for line in breakdowns {
+        println!("{line}");
     }
 }
