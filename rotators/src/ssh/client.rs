@@ -428,6 +428,11 @@ impl Session {
             })?
     }
 
+    /// Whether the connection is still open (a kept session is checked before reuse).
+    pub fn is_open(&self) -> bool {
+        !self.handle.is_closed()
+    }
+
     /// Ends the session (errors ignored).
     pub async fn close(self) {
         let _ = self

@@ -13,6 +13,7 @@ pub mod client;
 pub mod keys;
 pub mod remote;
 pub mod rotator;
+pub mod sessions;
 pub mod settings;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::client::{Login, Output, Session, SshError};
 use super::keys::KeyPair;
+use super::sessions;
 use super::settings::{HostKeyPin, SshAddress, SshTarget};
 use crate::rotator::{RotateError, TargetContext};
 use crate::value::SecretValue;
@@ -26,6 +27,8 @@ pub struct Host {
     pub address: SshAddress,
     /// The host key the target accepts.
     pub pin: HostKeyPin,
+    /// The target's name and settings: what a kept session must match.
+    id: String,
 }
 
 impl Host {
@@ -36,7 +39,40 @@ impl Host {
             name: target.name.clone(),
             pin: config.pin()?,
             address: config.address,
+            id: format!("{}\u{0}{}", target.name, target.config),
         })
+    }
+
+    /// A session of `credential`'s user: a kept one (see [`sessions`](super::sessions)), or a
+    /// fresh, checked login with it. Give it back with [`keep_user`](Self::keep_user).
+    pub async fn user_session(&self, credential: &Credential) -> Result<Session, SshError> {
+        match sessions::take_user(&self.id, &credential.user) {
+            Some(session) => Ok(session),
+            None => self.login_checked(credential).await,
+        }
+    }
+
+    /// Keeps a checked session of its user for the next step or rotation.
+    pub fn keep_user(&self, session: Session) {
+        sessions::keep_user(&self.id, session);
+    }
+
+    /// The target's admin: a kept session of the same admin credential, or a fresh login
+    /// ([`admin`](Self::admin)). Give it back with [`keep_admin`](Self::keep_admin).
+    pub async fn admin_session(&self, target: &TargetContext) -> Result<Admin, RotateError> {
+        let credential = target.admin()?;
+        let user = Credential::from_value(credential)?.user;
+        match sessions::take_admin(&self.id, &user, credential.expose()) {
+            Some(admin) => Ok(admin),
+            None => self.admin(target).await,
+        }
+    }
+
+    /// Keeps an admin session for the next step or rotation on this target.
+    pub fn keep_admin(&self, target: &TargetContext, admin: Admin) {
+        if let Ok(credential) = target.admin() {
+            sessions::keep_admin(&self.id, credential.expose(), admin);
+        }
     }
 
     /// Logs in with an `ECS` value (password or key pair).

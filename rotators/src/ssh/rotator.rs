@@ -4,6 +4,10 @@
 //! current one), or the target's admin sets it with `chpasswd`. The old password stops working
 //! at `set`; the gap until promotion is one `test` login.
 //!
+//! Sessions: `test` always logs in afresh; `set` and `finish` use a session kept from the
+//! step or rotation before on the same host when one is open (`sessions`), so a rotation
+//! that follows another costs one login, not two or three.
+//!
 //! Key pair: `set` adds the new public key to the user's authorized_keys (an atomic rename,
 //! every other line byte for byte), `test` logs in with it, and `finish`, after promotion,
 //! removes this secret's keys that are neither current nor previous. Both keys log in between
@@ -48,8 +52,9 @@ fn refused(what: &str, user: &str, host: &Host, e: SshError) -> RotateError {
     }
 }
 
-/// `test` of both kinds: a fresh login with the pending credential, as the right user. A
-/// refusal is retryable: a new password or key may take a moment to reach every PAM backend.
+/// `test` of both kinds: a fresh login with the pending credential, as the right user (never
+/// a kept session). A refusal is retryable: a new password or key may take a moment to reach
+/// every PAM backend. The session is kept for the steps that follow (`finish`, the next `set`).
 async fn login_with_pending(
     cx: &RotationContext,
     pending: &SecretValue,
@@ -60,7 +65,7 @@ async fn login_with_pending(
         SshError::Denied(m) => RotateError::retryable(m),
         other => other.into(),
     })?;
-    session.close().await;
+    host.keep_user(session);
     Ok(())
 }
 
@@ -103,18 +108,25 @@ impl Rotator for PasswordRotator {
         }
         let secrets = [pending.password(), current.password()];
         if target.admin.is_some() {
-            let admin = host.admin(target).await?;
+            let admin = host.admin_session(target).await?;
             let done = admin.set_password(&current.user, pending.password()).await;
-            admin.session.close().await;
+            match done {
+                Ok(()) => host.keep_admin(target, admin),
+                Err(_) => admin.session.close().await,
+            }
             return done.map_err(|e| RotateError::from(e).scrub(&secrets));
         }
-        // Who the host says logged in is checked before anything changes.
+        // Who the host says logged in is checked before anything changes (when the session
+        // was made: a kept one was checked then).
         let session = host
-            .login_checked(&current)
+            .user_session(&current)
             .await
             .map_err(|e| refused("current password", &current.user, &host, e))?;
         let done = session.passwd(current.password(), pending.password()).await;
-        session.close().await;
+        match done {
+            Ok(()) => host.keep_user(session),
+            Err(_) => session.close().await,
+        }
         done.map_err(|e| RotateError::from(e).scrub(&secrets))
     }
 
@@ -152,19 +164,29 @@ enum EditSession {
 }
 
 impl EditSession {
-    /// Logs in as the user with `login_as` (its current key, or the new current one in
-    /// `finish`), else, if that key is refused, as the target's admin.
+    /// A kept session of the user, else a login as the user with `login_as` (its current
+    /// key, or the new current one in `finish`), else, if that key is refused, as the target's
+    /// admin.
     async fn open(
         host: &Host,
         target: &TargetContext,
         login_as: &Credential,
     ) -> Result<EditSession, RotateError> {
-        match host.login_checked(login_as).await {
+        match host.user_session(login_as).await {
             Ok(session) => Ok(EditSession::User(session)),
             Err(SshError::Denied(_)) if target.admin.is_some() => {
-                Ok(EditSession::Admin(host.admin(target).await?))
+                Ok(EditSession::Admin(host.admin_session(target).await?))
             }
             Err(e) => Err(refused("key", &login_as.user, host, e)),
+        }
+    }
+
+    /// Keeps the session after an edit went through; closes it after one that did not.
+    async fn done(self, host: &Host, target: &TargetContext, ok: bool) {
+        match (self, ok) {
+            (EditSession::User(s), true) => host.keep_user(s),
+            (EditSession::Admin(a), true) => host.keep_admin(target, a),
+            (session, false) => session.close().await,
         }
     }
 
@@ -222,7 +244,7 @@ impl Rotator for KeyRotator {
                 .await
         }
         .await;
-        session.close().await;
+        session.done(&host, target, done.is_ok()).await;
         Ok(done?)
     }
 
@@ -275,7 +297,7 @@ impl Rotator for KeyRotator {
             editor.write(&user, &file, &content).await
         }
         .await;
-        session.close().await;
+        session.done(&host, target, done.is_ok()).await;
         Ok(done?)
     }
 
