@@ -253,6 +253,7 @@ async fn bench(backend: &str, o: &Options) {
         let shutdown = CancellationToken::new();
         let mut running = vec![];
         let started = Instant::now();
+        let cpu_before = cpu_seconds();
         for k in 0..workers {
             // A handle of its own per worker (the first reuses the store above).
             let handle = if k == 0 {
@@ -283,19 +284,21 @@ async fn bench(backend: &str, o: &Options) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let batch = started.elapsed();
+        // The workers' share of the machine during the batch (the rest is the store's).
+        let cpu = (cpu_seconds() - cpu_before) / batch.as_secs_f64() * 100.0;
         if workers == *o.workers.last().unwrap() {
             // The last count's workers stay for the pick-up and idle measures.
-            batches.push((workers, batch, Some((shutdown, running))));
+            batches.push((workers, batch, cpu, Some((shutdown, running))));
         } else {
             shutdown.cancel();
             for w in running {
                 w.await.unwrap().unwrap();
             }
-            batches.push((workers, batch, None));
+            batches.push((workers, batch, cpu, None));
         }
     }
-    let (_, batch, last) = batches.last_mut().unwrap();
-    let batch = *batch;
+    let (_, batch, batch_cpu, last) = batches.last_mut().unwrap();
+    let (batch, batch_cpu) = (*batch, *batch_cpu);
     let (shutdown, running) = last.take().unwrap();
 
     // Pick-up delay: a secret becomes due while the worker idles.
@@ -344,9 +347,9 @@ async fn bench(backend: &str, o: &Options) {
     for w in running {
         w.await.unwrap().unwrap();
     }
-    for (workers, batch, _) in &batches[..batches.len() - 1] {
+    for (workers, batch, cpu, _) in &batches[..batches.len() - 1] {
         println!(
-            "{backend:<9} stored {:>7}  due {:>5}  workers {workers}  rotations/s {:>7.0}  batch {:>6.2} s",
+            "{backend:<9} stored {:>7}  due {:>5}  workers {workers}  rotations/s {:>7.0}  batch {:>6.2} s  workers' CPU {cpu:>3.0}%",
             o.stored,
             o.due,
             o.due as f64 / batch.as_secs_f64(),
@@ -371,6 +374,10 @@ async fn bench(backend: &str, o: &Options) {
         proc_status("VmHWM:") / 1024,
         idle_cpu,
         setup.as_secs_f64(),
+    );
+    println!(
+        "{backend:<9} during the batch the worker process used {batch_cpu:.0}% of one core ({} cores here; the store's server had the rest)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     raw.close().await;
     store.close().await;
