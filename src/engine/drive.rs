@@ -191,23 +191,11 @@ impl Engine {
                 // The step before `finish` passed: recorded with the promotion in one
                 // commit, since nothing touches the target between them.
                 (_, _) if next == Step::Finish => {
-                    let version_id = state
-                        .job
-                        .as_ref()
-                        .and_then(|j| j.version_id.clone())
-                        .ok_or_else(|| {
-                            Error::invalid(format!(
-                                "secret '{}': rotation job at {step} has no version",
-                                claim.name
-                            ))
-                        })?;
+                    let version_id = state.job_version()?;
                     if rotator.finish_is_noop() {
                         // No clean-up after promotion: the job ends in the same commit.
                         state.promote_pending();
-                        let cx = state.context(false);
-                        let followup = rotator
-                            .followup_after(&cx)
-                            .map(|d| self.store.clock().now_ms() + d.as_millis() as i64);
+                        let followup = self.followup_at(rotator.as_ref(), &state.context(false));
                         self.store
                             .promote_complete(
                                 claim,
@@ -260,16 +248,7 @@ impl Engine {
         keeper: &lease::Keeper,
     ) -> Result<Outcome> {
         let claim = state.claim.clone();
-        let version_id = state
-            .job
-            .as_ref()
-            .and_then(|j| j.version_id.clone())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "secret '{}': rotation job at finish has no version",
-                    claim.name
-                ))
-            })?;
+        let version_id = state.job_version()?;
         let already = state
             .current
             .as_ref()
@@ -303,13 +282,18 @@ impl Engine {
         {
             return self.fail(state, Step::Finish, e).await;
         }
-        let followup = rotator
-            .followup_after(&cx)
-            .map(|d| self.store.clock().now_ms() + d.as_millis() as i64);
+        let followup = self.followup_at(rotator, &cx);
         self.store
             .complete_job(&claim, self.plan_next(state), followup, state.looks.verify)
             .await?;
         Ok(self.concluded(state, version_id))
+    }
+
+    /// When the rotator's follow-up is due, if it asks for one after this promotion.
+    fn followup_at(&self, rotator: &dyn Rotator, cx: &RotationContext) -> Option<i64> {
+        rotator
+            .followup_after(cx)
+            .map(|d| self.store.clock().now_ms() + d.as_millis() as i64)
     }
 
     /// A rotation whose job ended: logged, counted, announced.

@@ -202,6 +202,20 @@ impl RotationState {
         }
     }
 
+    /// The job's pending version, which a job past `create` always has.
+    pub fn job_version(&self) -> Result<VersionId> {
+        self.job
+            .as_ref()
+            .and_then(|j| j.version_id.clone())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "secret '{}': rotation job at {} has no version",
+                    self.claim.name,
+                    self.step()
+                ))
+            })
+    }
+
     /// What the store's promotion did, in memory: the pending version becomes current and the
     /// current one previous.
     pub fn promote_pending(&mut self) {
