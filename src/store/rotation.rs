@@ -255,31 +255,27 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<()> {
-        let done = sqlx::query(
+        let moved = sqlx::query(
             "UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
              WHERE secret_id = $3 AND step = $4 \
-               AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5)",
+               AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5) \
+             RETURNING version_id",
         )
         .bind(to)
         .bind(self.clock.now_ms())
         .bind(claim.secret_id)
         .bind(from)
         .bind(&claim.token)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        if done.rows_affected() != 1 {
+        let Some(moved) = moved else {
             return Err(Error::Lease(format!(
                 "secret '{}': the rotation job is no longer at step {from} under this claim",
                 claim.name
             )));
-        }
+        };
         let action = format!("rotation.{from}");
-        let version: Option<String> =
-            sqlx::query("SELECT version_id FROM rotation_jobs WHERE secret_id = $1")
-                .bind(claim.secret_id)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get("version_id")?;
+        let version: Option<String> = moved.try_get("version_id")?;
         let mut entry = Entry::new(&action, Some(claim.name.as_str()));
         if let Some(v) = &version {
             entry = entry.version(v);
