@@ -199,8 +199,11 @@ pub(super) async fn connect(backend: Backend, url: &str, timeout: Duration) -> R
     let options = AnyPoolOptions::new().acquire_timeout(timeout);
     let pool = match backend {
         Backend::Sqlite => {
+            // A local file: no connection to lose between uses, so no ping before each one
+            // (PostgreSQL keeps it: a restarted server leaves dead connections in the pool).
             options
                 .max_connections(4)
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         for pragma in SQLITE_PRAGMAS {
