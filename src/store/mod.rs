@@ -9,12 +9,14 @@
 
 mod access_keys;
 mod audit;
+mod console_users;
 mod deletion;
 mod jobs;
 mod keys;
 mod leases;
 mod nonces;
 mod open;
+mod paging;
 mod rotation;
 mod rows;
 mod schedule;
@@ -38,10 +40,12 @@ use crate::error::{Error, Result};
 use crate::files;
 
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
+pub use console_users::{ConsoleLogin, ConsoleUserInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;
+pub use paging::PageQuery;
 use open::{connect, describe_location, initialise, load_master_key, resolve_url};
 pub use rotation::{FailedAttempt, Looks, RotationRecord};
 pub use secrets::{
