@@ -343,7 +343,7 @@ async fn connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let app = tower::util::MapRequest::new(app, move |mut request: axum::http::Request<_>| {
+    let app = tower::util::MapRequest::new(app, move |mut request: axum::http::Request<hyper::body::Incoming>| {
         if let Some(peer) = peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }

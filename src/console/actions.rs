@@ -48,7 +48,7 @@ pub(super) async fn admit(
     action: Action,
 ) -> Result<(Active, SecretName), Response> {
     let active = session::require_change(console, headers, &form.csrf).await?;
-    let name = SecretName::parse_any(&form.name).map_err(|_| super::layout::not_found())?;
+    let name = SecretName::parse(&form.name).map_err(|_| super::layout::not_found())?;
     if !active.policy.allows(action, name.as_str()) {
         return Err(forbidden(action, name.as_str()));
     }

@@ -73,7 +73,8 @@ pub(super) async fn page(
         Ok(a) => a,
         Err(login) => return login,
     };
-    let Ok(name) = SecretName::parse_any(&q.name) else {
+    // Names as the API takes them: a target's admin secret (`acs/…`) is not the console's.
+    let Ok(name) = SecretName::parse(&q.name) else {
         return layout::not_found();
     };
     let extras = Extras {

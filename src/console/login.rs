@@ -108,7 +108,7 @@ pub(super) async fn submit(
         None => (None, None),
     };
     let matched = password::verify(Zeroizing::new(login.password), hash).await;
-    let store = console.store_for(if valid_name { &name } else { "-" });
+    let store = console.store_for(if valid_name { name.as_str() } else { "-" });
     match policy {
         Some(policy) if matched && enabled => {
             console.throttle.succeeded(&name, address);

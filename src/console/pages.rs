@@ -10,7 +10,7 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, secret_url};
+use super::layout::{self, csrf_field};
 use super::session::{self, Active};
 use super::{is_admin, sees_target, Console};
 use crate::policy::Action;
@@ -75,7 +75,7 @@ async fn targets_page(
                         td { (t.name) }
                         td { (t.kind) }
                         td { (crate::redact::target_url(&t.url)) }
-                        td { @if let Some(a) = &t.admin_secret { a href=(secret_url(a)) { (a) } } @else { "—" } }
+                        td { (t.admin_secret.as_deref().unwrap_or("—")) }
                         td {
                             form.inline method="post" action="/console/targets/check" {
                                 (csrf_field(active))

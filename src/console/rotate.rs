@@ -154,7 +154,10 @@ async fn follow(console: Console, run: Arc<Run>, send: mpsc::Sender<Result<Event
         // Read the end first: records committed before it are all seen below.
         let ended = end.borrow_and_update().clone();
         let records = console.store.audit_log(&query).await.unwrap_or_default();
-        for r in records.iter().filter(|r| r.id > last_id) {
+        for r in &records {
+            if r.id <= last_id {
+                continue;
+            }
             last_id = r.id;
             let step = r.action.trim_start_matches("rotation.");
             let data = json!({

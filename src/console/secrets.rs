@@ -1,7 +1,8 @@
 //! The Secrets page: a tab per family of types (Generic, Database — Rds, PolarDB, Redis —, RAM,
 //! ECS), a search by name, tag filters, and the rotation state of each secret, a page at a
 //! time ([`PAGE_SIZE`]). Only the secrets the user's rules allow `ListSecrets` on are counted
-//! or shown: the store filters names before it reads a page's rows
+//! or shown, and, as through the API, no target's admin secret (`acs/…`): the store filters
+//! names before it reads a page's rows
 //! ([`crate::store::Store::list_page`]).
 
 use axum::extract::{Query, State};
@@ -90,7 +91,10 @@ pub(super) async fn page(
     let started = std::time::Instant::now();
     let listed = console
         .store
-        .list_page(&query, |name| active.policy.allows(Action::ListSecrets, name))
+        .list_page(&query, |name| {
+            // A target's admin secret belongs to its target, not to the API or the console.
+            !name.starts_with("acs/") && active.policy.allows(Action::ListSecrets, name)
+        })
         .await;
     let (secrets, total) = match listed {
         Ok(found) => found,
