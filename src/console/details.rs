@@ -112,7 +112,7 @@ pub(super) async fn render(
         }
     };
     let versions = if allows(Action::ListSecretVersionIds) {
-        console.store.versions(name).await.ok()
+        Some(console.store.versions(name).await.map_err(|e| e.to_string()))
     } else {
         None
     };
@@ -136,7 +136,8 @@ pub(super) async fn render(
         section {
             h2 { "Versions" }
             @match &versions {
-                Some(v) => { (versions_table(active, &info, v, &extras)) }
+                Some(Ok(v)) => { (versions_table(active, &info, v, &extras)) }
+                Some(Err(e)) => { p.error { (e) } }
                 None => { p { "Your rules do not allow listing this secret's versions." } }
             }
         }

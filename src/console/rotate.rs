@@ -190,6 +190,7 @@ async fn follow(console: Console, run: Arc<Run>, send: mpsc::Sender<Result<Event
             return;
         }
         tokio::select! {
+            _ = console.shutdown.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
             changed = end.changed() => {
                 if changed.is_err() && end.borrow().is_none() {

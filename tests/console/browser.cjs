@@ -190,6 +190,7 @@ async function main() {
   check(!(await page.isVisible("#restore")), "app/one was not deleted");
 
   // Framing is refused by the browser.
+  await page.goto("about:blank");
   await page.setContent(`<iframe src="${base}/console/secrets"></iframe>`);
   await page.waitForTimeout(500);
   const framed = page.frames().find((f) => f.url().includes("/console/secrets"));
