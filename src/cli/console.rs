@@ -41,7 +41,9 @@ fn read_password() -> Result<Zeroizing<String>> {
     std::io::stdin()
         .take(limit + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| Error::invalid(format!("cannot read the password from standard input: {e}")))?;
+        .map_err(|e| {
+            Error::invalid(format!("cannot read the password from standard input: {e}"))
+        })?;
     if buf.len() as u64 > limit {
         return Err(Error::invalid(format!(
             "a console password must be {} to {} characters",

@@ -57,8 +57,12 @@ pub(super) async fn admit(
 
 /// Back to the secret's page with a notice.
 fn done(name: &SecretName, notice: &str) -> Response {
-    Redirect::to(&format!("{}&notice={}", secret_url(name.as_str()), encode(notice)))
-        .into_response()
+    Redirect::to(&format!(
+        "{}&notice={}",
+        secret_url(name.as_str()),
+        encode(notice)
+    ))
+    .into_response()
 }
 
 /// The secret's page again, with `extras` (errors next to their fields).
@@ -84,7 +88,13 @@ pub(super) async fn reveal(
         Err(refused) => return refused,
     };
     let Ok(version) = VersionId::parse(&form.version) else {
-        return again(&console, &active, &name, Extras::error("form", "No such version.")).await;
+        return again(
+            &console,
+            &active,
+            &name,
+            Extras::error("form", "No such version."),
+        )
+        .await;
     };
     let store = console.store_for(&active.user);
     let opened = match store
@@ -96,7 +106,15 @@ pub(super) async fn reveal(
     };
     let value = match opened {
         Ok(v) => v.value,
-        Err(e) => return again(&console, &active, &name, Extras::error("form", e.to_string())).await,
+        Err(e) => {
+            return again(
+                &console,
+                &active,
+                &name,
+                Extras::error("form", e.to_string()),
+            )
+            .await
+        }
     };
     if let Err(e) = store
         .record_console_event(
@@ -109,7 +127,13 @@ pub(super) async fn reveal(
         .await
     {
         // Never shown unless its showing is on record.
-        return again(&console, &active, &name, Extras::error("form", e.to_string())).await;
+        return again(
+            &console,
+            &active,
+            &name,
+            Extras::error("form", e.to_string()),
+        )
+        .await;
     }
     let text = match value.as_text() {
         Some(t) => t.to_owned(),
@@ -132,17 +156,31 @@ pub(super) async fn rotation_settings(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let (active, name) =
-        match admit(&console, &headers, &form, Action::UpdateSecretRotationPolicy).await {
-            Ok(ok) => ok,
-            Err(refused) => return refused,
-        };
+    let (active, name) = match admit(
+        &console,
+        &headers,
+        &form,
+        Action::UpdateSecretRotationPolicy,
+    )
+    .await
+    {
+        Ok(ok) => ok,
+        Err(refused) => return refused,
+    };
     let policy = if form.mode == "disable" {
         None
     } else {
         let interval = match crate::model::parse_duration(&form.interval) {
             Ok(d) => d,
-            Err(e) => return again(&console, &active, &name, Extras::error("interval", e.to_string())).await,
+            Err(e) => {
+                return again(
+                    &console,
+                    &active,
+                    &name,
+                    Extras::error("interval", e.to_string()),
+                )
+                .await
+            }
         };
         Some(RotationPolicy {
             schedule: RotationSchedule::Interval(interval),
@@ -162,7 +200,13 @@ pub(super) async fn rotation_settings(
             Err(e) => Err(e),
         };
         if let Err(e) = checked {
-            return again(&console, &active, &name, Extras::error("interval", e.to_string())).await;
+            return again(
+                &console,
+                &active,
+                &name,
+                Extras::error("interval", e.to_string()),
+            )
+            .await;
         }
     }
     match store.set_rotation(&name, policy).await {
@@ -178,7 +222,15 @@ pub(super) async fn rotation_settings(
             };
             done(&name, &notice)
         }
-        Err(e) => again(&console, &active, &name, Extras::error("interval", e.to_string())).await,
+        Err(e) => {
+            again(
+                &console,
+                &active,
+                &name,
+                Extras::error("interval", e.to_string()),
+            )
+            .await
+        }
     }
 }
 
@@ -197,9 +249,20 @@ pub(super) async fn rollback(
     match crate::targets::rollback(&store, console.engine.registry(), &name).await {
         Ok(_) => {
             console.changed(&name);
-            done(&name, "Rolled back: the ACSPrevious version is ACSCurrent again.")
+            done(
+                &name,
+                "Rolled back: the ACSPrevious version is ACSCurrent again.",
+            )
         }
-        Err(e) => again(&console, &active, &name, Extras::error("rollback", e.to_string())).await,
+        Err(e) => {
+            again(
+                &console,
+                &active,
+                &name,
+                Extras::error("rollback", e.to_string()),
+            )
+            .await
+        }
     }
 }
 
@@ -249,7 +312,15 @@ pub(super) async fn delete(
                 .into_response(),
             }
         }
-        Err(e) => again(&console, &active, &name, Extras::error("days", e.to_string())).await,
+        Err(e) => {
+            again(
+                &console,
+                &active,
+                &name,
+                Extras::error("days", e.to_string()),
+            )
+            .await
+        }
     }
 }
 
@@ -268,6 +339,14 @@ pub(super) async fn restore(
             console.changed(&name);
             done(&name, "Restored: the scheduled deletion is cancelled.")
         }
-        Err(e) => again(&console, &active, &name, Extras::error("form", e.to_string())).await,
+        Err(e) => {
+            again(
+                &console,
+                &active,
+                &name,
+                Extras::error("form", e.to_string()),
+            )
+            .await
+        }
     }
 }

@@ -70,7 +70,15 @@ pub(super) async fn page(
         Err(login) => return login,
     };
     let ty = type_of(&q.ty);
-    panel(&console, &active, ty, &Fields::new(), &Errors::new(), StatusCode::OK).await
+    panel(
+        &console,
+        &active,
+        ty,
+        &Fields::new(),
+        &Errors::new(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 fn error_for<'a>(errors: &'a Errors, field: &str) -> Option<&'a str> {
@@ -110,9 +118,14 @@ async fn panel(
                 .registry()
                 .target_kind(&t.kind)
                 .is_some_and(|(family, spec)| {
-                    ty.sub_types().iter().map(|s| Some(*s)).chain([None]).any(|sub| {
-                        SecretKind::new(ty, sub).is_ok_and(|kind| family.serves(spec.name, kind))
-                    })
+                    ty.sub_types()
+                        .iter()
+                        .map(|s| Some(*s))
+                        .chain([None])
+                        .any(|sub| {
+                            SecretKind::new(ty, sub)
+                                .is_ok_and(|kind| family.serves(spec.name, kind))
+                        })
                 })
         })
         .collect();
@@ -184,7 +197,13 @@ async fn panel(
             button type="submit" { "Create secret" }
         }
     };
-    layout::page_with(status, &format!("Create a {} secret", ty.as_str()), Some(active), "create", body)
+    layout::page_with(
+        status,
+        &format!("Create a {} secret", ty.as_str()),
+        Some(active),
+        "create",
+        body,
+    )
 }
 
 /// `POST /console/create`.
@@ -205,7 +224,15 @@ pub(super) async fn submit(
         Ok(parts) => parts,
         Err(Refusal::Forbidden(action, name)) => return forbidden(action, &name),
         Err(Refusal::Fields(errors)) => {
-            return panel(&console, &active, ty, &fields, &errors, StatusCode::UNPROCESSABLE_ENTITY).await
+            return panel(
+                &console,
+                &active,
+                ty,
+                &fields,
+                &errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
     };
     let name = new.name.clone();
@@ -219,12 +246,24 @@ pub(super) async fn submit(
         Ok(done) => {
             console.changed(&name);
             let notice = format!("Created: version {} is ACSCurrent.", done.version_id);
-            Redirect::to(&format!("{}&notice={}", secret_url(name.as_str()), layout::encode(&notice)))
-                .into_response()
+            Redirect::to(&format!(
+                "{}&notice={}",
+                secret_url(name.as_str()),
+                layout::encode(&notice)
+            ))
+            .into_response()
         }
         Err(e) => {
             let errors = vec![("form", e.to_string())];
-            panel(&console, &active, ty, &fields, &errors, StatusCode::UNPROCESSABLE_ENTITY).await
+            panel(
+                &console,
+                &active,
+                ty,
+                &fields,
+                &errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
     }
 }
@@ -248,7 +287,10 @@ fn check(
         .ok();
     if let Some(n) = &name {
         if !active.policy.allows(Action::CreateSecret, n.as_str()) {
-            return Err(Refusal::Forbidden(Action::CreateSecret, n.as_str().to_owned()));
+            return Err(Refusal::Forbidden(
+                Action::CreateSecret,
+                n.as_str().to_owned(),
+            ));
         }
     }
     let sub = match get("sub_type") {

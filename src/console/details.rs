@@ -108,11 +108,21 @@ pub(super) async fn render(
             return layout::message(StatusCode::NOT_FOUND, "Not found", &m)
         }
         Err(e) => {
-            return layout::message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e.to_string())
+            return layout::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.to_string(),
+            )
         }
     };
     let versions = if allows(Action::ListSecretVersionIds) {
-        Some(console.store.versions(name).await.map_err(|e| e.to_string()))
+        Some(
+            console
+                .store
+                .versions(name)
+                .await
+                .map_err(|e| e.to_string()),
+        )
     } else {
         None
     };
@@ -164,17 +174,17 @@ pub(super) async fn render(
 fn summary(info: &SecretInfo) -> Markup {
     html! {
         dl.summary {
-            dt { "Type" } dd#kind { (layout::kind_text(info)) }
-            dt { "Description" } dd#description { (info.description) }
+            dt { "Type" } dd #kind { (layout::kind_text(info)) }
+            dt { "Description" } dd #description { (info.description) }
             dt { "Key" } dd { (info.key_name) }
             dt { "Target" } dd { (info.target.as_deref().unwrap_or("—")) }
             dt { "Tags" } dd.tags { @for t in &info.tags { span.tag { (t.tag_key) "=" (t.tag_value) } " " } }
             dt { "Created" } dd { (time(Some(info.created_at))) }
             dt { "Updated" } dd { (time(Some(info.updated_at))) }
-            dt { "Rotation" } dd#rotation { (rotation_badge(info)) }
+            dt { "Rotation" } dd #rotation { (rotation_badge(info)) }
             dt { "Next rotation" } dd { (time(info.next_rotation_at)) }
             dt { "Last rotation" } dd { (time(info.last_rotation_at)) }
-            dt { "Last result" } dd#last-result { (super::secrets::last_result(info)) }
+            dt { "Last result" } dd #last-result { (super::secrets::last_result(info)) }
             @if let Some(step) = &info.rotation_step {
                 dt { "Step in flight" } dd { (step) }
             }
@@ -210,11 +220,11 @@ fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
                 form.inline method="post" action="/console/secret/rotate" {
                     (csrf_field(active))
                     input type="hidden" name="name" value=(name);
-                    button#rotate-now type="submit" { "Rotate now" }
+                    button #rotate-now type="submit" { "Rotate now" }
                 }
             }
             @if let Some(run) = &extras.run {
-                div#progress data-events=(format!("/console/runs/{run}/events")) data-state="running" {
+                div #progress data-events=(format!("/console/runs/{run}/events")) data-state="running" {
                     ol.steps {
                         @for step in ["create", "set", "test", "finish"] {
                             li data-step=(step) class="pending" { (step) }
@@ -257,7 +267,7 @@ fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
                 form.inline method="post" action="/console/secret/restore" {
                     (csrf_field(active))
                     input type="hidden" name="name" value=(name);
-                    button#restore type="submit" { "Restore" }
+                    button #restore type="submit" { "Restore" }
                 }
             }
         }

@@ -113,7 +113,13 @@ pub(super) async fn submit(
         Some(policy) if matched && enabled => {
             console.throttle.succeeded(&name, address);
             let _ = store
-                .record_console_event("console.login", None, None, "ok", Some(&address.to_string()))
+                .record_console_event(
+                    "console.login",
+                    None,
+                    None,
+                    "ok",
+                    Some(&address.to_string()),
+                )
                 .await;
             let token = console.sessions.open(&name, policy, Instant::now());
             let mut response = Redirect::to("/console/secrets").into_response();

@@ -128,7 +128,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: &Api) -> Router<S> {
 /// Whether `policy` allows every action on every secret (a `*:*` rule): what the pages about
 /// more than secrets (the whole audit log) need.
 fn is_admin(policy: &Policy) -> bool {
-    policy.0.iter().any(|r| r.action.is_none() && r.pattern == "*")
+    policy
+        .0
+        .iter()
+        .any(|r| r.action.is_none() && r.pattern == "*")
 }
 
 /// Whether `policy` lets its holder see target `name`: its admin secret may be described.

@@ -63,7 +63,11 @@ async fn targets_page(
     let targets = match console.store.list_targets().await {
         Ok(t) => t,
         Err(e) => {
-            return layout::message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e.to_string())
+            return layout::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.to_string(),
+            )
         }
     };
     let body = html! {
@@ -126,7 +130,9 @@ pub(super) async fn audit(
     let since = match f.since.trim() {
         "" => None,
         text => match crate::model::parse_duration(text) {
-            Ok(d) => Some(console.store.clock().now_ms() - d.as_millis().min(i64::MAX as u128) as i64),
+            Ok(d) => {
+                Some(console.store.clock().now_ms() - d.as_millis().min(i64::MAX as u128) as i64)
+            }
             Err(e) => {
                 errors.push(("since", e.to_string()));
                 None
@@ -140,9 +146,15 @@ pub(super) async fn audit(
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'));
     if !action_ok {
-        errors.push(("action", "an action is like rotation, rotation.set or secret.reveal".into()));
+        errors.push((
+            "action",
+            "an action is like rotation, rotation.set or secret.reveal".into(),
+        ));
     }
-    let limit = f.limit.unwrap_or(200).clamp(1, crate::store::MAX_AUDIT_RECORDS);
+    let limit = f
+        .limit
+        .unwrap_or(200)
+        .clamp(1, crate::store::MAX_AUDIT_RECORDS);
     let secret = f.secret.trim();
     let records = if errors.is_empty() {
         console
@@ -163,7 +175,12 @@ pub(super) async fn audit(
         Some(s) => active.policy.allows(Action::DescribeSecret, s),
         None => admin,
     });
-    let error_for = |field: &str| errors.iter().find(|(f, _)| *f == field).map(|(_, m)| m.clone());
+    let error_for = |field: &str| {
+        errors
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.clone())
+    };
     let body = html! {
         form.filters method="get" action="/console/audit" {
             label { "Secret" input name="secret" value=(secret) maxlength="192"; }

@@ -81,7 +81,13 @@ mod tests {
             .unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert!(!h.contains("correct horse"));
-        assert!(verify(Zeroizing::new("correct horse battery".into()), Some(h.clone())).await);
+        assert!(
+            verify(
+                Zeroizing::new("correct horse battery".into()),
+                Some(h.clone())
+            )
+            .await
+        );
         assert!(!verify(Zeroizing::new("wrong horse battery".into()), Some(h)).await);
         assert!(!verify(Zeroizing::new("anything at all".into()), None).await);
         assert!(hash(Zeroizing::new("short".into())).await.is_err());

@@ -205,9 +205,7 @@ pub(super) async fn require_change(
     headers: &HeaderMap,
     csrf: &str,
 ) -> Result<Active, Response> {
-    let refuse = |why: &str| {
-        layout::message(StatusCode::FORBIDDEN, "Refused", why).into_response()
-    };
+    let refuse = |why: &str| layout::message(StatusCode::FORBIDDEN, "Refused", why).into_response();
     if !same_origin(headers) {
         return Err(refuse("This request did not come from a console page."));
     }
@@ -251,7 +249,10 @@ mod tests {
     #[test]
     fn the_cookie_is_read_among_others_and_changes_need_this_origin() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=b; rotor_console=abc; c=d".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=b; rotor_console=abc; c=d".parse().unwrap(),
+        );
         assert_eq!(token(&h), Some("abc"));
         h.insert(header::HOST, "127.0.0.1:8443".parse().unwrap());
         assert!(same_origin(&h));

@@ -57,7 +57,9 @@ impl Store {
     ) -> Result<ConsoleUserInfo> {
         check_name(name)?;
         if !password_hash.starts_with("$argon2id$") {
-            return Err(Error::invalid("a console password must be hashed with argon2id"));
+            return Err(Error::invalid(
+                "a console password must be hashed with argon2id",
+            ));
         }
         let policy_json = serde_json::to_string(policy).expect("a policy serialises");
         let now = self.clock.now_ms();
@@ -140,12 +142,11 @@ impl Store {
 
     /// The password hash, state and policy of console user `name`; `None` if no such user.
     pub async fn console_login(&self, name: &str) -> Result<Option<ConsoleLogin>> {
-        let Some(row) = sqlx::query(
-            "SELECT password_hash, policy, enabled FROM console_users WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
+        let Some(row) =
+            sqlx::query("SELECT password_hash, policy, enabled FROM console_users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(None);
         };

@@ -40,13 +40,13 @@ use crate::error::{Error, Result};
 use crate::files;
 
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
-pub use console_users::{ConsoleLogin, ConsoleUserInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
+pub use console_users::{ConsoleLogin, ConsoleUserInfo};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;
-pub use paging::PageQuery;
 use open::{connect, describe_location, initialise, load_master_key, resolve_url};
+pub use paging::PageQuery;
 pub use rotation::{FailedAttempt, Looks, RotationRecord};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,

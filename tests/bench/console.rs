@@ -94,14 +94,12 @@ async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -
 async fn measure(http: &reqwest::Client, url: &str, cookie: &str, expect: &str) -> (f64, f64, f64) {
     let mut times = Vec::new();
     for _ in 0..ROUNDS {
-        let response = http
-            .get(url)
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let response = http.get(url).header("cookie", cookie).send().await.unwrap();
         assert_eq!(response.status(), 200, "{url}");
-        let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+        let timing = response.headers()["server-timing"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body = response.text().await.unwrap();
         assert!(body.contains(expect), "{url}: {expect}");
         let ms: f64 = timing.trim_start_matches("app;dur=").parse().unwrap();
@@ -137,15 +135,24 @@ async fn main() {
     let store = Store::open(&config, OpenMode::Init).await.unwrap();
     let filled = Instant::now();
     fill(&store, count).await;
-    eprintln!("{count} secrets stored in {:.1} s", filled.elapsed().as_secs_f64());
+    eprintln!(
+        "{count} secrets stored in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
     let password = "bench-password-long";
     let hash = rotor::console::password::hash(password.to_owned().into())
         .await
         .unwrap();
     let admin = Policy::new(vec!["*:*".parse().unwrap()]).unwrap();
     let narrow = Policy::new(vec!["*:app/*".parse().unwrap()]).unwrap();
-    store.create_console_user("admin", &hash, &admin).await.unwrap();
-    store.create_console_user("app", &hash, &narrow).await.unwrap();
+    store
+        .create_console_user("admin", &hash, &admin)
+        .await
+        .unwrap();
+    store
+        .create_console_user("app", &hash, &narrow)
+        .await
+        .unwrap();
 
     let engine = Arc::new(Engine::new(
         store.clone(),
@@ -177,15 +184,48 @@ async fn main() {
     let app_cookie = login(&http, &base, "app", password).await;
     let last = count.div_ceil(50);
     let pages = [
-        ("admin, first page", format!("{base}/console/secrets"), &admin_cookie, "app/service-00000".to_string()),
-        ("admin, last page", format!("{base}/console/secrets?page={last}"), &admin_cookie, format!("page {last} of {last}")),
-        ("admin, search", format!("{base}/console/secrets?q=service-0999"), &admin_cookie, "service-09990".to_string()),
-        ("admin, tag filter", format!("{base}/console/secrets?tags=team%3Dapp"), &admin_cookie, "app/service-00010".to_string()),
-        ("admin, Database tab", format!("{base}/console/secrets?tab=database"), &admin_cookie, "0 secrets".to_string()),
-        ("app/* user", format!("{base}/console/secrets"), &app_cookie, "app/service-00000".to_string()),
+        (
+            "admin, first page",
+            format!("{base}/console/secrets"),
+            &admin_cookie,
+            "app/service-00000".to_string(),
+        ),
+        (
+            "admin, last page",
+            format!("{base}/console/secrets?page={last}"),
+            &admin_cookie,
+            format!("page {last} of {last}"),
+        ),
+        (
+            "admin, search",
+            format!("{base}/console/secrets?q=service-0999"),
+            &admin_cookie,
+            "service-09990".to_string(),
+        ),
+        (
+            "admin, tag filter",
+            format!("{base}/console/secrets?tags=team%3Dapp"),
+            &admin_cookie,
+            "app/service-00010".to_string(),
+        ),
+        (
+            "admin, Database tab",
+            format!("{base}/console/secrets?tab=database"),
+            &admin_cookie,
+            "0 secrets".to_string(),
+        ),
+        (
+            "app/* user",
+            format!("{base}/console/secrets"),
+            &app_cookie,
+            "app/service-00000".to_string(),
+        ),
     ];
     println!("console benchmark: the Secrets page with {count} secrets ({backend}), server time over {ROUNDS} requests");
-    println!("{:<22} {:>10} {:>10} {:>10}", "page", "median ms", "p95 ms", "max ms");
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "page", "median ms", "p95 ms", "max ms"
+    );
     for (label, url, cookie, expect) in &pages {
         let (median, p95, max) = measure(&http, url, cookie, expect).await;
         println!("{label:<22} {median:>10.1} {p95:>10.1} {max:>10.1}");

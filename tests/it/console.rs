@@ -26,44 +26,92 @@ fn console_user(t: &TestEnv, name: &str, password: &str, allow: &[&str]) -> std:
     t.run_with_stdin(&args, &format!("{password}\n"))
 }
 
-crate::both_backends!(console_users_hold_an_argon2id_hash_and_the_access_key_rules, |t: TestEnv| async move {
-    t.ok(&["init"]);
-    let made = console_user(&t, "ops", ADMIN_PASSWORD, &["*:*"]);
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let narrow = console_user(&t, "app-reader", NARROW_PASSWORD, &["DescribeSecret:app/*", "ListSecrets:app/*"]);
-    assert!(narrow.status.success(), "{}", String::from_utf8_lossy(&narrow.stderr));
-    // The rules, the name and the password are checked as an AccessKey's.
-    for (args, password, why) in [
-        (vec!["short"], "too-short", "a password under 12 characters"),
-        (vec!["bad name"], ADMIN_PASSWORD, "a name with a space"),
-        (vec!["x", "--allow", "Nope:*"], ADMIN_PASSWORD, "an unknown action"),
-    ] {
-        let mut full = vec!["console-user", "create"];
-        full.extend(args.iter().copied());
-        if !full.contains(&"--allow") {
-            full.extend(["--allow", "*:*"]);
+crate::both_backends!(
+    console_users_hold_an_argon2id_hash_and_the_access_key_rules,
+    |t: TestEnv| async move {
+        t.ok(&["init"]);
+        let made = console_user(&t, "ops", ADMIN_PASSWORD, &["*:*"]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let narrow = console_user(
+            &t,
+            "app-reader",
+            NARROW_PASSWORD,
+            &["DescribeSecret:app/*", "ListSecrets:app/*"],
+        );
+        assert!(
+            narrow.status.success(),
+            "{}",
+            String::from_utf8_lossy(&narrow.stderr)
+        );
+        // The rules, the name and the password are checked as an AccessKey's.
+        for (args, password, why) in [
+            (vec!["short"], "too-short", "a password under 12 characters"),
+            (vec!["bad name"], ADMIN_PASSWORD, "a name with a space"),
+            (
+                vec!["x", "--allow", "Nope:*"],
+                ADMIN_PASSWORD,
+                "an unknown action",
+            ),
+        ] {
+            let mut full = vec!["console-user", "create"];
+            full.extend(args.iter().copied());
+            if !full.contains(&"--allow") {
+                full.extend(["--allow", "*:*"]);
+            }
+            let out = t.run_with_stdin(&full, password);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{why}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let out = t.run_with_stdin(&full, password);
-        assert_eq!(out.status.code(), Some(2), "{why}: {}", String::from_utf8_lossy(&out.stderr));
+        let again = console_user(&t, "ops", ADMIN_PASSWORD, &["*:*"]);
+        assert_eq!(
+            again.status.code(),
+            Some(4),
+            "a second user of the same name"
+        );
+        let listed = t.json(&["console-user", "list"]);
+        let names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["ConsoleUserName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["app-reader", "ops"]);
+        assert_eq!(
+            listed[0]["Policy"],
+            serde_json::json!(["DescribeSecret:app/*", "ListSecrets:app/*"])
+        );
+        let text = listed.to_string();
+        assert!(
+            !text.contains("argon2") && !text.contains(ADMIN_PASSWORD),
+            "{text}"
+        );
+        // Only the hash is stored, an argon2id one.
+        let raw = t.raw_store_bytes();
+        let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !has(ADMIN_PASSWORD.as_bytes()),
+            "the password is in the store"
+        );
+        assert!(has(b"$argon2id$"), "an argon2id hash is in the store");
+        let audit = t.json(&["audit", "--action", "console_user"]);
+        assert_eq!(audit.as_array().unwrap().len(), 2, "{audit}");
+        t.ok(&["console-user", "delete", "app-reader"]);
+        assert_eq!(
+            t.run(&["console-user", "delete", "app-reader"])
+                .status
+                .code(),
+            Some(3)
+        );
     }
-    let again = console_user(&t, "ops", ADMIN_PASSWORD, &["*:*"]);
-    assert_eq!(again.status.code(), Some(4), "a second user of the same name");
-    let listed = t.json(&["console-user", "list"]);
-    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|u| u["ConsoleUserName"].as_str().unwrap()).collect();
-    assert_eq!(names, ["app-reader", "ops"]);
-    assert_eq!(listed[0]["Policy"], serde_json::json!(["DescribeSecret:app/*", "ListSecrets:app/*"]));
-    let text = listed.to_string();
-    assert!(!text.contains("argon2") && !text.contains(ADMIN_PASSWORD), "{text}");
-    // Only the hash is stored, an argon2id one.
-    let raw = t.raw_store_bytes();
-    let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
-    assert!(!has(ADMIN_PASSWORD.as_bytes()), "the password is in the store");
-    assert!(has(b"$argon2id$"), "an argon2id hash is in the store");
-    let audit = t.json(&["audit", "--action", "console_user"]);
-    assert_eq!(audit.as_array().unwrap().len(), 2, "{audit}");
-    t.ok(&["console-user", "delete", "app-reader"]);
-    assert_eq!(t.run(&["console-user", "delete", "app-reader"]).status.code(), Some(3));
-});
+);
 
 /// Where the browser test's screenshots go: `console-screenshots` in the target directory.
 fn screenshots() -> PathBuf {
@@ -80,7 +128,8 @@ async fn the_console_in_a_real_browser() {
     let modules = std::env::var("ROTOR_TEST_NODE_MODULES").unwrap_or_else(|_| {
         panic!("ROTOR_TEST_NODE_MODULES is not set: tests/run installs playwright-core (npm) and Chromium (apt) and sets it")
     });
-    let chromium = std::env::var("ROTOR_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var("ROTOR_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
         "Chromium is missing at {chromium}: tests/run installs it (apt-get install chromium)"
@@ -89,11 +138,36 @@ async fn the_console_in_a_real_browser() {
     let t = &pg.t;
     let account = pg.name("console");
     for args in [
-        vec!["secret", "create", "app/one", "--type", "Generic", "--value", "one-value", "--tag", "team=app"],
-        vec!["secret", "create", "other/two", "--type", "Generic", "--value", "two-value"],
         vec![
-            "secret", "create", "app/xss", "--type", "Generic", "--value", "x",
-            "--description", "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">",
+            "secret",
+            "create",
+            "app/one",
+            "--type",
+            "Generic",
+            "--value",
+            "one-value",
+            "--tag",
+            "team=app",
+        ],
+        vec![
+            "secret",
+            "create",
+            "other/two",
+            "--type",
+            "Generic",
+            "--value",
+            "two-value",
+        ],
+        vec![
+            "secret",
+            "create",
+            "app/xss",
+            "--type",
+            "Generic",
+            "--value",
+            "x",
+            "--description",
+            "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">",
         ],
     ] {
         t.ok(&args);
@@ -103,7 +177,11 @@ async fn the_console_in_a_real_browser() {
         ("app-reader", NARROW_PASSWORD, "*:app/*"),
     ] {
         let out = console_user(t, name, password, &[allow]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (server, addr) = serve(t, &[]);
     let shots = screenshots();
@@ -113,7 +191,10 @@ async fn the_console_in_a_real_browser() {
         .env("NODE_PATH", &modules)
         .env("ROTOR_CONSOLE_URL", format!("https://{addr}"))
         .env("ROTOR_CONSOLE_ADMIN", format!("admin:{ADMIN_PASSWORD}"))
-        .env("ROTOR_CONSOLE_NARROW", format!("app-reader:{NARROW_PASSWORD}"))
+        .env(
+            "ROTOR_CONSOLE_NARROW",
+            format!("app-reader:{NARROW_PASSWORD}"),
+        )
         .env("ROTOR_CONSOLE_DB", format!("{}:{account}", pg.db))
         .env("ROTOR_CONSOLE_SHOTS", &shots)
         .env("ROTOR_TEST_CHROMIUM", &chromium)
@@ -127,8 +208,20 @@ async fn the_console_in_a_real_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{stdout}");
-    for page in ["login", "secrets", "create-rds", "rotate-progress", "details-revealed", "targets", "audit", "secrets-narrow"] {
-        assert!(shots.join(format!("{page}.png")).exists(), "screenshot {page}");
+    for page in [
+        "login",
+        "secrets",
+        "create-rds",
+        "rotate-progress",
+        "details-revealed",
+        "targets",
+        "audit",
+        "secrets-narrow",
+    ] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "screenshot {page}"
+        );
     }
     // The value revealed in the page: the rotated account, which logs in; never in the log.
     let revealed: String = stdout
@@ -142,7 +235,12 @@ async fn the_console_in_a_real_browser() {
         data["AccountPassword"].as_str().unwrap().to_owned(),
     );
     assert_eq!(pg.login(&login).await.unwrap(), login.0);
-    for secret in [login.1.as_str(), ADMIN_PASSWORD, NARROW_PASSWORD, "one-value"] {
+    for secret in [
+        login.1.as_str(),
+        ADMIN_PASSWORD,
+        NARROW_PASSWORD,
+        "one-value",
+    ] {
         assert!(!log.contains(secret), "the server's log shows a secret");
     }
     // Every change and the reveal ran as console:admin; the refused delete changed nothing.
