@@ -59,7 +59,10 @@ pub async fn hash(password: Zeroizing<String>) -> Result<String> {
 pub async fn verify(password: Zeroizing<String>, hash: Option<String>) -> bool {
     let known = hash.is_some();
     let matched = tokio::task::spawn_blocking(move || {
-        let hash = hash.as_deref().unwrap_or_else(decoy);
+        let hash: &str = match &hash {
+            Some(h) => h,
+            None => decoy(),
+        };
         password.len() <= MAX_LENGTH * 4
             && Argon2::default()
                 .verify_password(password.as_bytes(), hash)
