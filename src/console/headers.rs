@@ -1,7 +1,9 @@
 //! The security headers on every console answer: a Content-Security-Policy that allows
 //! scripts, styles and connections from this origin only (no inline script, no `eval`, no
 //! plugins) and refuses framing (`frame-ancestors 'none'`, and `X-Frame-Options: DENY` for
-//! older browsers); no MIME sniffing, no referrer, nothing cached (pages may show a value).
+//! older browsers); no MIME sniffing; the referrer only to this origin (`no-referrer` would make
+//! browsers send `Origin: null` on form posts, which the CSRF check refuses); nothing cached
+//! (pages may show a value).
 
 use axum::http::header::{self, HeaderValue};
 use axum::response::Response;
@@ -24,7 +26,7 @@ pub(super) async fn secure(mut response: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         "cross-origin-opener-policy",

@@ -51,6 +51,8 @@ async function stages(page) {
   );
 }
 
+let failing = null;
+
 async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.ROTOR_TEST_CHROMIUM || "/usr/bin/chromium",
@@ -60,6 +62,7 @@ async function main() {
   // browser profile does not hold; everything else about TLS is real.
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
+  failing = page;
   const errors = [];
   // Script errors, and anything the Content-Security-Policy blocked of the console's own
   // (the framing test below is refused on purpose).
@@ -211,6 +214,7 @@ async function main() {
   await shot(page, "secrets-narrow");
   const forbidden = await page.goto(`${base}/console/secret?name=other%2Ftwo`);
   check(forbidden.status() === 403, "the app/* user may not open other/two", String(forbidden.status()));
+  await page.goto(`${base}/console/secrets`);
   await logout(page);
 
   // Failed logins are throttled: after 5 in a row, the 6th waits (even with the right password).
@@ -223,7 +227,13 @@ async function main() {
   await browser.close();
 }
 
-main().catch((e) => {
+main().catch(async (e) => {
   console.log(String(e && e.stack ? e.stack : e));
+  if (failing) {
+    // What the page showed when it failed.
+    console.log(`page: ${failing.url()}`);
+    await shot(failing, "failure").catch(() => {});
+    console.log((await failing.content().catch(() => "")).slice(0, 3000));
+  }
   process.exit(1);
 });

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use crate::api::{serve, stop};
 use crate::databases::Pg;
-use crate::support::{Backend, TestEnv};
+use crate::support::TestEnv;
 
 const ADMIN_PASSWORD: &str = "admin-password-for-the-test";
 const NARROW_PASSWORD: &str = "narrow-password-for-the-test";
