@@ -48,28 +48,17 @@ crate::both_backends!(
             String::from_utf8_lossy(&narrow.stderr)
         );
         // The rules, the name and the password are checked as an AccessKey's.
-        for (args, password, why) in [
-            (vec!["short"], "too-short", "a password under 12 characters"),
-            (vec!["bad name"], ADMIN_PASSWORD, "a name with a space"),
-            (
-                vec!["x", "--allow", "Nope:*"],
-                ADMIN_PASSWORD,
-                "an unknown action",
-            ),
+        for (name, password, why) in [
+            ("short", "too-short", "a password under 12 characters"),
+            ("bad name", ADMIN_PASSWORD, "a name with a space"),
         ] {
-            let mut full = vec!["console-user", "create"];
-            full.extend(args.iter().copied());
-            if !full.contains(&"--allow") {
-                full.extend(["--allow", "*:*"]);
-            }
-            let out = t.run_with_stdin(&full, password);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{why}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = console_user(&t, name, password, &["*:*"]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{why}: {stderr}");
         }
+        // A rule that does not parse is refused before the password is read.
+        let out = t.run(&["console-user", "create", "x", "--allow", "Nope:*"]);
+        assert_eq!(out.status.code(), Some(2), "an unknown action");
         let again = console_user(&t, "ops", ADMIN_PASSWORD, &["*:*"]);
         assert_eq!(
             again.status.code(),
