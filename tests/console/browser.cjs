@@ -63,6 +63,8 @@ async function main() {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   failing = page;
+  // The forms that ask before a big change (data-confirm) are answered yes.
+  page.on("dialog", (d) => d.accept());
   const errors = [];
   // Script errors, and anything the Content-Security-Policy blocked of the console's own
   // (the framing test below is refused on purpose).
@@ -160,6 +162,35 @@ async function main() {
   check(revealed.includes('"AccountName"') && revealed.includes(account), "reveal shows the value", revealed.slice(0, 20));
   await shot(page, "details-revealed");
   console.log(`REVEALED ${JSON.stringify(revealed)}`);
+
+  // Rotation settings: off; a bad interval refused next to its field; then every 14 days.
+  await page.check("input[name=mode][value=disable]");
+  await submit(page, "button:has-text('Save rotation settings')");
+  check((await page.textContent("p.notice")).includes("turned off"), "automatic rotation turned off");
+  await page.check("input[name=mode][value=interval]");
+  await page.fill("input[name=interval]", "1h");
+  await submit(page, "button:has-text('Save rotation settings')");
+  const intervalError = await page.textContent(".field-error[data-field=interval]");
+  check(intervalError.includes("out of bounds"), "an interval outside the type's bounds is refused next to its field", intervalError);
+  await page.check("input[name=mode][value=interval]");
+  await page.fill("input[name=interval]", "14d");
+  await submit(page, "button:has-text('Save rotation settings')");
+  check((await page.textContent("p.notice")).includes("every 14 days"), "automatic rotation every 14 days", await page.textContent("main"));
+  await shot(page, "details-settings");
+
+  // Rollback: ACSCurrent goes back to the version it was on before the rotation.
+  await submit(page, "button:has-text('Roll back to ACSPrevious')");
+  const rolled = await stages(page);
+  check(rolled[current].includes("ACSCurrent") && rolled[newCurrent].includes("ACSPrevious"), "rollback puts ACSCurrent back", JSON.stringify(rolled));
+
+  // Delete with a recovery window, then restore.
+  await page.goto(`${base}/console/secret?name=app%2Fconsole-made`);
+  await page.fill("input[name=days]", "7");
+  await submit(page, "button:has-text('Delete secret')");
+  check((await page.textContent("p.notice")).includes("Deletion scheduled"), "deletion with a 7-day window", await page.textContent("main"));
+  await shot(page, "details-deleted");
+  await submit(page, "#restore");
+  check((await page.textContent("p.notice")).includes("Restored"), "restore cancels the deletion", await page.textContent("main"));
 
   // A stored <script> description stays text.
   await page.goto(`${base}/console/secret?name=app%2Fxss`);

@@ -3,7 +3,9 @@
 //! (`tests/console/browser.cjs`) against `rotor serve` over HTTPS: log in, the secrets by tab and
 //! search, a Generic secret and a dual-account PostgreSQL secret created from their panels, a
 //! rotation started from the page with its steps watched live, the old version seen as
-//! `ACSPrevious`, a value revealed (and audited), a bad tag's error next to its field, a user
+//! `ACSPrevious`, a value revealed (and audited), rotation settings (a bad interval's error next
+//! to its field), rollback, delete with a recovery window and restore, a bad tag's error next to
+//! its field, a user
 //! whose rules cover only `app/*`, CSRF-less and cross-origin changes refused, a stored
 //! `<script>` that does not run, framing refused, logout, failed logins throttled.
 //! Screenshots of each page are kept in `target/console-screenshots/`.
