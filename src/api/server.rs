@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -138,11 +138,13 @@ async fn handle(
     }
 }
 
-/// `/` for calls, `/healthz` without authentication, anything else `404`.
+/// `/` for calls, `/healthz` without authentication, the web console under `/console`,
+/// anything else `404`.
 fn router(api: Api) -> Router {
     Router::new()
         .route("/", any(handle))
         .route("/healthz", get(|| async { "ok\n" }))
+        .nest(crate::console::PREFIX, crate::console::router(&api))
         .fallback(|| async {
             let e = ApiError::new(404, "InvalidAction.NotFound", "Requests go to /.");
             error_response(&e, &request_id())
@@ -258,15 +260,16 @@ async fn accepted(
     keep_alive: bool,
     stop: CancellationToken,
 ) {
+    let peer = tcp.peer_addr().ok();
     match tls {
         Some(acceptor) => {
             // A failed or slow handshake gets no answer.
             let handshake = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp));
             if let Ok(Ok(stream)) = handshake.await {
-                connection(stream, app, keep_alive, stop).await;
+                connection(stream, app, peer, keep_alive, stop).await;
             }
         }
-        None => connection(tcp, app, keep_alive, stop).await,
+        None => connection(tcp, app, peer, keep_alive, stop).await,
     }
 }
 
@@ -329,10 +332,26 @@ async fn trim_memory(counts: Arc<Counts>, stop: CancellationToken) {
 }
 
 /// Serves one connection (HTTP/1.1, with keep-alive if `keep_alive`) until it closes or `stop`.
-async fn connection<S>(stream: S, app: Router, keep_alive: bool, stop: CancellationToken)
-where
+/// Each request carries the client's address (`ConnectInfo`: the console throttles failed
+/// logins by it).
+async fn connection<S>(
+    stream: S,
+    app: Router,
+    peer: Option<SocketAddr>,
+    keep_alive: bool,
+    stop: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let app = tower::util::MapRequest::new(
+        app,
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(ConnectInfo(peer));
+            }
+            request
+        },
+    );
     let service = hyper_util::service::TowerToHyperService::new(app);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -8,6 +8,7 @@
 
 mod api;
 mod audit;
+mod console;
 mod options;
 mod output;
 mod rotate;
@@ -112,6 +113,9 @@ pub enum Command {
     /// Manage the API's AccessKeys and their policies.
     #[command(subcommand, name = "access-key")]
     AccessKey(api::AccessKeyCommand),
+    /// Manage the web console's users and their policies.
+    #[command(subcommand, name = "console-user")]
+    ConsoleUser(console::ConsoleUserCommand),
 }
 
 /// `rotor config` subcommands.
@@ -460,6 +464,7 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         Command::Audit(args) => audit::run(&store, &args, &out).await,
         Command::Serve(_) => api::serve(&store, registry, settings).await,
         Command::AccessKey(cmd) => api::access_key(&store, cmd, &out).await,
+        Command::ConsoleUser(cmd) => console::run(&store, cmd, &out).await,
         Command::Config(_) | Command::Ca => unreachable!("these run without a store"),
     };
     store.close().await;

@@ -9,12 +9,14 @@
 
 mod access_keys;
 mod audit;
+mod console_users;
 mod deletion;
 mod jobs;
 mod keys;
 mod leases;
 mod nonces;
 mod open;
+mod paging;
 mod rotation;
 mod rows;
 mod schedule;
@@ -39,10 +41,12 @@ use crate::files;
 
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
+pub use console_users::{ConsoleLogin, ConsoleUserInfo};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;
 use open::{connect, describe_location, initialise, load_master_key, resolve_url};
+pub use paging::PageQuery;
 pub use rotation::{FailedAttempt, Looks, RotationRecord};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,

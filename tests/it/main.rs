@@ -13,6 +13,7 @@ mod api;
 mod api_conflicts;
 mod cli;
 mod concurrency;
+mod console;
 mod databases;
 mod deletion;
 mod deploy;
