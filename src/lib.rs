@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod clock;

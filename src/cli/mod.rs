@@ -6,6 +6,7 @@
 //! store and the rotator families. Options a family declares reach it through [`options`]
 //! without the CLI knowing what they mean. Values are printed only by `secret get`.
 
+mod agent;
 mod api;
 mod audit;
 mod options;
@@ -112,6 +113,9 @@ pub enum Command {
     /// Manage the API's AccessKeys and their policies.
     #[command(subcommand, name = "access-key")]
     AccessKey(api::AccessKeyCommand),
+    /// Keep files, a program's environment and a local cache endpoint in step with rotations,
+    /// through the API (on an application host; --config names the agent's own file).
+    Agent(agent::AgentArgs),
 }
 
 /// `rotor config` subcommands.
@@ -282,6 +286,10 @@ pub fn main_with(registry: Registry) {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = asks_for_json(&args);
     let cli = parse(&registry, args).unwrap_or_else(|e| usage_error(e, json));
+    if let Command::Agent(_) = cli.command {
+        // The agent opens no store and reads no rotor.toml: --config is its own file.
+        agent::main(cli)
+    }
     let loaded = match config::load(cli.config.as_deref(), &cli.flags) {
         Ok(loaded) => loaded,
         Err(e) => fail(
@@ -460,7 +468,9 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         Command::Audit(args) => audit::run(&store, &args, &out).await,
         Command::Serve(_) => api::serve(&store, registry, settings).await,
         Command::AccessKey(cmd) => api::access_key(&store, cmd, &out).await,
-        Command::Config(_) | Command::Ca => unreachable!("these run without a store"),
+        Command::Config(_) | Command::Ca | Command::Agent(_) => {
+            unreachable!("these run without a store")
+        }
     };
     store.close().await;
     result

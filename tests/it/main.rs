@@ -9,6 +9,7 @@ mod support;
 #[path = "../testkit/rotator.rs"]
 mod testkit_rotator;
 
+mod agent;
 mod api;
 mod api_conflicts;
 mod cli;
