@@ -149,7 +149,7 @@ async fn applications_log_in_to_postgres_without_a_failure_across_20_rotations()
     let rig = Rig::start(t, &["GetSecretValue:db/*", "ListSecretVersionIds:db/*"]);
     // The password-checking PostgreSQL: a wrong password fails the login.
     let login = format!(
-        "PGPASSWORD=\"$P\" PGCONNECT_TIMEOUT=5 psql -w -h 127.0.0.1 -p {} -U \"$U\" -d {} -Atc 'SELECT 1'",
+        "PGPASSWORD=\"$P\" PGCONNECT_TIMEOUT=5 psql -X -w -h 127.0.0.1 -p {} -U \"$U\" -d {} -Atc 'SELECT 1'",
         scram_port(),
         pg.db
     );
