@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use super::client::CallError;
 use super::secrets::{backoff, Snapshot, Watcher};
 use crate::error::{Error, Result};
 
@@ -185,9 +186,13 @@ fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
 /// Runs the program until it exits or `cancel`; restarts it when a value it uses changes.
 pub async fn run(watcher: Arc<Watcher>, spec: ExecSpec, cancel: CancellationToken) -> Result<i32> {
     let names: BTreeSet<String> = spec.env.iter().map(|e| e.secret.clone()).collect();
-    // The first values: the program never starts without them; an unreachable API is retried.
+    // The first values: the program never starts without them; an unreachable API is retried,
+    // a refusal (a key without the secret, a secret that does not exist) ends the agent.
     let mut failures = 0;
     while let Err(e) = watcher.ensure(&names).await {
+        if let CallError::Refused { .. } = e {
+            return Err(Error::Target(format!("{e}; the program was not started")));
+        }
         failures += 1;
         if failures == 1 {
             tracing::warn!("{e}; the program starts once every value is read");

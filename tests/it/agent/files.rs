@@ -113,6 +113,13 @@ async fn agent_refuses_unsafe_or_incomplete_settings_and_never_writes_an_empty_f
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(stderr(&out).contains("Forbidden.NoPermission"), "{}", stderr(&out));
     assert!(!file.exists());
+
+    // Exec mode: a secret the key may not read ends the agent before the program starts.
+    let mut exec = rig.exec_with(&t, "1s", &["--env", "X=other/x", "--", "sh", "-c", "echo started"], &[]);
+    let status = exec.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(status.code(), Some(7), "{}", exec.log());
+    assert!(exec.lines().is_empty(), "{:?}", exec.lines());
     rig.stop();
 }
 
