@@ -106,9 +106,16 @@ async fn get_secret(
     Query(params): Query<Params>,
 ) -> Response {
     if headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded") {
-        return error(StatusCode::BAD_REQUEST, "Forbidden.Proxied", "requests through a proxy are refused".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Forbidden.Proxied",
+            "requests through a proxy are refused".into(),
+        );
     }
-    let token = headers.get(TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let token = headers
+        .get(TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     if !bool::from(token.ct_eq(shared.token.as_bytes())) {
         return error(
             StatusCode::FORBIDDEN,
@@ -116,8 +123,15 @@ async fn get_secret(
             format!("the {TOKEN_HEADER} header is missing or wrong"),
         );
     }
-    let Some(name) = params.secret_name.filter(|n| crate::model::SecretName::parse(n).is_ok()) else {
-        return error(StatusCode::BAD_REQUEST, "MissingParameter", "give a valid SecretName".into());
+    let Some(name) = params
+        .secret_name
+        .filter(|n| crate::model::SecretName::parse(n).is_ok())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            "give a valid SecretName".into(),
+        );
     };
     let fresh = shared
         .watcher
@@ -163,8 +177,9 @@ fn answer(f: &Fetched) -> Response {
         "RequestId": crate::crypto::random_id(),
     });
     let mut response = axum::Json(body).into_response();
-    response
-        .headers_mut()
-        .insert("cache-control", axum::http::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     response
 }

@@ -159,7 +159,9 @@ impl Client {
             })
             .and_then(|v| v["VersionId"].as_str())
             .map(str::to_owned)
-            .ok_or_else(|| CallError::Unreachable(format!("{action} of '{name}' named no ACSCurrent version")))
+            .ok_or_else(|| {
+                CallError::Unreachable(format!("{action} of '{name}' named no ACSCurrent version"))
+            })
     }
 
     /// `GetSecretValue` of `version` (`None`: `ACSCurrent`).
@@ -239,25 +241,36 @@ impl Client {
             .await
             .map_err(|e| CallError::Unreachable(format!("{}: {}", self.host, error_chain(&e))))?;
         let status = response.status().as_u16();
-        if response.content_length().is_some_and(|l| l > MAX_ANSWER as u64) {
-            return Err(CallError::Unreachable(format!("{action}: the answer is too large")));
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_ANSWER as u64)
+        {
+            return Err(CallError::Unreachable(format!(
+                "{action}: the answer is too large"
+            )));
         }
         let body = response
             .bytes()
             .await
             .map_err(|e| CallError::Unreachable(format!("{action}: reading the answer: {e}")))?;
         if body.len() > MAX_ANSWER {
-            return Err(CallError::Unreachable(format!("{action}: the answer is too large")));
+            return Err(CallError::Unreachable(format!(
+                "{action}: the answer is too large"
+            )));
         }
         let json: Value = serde_json::from_slice(&body).map_err(|_| {
-            CallError::Unreachable(format!("{action}: HTTP {status} with an answer that is not JSON"))
+            CallError::Unreachable(format!(
+                "{action}: HTTP {status} with an answer that is not JSON"
+            ))
         })?;
         if (200..300).contains(&status) {
             return Ok(json);
         }
         let code = json["Code"].as_str().unwrap_or_default().to_owned();
         if status >= 500 || status == 429 {
-            return Err(CallError::Unreachable(format!("{action}: HTTP {status} {code}")));
+            return Err(CallError::Unreachable(format!(
+                "{action}: HTTP {status} {code}"
+            )));
         }
         Err(CallError::Refused {
             action,

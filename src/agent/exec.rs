@@ -97,19 +97,26 @@ pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
 
 /// The variables' values from `snapshot`; `Err` names the variable that has none (never a
 /// value).
-fn environment(specs: &[EnvSpec], snapshot: &Snapshot) -> Result<Vec<(String, Zeroizing<String>)>, String> {
+fn environment(
+    specs: &[EnvSpec],
+    snapshot: &Snapshot,
+) -> Result<Vec<(String, Zeroizing<String>)>, String> {
     specs
         .iter()
         .map(|spec| {
-            let fetched = snapshot
-                .get(&spec.secret)
-                .ok_or_else(|| format!("{}: secret '{}' has no value (yet)", spec.var, spec.secret))?;
+            let fetched = snapshot.get(&spec.secret).ok_or_else(|| {
+                format!("{}: secret '{}' has no value (yet)", spec.var, spec.secret)
+            })?;
             let value = match &spec.field {
                 None => fetched.data.clone(),
                 Some(field) => {
-                    let json: serde_json::Value = serde_json::from_str(&fetched.data).map_err(|_| {
-                        format!("{}: secret '{}' holds no JSON, so no field {field}", spec.var, spec.secret)
-                    })?;
+                    let json: serde_json::Value =
+                        serde_json::from_str(&fetched.data).map_err(|_| {
+                            format!(
+                                "{}: secret '{}' holds no JSON, so no field {field}",
+                                spec.var, spec.secret
+                            )
+                        })?;
                     match json.get(field) {
                         Some(serde_json::Value::String(s)) => Zeroizing::new(s.clone()),
                         _ => {

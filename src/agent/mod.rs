@@ -80,7 +80,11 @@ pub async fn run(settings: Settings, once: bool, cancel: CancellationToken) -> R
 
 /// `rotor agent exec`: runs `command` with `env` from secrets, restarting it when one changes.
 /// Returns the program's exit code once it exits on its own or after `cancel`.
-pub async fn exec(settings: Settings, spec: exec::ExecSpec, cancel: CancellationToken) -> Result<i32> {
+pub async fn exec(
+    settings: Settings,
+    spec: exec::ExecSpec,
+    cancel: CancellationToken,
+) -> Result<i32> {
     let client = client::Client::new(&settings)?;
     let watcher = secrets::Watcher::new(client, settings.poll);
     let poller = tokio::spawn(watcher.clone().run(cancel.clone()));

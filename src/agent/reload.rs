@@ -33,7 +33,9 @@ pub fn secret_texts(snapshot: &Snapshot) -> Vec<Zeroizing<String>> {
         out.push(f.data.clone());
         if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&f.data) {
             for (k, v) in map {
-                if let (false, serde_json::Value::String(s)) = (PUBLIC_FIELDS.contains(&k.as_str()), v) {
+                if let (false, serde_json::Value::String(s)) =
+                    (PUBLIC_FIELDS.contains(&k.as_str()), v)
+                {
                     out.push(Zeroizing::new(s));
                 }
             }
@@ -70,7 +72,10 @@ pub async fn run(command: &str, secrets: &[Zeroizing<String>]) -> bool {
         Ok(done) => done,
         Err(_) => {
             let _ = child.kill().await;
-            tracing::error!(command, "the command ran longer than {LIMIT:?} and was killed");
+            tracing::error!(
+                command,
+                "the command ran longer than {LIMIT:?} and was killed"
+            );
             return false;
         }
     };

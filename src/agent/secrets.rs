@@ -69,7 +69,10 @@ impl Watcher {
 
     /// Watches `names` too, from the next pass on.
     pub fn watch(&self, names: &BTreeSet<String>) {
-        self.names.lock().expect("names").extend(names.iter().cloned());
+        self.names
+            .lock()
+            .expect("names")
+            .extend(names.iter().cloned());
     }
 
     /// Watches `names` too; those without a value yet are read now. Errors name what could
@@ -79,7 +82,11 @@ impl Watcher {
             let mut watched = self.names.lock().expect("names");
             watched.extend(names.iter().cloned());
             let have = self.snapshot();
-            names.iter().filter(|n| !have.contains_key(*n)).cloned().collect()
+            names
+                .iter()
+                .filter(|n| !have.contains_key(*n))
+                .cloned()
+                .collect()
         };
         let mut first_error = None;
         for name in missing {
@@ -94,7 +101,12 @@ impl Watcher {
     pub async fn fetch(&self, name: &str) -> Result<Arc<Fetched>, CallError> {
         self.names.lock().expect("names").insert(name.to_owned());
         let _pass = self.pass.lock().await;
-        let fetched = Arc::new(self.client.get_value(name, None).await.inspect_err(|e| self.note(name, e))?);
+        let fetched = Arc::new(
+            self.client
+                .get_value(name, None)
+                .await
+                .inspect_err(|e| self.note(name, e))?,
+        );
         self.store(fetched.clone());
         Ok(fetched)
     }
@@ -203,7 +215,9 @@ impl Watcher {
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
-                        tracing::warn!("{e}; the last good values stay in place, retrying with backoff");
+                        tracing::warn!(
+                            "{e}; the last good values stay in place, retrying with backoff"
+                        );
                     } else {
                         tracing::debug!(failures, "{e}");
                     }

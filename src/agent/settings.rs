@@ -26,7 +26,10 @@ pub const ENV: [(&str, &str); 5] = [
     ("ROTOR_AGENT_ENDPOINT", "endpoint"),
     ("ROTOR_AGENT_CA_FILE", "ca_file"),
     ("ROTOR_AGENT_ACCESS_KEY_ID", "access_key_id"),
-    ("ROTOR_AGENT_ACCESS_KEY_SECRET_FILE", "access_key_secret_file"),
+    (
+        "ROTOR_AGENT_ACCESS_KEY_SECRET_FILE",
+        "access_key_secret_file",
+    ),
     ("ROTOR_AGENT_POLL", "poll"),
 ];
 
@@ -187,13 +190,13 @@ fn check(file: File) -> Result<Settings> {
     if c.poll < Duration::from_millis(100) {
         return Err(Error::invalid("[agent] poll must be at least 100ms"));
     }
-    let ca_pem = match &c.ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| Error::config(format!("cannot read CA file {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
+    let ca_pem =
+        match &c.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                Error::config(format!("cannot read CA file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
     let secret_file = c.access_key_secret_file.as_deref().ok_or_else(|| {
         Error::invalid(
             "the agent needs an AccessKey: [agent] access_key_secret_file or ROTOR_AGENT_ACCESS_KEY_SECRET_FILE",
@@ -201,7 +204,9 @@ fn check(file: File) -> Result<Settings> {
     })?;
     let (file_id, access_key_secret) = read_key_file(secret_file)?;
     let access_key_id = c.access_key_id.or(file_id).ok_or_else(|| {
-        Error::invalid("the agent needs an AccessKey id: [agent] access_key_id or ROTOR_AGENT_ACCESS_KEY_ID")
+        Error::invalid(
+            "the agent needs an AccessKey id: [agent] access_key_id or ROTOR_AGENT_ACCESS_KEY_ID",
+        )
     })?;
     let templates = file
         .template

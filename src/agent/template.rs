@@ -51,16 +51,22 @@ pub fn render(label: &str, text: &str, snapshot: &Snapshot) -> Rendered {
     let mut env = environment();
     let values = snapshot.clone();
     let record = asked.clone();
-    env.add_function("secret", move |name: String| -> Result<Value, minijinja::Error> {
-        record.lock().expect("asked set").insert(name.clone());
-        let fetched = values.get(&name).ok_or_else(|| {
-            minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                format!("secret '{}' has no value (yet)", crate::model::printable(&name)),
-            )
-        })?;
-        Ok(secret_value(fetched))
-    });
+    env.add_function(
+        "secret",
+        move |name: String| -> Result<Value, minijinja::Error> {
+            record.lock().expect("asked set").insert(name.clone());
+            let fetched = values.get(&name).ok_or_else(|| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "secret '{}' has no value (yet)",
+                        crate::model::printable(&name)
+                    ),
+                )
+            })?;
+            Ok(secret_value(fetched))
+        },
+    );
     let text = env
         .template_from_named_str(label, text)
         .and_then(|t| t.render(()))
@@ -97,7 +103,11 @@ mod tests {
     fn snapshot() -> Snapshot {
         let mut map = BTreeMap::new();
         for (name, ty, data) in [
-            ("db/orders", "Rds", r#"{"AccountName":"orders","AccountPassword":"p{{w"}"#),
+            (
+                "db/orders",
+                "Rds",
+                r#"{"AccountName":"orders","AccountPassword":"p{{w"}"#,
+            ),
             ("app/token", "Generic", r#"{"AccountName":"not-a-field"}"#),
         ] {
             map.insert(

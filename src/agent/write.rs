@@ -45,8 +45,13 @@ pub fn write_if_changed(
         std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of {}: {e}", temp.display()))?;
         if let Some((uid, gid)) = ids {
-            std::os::unix::fs::fchown(&file, Some(uid), gid)
-                .map_err(|e| format!("cannot give {} to {}: {e}", temp.display(), owner.unwrap_or_default()))?;
+            std::os::unix::fs::fchown(&file, Some(uid), gid).map_err(|e| {
+                format!(
+                    "cannot give {} to {}: {e}",
+                    temp.display(),
+                    owner.unwrap_or_default()
+                )
+            })?;
         }
         std::fs::rename(&temp, path)
             .map_err(|e| format!("cannot rename onto {}: {e}", path.display()))?;
@@ -67,7 +72,11 @@ fn same_content(path: &Path, text: &[u8]) -> bool {
         return false;
     };
     let mut buf = Vec::with_capacity(text.len() + 1);
-    if file.take(text.len() as u64 + 1).read_to_end(&mut buf).is_err() {
+    if file
+        .take(text.len() as u64 + 1)
+        .read_to_end(&mut buf)
+        .is_err()
+    {
         return false;
     }
     let same = buf == text;
@@ -98,19 +107,36 @@ fn resolve_owner(owner: &str) -> Result<(u32, Option<u32>), String> {
 /// A user's uid or a group's gid by name (getpwnam_r / getgrnam_r).
 fn lookup(name: &str, group: bool) -> Result<u32, String> {
     let what = if group { "group" } else { "user" };
-    let c_name = std::ffi::CString::new(name).map_err(|_| format!("no {what} '{}'", crate::model::printable(name)))?;
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| format!("no {what} '{}'", crate::model::printable(name)))?;
     let mut buf = vec![0u8; 16 * 1024];
     let found = if group {
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::group = std::ptr::null_mut();
         // SAFETY: getgrnam_r writes only into `grp` and `buf`, which outlive the call.
-        let rc = unsafe { libc::getgrnam_r(c_name.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        };
         (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
     } else {
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut out: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: getpwnam_r writes only into `pwd` and `buf`, which outlive the call.
-        let rc = unsafe { libc::getpwnam_r(c_name.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        };
         (rc == 0 && !out.is_null()).then_some(pwd.pw_uid)
     };
     found.ok_or_else(|| format!("no {what} '{}'", crate::model::printable(name)))

@@ -69,7 +69,9 @@ pub(super) fn main(cli: Cli) -> ! {
         let cancel = CancellationToken::new();
         crate::worker::cancel_on_signal(cancel.clone());
         match args.mode {
-            None => crate::agent::run(settings, args.once, cancel).await.map(|()| 0),
+            None => crate::agent::run(settings, args.once, cancel)
+                .await
+                .map(|()| 0),
             Some(AgentMode::Exec(e)) => {
                 let spec = ExecSpec {
                     env: e.env,

@@ -24,47 +24,98 @@ fn reloads(rig: &Rig) -> usize {
 
 fn put(t: &TestEnv, value: &str) {
     let out = t.run_with_stdin(&["secret", "put", "app/token", "--value-file", "-"], value);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_renders_files_once_and_then_follows_new_versions_through_an_outage() {
     let t = TestEnv::new(Backend::Sqlite).await;
     let mut rig = Rig::start(&t, &ALLOW);
-    t.ok(&["secret", "create", "app/token", "--type", "Generic", "--value", "Token-Value-1"]);
+    t.ok(&[
+        "secret",
+        "create",
+        "app/token",
+        "--type",
+        "Generic",
+        "--value",
+        "Token-Value-1",
+    ]);
     let config = rig.config(&t, "300ms", &template(&rig));
     let file = rig.out.join("token.env");
 
     // --once: rendered, written with its mode, the command run once, exit 0.
-    let out = t.rotor().args(["agent", "--once", "--config"]).arg(&config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "token=Token-Value-1 v=v1\n");
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+    let out = t
+        .rotor()
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "token=Token-Value-1 v=v1\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
     assert_eq!(reloads(&rig), 1);
     // Again: nothing changed, nothing written, no command.
-    let out = t.rotor().args(["agent", "--once", "--config"]).arg(&config).output().unwrap();
+    let out = t
+        .rotor()
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(reloads(&rig), 1);
 
     let agent = rig.agent(&t, &["--config", config.to_str().unwrap()]);
     put(&t, "Token-Value-2");
-    let took = wait_for(Duration::from_secs(5), "the new version in the file", || {
-        std::fs::read_to_string(&file).unwrap().contains("Token-Value-2")
+    let took = wait_for(
+        Duration::from_secs(5),
+        "the new version in the file",
+        || {
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("Token-Value-2")
+        },
+    );
+    assert!(
+        took < Duration::from_millis(1300),
+        "poll + 1 s: took {took:?}"
+    );
+    wait_for(Duration::from_secs(3), "the reload command", || {
+        reloads(&rig) == 2
     });
-    assert!(took < Duration::from_millis(1300), "poll + 1 s: took {took:?}");
-    wait_for(Duration::from_secs(3), "the reload command", || reloads(&rig) == 2);
 
     // The API goes away: the file keeps the last good value; the agent says so and retries.
     rig.stop_worker();
     put(&t, "Token-Value-3");
     std::thread::sleep(Duration::from_secs(2));
-    assert!(std::fs::read_to_string(&file).unwrap().contains("Token-Value-2"));
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("Token-Value-2"));
     assert!(agent.log().contains("cannot be reached"), "{}", agent.log());
     // Back: the new value arrives after the backoff.
     rig.start_worker(&t);
-    wait_for(Duration::from_secs(8), "the value put during the outage", || {
-        std::fs::read_to_string(&file).unwrap().contains("Token-Value-3")
-    });
+    wait_for(
+        Duration::from_secs(8),
+        "the value put during the outage",
+        || {
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("Token-Value-3")
+        },
+    );
     assert_eq!(reloads(&rig), 3, "one reload per change");
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
@@ -72,7 +123,10 @@ async fn agent_renders_files_once_and_then_follows_new_versions_through_an_outag
         assert!(!log.contains(value), "the agent's log shows a value: {log}");
     }
     // No temporary file is left beside the destination.
-    let names: Vec<_> = std::fs::read_dir(&rig.out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&rig.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     rig.stop();
 }
@@ -81,8 +135,22 @@ async fn agent_renders_files_once_and_then_follows_new_versions_through_an_outag
 async fn agent_refuses_unsafe_or_incomplete_settings_and_never_writes_an_empty_file() {
     let t = TestEnv::new(Backend::Sqlite).await;
     let rig = Rig::start(&t, &ALLOW);
-    t.ok(&["secret", "create", "app/token", "--type", "Generic", "--value", "Token-Value-1"]);
-    let run = |config: &Path| t.rotor().args(["agent", "--once", "--config"]).arg(config).output().unwrap();
+    t.ok(&[
+        "secret",
+        "create",
+        "app/token",
+        "--type",
+        "Generic",
+        "--value",
+        "Token-Value-1",
+    ]);
+    let run = |config: &Path| {
+        t.rotor()
+            .args(["agent", "--once", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
     // An AccessKey secret others may read.
@@ -94,8 +162,14 @@ async fn agent_refuses_unsafe_or_incomplete_settings_and_never_writes_an_empty_f
 
     // A cache endpoint off loopback, a broken template, an unknown key: exit 2, naming it.
     for (more, says) in [
-        ("[cache]\nlisten = \"0.0.0.0:2773\"\ntoken_file = \"/nonexistent\"\n", "loopback"),
-        ("[[template]]\ncontents = \"{{ secret(\"\ndestination = \"/tmp/x\"\n", "template 1"),
+        (
+            "[cache]\nlisten = \"0.0.0.0:2773\"\ntoken_file = \"/nonexistent\"\n",
+            "loopback",
+        ),
+        (
+            "[[template]]\ncontents = \"{{ secret(\"\ndestination = \"/tmp/x\"\n",
+            "template 1",
+        ),
         ("[agent2]\nx = 1\n", "agent2"),
     ] {
         let out = run(&rig.config(&t, "1s", more));
@@ -111,11 +185,20 @@ async fn agent_refuses_unsafe_or_incomplete_settings_and_never_writes_an_empty_f
     );
     let out = run(&rig.config(&t, "1s", &more));
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Forbidden.NoPermission"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Forbidden.NoPermission"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!file.exists());
 
     // Exec mode: a secret the key may not read ends the agent before the program starts.
-    let mut exec = rig.exec_with(&t, "1s", &["--env", "X=other/x", "--", "sh", "-c", "echo started"], &[]);
+    let mut exec = rig.exec_with(
+        &t,
+        "1s",
+        &["--env", "X=other/x", "--", "sh", "-c", "echo started"],
+        &[],
+    );
     let status = exec.child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(status.code(), Some(7), "{}", exec.log());
@@ -127,7 +210,15 @@ async fn agent_refuses_unsafe_or_incomplete_settings_and_never_writes_an_empty_f
 async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() {
     let t = TestEnv::new(Backend::Sqlite).await;
     let rig = Rig::start(&t, &ALLOW);
-    t.ok(&["secret", "create", "app/token", "--type", "Generic", "--value", "Token-Value-1"]);
+    t.ok(&[
+        "secret",
+        "create",
+        "app/token",
+        "--type",
+        "Generic",
+        "--value",
+        "Token-Value-1",
+    ]);
     let token_file = t.dir.path().join("cache.token");
     let token = rotor::crypto::random_id();
     private_file(&token_file, &token);
@@ -135,7 +226,10 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
     let config = rig.config(
         &t,
         "300ms",
-        &format!("[cache]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\nttl = \"1h\"\n", token_file.display()),
+        &format!(
+            "[cache]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\nttl = \"1h\"\n",
+            token_file.display()
+        ),
     );
     let agent = rig.agent(&t, &["--config", config.to_str().unwrap()]);
     wait_listening(&listen, "the cache endpoint");
@@ -153,7 +247,10 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
             let res = req.send().await.unwrap();
             let status = res.status().as_u16();
             let text = res.text().await.unwrap();
-            (status, serde_json::from_str::<serde_json::Value>(&text).unwrap())
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            )
         }
     };
     assert_eq!(get(None, false).await.0, 403);
@@ -172,7 +269,11 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
         if body["SecretData"] == "Token-Value-2" {
             break;
         }
-        assert!(Instant::now() < deadline, "the cache still serves {}", body["VersionId"]);
+        assert!(
+            Instant::now() < deadline,
+            "the cache still serves {}",
+            body["VersionId"]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A secret the key may not read: the API's refusal, in the KMS shape.
@@ -185,12 +286,22 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
             .unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str::<serde_json::Value>(&text).unwrap())
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        )
     }
     .await;
-    assert_eq!((status, body["Code"].as_str()), (403, Some("Forbidden.NoPermission")), "{body}");
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (403, Some("Forbidden.NoPermission")),
+        "{body}"
+    );
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
-    assert!(!log.contains("Token-Value") && !log.contains(&token), "{log}");
+    assert!(
+        !log.contains("Token-Value") && !log.contains(&token),
+        "{log}"
+    );
     rig.stop();
 }

@@ -79,7 +79,10 @@ impl Rig {
 
     /// An agent configuration with `[agent]` pointing here (poll `poll`) and `more` after it.
     pub fn config(&self, t: &TestEnv, poll: &str, more: &str) -> PathBuf {
-        let path = t.dir.path().join(format!("agent-{}.toml", &rotor::crypto::random_id()[..6]));
+        let path = t
+            .dir
+            .path()
+            .join(format!("agent-{}.toml", &rotor::crypto::random_id()[..6]));
         let text = format!(
             "[agent]\nendpoint = \"{}\"\nca_file = \"{}\"\naccess_key_id = \"{}\"\naccess_key_secret_file = \"{}\"\npoll = \"{poll}\"\n\n{more}",
             self.endpoint(),
@@ -100,7 +103,13 @@ impl Rig {
 
     /// `rotor agent exec` with the connection in `ROTOR_AGENT_…` variables, and `env` for the
     /// program.
-    pub fn exec_with(&self, t: &TestEnv, poll: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+    pub fn exec_with(
+        &self,
+        t: &TestEnv,
+        poll: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Running {
         let mut cmd = t.rotor();
         cmd.envs(env.iter().copied());
         cmd.args(["agent", "exec"])
@@ -201,7 +210,10 @@ pub(crate) fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> b
         if check() {
             return start.elapsed();
         }
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }

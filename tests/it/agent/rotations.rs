@@ -45,19 +45,30 @@ fn rotate_many(t: &TestEnv, rig: &Rig, secret: &str) -> Vec<String> {
     let mut versions = vec![];
     for round in 1..=ROTATIONS {
         let before = current_version(t, secret);
-        t.ok(&["rotation", "set", secret, "--interval", "6h", "--rotate-now"]);
+        t.ok(&[
+            "rotation",
+            "set",
+            secret,
+            "--interval",
+            "6h",
+            "--rotate-now",
+        ]);
         let mut now = before.clone();
         wait_for(Duration::from_secs(20), "the worker's rotation", || {
             now = current_version(t, secret);
             now != before
         });
-        let took = wait_for(Duration::from_secs(5), "the new version in the file", || {
-            std::fs::read_to_string(rig.out.join("creds"))
-                .unwrap()
-                .lines()
-                .nth(2)
-                == Some(now.as_str())
-        });
+        let took = wait_for(
+            Duration::from_secs(5),
+            "the new version in the file",
+            || {
+                std::fs::read_to_string(rig.out.join("creds"))
+                    .unwrap()
+                    .lines()
+                    .nth(2)
+                    == Some(now.as_str())
+            },
+        );
         assert!(took <= IN_PLACE, "round {round}: the file took {took:?}");
         versions.push(now);
         std::thread::sleep(IN_PLACE.saturating_sub(took));
@@ -71,7 +82,9 @@ fn scenario(t: &TestEnv, rig: &Rig, secret: &str, login: &str, want: &str) {
     let config = rig.config(t, POLL, &creds_template(secret, rig));
     let file_agent = rig.agent(t, &["--config", config.to_str().unwrap()]);
     let creds = rig.out.join("creds");
-    wait_for(Duration::from_secs(10), "the first render", || creds.exists());
+    wait_for(Duration::from_secs(10), "the first render", || {
+        creds.exists()
+    });
 
     let file_script = stand_in(login, Some(&creds));
     let mut cmd = Command::new(&file_script[0]);
@@ -91,9 +104,11 @@ fn scenario(t: &TestEnv, rig: &Rig, secret: &str, login: &str, want: &str) {
     let exec_refs: Vec<&str> = exec_args.iter().map(String::as_str).collect();
     let exec_agent = rig.exec_with(t, POLL, &exec_refs, &[("WANT", want)]);
     for (who, running) in [("exec", &exec_agent), ("file", &from_file)] {
-        wait_for(Duration::from_secs(10), &format!("the {who} stand-in's first login"), || {
-            running.lines().iter().any(|l| l == "ok")
-        });
+        wait_for(
+            Duration::from_secs(10),
+            &format!("the {who} stand-in's first login"),
+            || running.lines().iter().any(|l| l == "ok"),
+        );
     }
 
     let versions = rotate_many(t, rig, secret);
@@ -106,7 +121,11 @@ fn scenario(t: &TestEnv, rig: &Rig, secret: &str, login: &str, want: &str) {
     let (code, file_log) = file_agent.stop();
     assert_eq!(code, Some(0), "{file_log}");
     let (code, exec_log) = exec_agent.stop();
-    assert_eq!(code, Some(0), "the exec agent exits with the program's code: {exec_log}");
+    assert_eq!(
+        code,
+        Some(0),
+        "the exec agent exits with the program's code: {exec_log}"
+    );
 
     for (who, lines) in [("file", &file_lines), ("exec", &exec_lines)] {
         let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
@@ -120,9 +139,18 @@ fn scenario(t: &TestEnv, rig: &Rig, secret: &str, login: &str, want: &str) {
         // 20 rotations of about 2 s, a login every 100 ms (plus the login's own time).
         assert!(ok >= 100, "{who}: only {ok} logins");
     }
-    let reloads = std::fs::read_to_string(rig.out.join("reloads")).unwrap().lines().count();
-    assert_eq!(reloads, ROTATIONS + 1, "the first render, then one reload per change");
-    let restarts = exec_log.matches("a value changed: restarting the program").count();
+    let reloads = std::fs::read_to_string(rig.out.join("reloads"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        reloads,
+        ROTATIONS + 1,
+        "the first render, then one reload per change"
+    );
+    let restarts = exec_log
+        .matches("a value changed: restarting the program")
+        .count();
     assert_eq!(restarts, ROTATIONS, "one restart per change: {exec_log}");
     assert_eq!(
         exec_lines.iter().filter(|l| *l == "started").count(),
@@ -132,7 +160,8 @@ fn scenario(t: &TestEnv, rig: &Rig, secret: &str, login: &str, want: &str) {
     // No password in either agent's log.
     for stage in ["ACSCurrent", "ACSPrevious"] {
         let v = t.json(&["secret", "get", secret, "--stage", stage]);
-        let data: serde_json::Value = serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap();
+        let data: serde_json::Value =
+            serde_json::from_str(v["SecretData"].as_str().unwrap()).unwrap();
         let password = data["AccountPassword"].as_str().unwrap();
         for log in [&file_log, &exec_log] {
             assert!(!log.contains(password), "an agent's log shows a password");
@@ -145,7 +174,11 @@ async fn applications_log_in_to_postgres_without_a_failure_across_20_rotations()
     let pg = Pg::new().await;
     let t = &pg.t;
     let app = pg.name("agent");
-    t.ok(&create_rds("db/app", "pg", &["--account", &app, "--database", &pg.db]));
+    t.ok(&create_rds(
+        "db/app",
+        "pg",
+        &["--account", &app, "--database", &pg.db],
+    ));
     let rig = Rig::start(t, &["GetSecretValue:db/*", "ListSecretVersionIds:db/*"]);
     // The password-checking PostgreSQL: a wrong password fails the login.
     let login = format!(
@@ -164,21 +197,36 @@ async fn applications_log_in_to_redis_without_a_failure_across_20_rotations() {
     redis_target(t).await;
     let user = format!("ag_{}", &rotor::crypto::random_id()[..8]);
     t.ok(&[
-        "secret", "create", "cache/app", "--type", "Redis", "--target", "red", "--account", &user,
-        "--privilege", "ReadWrite",
+        "secret",
+        "create",
+        "cache/app",
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
+        &user,
+        "--privilege",
+        "ReadWrite",
     ]);
-    let rig = Rig::start(t, &["GetSecretValue:cache/*", "ListSecretVersionIds:cache/*"]);
+    let rig = Rig::start(
+        t,
+        &["GetSecretValue:cache/*", "ListSecretVersionIds:cache/*"],
+    );
     // A refused AUTH makes redis-cli say so (and go on as `default`): only a bare PONG passes.
     let url = crate::databases::redis_url();
     let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
     let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
-    let login = format!(
-        "redis-cli --no-auth-warning -h {host} -p {port} --user \"$U\" --pass \"$P\" PING"
-    );
+    let login =
+        format!("redis-cli --no-auth-warning -h {host} -p {port} --user \"$U\" --pass \"$P\" PING");
     scenario(t, &rig, "cache/app", &login, "PONG");
     rig.stop();
     let mut admin = redis_admin().await;
     for u in [user.clone(), format!("{user}_clone")] {
-        let _: Result<i64, _> = redis::cmd("ACL").arg("DELUSER").arg(&u).query_async(&mut admin).await;
+        let _: Result<i64, _> = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&u)
+            .query_async(&mut admin)
+            .await;
     }
 }
