@@ -14,6 +14,7 @@ mod output;
 mod rotate;
 mod secret;
 mod target;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -116,6 +117,8 @@ pub enum Command {
     /// Keep files, a program's environment and a local cache endpoint in step with rotations,
     /// through the API (on an application host; --config names the agent's own file).
     Agent(agent::AgentArgs),
+    /// Check that managed secrets' current credentials still log in on their targets (drift).
+    Verify(verify::VerifyArgs),
 }
 
 /// `rotor config` subcommands.
@@ -461,7 +464,13 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         Command::Init => init(&store, &config, existed, &out),
         Command::Worker(_) => rotate::worker(&store, registry, settings).await,
         Command::Rotate(args) => rotate::rotate(&store, registry, &args, settings, &out).await,
+        Command::Secret(SecretCommand::Verify { name }) => {
+            verify::run(&store, registry, settings, Some(vec![name]), &out).await
+        }
         Command::Secret(cmd) => secret::run(&store, &registry, cmd, &out).await,
+        Command::Verify(args) => {
+            verify::run(&store, registry, settings, args.name.map(|n| vec![n]), &out).await
+        }
         Command::Rotation(cmd) => rotation(&store, &registry, cmd, &out).await,
         Command::Target(cmd) => target::run(&store, &registry, cmd, &out).await,
         Command::Key(cmd) => key(&store, cmd, &out).await,

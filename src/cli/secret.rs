@@ -157,6 +157,12 @@ pub enum SecretCommand {
         /// The secret's name.
         name: SecretName,
     },
+    /// Check that the secret's current credential still logs in on its target (drift): exit 0,
+    /// 6 when the target refuses it, 7 when the target cannot be reached.
+    Verify {
+        /// The secret's name.
+        name: SecretName,
+    },
     /// Adopt a managed secret's credential changed outside rotor: it becomes ACSCurrent once
     /// it logs in on the secret's target.
     Import {
@@ -323,6 +329,7 @@ pub async fn run(
                 || deletion_text(&name, &done),
             );
         }
+        SecretCommand::Verify { .. } => unreachable!("rotor secret verify runs in cli::verify"),
         SecretCommand::Restore { name } => {
             let info = store.restore(&name).await?;
             out.print(&info, || format!("secret '{}' restored", info.name));

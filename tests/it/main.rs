@@ -17,6 +17,7 @@ mod concurrency;
 mod databases;
 mod deletion;
 mod deploy;
+mod drift;
 mod encryption;
 mod flags;
 mod followups;
