@@ -7,7 +7,7 @@ use sqlx::Executor;
 use crate::databases::{admin, create_rds, redis_admin, redis_target, Pg};
 use crate::support::{Backend, TestEnv};
 
-fn verdict(t: &TestEnv, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn verdict(t: &TestEnv, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = t.run(&all);
