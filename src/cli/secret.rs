@@ -279,11 +279,19 @@ pub async fn run(
         }
         SecretCommand::Describe { name } => {
             let info = store.describe(&name).await?;
-            let who = match out.json {
+            let drift = store.drift(&name).await?;
+            let mut who = match out.json {
                 true => Vec::new(),
                 false => super::output::who(store, registry, &info).await,
             };
-            out.print(&info, || describe_text(&info, who));
+            if let Some(d) = &drift {
+                who.push(("Drift", format!("{} (since {})", d.reason, d.since_time)));
+            }
+            let mut json = serde_json::to_value(&info).expect("serialisable output");
+            if let Some(d) = &drift {
+                json["Drift"] = serde_json::to_value(d).expect("serialisable output");
+            }
+            out.print(&json, || describe_text(&info, who));
         }
         SecretCommand::Versions { name } => {
             let versions = store.versions(&name).await?;

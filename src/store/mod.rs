@@ -10,6 +10,7 @@
 mod access_keys;
 mod audit;
 mod deletion;
+mod drift;
 mod jobs;
 mod keys;
 mod leases;
@@ -39,6 +40,7 @@ use crate::files;
 
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
+pub use drift::{Drift, DriftChange};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;

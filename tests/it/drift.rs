@@ -135,3 +135,100 @@ async fn a_redis_acl_password_changed_by_hand_is_drift() {
             .await;
     }
 }
+
+/// `rotor describe --json`'s `Drift`, if any.
+fn drift_of(t: &TestEnv, secret: &str) -> serde_json::Value {
+    t.json(&["secret", "describe", secret])["Drift"].clone()
+}
+
+fn worker(t: &TestEnv, on_drift: &str) -> std::process::Child {
+    t.rotor()
+        .args(["worker", "--poll", "100ms"])
+        .env("ROTOR_VERIFY_INTERVAL", "2s")
+        .env("ROTOR_ON_DRIFT", on_drift)
+        .env("ROTOR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut worker: std::process::Child) {
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    assert!(worker.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reports_drift_within_its_interval_and_on_drift_rotate_repairs_it() {
+    use std::time::{Duration, Instant};
+    let pg = Pg::new().await;
+    let t = &pg.t;
+    let app = pg.name("wdrift");
+    t.ok(&create_rds(
+        "db/wdrift",
+        "pg",
+        &["--account", &app, "--database", &pg.db],
+    ));
+    let w = worker(t, "report");
+    // Every secret is checked within the interval: nothing has drifted, nothing is reported.
+    std::thread::sleep(Duration::from_millis(2600));
+    assert!(drift_of(t, "db/wdrift").is_null());
+    let current = crate::databases::account_of(t, "db/wdrift", "ACSCurrent").await;
+    admin()
+        .await
+        .execute(format!("ALTER ROLE {} PASSWORD 'Changed-By-Hand-2'", current.0).as_str())
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    let drift = loop {
+        let d = drift_of(t, "db/wdrift");
+        if !d.is_null() {
+            break d;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(5),
+            "no drift reported"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Within the interval (2 s ± 10 %) and a round (200 ms).
+    assert!(
+        changed.elapsed() < Duration::from_millis(2700),
+        "{:?}",
+        changed.elapsed()
+    );
+    assert!(
+        drift["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("password authentication failed"),
+        "{drift}"
+    );
+    let text = t.ok(&["secret", "describe", "db/wdrift"]);
+    assert!(text.contains("Drift:"), "{text}");
+    let audit = t.json(&["audit", "--secret", "db/wdrift", "--action", "secret.drift"]);
+    assert_eq!(audit[0]["Outcome"], "drift", "{audit}");
+    let (code, _) = verdict(t, &["secret", "verify", "db/wdrift"]);
+    assert_eq!(code, Some(6));
+    stop(w);
+
+    // on_drift = "rotate": the next check rotates the secret; its new current logs in, and the
+    // drift is cleared.
+    let before = t.json(&["secret", "get", "db/wdrift"])["VersionId"].clone();
+    let w = worker(t, "rotate");
+    let repaired = Instant::now();
+    while !drift_of(t, "db/wdrift").is_null() {
+        assert!(
+            repaired.elapsed() < Duration::from_secs(8),
+            "drift not repaired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(t.json(&["secret", "get", "db/wdrift"])["VersionId"], before);
+    let now = crate::databases::account_of(t, "db/wdrift", "ACSCurrent").await;
+    assert_eq!(pg.login(&now).await.unwrap(), now.0);
+    let audit = t.json(&["audit", "--secret", "db/wdrift", "--action", "secret.drift"]);
+    assert_eq!(audit[1]["Outcome"], "resolved", "{audit}");
+    stop(w);
+    pg.cleanup_dual(&app).await;
+}
