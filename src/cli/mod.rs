@@ -9,6 +9,7 @@
 mod agent;
 mod api;
 mod audit;
+mod key;
 mod options;
 mod output;
 mod rotate;
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::model::{parse_duration, printable, RotationPolicy, RotationSchedule, SecretName};
 use crate::store::{OpenMode, Store, StoreConfig};
 
+pub use self::key::KeyCommand;
 pub use self::options::Redacted;
 use self::output::{table, Output};
 pub use self::rotate::{EngineArgs, RotateArgs};
@@ -156,18 +158,6 @@ pub enum RotationCommand {
         #[arg(long, group = "schedule")]
         disable: bool,
     },
-}
-
-/// `rotor key` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum KeyCommand {
-    /// Create a master key.
-    Create {
-        /// The key's name.
-        name: String,
-    },
-    /// List master keys (never their material).
-    List,
 }
 
 /// Builds the store configuration from the settings and the environment.
@@ -473,7 +463,7 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         }
         Command::Rotation(cmd) => rotation(&store, &registry, cmd, &out).await,
         Command::Target(cmd) => target::run(&store, &registry, cmd, &out).await,
-        Command::Key(cmd) => key(&store, cmd, &out).await,
+        Command::Key(cmd) => key::run(&store, cmd, &out).await,
         Command::Audit(args) => audit::run(&store, &args, &out).await,
         Command::Serve(_) => api::serve(&store, registry, settings).await,
         Command::AccessKey(cmd) => api::access_key(&store, cmd, &out).await,
@@ -594,34 +584,6 @@ async fn rotation(
         ),
         None => format!("secret '{}': automatic rotation disabled", info.name),
     });
-    Ok(())
-}
-
-/// `rotor key create | list`.
-async fn key(store: &Store, cmd: KeyCommand, out: &Output) -> Result<()> {
-    match cmd {
-        KeyCommand::Create { name } => {
-            let key = store.create_key(&name).await?;
-            out.print(&key, || format!("created key '{}'", key.key_id));
-        }
-        KeyCommand::List => {
-            let keys = store.list_keys().await?;
-            out.print(&keys, || {
-                table(
-                    &["KEY", "CREATED", "SECRETS"],
-                    keys.iter()
-                        .map(|k| {
-                            vec![
-                                k.key_id.clone(),
-                                format_ms(k.creation_date),
-                                k.secret_count.to_string(),
-                            ]
-                        })
-                        .collect(),
-                )
-            });
-        }
-    }
     Ok(())
 }
 

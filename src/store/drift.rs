@@ -62,11 +62,13 @@ impl Store {
         .await?;
         for row in unplanned {
             let id: i64 = row.try_get("id")?;
-            sqlx::query("UPDATE secrets SET drift_check_at = $1 WHERE id = $2 AND drift_check_at IS NULL")
-                .bind(now + spread(interval))
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE secrets SET drift_check_at = $1 WHERE id = $2 AND drift_check_at IS NULL",
+            )
+            .bind(now + spread(interval))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         }
         let due = sqlx::query(
             "SELECT id, name, drift_check_at FROM secrets WHERE drift_check_at <= $1 \
@@ -81,13 +83,14 @@ impl Store {
             let (id, at): (i64, i64) = (row.try_get("id")?, row.try_get("drift_check_at")?);
             let tenth = interval.as_millis() as i64 / 10;
             let next = now + interval.as_millis() as i64 - tenth + spread(interval / 5);
-            let done =
-                sqlx::query("UPDATE secrets SET drift_check_at = $1 WHERE id = $2 AND drift_check_at = $3")
-                    .bind(next)
-                    .bind(id)
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await?;
+            let done = sqlx::query(
+                "UPDATE secrets SET drift_check_at = $1 WHERE id = $2 AND drift_check_at = $3",
+            )
+            .bind(next)
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
             if done.rows_affected() == 1 {
                 claimed.push(SecretName::parse_any(&row.try_get::<String, _>("name")?)?);
             }
