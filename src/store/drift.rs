@@ -45,9 +45,10 @@ fn spread(interval: Duration) -> i64 {
 }
 
 impl Store {
-    /// Plans the first check of secrets never planned (within `interval`, at random), then
-    /// claims up to `limit` whose check is due: each one's next check moves `interval` on
-    /// (±10 %), so another worker does not take it too.
+    /// Plans the first check of secrets never planned (between one and two intervals from now,
+    /// at random: a secret just created or imported was just proven to log in), then claims up
+    /// to `limit` whose check is due: each one's next check moves `interval` on (±10 %), so
+    /// another worker does not take it too.
     pub async fn claim_drift_checks(
         &self,
         interval: Duration,
@@ -65,7 +66,7 @@ impl Store {
             sqlx::query(
                 "UPDATE secrets SET drift_check_at = $1 WHERE id = $2 AND drift_check_at IS NULL",
             )
-            .bind(now + spread(interval))
+            .bind(now + interval.as_millis() as i64 + spread(interval))
             .bind(id)
             .execute(&self.pool)
             .await?;
