@@ -116,6 +116,11 @@ async fn agent_renders_files_once_and_then_follows_new_versions_through_an_outag
                 .contains("Token-Value-3")
         },
     );
+    // The command runs once the pass has written every file: wait for it, then no more.
+    wait_for(Duration::from_secs(3), "the reload command", || {
+        reloads(&rig) == 3
+    });
+    std::thread::sleep(Duration::from_millis(700));
     assert_eq!(reloads(&rig), 3, "one reload per change");
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
