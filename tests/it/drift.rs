@@ -141,9 +141,9 @@ fn drift_of(t: &TestEnv, secret: &str) -> serde_json::Value {
     t.json(&["secret", "describe", secret])["Drift"].clone()
 }
 
-fn worker(t: &TestEnv, on_drift: &str) -> std::process::Child {
+fn worker(t: &TestEnv, on_drift: &str, metrics: &str) -> std::process::Child {
     t.rotor()
-        .args(["worker", "--poll", "100ms"])
+        .args(["worker", "--poll", "100ms", "--metrics-listen", metrics])
         .env("ROTOR_VERIFY_INTERVAL", "2s")
         .env("ROTOR_ON_DRIFT", on_drift)
         .env("ROTOR_LOG", "info")
@@ -169,7 +169,19 @@ async fn the_worker_reports_drift_within_its_interval_and_on_drift_rotate_repair
         "pg",
         &["--account", &app, "--database", &pg.db],
     ));
-    let w = worker(t, "report");
+    // A webhook for secret_drifted, and the worker's metrics.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    let hook = crate::operations::Receiver::start(listener, 0).await;
+    crate::operations::write_private(
+        &t.data_dir().join("rotor.toml"),
+        &format!(
+            "[[webhook]]\nurl = \"http://127.0.0.1:{hook_port}/drift\"\nevents = [\"secret_drifted\"]\nsecret = \"Drift-Hook-Key-0123456789\"\n"
+        ),
+        0o600,
+    );
+    let metrics = format!("127.0.0.1:{}", crate::api::free_port());
+    let w = worker(t, "report", &metrics);
     // Every secret is checked within the interval: nothing has drifted, nothing is reported.
     std::thread::sleep(Duration::from_millis(2600));
     assert!(drift_of(t, "db/wdrift").is_null());
@@ -210,12 +222,38 @@ async fn the_worker_reports_drift_within_its_interval_and_on_drift_rotate_repair
     assert_eq!(audit[0]["Outcome"], "drift", "{audit}");
     let (code, _) = verdict(t, &["secret", "verify", "db/wdrift"]);
     assert_eq!(code, Some(6));
+    let notice = hook
+        .wait_for("secret_drifted", "db/wdrift", Duration::from_secs(5))
+        .await
+        .json();
+    assert!(
+        notice["Error"]
+            .as_str()
+            .unwrap()
+            .contains("password authentication failed"),
+        "{notice}"
+    );
+    assert!(
+        !notice.to_string().contains("Changed-By-Hand-2"),
+        "{notice}"
+    );
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("rotor_secrets_drifted 1"), "{text}");
     stop(w);
 
     // on_drift = "rotate": the next check rotates the secret; its new current logs in, and the
     // drift is cleared.
     let before = t.json(&["secret", "get", "db/wdrift"])["VersionId"].clone();
-    let w = worker(t, "rotate");
+    let w = worker(
+        t,
+        "rotate",
+        &format!("127.0.0.1:{}", crate::api::free_port()),
+    );
     let repaired = Instant::now();
     while !drift_of(t, "db/wdrift").is_null() {
         assert!(
