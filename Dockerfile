@@ -14,7 +14,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /var/lib/rotor rotor \
- && install -d -o rotor -g rotor -m 0700 /var/lib/rotor/data
+ && install -d -o rotor -g rotor -m 0700 /var/lib/rotor/data \
+ && install -d -o rotor -g rotor -m 0700 /var/lib/rotor/agent
 COPY --from=build /src/target/release/rotor /usr/local/bin/rotor
 USER rotor
 ENV ROTOR_DATA_DIR=/var/lib/rotor/data

@@ -8,12 +8,14 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod crypto;
+pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod files;

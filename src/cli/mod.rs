@@ -6,14 +6,17 @@
 //! store and the rotator families. Options a family declares reach it through [`options`]
 //! without the CLI knowing what they mean. Values are printed only by `secret get`.
 
+mod agent;
 mod api;
 mod audit;
 mod console;
+mod key;
 mod options;
 mod output;
 mod rotate;
 mod secret;
 mod target;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::model::{parse_duration, printable, RotationPolicy, RotationSchedule, SecretName};
 use crate::store::{OpenMode, Store, StoreConfig};
 
+pub use self::key::KeyCommand;
 pub use self::options::Redacted;
 use self::output::{table, Output};
 pub use self::rotate::{EngineArgs, RotateArgs};
@@ -116,6 +120,11 @@ pub enum Command {
     /// Manage the web console's users and their policies.
     #[command(subcommand, name = "console-user")]
     ConsoleUser(console::ConsoleUserCommand),
+    /// Keep files, a program's environment and a local cache endpoint in step with rotations,
+    /// through the API (on an application host; --config names the agent's own file).
+    Agent(agent::AgentArgs),
+    /// Check that managed secrets' current credentials still log in on their targets (drift).
+    Verify(verify::VerifyArgs),
 }
 
 /// `rotor config` subcommands.
@@ -153,18 +162,6 @@ pub enum RotationCommand {
         #[arg(long, group = "schedule")]
         disable: bool,
     },
-}
-
-/// `rotor key` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum KeyCommand {
-    /// Create a master key.
-    Create {
-        /// The key's name.
-        name: String,
-    },
-    /// List master keys (never their material).
-    List,
 }
 
 /// Builds the store configuration from the settings and the environment.
@@ -286,6 +283,10 @@ pub fn main_with(registry: Registry) {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = asks_for_json(&args);
     let cli = parse(&registry, args).unwrap_or_else(|e| usage_error(e, json));
+    if let Command::Agent(_) = cli.command {
+        // The agent opens no store and reads no rotor.toml: --config is its own file.
+        agent::main(cli)
+    }
     let loaded = match config::load(cli.config.as_deref(), &cli.flags) {
         Ok(loaded) => loaded,
         Err(e) => fail(
@@ -457,15 +458,23 @@ pub async fn run(cli: Cli, loaded: config::Loaded, registry: Registry) -> Result
         Command::Init => init(&store, &config, existed, &out),
         Command::Worker(_) => rotate::worker(&store, registry, settings).await,
         Command::Rotate(args) => rotate::rotate(&store, registry, &args, settings, &out).await,
+        Command::Secret(SecretCommand::Verify { name }) => {
+            verify::run(&store, registry, settings, Some(vec![name]), &out).await
+        }
         Command::Secret(cmd) => secret::run(&store, &registry, cmd, &out).await,
+        Command::Verify(args) => {
+            verify::run(&store, registry, settings, args.name.map(|n| vec![n]), &out).await
+        }
         Command::Rotation(cmd) => rotation(&store, &registry, cmd, &out).await,
         Command::Target(cmd) => target::run(&store, &registry, cmd, &out).await,
-        Command::Key(cmd) => key(&store, cmd, &out).await,
+        Command::Key(cmd) => key::run(&store, cmd, &out).await,
         Command::Audit(args) => audit::run(&store, &args, &out).await,
         Command::Serve(_) => api::serve(&store, registry, settings).await,
         Command::AccessKey(cmd) => api::access_key(&store, cmd, &out).await,
         Command::ConsoleUser(cmd) => console::run(&store, cmd, &out).await,
-        Command::Config(_) | Command::Ca => unreachable!("these run without a store"),
+        Command::Config(_) | Command::Ca | Command::Agent(_) => {
+            unreachable!("these run without a store")
+        }
     };
     store.close().await;
     result
@@ -580,34 +589,6 @@ async fn rotation(
         ),
         None => format!("secret '{}': automatic rotation disabled", info.name),
     });
-    Ok(())
-}
-
-/// `rotor key create | list`.
-async fn key(store: &Store, cmd: KeyCommand, out: &Output) -> Result<()> {
-    match cmd {
-        KeyCommand::Create { name } => {
-            let key = store.create_key(&name).await?;
-            out.print(&key, || format!("created key '{}'", key.key_id));
-        }
-        KeyCommand::List => {
-            let keys = store.list_keys().await?;
-            out.print(&keys, || {
-                table(
-                    &["KEY", "CREATED", "SECRETS"],
-                    keys.iter()
-                        .map(|k| {
-                            vec![
-                                k.key_id.clone(),
-                                format_ms(k.creation_date),
-                                k.secret_count.to_string(),
-                            ]
-                        })
-                        .collect(),
-                )
-            });
-        }
-    }
     Ok(())
 }
 

@@ -181,7 +181,21 @@ pub async fn worker(store: &Store, registry: Registry, settings: &Config) -> Res
         crate::api::tls::ensure_ca(&settings.data_dir)?;
     }
     let api = super::api::start(store, engine.clone(), settings, shutdown.clone()).await?;
+    let drift = (!settings.worker.verify_interval.is_zero()).then(|| {
+        let config = crate::drift::DriftConfig {
+            interval: settings.worker.verify_interval,
+            on_drift: settings.worker.on_drift,
+        };
+        tokio::spawn(crate::drift::watch(
+            engine.clone(),
+            config,
+            shutdown.clone(),
+        ))
+    });
     let result = crate::worker::run(engine, config, shutdown).await;
+    if let Some(drift) = drift {
+        let _ = drift.await;
+    }
     if let Some(api) = api {
         api.stopped().await;
     }

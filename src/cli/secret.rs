@@ -157,6 +157,12 @@ pub enum SecretCommand {
         /// The secret's name.
         name: SecretName,
     },
+    /// Check that the secret's current credential still logs in on its target (drift): exit 0,
+    /// 6 when the target refuses it, 7 when the target cannot be reached.
+    Verify {
+        /// The secret's name.
+        name: SecretName,
+    },
     /// Adopt a managed secret's credential changed outside rotor: it becomes ACSCurrent once
     /// it logs in on the secret's target.
     Import {
@@ -273,11 +279,19 @@ pub async fn run(
         }
         SecretCommand::Describe { name } => {
             let info = store.describe(&name).await?;
-            let who = match out.json {
+            let drift = store.drift(&name).await?;
+            let mut who = match out.json {
                 true => Vec::new(),
                 false => super::output::who(store, registry, &info).await,
             };
-            out.print(&info, || describe_text(&info, who));
+            if let Some(d) = &drift {
+                who.push(("Drift", format!("{} (since {})", d.reason, d.since_time)));
+            }
+            let mut json = serde_json::to_value(&info).expect("serialisable output");
+            if let Some(d) = &drift {
+                json["Drift"] = serde_json::to_value(d).expect("serialisable output");
+            }
+            out.print(&json, || describe_text(&info, who));
         }
         SecretCommand::Versions { name } => {
             let versions = store.versions(&name).await?;
@@ -323,6 +337,7 @@ pub async fn run(
                 || deletion_text(&name, &done),
             );
         }
+        SecretCommand::Verify { .. } => unreachable!("rotor secret verify runs in cli::verify"),
         SecretCommand::Restore { name } => {
             let info = store.restore(&name).await?;
             out.print(&info, || format!("secret '{}' restored", info.name));

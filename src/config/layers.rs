@@ -16,7 +16,7 @@ const MAX_FILE: u64 = 1024 * 1024;
 
 /// `ROTOR_…` variables and the settings they set. `ROTOR_MASTER_KEY` is key material, not a
 /// setting: the store reads it itself.
-pub const ENV: [(&str, &str); 24] = [
+pub const ENV: [(&str, &str); 26] = [
     ("ROTOR_DATA_DIR", "data_dir"),
     ("ROTOR_STORE", "store.url"),
     ("ROTOR_STORE_CONNECT_TIMEOUT", "store.connect_timeout"),
@@ -33,6 +33,8 @@ pub const ENV: [(&str, &str); 24] = [
     ("ROTOR_TEST_RETRIES", "worker.test_retries"),
     ("ROTOR_TEST_RETRY_DELAY", "worker.test_retry_delay"),
     ("ROTOR_METRICS_LISTEN", "worker.metrics_listen"),
+    ("ROTOR_VERIFY_INTERVAL", "worker.verify_interval"),
+    ("ROTOR_ON_DRIFT", "worker.on_drift"),
     ("ROTOR_SERVER_METRICS_LISTEN", "server.metrics_listen"),
     ("ROTOR_LOG_FORMAT", "log.format"),
     ("ROTOR_LOG", "log.level"),
@@ -135,8 +137,9 @@ fn env_provider() -> EnvLayer {
 struct EnvLayer;
 
 /// Settings whose values are text, whatever they look like.
-const TEXT_KEYS: [&str; 7] = [
+const TEXT_KEYS: [&str; 8] = [
     "api.listen",
+    "worker.on_drift",
     "data_dir",
     "store.url",
     "master_key.file",

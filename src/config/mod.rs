@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use layers::{load, CommandLine, Loaded, ENV};
 pub use runtime::{ApiSettings, EngineConfig, WorkerConfig, DEFAULT_MAX_CONNECTIONS};
 pub use sections::{
-    ApiConfig, AuditSettings, LogFormat, LogSettings, MasterKeySettings, ServerSettings,
+    ApiConfig, AuditSettings, LogFormat, LogSettings, MasterKeySettings, OnDrift, ServerSettings,
     StoreSettings, WorkerSettings,
 };
 pub use webhook::{Event, WebhookSettings};

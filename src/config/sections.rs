@@ -86,6 +86,23 @@ pub struct WorkerSettings {
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Check each managed secret's current credential on its target this often (drift);
+    /// `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub verify_interval: Duration,
+    /// What a drifted secret gets: `report`, or `rotate` at once.
+    pub on_drift: OnDrift,
+}
+
+/// What the worker does with a secret whose target refuses its current credential.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrift {
+    /// Record, audit, count and announce it.
+    #[default]
+    Report,
+    /// The same, then rotate the secret at once.
+    Rotate,
 }
 
 impl Default for WorkerSettings {
@@ -104,6 +121,8 @@ impl Default for WorkerSettings {
             test_retries: e.test_retries,
             test_retry_delay: e.test_retry_delay,
             metrics_listen: None,
+            verify_interval: Duration::from_secs(3600),
+            on_drift: OnDrift::Report,
         }
     }
 }

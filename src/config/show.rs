@@ -65,6 +65,11 @@ impl Loaded {
                 "worker.metrics_listen".into(),
                 opt(w.metrics_listen.map(|a| a.to_string())),
             ),
+            ("worker.verify_interval".into(), d(w.verify_interval)),
+            (
+                "worker.on_drift".into(),
+                format!("{:?}", w.on_drift).to_lowercase(),
+            ),
             (
                 "log.format".into(),
                 format!("{:?}", c.log.format).to_lowercase(),

@@ -66,6 +66,8 @@ pub enum Event {
     SecretFailed,
     /// The secret's next rotation is within the webhook's `due_soon`.
     SecretDueSoon,
+    /// A drift check found the target refusing the secret's current credential.
+    SecretDrifted,
 }
 
 impl Event {
@@ -76,6 +78,7 @@ impl Event {
             Event::RotationSucceeded => "rotation_succeeded",
             Event::SecretFailed => "secret_failed",
             Event::SecretDueSoon => "secret_due_soon",
+            Event::SecretDrifted => "secret_drifted",
         }
     }
 }

@@ -16,12 +16,14 @@
 //! blocks rotation.
 
 mod between;
+mod drift;
 mod drive;
 mod failure;
 mod job;
 mod lease;
 mod schedule;
 
+pub use drift::Verdict;
 pub(crate) use job::RotationState;
 pub use job::{Job, Step};
 pub use lease::{release, still_held, Claim, Held};

@@ -9,6 +9,7 @@ mod support;
 #[path = "../testkit/rotator.rs"]
 mod testkit_rotator;
 
+mod agent;
 mod api;
 mod api_conflicts;
 mod cli;
@@ -17,6 +18,7 @@ mod console;
 mod databases;
 mod deletion;
 mod deploy;
+mod drift;
 mod encryption;
 mod flags;
 mod followups;

@@ -271,33 +271,21 @@ impl RamClient {
         let date = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let request = match self.style {
             SignatureStyle::V3 => {
-                let body_sha = sign::sha256_hex(b"");
-                let headers: Vec<(String, String)> = vec![
-                    ("host".into(), self.host.clone()),
-                    ("x-acs-action".into(), action.into()),
-                    ("x-acs-version".into(), VERSION.into()),
-                    ("x-acs-date".into(), date),
-                    ("x-acs-signature-nonce".into(), nonce),
-                    ("x-acs-content-sha256".into(), body_sha.clone()),
-                ];
-                let (signature, names) = sign::v3_signature(
-                    &self.secret,
-                    "POST",
-                    "/",
-                    &params,
-                    &sign::headers_to_sign(&headers),
-                    &body_sha,
-                );
+                let signed = sign::RpcRequest {
+                    host: &self.host,
+                    action,
+                    version: VERSION,
+                    query: &params,
+                    date: &date,
+                    nonce: &nonce,
+                };
                 let mut url = self.endpoint.clone();
                 url.set_query(Some(&sign::canonical_query(&params)));
                 let mut request = self.http.post(url);
-                for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+                for (k, v) in signed.signed_headers(&self.key_id, &self.secret) {
                     request = request.header(k, v);
                 }
-                request.header(
-                    "authorization",
-                    sign::v3_authorization(&self.key_id, &names, &signature),
-                )
+                request
             }
             SignatureStyle::V1 => {
                 let mut all = params;

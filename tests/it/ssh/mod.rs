@@ -3,6 +3,7 @@
 //! sudo). Logins are checked with the OpenSSH client (`ssh`, and `sshpass` for passwords), not
 //! with rotor's own code.
 
+mod drift;
 mod hosts;
 mod keys;
 mod kills;
