@@ -83,6 +83,8 @@ pub async fn serve(store: &Store, registry: Registry, settings: &Config) -> Resu
     if let Some(addr) = settings.server.metrics_listen {
         crate::telemetry::serve(addr, store.clone(), stop.clone()).await?;
         crate::telemetry::zero_rotations(&registry);
+        // Before the API starts: a scrape between the two already sees its series.
+        crate::telemetry::zero_api(&Action::names());
     }
     // The same engine as the worker's, webhooks included.
     let (engine, dispatcher) = super::rotate::engine(store, registry, settings)?;

@@ -172,6 +172,10 @@ pub async fn worker(store: &Store, registry: Registry, settings: &Config) -> Res
     if let Some(addr) = settings.worker.metrics_listen {
         crate::telemetry::serve(addr, store.clone(), shutdown.clone()).await?;
         crate::telemetry::zero_rotations(&registry);
+        if settings.api.listen.is_some() {
+            // Before the API starts: a scrape between the two already sees its series.
+            crate::telemetry::zero_api(&crate::policy::Action::names());
+        }
         config.metrics = true;
     }
     let (engine, dispatcher) = engine(store, registry, settings)?;
