@@ -169,6 +169,14 @@ pub(super) async fn rotation_settings(
     };
     let policy = if form.mode == "disable" {
         None
+    } else if form.mode != "interval" {
+        return again(
+            &console,
+            &active,
+            &name,
+            Extras::error("mode", "choose Every (an interval) or Off"),
+        )
+        .await;
     } else {
         let interval = match crate::model::parse_duration(&form.interval) {
             Ok(d) => d,

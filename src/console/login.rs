@@ -75,7 +75,7 @@ pub(super) async fn submit(
     }
     let address = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(c)| c.0.ip());
     let name = login.user.trim().to_owned();
-    if let Some(wait) = console.throttle.wait(&name, address, Instant::now()) {
+    if let Err(wait) = console.throttle.attempt(&name, address, Instant::now()) {
         return form(
             StatusCode::TOO_MANY_REQUESTS,
             &name,
@@ -107,6 +107,7 @@ pub(super) async fn submit(
         Some(f) => (Some(f.password_hash), Some(f.policy)),
         None => (None, None),
     };
+    let signed_in_with = hash.clone().unwrap_or_default();
     let matched = password::verify(Zeroizing::new(login.password), hash).await;
     let store = console.store_for(if valid_name { name.as_str() } else { "-" });
     match policy {
@@ -121,7 +122,9 @@ pub(super) async fn submit(
                     Some(&address.to_string()),
                 )
                 .await;
-            let token = console.sessions.open(&name, policy, Instant::now());
+            let token = console
+                .sessions
+                .open(&name, &signed_in_with, policy, Instant::now());
             let mut response = Redirect::to("/console/secrets").into_response();
             response
                 .headers_mut()
@@ -129,7 +132,7 @@ pub(super) async fn submit(
             response
         }
         _ => {
-            console.throttle.failed(&name, address, Instant::now());
+            // Counted as failed when it was let in.
             let detail = format!("from {address}");
             let _ = store
                 .record_console_event("console.login", None, None, "failed", Some(&detail))

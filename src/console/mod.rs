@@ -121,8 +121,40 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: &Api) -> Router<S> {
         .route("/audit", get(pages::audit))
         .fallback(|| async { layout::not_found() })
         .layer(DefaultBodyLimit::max(MAX_FORM))
+        .layer(axum::middleware::from_fn(read_body))
         .layer(axum::middleware::map_response(headers::secure))
         .with_state(Console::new(api))
+}
+
+/// Reads every request's body whole, within the API's read timeout and the form limit, before
+/// any handler sees it: a sender that trickles a body holds a connection no longer here than on
+/// the API (`408`), an oversized one gets `413`.
+async fn read_body(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        crate::api::server::READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_FORM),
+    )
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Ok(Err(_)) => layout::message(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "The form is larger than the console takes.",
+        ),
+        Err(_) => layout::message(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "Too slow",
+            "The request body did not arrive in time.",
+        ),
+    }
 }
 
 /// Whether `policy` allows every action on every secret (a `*:*` rule): what the pages about

@@ -40,10 +40,14 @@ pub(super) struct Active {
     /// The token forms must carry.
     pub csrf: String,
     key: [u8; 32],
+    credential: [u8; 32],
 }
 
 struct Session {
     user: String,
+    /// A digest of the user's password hash when the session began: a user deleted and made
+    /// again (a new hash, with its own salt) or given a new password never meets it.
+    credential: [u8; 32],
     policy: Policy,
     csrf: String,
     created: Instant,
@@ -67,9 +71,14 @@ fn key_of(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+fn credential_of(password_hash: &str) -> [u8; 32] {
+    Sha256::digest(password_hash.as_bytes()).into()
+}
+
 impl Sessions {
-    /// A new session for `user`; returns its token (for the cookie).
-    pub fn open(&self, user: &str, policy: Policy, now: Instant) -> String {
+    /// A new session for `user`, signed in with the password whose stored hash is
+    /// `password_hash`; returns its token (for the cookie).
+    pub fn open(&self, user: &str, password_hash: &str, policy: Policy, now: Instant) -> String {
         let token = format!(
             "{}{}",
             crate::crypto::random_id(),
@@ -86,6 +95,7 @@ impl Sessions {
             key_of(&token),
             Session {
                 user: user.to_owned(),
+                credential: credential_of(password_hash),
                 policy,
                 csrf: crate::crypto::random_id(),
                 created: now,
@@ -110,6 +120,7 @@ impl Sessions {
             policy: session.policy.clone(),
             csrf: session.csrf.clone(),
             key,
+            credential: session.credential,
         })
     }
 
@@ -154,11 +165,23 @@ pub(super) fn cleared_cookie() -> HeaderValue {
     )
 }
 
-/// The signed-in user of a request, still enabled in the store, if any.
+/// The signed-in user of a request, if any: still enabled in the store, with the password it
+/// signed in with (not a user deleted and made again under its name), and with the rules the
+/// store holds now.
 pub(super) async fn current(console: &Console, headers: &HeaderMap) -> Option<Active> {
-    let active = console.sessions.get(token(headers)?, Instant::now())?;
+    let mut active = console.sessions.get(token(headers)?, Instant::now())?;
     match console.store.console_login(&active.user).await {
-        Ok(Some(login)) if login.enabled => Some(active),
+        Ok(Some(login))
+            if login.enabled && credential_of(&login.password_hash) == active.credential =>
+        {
+            active.policy = login.policy;
+            Some(active)
+        }
+        Ok(Some(login)) if login.enabled => {
+            // Another user of that name now: this session was its predecessor's.
+            console.sessions.close(&active);
+            None
+        }
         Ok(_) => {
             console.sessions.close_user(&active.user);
             None
@@ -230,7 +253,7 @@ mod tests {
     fn sessions_end_when_idle_or_too_old() {
         let sessions = Sessions::default();
         let start = Instant::now();
-        let token = sessions.open("ops", Policy::default(), start);
+        let token = sessions.open("ops", "hash", Policy::default(), start);
         let minute = Duration::from_secs(60);
         assert_eq!(sessions.get(&token, start + minute).unwrap().user, "ops");
         // Busy: every request within the idle timeout keeps it, up to the absolute one.
@@ -241,7 +264,7 @@ mod tests {
         }
         assert!(sessions.get(&token, start + ABSOLUTE_TIMEOUT).is_none());
         // Idle.
-        let token = sessions.open("ops", Policy::default(), start);
+        let token = sessions.open("ops", "hash", Policy::default(), start);
         assert!(sessions.get(&token, start + IDLE_TIMEOUT).is_none());
         assert!(sessions.get("not-a-token", start).is_none());
     }

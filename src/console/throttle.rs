@@ -1,7 +1,11 @@
 //! Failed console logins, counted per user name and per client address. After
 //! [`FREE_FAILURES`] failures in a row, the name (or address) must wait before it may try again:
-//! 30 s, doubling with every further failure, up to [`MAX_LOCK`]. A login that succeeds clears
-//! both counts. While either waits, a login is refused without checking the password. Names
+//! 30 s, doubling with every further failure, up to [`MAX_LOCK`]. An attempt counts as a
+//! failure from the moment it is let in ([`Throttle::attempt`]), before its password is checked,
+//! so attempts sent at once cannot all pass while the first are still being checked. A login
+//! that succeeds clears the name's count and takes back its own count at the address (one
+//! account must not reset the count of guesses from its address at other names). A count left alone for [`MAX_LOCK`]
+//! starts again. While either waits, a login is refused without checking the password. Names
 //! that do not exist are counted like those that do, so the answers do not tell them apart.
 
 use std::collections::HashMap;
@@ -23,6 +27,7 @@ const MAX_TRACKED: usize = 50_000;
 struct Failures {
     count: u32,
     until: Option<Instant>,
+    last: Instant,
 }
 
 struct Counts<K>(Mutex<HashMap<K, Failures>>);
@@ -48,11 +53,30 @@ impl<K: Hash + Eq> Counts<K> {
         let f = map.entry(key).or_insert(Failures {
             count: 0,
             until: None,
+            last: now,
         });
+        if now.duration_since(f.last) >= MAX_LOCK && f.until.is_none_or(|u| u <= now) {
+            // Quiet for as long as the longest wait: start again.
+            f.count = 0;
+            f.until = None;
+        }
+        f.last = now;
         f.count = f.count.saturating_add(1);
         if f.count >= FREE_FAILURES {
             let doublings = (f.count - FREE_FAILURES).min(16);
             f.until = Some(now + (FIRST_LOCK * 2u32.pow(doublings)).min(MAX_LOCK));
+        }
+    }
+
+    /// Takes back one counted failure (an attempt that succeeded after all), with the wait it
+    /// may have started.
+    fn undo_one(&self, key: &K) {
+        let mut map = self.0.lock().expect("login throttle");
+        if let Some(f) = map.get_mut(key) {
+            f.count = f.count.saturating_sub(1);
+            if f.count < FREE_FAILURES {
+                f.until = None;
+            }
         }
     }
 
@@ -66,6 +90,8 @@ impl<K: Hash + Eq> Counts<K> {
 pub(super) struct Throttle {
     users: Counts<String>,
     addresses: Counts<IpAddr>,
+    /// Makes [`attempt`](Self::attempt)'s check and count one step.
+    gate: Mutex<()>,
 }
 
 impl Throttle {
@@ -76,22 +102,59 @@ impl Throttle {
         user.max(address)
     }
 
+    /// Lets a login attempt in, counted as a failure until it succeeds; or how long `user` or
+    /// `address` must still wait. Checked and counted under one lock each, so attempts sent at
+    /// once are counted before any password is checked.
+    pub fn attempt(&self, user: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
+        let _one_at_a_time = self.gate.lock().expect("login throttle");
+        if let Some(wait) = self.wait(user, address, now) {
+            return Err(wait);
+        }
+        self.failed(user, address, now);
+        Ok(())
+    }
+
     /// Counts a failed login.
     pub fn failed(&self, user: &str, address: IpAddr, now: Instant) {
         self.users.failed(user.to_owned(), now);
         self.addresses.failed(address, now);
     }
 
-    /// A login succeeded: both start again from zero.
+    /// A login succeeded: the name starts again from zero; the address only takes back this
+    /// attempt (one account must not wipe its address's count of guesses at other names).
     pub fn succeeded(&self, user: &str, address: IpAddr) {
         self.users.cleared(&user.to_owned());
-        self.addresses.cleared(&address);
+        self.addresses.undo_one(&address);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_sent_at_once_are_counted_before_their_passwords_are_checked() {
+        let t = Throttle::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let now = Instant::now();
+        // Ten attempts in flight at once (none checked yet): only five are let in.
+        let let_in = (0..10).filter(|_| t.attempt("ops", a, now).is_ok()).count();
+        assert_eq!(let_in, FREE_FAILURES as usize);
+        // A success takes back its own count at the address, and clears the name.
+        let t = Throttle::default();
+        for _ in 0..3 {
+            t.attempt("ops", a, now).unwrap();
+            t.succeeded("ops", a);
+        }
+        for _ in 0..FREE_FAILURES - 1 {
+            t.attempt("dev", a, now).unwrap();
+        }
+        assert!(
+            t.attempt("qa", a, now).is_ok(),
+            "logins that succeeded are not guesses"
+        );
+        assert!(t.attempt("qa", a, now).is_err(), "the address waits now");
+    }
 
     #[test]
     fn five_failures_then_waits_that_double_up_to_the_cap() {
@@ -116,7 +179,11 @@ mod tests {
         assert_eq!(t.wait("ops", b, now), Some(MAX_LOCK));
         assert_eq!(t.wait("ops", b, now + MAX_LOCK), None);
         t.succeeded("ops", a);
-        t.failed("ops", a, now);
-        assert_eq!(t.wait("ops", a, now), None);
+        t.failed("ops", b, now);
+        assert_eq!(t.wait("ops", b, now), None, "a success clears the name");
+        assert!(
+            t.wait("dev", a, now).is_some(),
+            "but not the address's guesses at other names"
+        );
     }
 }
