@@ -154,20 +154,32 @@ impl Store {
 
     /// Deletes a key (by name or id).
     pub async fn delete_access_key(&self, key: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM access_keys WHERE name = $1 OR key_id = $1")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("no access key '{key}'")));
-        }
-        let detail = format!("access key {key}");
-        self.audit(
-            &mut tx,
-            Entry::new("access_key.delete", None).detail(&detail),
+        self.delete_principal(
+            "DELETE FROM access_keys WHERE name = $1 OR key_id = $1",
+            key,
+            "access key",
+            "access_key.delete",
         )
-        .await?;
+        .await
+    }
+
+    /// Deletes the one principal (an AccessKey, a console user) `delete` (SQL taking `key` as
+    /// `$1`) removes, audited as `action`, or says there is no `what` of that name.
+    pub(super) async fn delete_principal(
+        &self,
+        delete: &str,
+        key: &str,
+        what: &str,
+        action: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(delete).bind(key).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!("no {what} '{key}'")));
+        }
+        let detail = format!("{what} {key}");
+        self.audit(&mut tx, Entry::new(action, None).detail(&detail))
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -122,22 +122,13 @@ impl Store {
 
     /// Deletes a console user; its sessions end at their next request.
     pub async fn delete_console_user(&self, name: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM console_users WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("no console user '{name}'")));
-        }
-        let detail = format!("console user {name}");
-        self.audit(
-            &mut tx,
-            Entry::new("console_user.delete", None).detail(&detail),
+        self.delete_principal(
+            "DELETE FROM console_users WHERE name = $1",
+            name,
+            "console user",
+            "console_user.delete",
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// The password hash, state and policy of console user `name`; `None` if no such user.
