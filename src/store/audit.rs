@@ -116,19 +116,51 @@ impl Store {
         actor: &str,
         entry: Entry<'_>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(self.clock.now_ms())
-        .bind(actor)
-        .bind(entry.action)
-        .bind(entry.secret)
-        .bind(entry.version)
-        .bind(entry.outcome)
-        .bind(entry.detail)
-        .execute(&mut *conn)
-        .await?;
+        self.audit_many(conn, &[(actor, entry)]).await
+    }
+
+    /// Writes several records inside the caller's transaction in one statement, in order
+    /// (their ids follow the order given), each with its actor.
+    pub(super) async fn audit_many(
+        &self,
+        conn: &mut AnyConnection,
+        records: &[(&str, Entry<'_>)],
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::from(
+            "INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) VALUES ",
+        );
+        for i in 0..records.len() {
+            let b = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7
+            ));
+        }
+        let now = self.clock.now_ms();
+        let mut query = sqlx::query(&sql);
+        for (actor, entry) in records {
+            query = query
+                .bind(now)
+                .bind(*actor)
+                .bind(entry.action)
+                .bind(entry.secret)
+                .bind(entry.version)
+                .bind(entry.outcome)
+                .bind(entry.detail);
+        }
+        query.execute(&mut *conn).await?;
         Ok(())
     }
 

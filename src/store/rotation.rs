@@ -255,6 +255,20 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<()> {
+        let version = self.advance_row(conn, claim, from, to).await?;
+        let action = format!("rotation.{from}");
+        self.audit_rotation(conn, claim, step_entry(&action, claim, version.as_deref()))
+            .await
+    }
+
+    /// Moves the job from `from` to `to` under this claim's lease; the job's version, if any.
+    async fn advance_row(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<String>> {
         let moved = sqlx::query(
             "UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
              WHERE secret_id = $3 AND step = $4 \
@@ -274,13 +288,7 @@ impl Store {
                 claim.name
             )));
         };
-        let action = format!("rotation.{from}");
-        let version: Option<String> = moved.try_get("version_id")?;
-        let mut entry = Entry::new(&action, Some(claim.name.as_str()));
-        if let Some(v) = &version {
-            entry = entry.version(v);
-        }
-        self.audit_rotation(conn, claim, entry).await
+        Ok(moved.try_get("version_id")?)
     }
 
     /// Promotes the pending version in one transaction: it becomes `ACSCurrent`, the old current
@@ -317,29 +325,39 @@ impl Store {
         claim: &Lease,
         version: &VersionId,
     ) -> Result<()> {
+        let id = self.promote_stages(&mut *conn, claim, version).await?;
+        sqlx::query(
+            "UPDATE secrets SET last_rotation_at = $1, updated_at = $1, failure_reason = NULL, \
+                    failure_attempts = NULL, failure_at = NULL \
+             WHERE id = $2",
+        )
+        .bind(self.clock.now_ms())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+        self.audit_rotation(conn, claim, promote_entry(claim, version))
+            .await
+    }
+
+    /// The stages of a promotion, under the locked row's lease: `version` becomes
+    /// `ACSCurrent`, the old current `ACSPrevious`, `ACSPending` goes, old versions are pruned.
+    /// The secret's times and failure are the caller's to write. Returns the secret's id.
+    async fn promote_stages(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        version: &VersionId,
+    ) -> Result<i64> {
         let row = self.claimed_row(&mut *conn, claim, true).await?;
         check_lease(&row, claim)?;
-        let now = self.clock.now_ms();
         move_current(&mut *conn, row.id, version).await?;
         sqlx::query("DELETE FROM version_stages WHERE secret_id = $1 AND stage = 'ACSPending' AND version_id = $2")
             .bind(row.id)
             .bind(version.as_str())
             .execute(&mut *conn)
             .await?;
-        sqlx::query(
-            "UPDATE secrets SET last_rotation_at = $1, updated_at = $1, failure_reason = NULL, \
-                    failure_attempts = NULL, failure_at = NULL \
-             WHERE id = $2",
-        )
-        .bind(now)
-        .bind(row.id)
-        .execute(&mut *conn)
-        .await?;
         prune(&mut *conn, row.id).await?;
-        let entry = Entry::new("rotation.promote", Some(row.name.as_str()))
-            .version(version.as_str())
-            .detail("ACSPending promoted to ACSCurrent");
-        self.audit_rotation(conn, claim, entry).await
+        Ok(row.id)
     }
 
     /// Ends a rotation: deletes the job, schedules the next rotation (and the rotator's
@@ -374,11 +392,20 @@ impl Store {
         followup: Option<i64>,
         verify: Option<i64>,
     ) -> Result<()> {
+        // The same writes as the three apart, with the secret's row updated once and the
+        // three records in one statement.
         let mut tx = self.begin_write().await?;
-        self.advance_in(&mut tx, claim, tested, finish).await?;
-        self.promote_in(&mut tx, claim, version).await?;
-        self.complete_in(&mut tx, claim, next, followup, verify)
+        let tested_version = self.advance_row(&mut tx, claim, tested, finish).await?;
+        self.promote_stages(&mut tx, claim, version).await?;
+        self.end_job(&mut tx, claim, next, followup, verify, true)
             .await?;
+        let action = format!("rotation.{tested}");
+        let entries = vec![
+            step_entry(&action, claim, tested_version.as_deref()),
+            promote_entry(claim, version),
+            finish_entry(claim),
+        ];
+        self.audit_rotation_many(&mut tx, claim, entries).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -390,6 +417,22 @@ impl Store {
         next: Option<Planned>,
         followup: Option<i64>,
         verify: Option<i64>,
+    ) -> Result<()> {
+        self.end_job(&mut *conn, claim, next, followup, verify, false)
+            .await?;
+        self.audit_rotation(conn, claim, finish_entry(claim)).await
+    }
+
+    /// Deletes the job, plans the next looks and gives up the lease (`promoted`: and records
+    /// the rotation time, clearing a failure, in the same update of the secret's row).
+    async fn end_job(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        next: Option<Planned>,
+        followup: Option<i64>,
+        verify: Option<i64>,
+        promoted: bool,
     ) -> Result<()> {
         sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
             .bind(claim.secret_id)
@@ -404,10 +447,8 @@ impl Store {
             followup_attempts: 0,
             verify,
         };
-        self.write_looks(&mut *conn, claim, &looks).await?;
-        let entry =
-            Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete");
-        self.audit_rotation(conn, claim, entry).await
+        self.write_looks_then(&mut *conn, claim, &looks, promoted)
+            .await
     }
 
     /// Writes what is planned next (after a follow-up or a check ran) and gives up the lease,
@@ -473,23 +514,45 @@ impl Store {
         claim: &Lease,
         looks: &Looks,
     ) -> Result<()> {
+        self.write_looks_then(conn, claim, looks, false).await
+    }
+
+    /// [`write_looks`](Self::write_looks); `promoted`: a rotation just promoted its version,
+    /// so the rotation time is set and a failure cleared in the same update.
+    async fn write_looks_then(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        looks: &Looks,
+        promoted: bool,
+    ) -> Result<()> {
         let earlier = looks.followup.is_some() || looks.verify.is_some();
-        let done = sqlx::query(
+        let sql = if promoted {
+            "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
+                    followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
+                    lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, \
+                    last_rotation_at = $9, updated_at = $9, failure_reason = NULL, \
+                    failure_attempts = NULL, failure_at = NULL \
+             WHERE id = $7 AND lease_token = $8"
+        } else {
             "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
                     followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL \
-             WHERE id = $7 AND lease_token = $8",
-        )
-        .bind(looks.next())
-        .bind(looks.deadline)
-        .bind(looks.followup)
-        .bind((looks.followup_attempts > 0).then_some(i64::from(looks.followup_attempts)))
-        .bind(if earlier { looks.rotation } else { None })
-        .bind(looks.verify)
-        .bind(claim.secret_id)
-        .bind(&claim.token)
-        .execute(&mut *conn)
-        .await?;
+             WHERE id = $7 AND lease_token = $8"
+        };
+        let mut query = sqlx::query(sql)
+            .bind(looks.next())
+            .bind(looks.deadline)
+            .bind(looks.followup)
+            .bind((looks.followup_attempts > 0).then_some(i64::from(looks.followup_attempts)))
+            .bind(if earlier { looks.rotation } else { None })
+            .bind(looks.verify)
+            .bind(claim.secret_id)
+            .bind(&claim.token);
+        if promoted {
+            query = query.bind(self.clock.now_ms());
+        }
+        let done = query.execute(&mut *conn).await?;
         if done.rows_affected() != 1 {
             return Err(lease_lost(&claim.name));
         }
@@ -684,24 +747,62 @@ impl Store {
         claim: &Lease,
         entry: Entry<'_>,
     ) -> Result<()> {
-        let lease = worker(&claim.owner);
-        let Some(actor) = &claim.requested_by else {
-            return self.audit_as(conn, &lease, entry).await;
-        };
-        let detail = match entry.detail {
-            Some(d) => format!("{d}; lease {lease}"),
-            None => format!("lease {lease}"),
-        };
-        self.audit_as(
-            conn,
-            actor,
-            Entry {
-                detail: Some(&detail),
-                ..entry
-            },
-        )
-        .await
+        self.audit_rotation_many(conn, claim, vec![entry]).await
     }
+
+    /// [`audit_rotation`](Self::audit_rotation) for several records, in one statement.
+    async fn audit_rotation_many(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Lease,
+        entries: Vec<Entry<'_>>,
+    ) -> Result<()> {
+        let lease = worker(&claim.owner);
+        let actor = claim.requested_by.as_deref().unwrap_or(&lease);
+        let details: Vec<Option<String>> = entries
+            .iter()
+            .map(|e| {
+                claim.requested_by.as_ref().map(|_| match e.detail {
+                    Some(d) => format!("{d}; lease {lease}"),
+                    None => format!("lease {lease}"),
+                })
+            })
+            .collect();
+        let records: Vec<(&str, Entry<'_>)> = entries
+            .into_iter()
+            .zip(&details)
+            .map(|(e, d)| match d {
+                Some(d) => (
+                    actor,
+                    Entry {
+                        detail: Some(d),
+                        ..e
+                    },
+                ),
+                None => (actor, e),
+            })
+            .collect();
+        self.audit_many(conn, &records).await
+    }
+}
+
+/// The record of a step that passed (`rotation.STEP`), with the job's version.
+fn step_entry<'a>(action: &'a str, claim: &'a Lease, version: Option<&'a str>) -> Entry<'a> {
+    let entry = Entry::new(action, Some(claim.name.as_str()));
+    match version {
+        Some(v) => entry.version(v),
+        None => entry,
+    }
+}
+
+fn promote_entry<'a>(claim: &'a Lease, version: &'a VersionId) -> Entry<'a> {
+    Entry::new("rotation.promote", Some(claim.name.as_str()))
+        .version(version.as_str())
+        .detail("ACSPending promoted to ACSCurrent")
+}
+
+fn finish_entry(claim: &Lease) -> Entry<'_> {
+    Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete")
 }
 
 /// What is planned for a secret between rotations, in ms since the epoch.

@@ -459,19 +459,23 @@ pub(super) async fn set_stage(
     Ok(())
 }
 
-/// Moves `ACSCurrent` to `to`; the version that had it becomes `ACSPrevious`.
+/// Moves `ACSCurrent` to `to`; the version that had it becomes `ACSPrevious` (unless it is
+/// `to`: then nothing changes). Two statements, no read.
 pub(super) async fn move_current(
     conn: &mut AnyConnection,
     secret_id: i64,
     to: &VersionId,
 ) -> Result<()> {
-    let old = stage_holder(conn, secret_id, &Stage::Current).await?;
-    if old.as_ref() == Some(to) {
-        return Ok(());
-    }
-    if let Some(old) = old {
-        set_stage(conn, secret_id, &Stage::Previous, &old).await?;
-    }
+    sqlx::query(
+        "INSERT INTO version_stages (secret_id, stage, version_id) \
+         SELECT secret_id, 'ACSPrevious', version_id FROM version_stages \
+         WHERE secret_id = $1 AND stage = 'ACSCurrent' AND version_id <> $2 \
+         ON CONFLICT (secret_id, stage) DO UPDATE SET version_id = excluded.version_id",
+    )
+    .bind(secret_id)
+    .bind(to.as_str())
+    .execute(&mut *conn)
+    .await?;
     set_stage(conn, secret_id, &Stage::Current, to).await
 }
 
