@@ -123,7 +123,8 @@ pub enum Command {
     /// Keep files, a program's environment and a local cache endpoint in step with rotations,
     /// through the API (on an application host; --config names the agent's own file).
     Agent(agent::AgentArgs),
-    /// Check that managed secrets' current credentials still log in on their targets (drift).
+    /// Check that managed secrets' current credentials (and dual accounts' previous ones) still
+    /// log in on their targets (drift).
     Verify(verify::VerifyArgs),
 }
 
