@@ -310,3 +310,67 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
     );
     rig.stop();
 }
+
+/// `ROTOR_CONFIG` names rotor's own configuration; exported on a host that runs both, it is not
+/// read as the agent's file: the agent takes `--config` or `ROTOR_AGENT_CONFIG`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reads_its_own_config_never_rotor_config() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    let rig = Rig::start(&t, &ALLOW);
+    t.ok(&[
+        "secret",
+        "create",
+        "app/token",
+        "--type",
+        "Generic",
+        "--value",
+        "Token-Value-1",
+    ]);
+    let agent_config = rig.config(&t, "1s", &template(&rig));
+    // rotor's own configuration: a valid rotor.toml, not an agent file.
+    let rotor_config = t.dir.path().join("rotor-own.toml");
+    std::fs::write(&rotor_config, "[worker]\nverify_interval = \"1h\"\n").unwrap();
+    let file = rig.out.join("token.env");
+    let once = |args: &[&str], env: &[(&str, &Path)]| {
+        let _ = std::fs::remove_file(&file);
+        let mut cmd = t.rotor();
+        cmd.args(["agent", "--once"]).args(args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let agent_config_text = agent_config.to_str().unwrap();
+
+    // ROTOR_AGENT_CONFIG with ROTOR_CONFIG exported: the agent's file is read, rotor's is not.
+    let (code, log) = once(
+        &[],
+        &[
+            ("ROTOR_CONFIG", &rotor_config),
+            ("ROTOR_AGENT_CONFIG", &agent_config),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("Token-Value-1"));
+    // --config wins over both.
+    let (code, log) = once(
+        &["--config", agent_config_text],
+        &[
+            ("ROTOR_CONFIG", &rotor_config),
+            ("ROTOR_AGENT_CONFIG", &rotor_config),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(file.exists());
+    // ROTOR_CONFIG alone names no agent file: the agent has only the environment, which gives
+    // no endpoint — it says so, not something about rotor.toml's [worker].
+    let (code, log) = once(&[], &[("ROTOR_CONFIG", &agent_config)]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("the agent needs an endpoint"), "{log}");
+    assert!(!file.exists());
+    rig.stop();
+}
