@@ -1,7 +1,8 @@
 //! The worker's drift checks (`[worker] verify_interval`, `on_drift`): every secret with a target
-//! has its `ACSCurrent` credential checked on its target once per interval, each at its own
-//! time within it (the store spreads and claims them). A refusal is drift: recorded on the
-//! secret (`describe` shows `Drift: … since …`), audited (`secret.drift`), counted
+//! has its `ACSCurrent` credential — and `ACSPrevious`, where it must still log in (dual
+//! accounts) — checked on its target once per interval, each at its own time within it (the
+//! store spreads and claims them). A refusal is drift: recorded on the secret with the stages
+//! refused (`describe` shows `Drift: ACSPrevious: … since …`), audited (`secret.drift`), counted
 //! (`rotor_secrets_drifted`) and announced (webhook `secret_drifted`); with `on_drift =
 //! "rotate"` the secret is rotated at once, then checked again. A target that cannot be reached
 //! is not drift: the check comes round again.
@@ -12,13 +13,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OnDrift;
-use crate::engine::{Engine, Outcome, Verdict};
+use crate::engine::{Engine, Outcome};
 use crate::model::SecretName;
 use crate::notify::{Event, Notice};
-use crate::store::DriftChange;
+use crate::store::{DriftChange, Refusal};
 
 /// Secrets checked per round.
 const PER_ROUND: usize = 16;
+
+/// Rotations `on_drift = "rotate"` runs for one drift: a dual account's drifted `ACSCurrent`
+/// takes two (see [`repair`]).
+const MAX_REPAIRS: usize = 2;
 
 /// How the worker checks for drift.
 #[derive(Clone, Copy, Debug)]
@@ -70,19 +75,24 @@ async fn check(
     on_drift: OnDrift,
     shutdown: &CancellationToken,
 ) {
-    let reason = match engine.check_drift(name).await {
-        Ok(Verdict::Works) => None,
-        Ok(Verdict::Drift(reason)) => Some(reason),
-        Ok(Verdict::Unreachable(e)) => {
-            tracing::info!(secret = %name, "drift check: the target cannot be reached (not drift): {e}");
-            return;
-        }
+    let findings = match engine.check_drift(name).await {
+        Ok(findings) => findings,
         Err(e) => {
             tracing::debug!(secret = %name, "drift check skipped: {e}");
             return;
         }
     };
-    let change = match store.record_drift_check(name, reason.as_deref()).await {
+    let drift = findings.drift();
+    if drift.is_none() {
+        if let Some(e) = findings.unreachable() {
+            tracing::info!(secret = %name, "drift check: the target cannot be reached (not drift): {e}");
+            return;
+        }
+    }
+    let refused = drift
+        .as_ref()
+        .map(|(stages, reason)| Refusal { stages, reason });
+    let change = match store.record_drift_check(name, refused).await {
         Ok(change) => change,
         Err(e) => {
             crate::telemetry::store_error();
@@ -90,27 +100,23 @@ async fn check(
             return;
         }
     };
-    if let (Some(_), OnDrift::Rotate) = (&reason, on_drift) {
-        if change == DriftChange::Started {
-            announce(engine, store, name, reason.as_deref().unwrap_or_default()).await;
-        }
-        repair(engine, store, name, shutdown).await;
-        return;
-    }
-    match (change, reason) {
-        (DriftChange::Started, Some(reason)) => {
-            announce(engine, store, name, &reason).await;
+    match (change, &drift) {
+        (DriftChange::Started | DriftChange::Changed, Some((_, reason))) => {
+            announce(engine, store, name, reason).await;
         }
         (DriftChange::Resolved, _) => {
-            tracing::info!(secret = %name, "drift resolved: the current credential logs in again");
+            tracing::info!(secret = %name, "drift resolved: the credentials log in again");
         }
         _ => {}
+    }
+    if let (Some(_), OnDrift::Rotate) = (&drift, on_drift) {
+        repair(engine, store, name, shutdown).await;
     }
 }
 
 /// A new drift: logged, and announced to the webhooks that want `secret_drifted`.
 async fn announce(engine: &Engine, store: &crate::store::Store, name: &SecretName, reason: &str) {
-    tracing::warn!(secret = %name, "drift: the target refuses the current credential: {reason}");
+    tracing::warn!(secret = %name, "drift: the target refuses a credential: {reason}");
     if let Some(notifier) = engine.notifier() {
         let ty = store
             .describe(name)
@@ -124,23 +130,42 @@ async fn announce(engine: &Engine, store: &crate::store::Store, name: &SecretNam
 }
 
 /// `on_drift = "rotate"`: rotates the secret now (the admin sets a new credential), then checks
-/// it again so that the drift is cleared at once.
+/// it again so that the drift is cleared at once. A rotation makes a new `ACSPrevious` (the
+/// credential that was current), so a drifted `ACSPrevious` is repaired by one; a drifted
+/// `ACSCurrent` of a dual account becomes `ACSPrevious` by that rotation and is repaired by a
+/// second one (its account then gets a new password and becomes current).
 async fn repair(
     engine: &Engine,
     store: &crate::store::Store,
     name: &SecretName,
     shutdown: &CancellationToken,
 ) {
-    match engine.rotate_now(name, shutdown).await {
-        Ok(Outcome::Rotated { version_id }) => {
-            tracing::info!(secret = %name, version = %version_id, "drift repaired by a rotation");
-            if let Ok(Verdict::Works) = engine.check_drift(name).await {
-                let _ = store.record_drift_check(name, None).await;
+    for _ in 0..MAX_REPAIRS {
+        match engine.rotate_now(name, shutdown).await {
+            Ok(Outcome::Rotated { version_id }) => {
+                tracing::info!(secret = %name, version = %version_id, "drift repaired by a rotation");
+            }
+            Ok(other) => {
+                tracing::warn!(secret = %name, "the rotation after drift did not complete: {other:?}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(secret = %name, "the rotation after drift failed: {e}");
+                return;
             }
         }
-        Ok(other) => {
-            tracing::warn!(secret = %name, "the rotation after drift did not complete: {other:?}")
+        match engine.check_drift(name).await {
+            Ok(findings) if findings.works() => {
+                let _ = store.record_drift_check(name, None).await;
+                return;
+            }
+            // Only the credential that was current before the rotation is refused: the
+            // next rotation resets it.
+            Ok(findings)
+                if findings
+                    .drift()
+                    .is_some_and(|(stages, _)| stages == ["ACSPrevious"]) => {}
+            _ => return,
         }
-        Err(e) => tracing::warn!(secret = %name, "the rotation after drift failed: {e}"),
     }
 }

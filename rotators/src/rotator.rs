@@ -197,6 +197,15 @@ pub trait Rotator: Send + Sync {
     async fn check(&self, _cx: &RotationContext) -> Result<(), RotateError> {
         Ok(())
     }
+
+    /// A dry run of the `ACSPrevious` credential, for a rotator that promises it still logs in
+    /// until the next rotation (dual accounts): `Ok(true)` when it does, `Ok(false)` when
+    /// nothing is promised (no previous version, or a kind whose previous credential is
+    /// replaced in place). A refusal is fatal, a target that cannot be reached retryable, as
+    /// for [`check`](Self::check). Changes nothing.
+    async fn check_previous(&self, _cx: &RotationContext) -> Result<bool, RotateError> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The local cache endpoint (`[cache]`), for applications that ask at run time:
-//! `GET /v1/secret?SecretName=NAME` on a loopback address answers in the KMS `GetSecretValue`
-//! JSON shape from the agent's values. Every request must carry the token read from
+//! `GET /v1/secret?SecretName=NAME` on a loopback address or a Unix socket (owner-only, 0600)
+//! answers in the KMS `GetSecretValue` JSON shape from the agent's values. Every request, on
+//! either, must carry the token read from
 //! `token_file` in `X-Rotor-Token` (compared in constant time), and a request that came through
 //! a proxy (`X-Forwarded-For`, `Forwarded`) is refused: a server-side request forgery on this
 //! host cannot read secrets without the token (as AWS's Secrets Manager Agent does).
@@ -9,6 +10,7 @@
 //! whose version was last confirmed more than `ttl` ago is read again before it is served. An API
 //! that cannot be reached then keeps the last good value served.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -32,8 +34,15 @@ pub const TOKEN_HEADER: &str = "x-rotor-token";
 
 /// The cache endpoint, bound.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
+}
+
+/// Where the endpoint listens.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// The socket and its path, removed when the endpoint stops.
+    Unix(tokio::net::UnixListener, PathBuf),
 }
 
 struct Shared {
@@ -56,10 +65,21 @@ impl Server {
                     spec.token_file.display()
                 ))
             })?;
-        let listener = tokio::net::TcpListener::bind(spec.listen)
-            .await
-            .map_err(|e| Error::config(format!("cannot listen on {}: {e}", spec.listen)))?;
-        tracing::info!(listen = %spec.listen, "cache endpoint listening");
+        let listener = match (spec.listen, &spec.socket) {
+            (_, Some(path)) => {
+                let listener = bind_socket(path)?;
+                tracing::info!(socket = %path.display(), "cache endpoint listening");
+                Listener::Unix(listener, path.clone())
+            }
+            (Some(listen), None) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| Error::config(format!("cannot listen on {listen}: {e}")))?;
+                tracing::info!(listen = %listen, "cache endpoint listening");
+                Listener::Tcp(listener)
+            }
+            (None, None) => return Err(Error::invalid("[cache] needs listen or socket")),
+        };
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
@@ -70,23 +90,69 @@ impl Server {
         })
     }
 
-    /// The address bound.
+    /// The address bound, on TCP.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.listener.local_addr().ok()
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
     }
 
-    /// Serves until `cancel`.
+    /// Serves until `cancel`; a Unix socket is removed then.
     pub async fn serve(self, cancel: CancellationToken) {
         let app = Router::new()
             .route("/v1/secret", get(get_secret))
             .with_state(self.shared);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        let stop = async move { cancel.cancelled().await };
+        let served = match self.listener {
+            Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+            Listener::Unix(l, path) => {
+                let served = axum::serve(l, app).with_graceful_shutdown(stop).await;
+                let _ = std::fs::remove_file(&path);
+                served
+            }
+        };
         if let Err(e) = served {
             tracing::error!("the cache endpoint stopped: {e}");
         }
     }
+}
+
+/// Binds the Unix socket at `path`, owner-only from the start: made under umask 077 (the agent
+/// binds before its templates' files are written, so no other file is made meanwhile), then
+/// set to 0600. A stale socket left by an agent that died is replaced; one that answers, or a
+/// path that is not a socket, is refused.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::config(format!(
+                "[cache] socket {} exists and is not a socket",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::config(format!(
+                "[cache] socket {} is in use by another process",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| {
+            Error::config(format!(
+                "cannot remove the stale socket {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o077) };
+    let bound = tokio::net::UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener =
+        bound.map_err(|e| Error::config(format!("cannot listen on {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::config(format!("cannot chmod 600 {}: {e}", path.display())))?;
+    Ok(listener)
 }
 
 #[derive(serde::Deserialize)]

@@ -101,12 +101,16 @@ pub struct TemplateSpec {
     pub command: Option<String>,
 }
 
-/// `[cache]`: the local cache endpoint.
+/// `[cache]`: the local cache endpoint, on a loopback address or a Unix socket (one of them).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSpec {
     /// A loopback address (`127.0.0.1:2773`).
-    pub listen: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// A Unix socket, made owner-only (0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
     /// The file holding the token every request must carry (`X-Rotor-Token`); owner-only.
     pub token_file: PathBuf,
     /// How long a value is served before it is asked for again.
@@ -215,11 +219,16 @@ fn check(file: File) -> Result<Settings> {
         .map(|(i, t)| template(i + 1, t))
         .collect::<Result<Vec<_>>>()?;
     if let Some(cache) = &file.cache {
-        if !cache.listen.ip().is_loopback() {
-            return Err(Error::invalid(format!(
-                "[cache] listen {} is not a loopback address: the cache endpoint serves only this machine",
-                cache.listen
-            )));
+        match (cache.listen, &cache.socket) {
+            (Some(listen), None) if !listen.ip().is_loopback() => {
+                return Err(Error::invalid(format!(
+                    "[cache] listen {listen} is not a loopback address: the cache endpoint serves only this machine"
+                )));
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err(Error::invalid(
+                "[cache] needs one of listen (a loopback address) and socket (a Unix socket path)",
+            )),
         }
     }
     Ok(Settings {

@@ -1,9 +1,11 @@
 //! `rotor agent [--once]` and `rotor agent exec --env VAR=SECRET[#FIELD] -- CMD ARGS`: the
 //! agent on an application host (see [`crate::agent`]). It opens no store and reads no
-//! `rotor.toml`: `--config` names the agent's own file (`[agent]`, `[[template]]`, `[cache]`),
-//! and the `ROTOR_AGENT_…` variables give its connection settings.
+//! `rotor.toml`: `--config` (or `ROTOR_AGENT_CONFIG`, never `ROTOR_CONFIG`) names the agent's
+//! own file (`[agent]`, `[[template]]`, `[cache]`), and the `ROTOR_AGENT_…` variables give its
+//! connection settings.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +47,24 @@ pub struct ExecArgs {
     /// The program and its arguments (after --).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// The agent's own file: `--config` given on the command line, else `ROTOR_AGENT_CONFIG`.
+/// `ROTOR_CONFIG` names rotor's configuration: exported for rotor on the same host, it must not
+/// be read as the agent's file.
+pub(super) fn config_path(parsed: Option<PathBuf>, matches: &clap::ArgMatches) -> Option<PathBuf> {
+    use clap::parser::ValueSource;
+    // A global flag given after the subcommand is recorded on the deepest one.
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    match m.value_source("config") {
+        Some(ValueSource::CommandLine) => parsed,
+        _ => std::env::var_os("ROTOR_AGENT_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    }
 }
 
 /// Runs `rotor agent …` to its end and exits with its code: 0, the program's own code in exec

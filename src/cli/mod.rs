@@ -73,7 +73,8 @@ pub struct Cli {
     /// ROTOR_LOG or log.level. Default: `warn`, and `info` for worker and serve.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// The configuration file (TOML); DATA_DIR/rotor.toml is read when present.
+    /// The configuration file (TOML); DATA_DIR/rotor.toml is read when present. For `rotor
+    /// agent`, the agent's own file (ROTOR_AGENT_CONFIG; ROTOR_CONFIG is not read).
     #[arg(long, global = true, env = "ROTOR_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Settings given as flags, for the configuration's top layer (filled in by [`parse`]).
@@ -123,7 +124,8 @@ pub enum Command {
     /// Keep files, a program's environment and a local cache endpoint in step with rotations,
     /// through the API (on an application host; --config names the agent's own file).
     Agent(agent::AgentArgs),
-    /// Check that managed secrets' current credentials still log in on their targets (drift).
+    /// Check that managed secrets' current credentials (and dual accounts' previous ones) still
+    /// log in on their targets (drift).
     Verify(verify::VerifyArgs),
 }
 
@@ -191,6 +193,9 @@ pub fn parse(registry: &Registry, args: Vec<std::ffi::OsString>) -> Result<Cli, 
     let matches = command.try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     options::collect(&mut cli, &matches, registry)?;
+    if let Command::Agent(_) = cli.command {
+        cli.config = agent::config_path(cli.config.take(), &matches);
+    }
     cli.flags = flags(&cli, &matches);
     Ok(cli)
 }

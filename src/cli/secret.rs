@@ -157,8 +157,9 @@ pub enum SecretCommand {
         /// The secret's name.
         name: SecretName,
     },
-    /// Check that the secret's current credential still logs in on its target (drift): exit 0,
-    /// 6 when the target refuses it, 7 when the target cannot be reached.
+    /// Check that the secret's current credential (and a dual account's previous one) still
+    /// logs in on its target (drift): exit 0, 6 when the target refuses one, 7 when the target
+    /// cannot be reached.
     Verify {
         /// The secret's name.
         name: SecretName,
@@ -290,6 +291,9 @@ pub async fn run(
             let mut json = serde_json::to_value(&info).expect("serialisable output");
             if let Some(d) = &drift {
                 json["Drift"] = serde_json::to_value(d).expect("serialisable output");
+            }
+            if let Some(at) = store.next_drift_check(&name).await? {
+                json["NextDriftCheckTime"] = format_ms(at).into();
             }
             out.print(&json, || describe_text(&info, who));
         }

@@ -1,13 +1,14 @@
 //! `rotor verify NAME | --all` (and `rotor secret verify NAME`): drift checks on demand — does
-//! each managed secret's `ACSCurrent` credential still log in on its target? Exit 0 when every
-//! one does, 6 when a target refused one (drift), 7 when a target could not be reached.
+//! each managed secret's `ACSCurrent` credential still log in on its target, and its
+//! `ACSPrevious` one where it must (dual accounts)? Exit 0 when every one does, 6 when a target
+//! refused one (drift), 7 when a target could not be reached.
 
 use clap::Args;
 use serde_json::json;
 
 use super::output::{table, Output};
 use crate::config::Config;
-use crate::engine::Verdict;
+use crate::engine::{Findings, Verdict};
 use crate::error::{Error, Result};
 use crate::model::SecretName;
 use crate::store::Store;
@@ -47,38 +48,29 @@ pub async fn run(
     let mut rows = Vec::new();
     for name in &names {
         let verdict = match engine.check_drift(name).await {
-            Ok(v) => v,
+            Ok(findings) => findings,
             Err(e) if single => return Err(e),
-            Err(e) => Verdict::Unreachable(e.to_string()),
+            Err(e) => Findings {
+                current: Verdict::Unreachable(e.to_string()),
+                previous: None,
+            },
         };
         rows.push((name.clone(), verdict));
     }
     drop(engine);
     super::rotate::finish_webhooks(dispatcher, super::rotate::WEBHOOK_GRACE).await;
-    let drifted = rows
-        .iter()
-        .filter(|(_, v)| matches!(v, Verdict::Drift(_)))
-        .count();
-    let unreachable = rows
-        .iter()
-        .filter(|(_, v)| matches!(v, Verdict::Unreachable(_)))
-        .count();
-    let detail = |v: &Verdict| match v {
-        Verdict::Works => "the current credential logs in".to_owned(),
-        Verdict::Drift(m) | Verdict::Unreachable(m) => m.clone(),
-    };
-    let results: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|(n, v)| json!({"SecretName": n, "Verdict": v.as_str(), "Detail": detail(v)}))
-        .collect();
+    let count = |verdict: &str| rows.iter().filter(|(_, f)| f.verdict() == verdict).count();
+    let (drifted, unreachable) = (count("Drift"), count("Unreachable"));
+    let results: Vec<serde_json::Value> = rows.iter().map(|(n, f)| result(n, f)).collect();
     if single {
-        let (name, verdict) = &rows[0];
-        out.print(&results[0], || match verdict {
-            Verdict::Works => format!("secret '{name}': the current credential logs in"),
-            Verdict::Drift(m) => format!("secret '{name}': drift: {m}"),
-            Verdict::Unreachable(m) => {
-                format!("secret '{name}': the target cannot be reached: {m}")
-            }
+        let (name, findings) = &rows[0];
+        out.print(&results[0], || match findings.verdict() {
+            "Drift" => format!("secret '{name}': drift: {}", findings.detail()),
+            "Unreachable" => format!(
+                "secret '{name}': the target cannot be reached: {}",
+                findings.detail()
+            ),
+            _ => format!("secret '{name}': {}", findings.detail()),
         });
     } else {
         let summary = json!({
@@ -93,7 +85,7 @@ pub async fn run(
                 text = table(
                     &["SECRET", "VERDICT", "DETAIL"],
                     rows.iter()
-                        .map(|(n, v)| vec![n.to_string(), v.as_str().to_owned(), detail(v)])
+                        .map(|(n, f)| vec![n.to_string(), f.verdict().to_owned(), f.detail()])
                         .collect(),
                 );
                 text.push('\n');
@@ -108,7 +100,7 @@ pub async fn run(
     }
     if drifted > 0 {
         return Err(Error::Rotation(format!(
-            "{drifted} of {} secrets drifted: their current credential is refused",
+            "{drifted} of {} secrets drifted: a credential they must take is refused",
             rows.len()
         )));
     }
@@ -119,4 +111,20 @@ pub async fn run(
         )));
     }
     Ok(())
+}
+
+/// One secret's result for `--json`: the verdict, one line of detail, and each stage checked
+/// with its own verdict (`Stages`: `{"ACSCurrent": "Works", "ACSPrevious": "Drift"}`).
+fn result(name: &SecretName, findings: &Findings) -> serde_json::Value {
+    let stages: serde_json::Map<String, serde_json::Value> = findings
+        .stages()
+        .into_iter()
+        .map(|(stage, v)| (stage.to_owned(), json!(v.as_str())))
+        .collect();
+    json!({
+        "SecretName": name,
+        "Verdict": findings.verdict(),
+        "Detail": findings.detail(),
+        "Stages": stages,
+    })
 }

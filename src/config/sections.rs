@@ -86,22 +86,23 @@ pub struct WorkerSettings {
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Check each managed secret's current credential on its target this often (drift);
-    /// `0s`: never.
+    /// Check each managed secret's current credential (and a dual account's previous one) on
+    /// its target this often (drift); `0s`: never.
     #[serde(with = "humantime_serde")]
     pub verify_interval: Duration,
     /// What a drifted secret gets: `report`, or `rotate` at once.
     pub on_drift: OnDrift,
 }
 
-/// What the worker does with a secret whose target refuses its current credential.
+/// What the worker does with a secret whose target refuses a credential it must take.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnDrift {
     /// Record, audit, count and announce it.
     #[default]
     Report,
-    /// The same, then rotate the secret at once.
+    /// The same, then rotate the secret at once (twice for a dual account whose drifted
+    /// current credential the first rotation made its previous one).
     Rotate,
 }
 

@@ -66,7 +66,7 @@ pub enum Event {
     SecretFailed,
     /// The secret's next rotation is within the webhook's `due_soon`.
     SecretDueSoon,
-    /// A drift check found the target refusing the secret's current credential.
+    /// A drift check found the target refusing a credential the secret must take.
     SecretDrifted,
 }
 

@@ -23,7 +23,7 @@ mod job;
 mod lease;
 mod schedule;
 
-pub use drift::Verdict;
+pub use drift::{Findings, Verdict};
 pub(crate) use job::RotationState;
 pub use job::{Job, Step};
 pub use lease::{release, still_held, Claim, Held};

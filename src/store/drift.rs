@@ -1,7 +1,8 @@
 //! Drift state: when each secret with a target is next checked (`drift_check_at`, spread over the
 //! interval so that thousands of secrets do not arrive at once; claimed by moving it, so two
-//! workers never check one secret in the same round), and since when its target refuses the
-//! current credential (`drift_since`, `drift_reason`). A change of drift state is audited
+//! workers never check one secret in the same round), and since when its target refuses a
+//! credential it must take (`drift_since`), which stages (`drift_stages`: `ACSCurrent`,
+//! `ACSPrevious`) and why (`drift_reason`). A change of drift state is audited
 //! (`secret.drift`, outcome `drift` or `resolved`) in its own transaction.
 
 use std::time::Duration;
@@ -21,6 +22,8 @@ const BATCH: i64 = 1000;
 pub enum DriftChange {
     /// The secret was fine and now drifted.
     Started,
+    /// The secret had drifted and now other stages drift.
+    Changed,
     /// The secret had drifted and now logs in again.
     Resolved,
     /// No change.
@@ -36,8 +39,19 @@ pub struct Drift {
     pub since: i64,
     /// The same, as text.
     pub since_time: String,
-    /// The target's refusal.
+    /// The stages whose credential the target refuses (`ACSCurrent`, `ACSPrevious`).
+    pub stages: Vec<String>,
+    /// The target's refusal, each stage's named.
     pub reason: String,
+}
+
+/// A drift found by a check: the stages refused and the target's refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal<'a> {
+    /// The stages whose credential the target refuses.
+    pub stages: &'a [&'a str],
+    /// Why, each stage's named (never a value).
+    pub reason: &'a str,
 }
 
 fn spread(interval: Duration) -> i64 {
@@ -99,15 +113,16 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Records a check of `name`: `refused` is the target's refusal (drift), `None` a login
-    /// that worked. A change is audited as `secret.drift`.
+    /// Records a check of `name`: `refused` is the target's refusal (drift), `None` logins
+    /// that worked. A change — drift starts, other stages drift, drift ends — is audited as
+    /// `secret.drift`; other stages keep the time the drift started.
     pub async fn record_drift_check(
         &self,
         name: &SecretName,
-        refused: Option<&str>,
+        refused: Option<Refusal<'_>>,
     ) -> Result<DriftChange> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT drift_since FROM secrets WHERE name = $1")
+        let row = sqlx::query("SELECT drift_since, drift_stages FROM secrets WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -115,13 +130,24 @@ impl Store {
             return Ok(DriftChange::Same);
         };
         let was: Option<i64> = row.try_get("drift_since")?;
+        let was_stages: Option<String> = row.try_get("drift_stages")?;
         let change = match (was, refused) {
-            (None, Some(reason)) => {
+            (None, Some(_)) => DriftChange::Started,
+            (Some(_), Some(r)) if was_stages.as_deref() != Some(&*r.stages.join(" ")) => {
+                DriftChange::Changed
+            }
+            (Some(_), None) => DriftChange::Resolved,
+            _ => DriftChange::Same,
+        };
+        match (change, refused) {
+            (DriftChange::Started | DriftChange::Changed, Some(r)) => {
                 sqlx::query(
-                    "UPDATE secrets SET drift_since = $1, drift_reason = $2 WHERE name = $3",
+                    "UPDATE secrets SET drift_since = COALESCE(drift_since, $1), \
+                     drift_stages = $2, drift_reason = $3 WHERE name = $4",
                 )
                 .bind(self.clock.now_ms())
-                .bind(reason)
+                .bind(r.stages.join(" "))
+                .bind(r.reason)
                 .bind(name.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -129,14 +155,14 @@ impl Store {
                     &mut tx,
                     Entry::new("secret.drift", Some(name.as_str()))
                         .outcome("drift")
-                        .detail(reason),
+                        .detail(r.reason),
                 )
                 .await?;
-                DriftChange::Started
             }
-            (Some(_), None) => {
+            (DriftChange::Resolved, _) => {
                 sqlx::query(
-                    "UPDATE secrets SET drift_since = NULL, drift_reason = NULL WHERE name = $1",
+                    "UPDATE secrets SET drift_since = NULL, drift_stages = NULL, \
+                     drift_reason = NULL WHERE name = $1",
                 )
                 .bind(name.as_str())
                 .execute(&mut *tx)
@@ -145,31 +171,52 @@ impl Store {
                     &mut tx,
                     Entry::new("secret.drift", Some(name.as_str()))
                         .outcome("resolved")
-                        .detail("the current credential logs in again"),
+                        .detail("the credentials log in again"),
                 )
                 .await?;
-                DriftChange::Resolved
             }
-            _ => DriftChange::Same,
-        };
+            _ => {}
+        }
         tx.commit().await?;
         Ok(change)
     }
 
-    /// `name`'s drift, if its target refuses its current credential.
+    /// `name`'s drift, if its target refuses a credential it must take.
     pub async fn drift(&self, name: &SecretName) -> Result<Option<Drift>> {
-        let row = sqlx::query("SELECT drift_since, drift_reason FROM secrets WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT drift_since, drift_stages, drift_reason FROM secrets WHERE name = $1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let since: Option<i64> = row.try_get("drift_since")?;
+        let stages: Option<String> = row.try_get("drift_stages")?;
         let reason: Option<String> = row.try_get("drift_reason")?;
         Ok(since.map(|since| Drift {
             since,
             since_time: crate::clock::format_ms(since),
+            // A drift recorded before stages were (0014) was of ACSCurrent.
+            stages: stages
+                .as_deref()
+                .unwrap_or("ACSCurrent")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
             reason: reason.unwrap_or_default(),
         }))
+    }
+
+    /// When a worker next checks `name` for drift (ms since the epoch), once one has planned it.
+    pub async fn next_drift_check(&self, name: &SecretName) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT drift_check_at FROM secrets WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("drift_check_at")?,
+            None => None,
+        })
     }
 
     /// How many secrets have drifted (the `rotor_secrets_drifted` gauge).

@@ -43,7 +43,7 @@ use crate::files;
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use console_users::{ConsoleLogin, ConsoleUserInfo};
-pub use drift::{Drift, DriftChange};
+pub use drift::{Drift, DriftChange, Refusal};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;

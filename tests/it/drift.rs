@@ -1,6 +1,7 @@
 //! Drift checks on demand (`rotor secret verify NAME`, `rotor verify --all`): a PostgreSQL
-//! password and a Redis ACL password changed by hand are drift (exit 6); a target that cannot
-//! be reached is not (exit 7); a credential that logs in is fine (exit 0).
+//! password and a Redis ACL password changed by hand are drift (exit 6) — of `ACSCurrent`, or of
+//! `ACSPrevious` for a dual account's previous account, which must still log in; a target that
+//! cannot be reached is not (exit 7); credentials that log in are fine (exit 0).
 
 use sqlx::Executor;
 
@@ -136,8 +137,123 @@ async fn a_redis_acl_password_changed_by_hand_is_drift() {
     }
 }
 
+/// A dual account's previous account must still log in until the next rotation: its password
+/// changed by hand is drift of `ACSPrevious` (the current one still logs in); a rotation makes a
+/// new previous, which repairs it.
+#[tokio::test]
+async fn a_clone_password_changed_by_hand_is_drift_of_acs_previous_on_postgres() {
+    let pg = Pg::new().await;
+    let t = &pg.t;
+    let app = pg.name("pdrift");
+    t.ok(&create_rds(
+        "db/pdrift",
+        "pg",
+        &["--account", &app, "--database", &pg.db],
+    ));
+    let (code, body) = verdict(t, &["secret", "verify", "db/pdrift"]);
+    assert_eq!(code, Some(0), "{body}");
+    assert_eq!(body["Stages"]["ACSCurrent"], "Works", "{body}");
+    assert_eq!(body["Stages"]["ACSPrevious"], "Works", "{body}");
+    let previous = crate::databases::account_of(t, "db/pdrift", "ACSPrevious").await;
+    assert_eq!(previous.0, format!("{app}_clone"));
+    admin()
+        .await
+        .execute(format!("ALTER ROLE {} PASSWORD 'Changed-By-Hand-3'", previous.0).as_str())
+        .await
+        .unwrap();
+    previous_drifted(t, "db/pdrift", "password authentication failed");
+    repaired_by_a_rotation(t, "db/pdrift");
+    let now = crate::databases::account_of(t, "db/pdrift", "ACSCurrent").await;
+    assert_eq!(now.0, previous.0, "the drifted account is current again");
+    assert_eq!(pg.login(&now).await.unwrap(), now.0);
+    pg.cleanup_dual(&app).await;
+}
+
+#[tokio::test]
+async fn a_clone_acl_password_changed_by_hand_is_drift_of_acs_previous_on_redis() {
+    let t = &TestEnv::new(Backend::Sqlite).await;
+    redis_target(t).await;
+    let user = format!("dp_{}", &rotor::crypto::random_id()[..8]);
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/pdrift",
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
+        &user,
+        "--privilege",
+        "ReadWrite",
+    ]);
+    let (code, body) = verdict(t, &["secret", "verify", "cache/pdrift"]);
+    assert_eq!(code, Some(0), "{body}");
+    assert_eq!(body["Stages"]["ACSPrevious"], "Works", "{body}");
+    let previous = crate::databases::account_of(t, "cache/pdrift", "ACSPrevious").await;
+    assert_eq!(previous.0, format!("{user}_clone"));
+    let mut admin = redis_admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&previous.0)
+        .arg("resetpass")
+        .arg(">Changed-By-Hand-3")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    previous_drifted(t, "cache/pdrift", "refused");
+    repaired_by_a_rotation(t, "cache/pdrift");
+    let now = crate::databases::account_of(t, "cache/pdrift", "ACSCurrent").await;
+    assert_eq!(crate::databases::redis_login(&now).await.unwrap(), now.0);
+    for u in [user.clone(), format!("{user}_clone")] {
+        let _: Result<i64, _> = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&u)
+            .query_async(&mut admin)
+            .await;
+    }
+}
+
+/// `rotor secret verify` and `rotor verify --all` find `secret`'s `ACSPrevious` refused (with
+/// `refusal` in the reason) and its `ACSCurrent` logging in: exit 6, the stage named.
+fn previous_drifted(t: &TestEnv, secret: &str, refusal: &str) {
+    let (code, body) = verdict(t, &["secret", "verify", secret]);
+    assert_eq!(
+        (code, body["Verdict"].as_str()),
+        (Some(6), Some("Drift")),
+        "{body}"
+    );
+    assert_eq!(body["Stages"]["ACSCurrent"], "Works", "{body}");
+    assert_eq!(body["Stages"]["ACSPrevious"], "Drift", "{body}");
+    let detail = body["Detail"].as_str().unwrap();
+    assert!(detail.starts_with("ACSPrevious: "), "{body}");
+    assert!(detail.contains(refusal), "{body}");
+    assert!(!detail.contains("Changed-By-Hand"), "{body}");
+    let out = t.run(&["secret", "verify", secret]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("drift: ACSPrevious: "), "{text}");
+    let (code, body) = verdict(t, &["verify", "--all"]);
+    assert_eq!(
+        (code, body["Drifted"].as_u64()),
+        (Some(6), Some(1)),
+        "{body}"
+    );
+}
+
+/// A rotation makes the credential that was current `ACSPrevious` and gives the drifted account
+/// a new password as `ACSCurrent`: both log in again.
+fn repaired_by_a_rotation(t: &TestEnv, secret: &str) {
+    t.ok(&["rotate", secret]);
+    let (code, body) = verdict(t, &["secret", "verify", secret]);
+    assert_eq!(code, Some(0), "{body}");
+    assert_eq!(
+        body["Detail"], "ACSCurrent and ACSPrevious log in",
+        "{body}"
+    );
+}
+
 /// `rotor describe --json`'s `Drift`, if any.
-fn drift_of(t: &TestEnv, secret: &str) -> serde_json::Value {
+pub(crate) fn drift_of(t: &TestEnv, secret: &str) -> serde_json::Value {
     t.json(&["secret", "describe", secret])["Drift"].clone()
 }
 
@@ -153,7 +269,7 @@ fn worker(t: &TestEnv, on_drift: &str, metrics: &str) -> std::process::Child {
         .unwrap()
 }
 
-fn stop(mut worker: std::process::Child) {
+pub(crate) fn stop(mut worker: std::process::Child) {
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     assert!(worker.wait().unwrap().success());
 }

@@ -20,6 +20,7 @@ mod databases;
 mod deletion;
 mod deploy;
 mod drift;
+mod drift_schedule;
 mod encryption;
 mod flags;
 mod followups;

@@ -216,4 +216,24 @@ impl Rotator for AccountRotator {
             .await?;
         db.check_admin(target).await.map(|_| ())
     }
+
+    /// A dual account's previous account keeps its password until the next rotation resets
+    /// it: it must still log in. A single account has no previous credential that works.
+    async fn check_previous(&self, cx: &RotationContext) -> Result<bool, RotateError> {
+        let Some(previous) = cx.previous.as_ref().filter(|_| dual(cx)) else {
+            return Ok(false);
+        };
+        let previous = Account::from_value(&previous.value)?;
+        if previous.name == current(cx)?.name {
+            // Never rotated since an import that gave no partner: nothing to promise.
+            return Ok(false);
+        }
+        let target = cx.require_target()?;
+        let settings = DbSettings::from_json(&cx.settings)?;
+        self.server(target)?
+            .login(target, settings.database.as_deref(), &previous)
+            .await
+            .map_err(|e| e.scrub(&[previous.password()]))?;
+        Ok(true)
+    }
 }

@@ -310,3 +310,172 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
     );
     rig.stop();
 }
+
+/// `ROTOR_CONFIG` names rotor's own configuration; exported on a host that runs both, it is not
+/// read as the agent's file: the agent takes `--config` or `ROTOR_AGENT_CONFIG`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reads_its_own_config_never_rotor_config() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    let rig = Rig::start(&t, &ALLOW);
+    t.ok(&[
+        "secret",
+        "create",
+        "app/token",
+        "--type",
+        "Generic",
+        "--value",
+        "Token-Value-1",
+    ]);
+    let agent_config = rig.config(&t, "1s", &template(&rig));
+    // rotor's own configuration: a valid rotor.toml, not an agent file.
+    let rotor_config = t.dir.path().join("rotor-own.toml");
+    std::fs::write(&rotor_config, "[worker]\nverify_interval = \"1h\"\n").unwrap();
+    let file = rig.out.join("token.env");
+    let once = |args: &[&str], env: &[(&str, &Path)]| {
+        let _ = std::fs::remove_file(&file);
+        let mut cmd = t.rotor();
+        cmd.args(["agent", "--once"]).args(args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let agent_config_text = agent_config.to_str().unwrap();
+
+    // ROTOR_AGENT_CONFIG with ROTOR_CONFIG exported: the agent's file is read, rotor's is not.
+    let (code, log) = once(
+        &[],
+        &[
+            ("ROTOR_CONFIG", &rotor_config),
+            ("ROTOR_AGENT_CONFIG", &agent_config),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("Token-Value-1"));
+    // --config wins over both.
+    let (code, log) = once(
+        &["--config", agent_config_text],
+        &[
+            ("ROTOR_CONFIG", &rotor_config),
+            ("ROTOR_AGENT_CONFIG", &rotor_config),
+        ],
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(file.exists());
+    // ROTOR_CONFIG alone names no agent file: the agent has only the environment, which gives
+    // no endpoint — it says so, not something about rotor.toml's [worker].
+    let (code, log) = once(&[], &[("ROTOR_CONFIG", &agent_config)]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("the agent needs an endpoint"), "{log}");
+    assert!(!file.exists());
+    rig.stop();
+}
+
+/// `GET /v1/secret` over a Unix socket: status and body.
+fn unix_get(socket: &Path, token: Option<&str>) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let header = token.map_or(String::new(), |t| format!("X-Rotor-Token: {t}\r\n"));
+    write!(
+        stream,
+        "GET /v1/secret?SecretName=app/token HTTP/1.1\r\nHost: localhost\r\n{header}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// `[cache] socket = PATH`: the endpoint on a Unix socket, owner-only (0600), the token still
+/// required; a stale socket is replaced, a live one or another file refused; removed at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_endpoint_on_a_unix_socket_is_owner_only_and_still_wants_the_token() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    let rig = Rig::start(&t, &ALLOW);
+    t.ok(&[
+        "secret",
+        "create",
+        "app/token",
+        "--type",
+        "Generic",
+        "--value",
+        "Token-Value-1",
+    ]);
+    let token_file = t.dir.path().join("cache.token");
+    let token = rotor::crypto::random_id();
+    private_file(&token_file, &token);
+    let socket = t.dir.path().join("cache.sock");
+    // A stale socket, as an agent that died leaves it: replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let config = rig.config(
+        &t,
+        "300ms",
+        &format!(
+            "[cache]\nsocket = \"{}\"\ntoken_file = \"{}\"\n",
+            socket.display(),
+            token_file.display()
+        ),
+    );
+    let agent = rig.agent(&t, &["--config", config.to_str().unwrap()]);
+    wait_for(Duration::from_secs(10), "the cache socket", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is owner-only");
+    assert_eq!(unix_get(&socket, None).0, 403);
+    assert_eq!(unix_get(&socket, Some("wrong-token-wrong-token")).0, 403);
+    let (status, body) = unix_get(&socket, Some(&token));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["SecretData"], "Token-Value-1");
+
+    // A second agent on the same socket is refused (the first one answers); so is a path that
+    // is not a socket, and a [cache] with both listen and socket.
+    let run = |more: &str| {
+        let out = t
+            .rotor()
+            .args(["agent", "--config"])
+            .arg(rig.config(&t, "1s", more))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let with = |path: &Path| {
+        format!(
+            "[cache]\nsocket = \"{}\"\ntoken_file = \"{}\"\n",
+            path.display(),
+            token_file.display()
+        )
+    };
+    let (code, log) = run(&with(&socket));
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("in use"), "{log}");
+    let plain = t.dir.path().join("plain-file");
+    std::fs::write(&plain, "x").unwrap();
+    let (code, log) = run(&with(&plain));
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("not a socket"), "{log}");
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "x");
+    let (code, log) = run(&format!(
+        "[cache]\nlisten = \"127.0.0.1:{}\"\nsocket = \"{}\"\ntoken_file = \"{}\"\n",
+        free_port(),
+        socket.display(),
+        token_file.display()
+    ));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("one of listen"), "{log}");
+
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!socket.exists(), "the socket is removed at exit");
+    assert!(!log.contains("Token-Value-1"));
+    rig.stop();
+}

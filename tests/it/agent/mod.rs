@@ -5,6 +5,7 @@
 //! through `agent exec`.
 
 mod files;
+mod repair;
 mod rotations;
 
 use std::io::{BufRead, BufReader};

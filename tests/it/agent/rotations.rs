@@ -8,13 +8,13 @@ use crate::databases::{create_rds, redis_admin, redis_target, scram_port, Pg};
 
 const ROTATIONS: usize = 20;
 /// The agents' poll.
-const POLL: &str = "500ms";
+pub(super) const POLL: &str = "500ms";
 /// A rotation is in every agent's hands within the poll + 1 s.
-const IN_PLACE: Duration = Duration::from_millis(1500);
+pub(super) const IN_PLACE: Duration = Duration::from_millis(1500);
 
 /// The rendered file: account, password, version, one a line (a shell `read` takes any
 /// password rotor makes: they hold no space, quote or backslash).
-fn creds_template(secret: &str, rig: &Rig) -> String {
+pub(super) fn creds_template(secret: &str, rig: &Rig) -> String {
     format!(
         "[[template]]\ncontents = \"\"\"{{{{ secret('{secret}').AccountName }}}}\n{{{{ secret('{secret}').AccountPassword }}}}\n{{{{ secret('{secret}').VersionId }}}}\n\"\"\"\ndestination = \"{}\"\ncommand = \"echo reloaded >> {}\"\n",
         rig.out.join("creds").display(),
