@@ -140,11 +140,16 @@ async fn handle(
 
 /// `/` for calls, `/healthz` without authentication, the web console under `/console`,
 /// anything else `404`.
-fn router(api: Api) -> Router {
+fn router(api: Api, tls: bool) -> Router {
     Router::new()
         .route("/", any(handle))
         .route("/healthz", get(|| async { "ok\n" }))
-        .nest(crate::console::PREFIX, crate::console::router(&api))
+        .nest(crate::console::PREFIX, crate::console::router(&api, tls))
+        // `nest` serves `/console` but not `/console/`: sent to the former.
+        .route(
+            "/console/",
+            get(|| async { axum::response::Redirect::to(crate::console::PREFIX) }),
+        )
         .fallback(|| async {
             let e = ApiError::new(404, "InvalidAction.NotFound", "Requests go to /.");
             error_response(&e, &request_id())
@@ -201,7 +206,7 @@ pub async fn serve(
         .map_err(|e| Error::config(e.to_string()))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %local, scheme, "serving the KMS-compatible API");
-    let app = router(api);
+    let app = router(api, tls.is_some());
     let busy = busy_router();
     let open = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSING));

@@ -53,6 +53,7 @@ pub async fn run(store: &Store, args: &AuditArgs, out: &Output) -> Result<()> {
             since,
             action: args.action.clone(),
             limit: Some(args.limit),
+            ..AuditQuery::default()
         })
         .await?;
     out.print(&records, || {

@@ -6,15 +6,15 @@
 //! (`DeleteSecret`) and restore (`RestoreSecret`). A refusal comes back on the page, next to
 //! the field it is about.
 
+use super::form::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::details::{render, Extras};
-use super::layout::{encode, secret_url};
+use super::details::{render, Done, Extras};
+use super::layout::secret_url;
 use super::session::{self, Active};
 use super::{forbidden, Console};
 use crate::model::{RotationPolicy, RotationSchedule, SecretName, VersionId};
@@ -35,6 +35,12 @@ pub(super) struct ActionForm {
     #[serde(default)]
     interval: String,
     #[serde(default)]
+    cron: String,
+    #[serde(default)]
+    window: String,
+    #[serde(default)]
+    jitter: String,
+    #[serde(default)]
     days: String,
     #[serde(default)]
     force: Option<String>,
@@ -47,26 +53,42 @@ pub(super) async fn admit(
     form: &ActionForm,
     action: Action,
 ) -> Result<(Active, SecretName), Response> {
-    let active = session::require_change(console, headers, &form.csrf).await?;
-    let name = SecretName::parse(&form.name).map_err(|_| super::layout::not_found())?;
+    admit_named(console, headers, &form.csrf, &form.name, action).await
+}
+
+/// [`admit`] for a form of another shape: its CSRF token and secret name.
+pub(super) async fn admit_named(
+    console: &Console,
+    headers: &HeaderMap,
+    csrf: &str,
+    name: &str,
+    action: Action,
+) -> Result<(Active, SecretName), Response> {
+    let active = session::require_change(console, headers, csrf).await?;
+    let name = SecretName::parse(name).map_err(|_| super::layout::not_found())?;
     if !active.policy.allows(action, name.as_str()) {
         return Err(forbidden(action, name.as_str()));
     }
     Ok((active, name))
 }
 
-/// Back to the secret's page with a notice.
-fn done(name: &SecretName, notice: &str) -> Response {
+/// Back to the secret's page, announcing what was `done`.
+pub(super) fn done(name: &SecretName, done: Done) -> Response {
     Redirect::to(&format!(
         "{}&notice={}",
         secret_url(name.as_str()),
-        encode(notice)
+        done.code()
     ))
     .into_response()
 }
 
 /// The secret's page again, with `extras` (errors next to their fields).
-async fn again(console: &Console, active: &Active, name: &SecretName, extras: Extras) -> Response {
+pub(super) async fn again(
+    console: &Console,
+    active: &Active,
+    name: &SecretName,
+    extras: Extras,
+) -> Response {
     render(
         console,
         active,
@@ -150,7 +172,10 @@ pub(super) async fn reveal(
     render(&console, &active, &name, StatusCode::OK, extras).await
 }
 
-/// `POST /console/secret/rotation`: an interval, or off; the type's bounds as the CLI's.
+/// `POST /console/secret/rotation`: an interval, a cron schedule with its window, or off, and a
+/// jitter; each field read by the CLI's parsers (`rotor rotation set`'s `--interval`, `--cron`,
+/// `--window`, `--jitter`) and checked against the type's bounds as the CLI checks them, a
+/// refusal shown next to its field.
 pub(super) async fn rotation_settings(
     State(console): State<Console>,
     headers: HeaderMap,
@@ -167,79 +192,144 @@ pub(super) async fn rotation_settings(
         Ok(ok) => ok,
         Err(refused) => return refused,
     };
-    let policy = if form.mode == "disable" {
-        None
-    } else if form.mode != "interval" {
-        return again(
-            &console,
-            &active,
-            &name,
-            Extras::error("mode", "choose Every (an interval) or Off"),
-        )
-        .await;
-    } else {
-        let interval = match crate::model::parse_duration(&form.interval) {
-            Ok(d) => d,
-            Err(e) => {
-                return again(
-                    &console,
-                    &active,
-                    &name,
-                    Extras::error("interval", e.to_string()),
-                )
-                .await
-            }
-        };
-        Some(RotationPolicy {
-            schedule: RotationSchedule::Interval(interval),
-            jitter: None,
-            rotate_now: false,
-        })
-    };
     let store = console.store_for(&active.user);
-    if policy.is_some() {
-        let checked = match store.describe(&name).await {
-            Ok(info) => crate::engine::check_can_rotate(
-                console.engine.registry(),
-                &name,
-                info.kind,
-                info.target.as_deref(),
-            ),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            return again(
-                &console,
-                &active,
-                &name,
-                Extras::error("interval", e.to_string()),
-            )
-            .await;
-        }
-    }
-    match store.set_rotation(&name, policy).await {
-        Ok(info) => {
-            console.changed(&name);
-            let notice = match info.next_rotation_at {
-                Some(at) => format!(
-                    "Rotation settings saved: {}; next rotation at {}.",
-                    info.rotation_summary(),
-                    crate::clock::format_ms(at)
-                ),
-                None => "Automatic rotation turned off.".into(),
+    let policy = match rotation_policy(&console, &store, &name, &form).await {
+        Ok(policy) => policy,
+        Err(errors) => {
+            let extras = Extras {
+                errors,
+                typed: vec![
+                    ("mode", form.mode.clone()),
+                    ("interval", form.interval.clone()),
+                    ("cron", form.cron.clone()),
+                    ("window", form.window.clone()),
+                    ("jitter", form.jitter.clone()),
+                ],
+                ..Extras::default()
             };
-            done(&name, &notice)
+            return again(&console, &active, &name, extras).await;
+        }
+    };
+    let field = schedule_field(&form.mode);
+    match store.set_rotation(&name, policy).await {
+        Ok(_) => {
+            console.changed(&name);
+            done(&name, Done::Rotation)
         }
         Err(e) => {
             again(
                 &console,
                 &active,
                 &name,
-                Extras::error("interval", e.to_string()),
+                Extras::error(field, e.to_string()),
             )
             .await
         }
     }
+}
+
+/// The field a schedule's refusal is shown next to.
+fn schedule_field(mode: &str) -> &'static str {
+    match mode {
+        "cron" => "cron",
+        _ => "interval",
+    }
+}
+
+/// The policy the rotation form asks for (`None`: off), or each refusal by field.
+async fn rotation_policy(
+    console: &Console,
+    store: &crate::store::Store,
+    name: &SecretName,
+    form: &ActionForm,
+) -> Result<Option<RotationPolicy>, Vec<(&'static str, String)>> {
+    let mut errors = Vec::new();
+    let duration = |field: &'static str, text: &str, errors: &mut Vec<_>| match text.trim() {
+        "" => None,
+        text => crate::model::parse_duration(text)
+            .map_err(|e| errors.push((field, e.to_string())))
+            .ok(),
+    };
+    let jitter = duration("jitter", &form.jitter, &mut errors);
+    let schedule = match form.mode.as_str() {
+        "disable" => return Ok(None),
+        "interval" => {
+            if !form.window.trim().is_empty() {
+                errors.push((
+                    "window",
+                    "a window belongs to a cron schedule: an interval has no fire times to start within"
+                        .to_owned(),
+                ));
+            }
+            match form.interval.trim() {
+                "" => {
+                    errors.push(("interval", "give an interval, such as 7d".to_owned()));
+                    None
+                }
+                text => duration("interval", text, &mut errors).map(RotationSchedule::Interval),
+            }
+        }
+        "cron" => {
+            let window = duration("window", &form.window, &mut errors);
+            match RotationSchedule::cron(&form.cron, None) {
+                Ok(RotationSchedule::Cron { expression, .. }) => {
+                    Some(RotationSchedule::Cron { expression, window })
+                }
+                Ok(other) => Some(other),
+                Err(e) => {
+                    errors.push(("cron", e.to_string()));
+                    None
+                }
+            }
+        }
+        _ => {
+            errors.push((
+                "mode",
+                "choose an interval, a cron schedule or off".to_owned(),
+            ));
+            None
+        }
+    };
+    let Some(schedule) = schedule.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    let field = schedule_field(&form.mode);
+    let info = store
+        .describe(name)
+        .await
+        .map_err(|e| vec![("form", e.to_string())])?;
+    // The schedule's bounds first (a cron expression without its window), then the window, then
+    // the jitter: each refusal next to the field it is about; the store checks all again.
+    let now = chrono::Utc::now();
+    let bare = match &schedule {
+        RotationSchedule::Cron { expression, .. } => RotationSchedule::Cron {
+            expression: expression.clone(),
+            window: None,
+        },
+        interval => interval.clone(),
+    };
+    bare.check_for(info.kind, now)
+        .map_err(|e| vec![(field, e.to_string())])?;
+    schedule
+        .check_for(info.kind, now)
+        .map_err(|e| vec![("window", e.to_string())])?;
+    if let Some(j) = jitter {
+        schedule
+            .check_jitter(j)
+            .map_err(|e| vec![("jitter", e.to_string())])?;
+    }
+    crate::engine::check_can_rotate(
+        console.engine.registry(),
+        name,
+        info.kind,
+        info.target.as_deref(),
+    )
+    .map_err(|e| vec![(field, e.to_string())])?;
+    Ok(Some(RotationPolicy {
+        schedule,
+        jitter,
+        rotate_now: false,
+    }))
 }
 
 /// `POST /console/secret/rollback`: `ACSCurrent` back to `ACSPrevious`, checked by the family.
@@ -257,10 +347,7 @@ pub(super) async fn rollback(
     match crate::targets::rollback(&store, console.engine.registry(), &name).await {
         Ok(_) => {
             console.changed(&name);
-            done(
-                &name,
-                "Rolled back: the ACSPrevious version is ACSCurrent again.",
-            )
+            done(&name, Done::RolledBack)
         }
         Err(e) => {
             again(
@@ -306,18 +393,26 @@ pub(super) async fn delete(
                 format!(" Left on its target: {}.", deletion.left.join(", "))
             };
             match deletion.planned {
-                Some(at) => done(
-                    &name,
-                    &format!(
-                        "Deletion scheduled for {}; restore it until then.{left}",
-                        crate::clock::format_ms(at)
-                    ),
+                // Said on this answer (what stays on the target is known only now).
+                Some(at) => {
+                    let extras = Extras {
+                        notice: Some(format!(
+                            "Deletion scheduled for {}; restore it until then.{left}",
+                            crate::clock::format_ms(at)
+                        )),
+                        ..Extras::default()
+                    };
+                    render(&console, &active, &name, StatusCode::OK, extras).await
+                }
+                None => super::layout::page(
+                    "Secret deleted",
+                    Some(&active),
+                    "secrets",
+                    maud::html! {
+                        p.notice role="status" { "Secret " (name.as_str()) " deleted, with every version." (left) }
+                        p { a href="/console/secrets" { "Back to the secrets" } }
+                    },
                 ),
-                None => Redirect::to(&format!(
-                    "/console/secrets?notice={}",
-                    encode(&format!("Secret {name} deleted.{left}"))
-                ))
-                .into_response(),
             }
         }
         Err(e) => {
@@ -345,7 +440,7 @@ pub(super) async fn restore(
     match console.store_for(&active.user).restore(&name).await {
         Ok(_) => {
             console.changed(&name);
-            done(&name, "Restored: the scheduled deletion is cancelled.")
+            done(&name, Done::Restored)
         }
         Err(e) => {
             again(

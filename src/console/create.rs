@@ -9,16 +9,16 @@
 
 use std::collections::HashMap;
 
+use super::form::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::response::Response;
 use maud::{html, Markup};
 use rotators::family::{OptionArg, OptionScope, OptionSpec, OptionValue};
 use rotators::{Options, SecretKind, SecretType, SecretValue, Source, SubType};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, secret_url};
+use super::layout::{self, csrf_field};
 use super::session::{self, Active};
 use super::{forbidden, sees_target, Console};
 use crate::model::{RotationPolicy, RotationSchedule, SecretName, Tag, VersionId};
@@ -243,15 +243,9 @@ pub(super) async fn submit(
         None => store.create_secret(new).await,
     };
     match created {
-        Ok(done) => {
+        Ok(_) => {
             console.changed(&name);
-            let notice = format!("Created: version {} is ACSCurrent.", done.version_id);
-            Redirect::to(&format!(
-                "{}&notice={}",
-                secret_url(name.as_str()),
-                layout::encode(&notice)
-            ))
-            .into_response()
+            super::actions::done(&name, super::details::Done::Created)
         }
         Err(e) => {
             let errors = vec![("form", e.to_string())];

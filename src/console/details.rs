@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::layout::{self, csrf_field, rotation_badge, time};
 use super::session::Active;
 use super::{forbidden, session, Console};
-use crate::model::{RotationSchedule, SecretName};
+use crate::model::{fmt_duration, RotationSchedule, SecretName, Stage};
 use crate::policy::Action;
 use crate::store::{AuditQuery, SecretInfo, VersionInfo};
 
@@ -38,12 +38,18 @@ pub(super) struct DetailsQuery {
 /// revealed, a rotation started here.
 #[derive(Default)]
 pub(super) struct Extras {
+    /// A notice made by the server for this answer.
     pub notice: Option<String>,
+    /// The change just made, named by a redirect's `notice=` code: its notice is written from
+    /// the secret as the store has it now.
+    pub done: Option<Done>,
     /// Field name and message.
     pub errors: Vec<(&'static str, String)>,
     /// Version id and the value's text.
     pub revealed: Option<(String, String)>,
     pub run: Option<String>,
+    /// Values a refused form sent, by field: shown again in place of the stored ones.
+    pub typed: Vec<(&'static str, String)>,
 }
 
 impl Extras {
@@ -55,11 +61,80 @@ impl Extras {
         }
     }
 
+    /// What the refused form held in `field`, else `stored`.
+    fn typed_or(&self, field: &str, stored: String) -> String {
+        self.typed
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or(stored, |(_, v)| v.clone())
+    }
+
     fn error_for(&self, field: &str) -> Option<&str> {
         self.errors
             .iter()
             .find(|(f, _)| *f == field)
             .map(|(_, m)| m.as_str())
+    }
+}
+
+/// The changes a redirect back to the secret's page may announce (`notice=CODE`): a fixed
+/// set, so that a link cannot make the console show words of its author's choosing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Done {
+    Created,
+    Put,
+    Stages,
+    Rotation,
+    RolledBack,
+    Restored,
+}
+
+impl Done {
+    const ALL: [(Done, &'static str); 6] = [
+        (Done::Created, "created"),
+        (Done::Put, "put"),
+        (Done::Stages, "stages"),
+        (Done::Rotation, "rotation"),
+        (Done::RolledBack, "rolled-back"),
+        (Done::Restored, "restored"),
+    ];
+
+    /// The code in the URL.
+    pub fn code(self) -> &'static str {
+        Done::ALL
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map_or("", |(_, c)| c)
+    }
+
+    fn parse(code: &str) -> Option<Done> {
+        Done::ALL.iter().find(|(_, c)| *c == code).map(|(d, _)| *d)
+    }
+
+    /// The notice, from the secret as it is now.
+    fn text(self, info: &SecretInfo, versions: Option<&[VersionInfo]>) -> String {
+        let current = versions
+            .and_then(|v| {
+                v.iter()
+                    .find(|v| v.version_stages.contains(&Stage::Current))
+            })
+            .map(|v| v.version_id.to_string())
+            .unwrap_or_else(|| "—".into());
+        match self {
+            Done::Created => format!("Created: version {current} is ACSCurrent."),
+            Done::Put => format!("New version stored: version {current} is ACSCurrent."),
+            Done::Stages => format!("Stages moved: version {current} is ACSCurrent."),
+            Done::Rotation => match info.next_rotation_at {
+                Some(at) => format!(
+                    "Rotation settings saved: {}; next rotation at {}.",
+                    info.rotation_summary(),
+                    crate::clock::format_ms(at)
+                ),
+                None => "Automatic rotation turned off.".into(),
+            },
+            Done::RolledBack => "Rolled back: the ACSPrevious version is ACSCurrent again.".into(),
+            Done::Restored => "Restored: the scheduled deletion is cancelled.".into(),
+        }
     }
 }
 
@@ -78,9 +153,8 @@ pub(super) async fn page(
         return layout::not_found();
     };
     let extras = Extras {
-        notice: q
-            .notice
-            .map(|n| n.chars().filter(|c| !c.is_control()).take(300).collect()),
+        // Only a notice of the fixed set: the query names one, never its text.
+        done: q.notice.as_deref().and_then(Done::parse),
         // Only a run id of this console's form is kept (it goes into an attribute and a URL).
         run: q
             .run
@@ -136,13 +210,18 @@ pub(super) async fn render(
         })
         .await
         .unwrap_or_default();
+    let listed = versions.as_ref().and_then(|v| v.as_deref().ok());
+    let notice = extras
+        .notice
+        .clone()
+        .or_else(|| extras.done.map(|d| d.text(&info, listed)));
     let body = html! {
-        @if let Some(n) = &extras.notice { p.notice role="status" { (n) } }
+        @if let Some(n) = &notice { p.notice role="status" { (n) } }
         @for (field, e) in &extras.errors {
             @if *field == "form" { p.error role="alert" { (e) } }
         }
         (summary(&info))
-        (actions(active, &info, &extras))
+        (actions(active, &info, listed, &extras))
         section {
             h2 { "Versions" }
             @match &versions {
@@ -204,15 +283,39 @@ fn field_error(extras: &Extras, field: &str) -> Markup {
     }
 }
 
-fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
+fn actions(
+    active: &Active,
+    info: &SecretInfo,
+    versions: Option<&[VersionInfo]>,
+    extras: &Extras,
+) -> Markup {
     let name = info.name.as_str();
     let allows = |action| active.policy.allows(action, name);
     let managed = info.kind.ty != SecretType::Generic;
     let live = info.planned_delete_at.is_none();
-    let interval = match &info.rotation {
-        Some(RotationSchedule::Interval(d)) => humantime::format_duration(*d).to_string(),
-        _ => String::new(),
+    let (interval, cron, window) = match &info.rotation {
+        Some(RotationSchedule::Interval(d)) => (fmt_duration(*d), String::new(), String::new()),
+        Some(RotationSchedule::Cron { expression, window }) => (
+            String::new(),
+            expression.clone(),
+            window.map(fmt_duration).unwrap_or_default(),
+        ),
+        None => Default::default(),
     };
+    let jitter = info.rotation_jitter.map(fmt_duration).unwrap_or_default();
+    let mode = match &info.rotation {
+        Some(RotationSchedule::Interval(_)) => "interval",
+        Some(RotationSchedule::Cron { .. }) => "cron",
+        None => "disable",
+    };
+    let [mode, interval, cron, window, jitter] = [
+        ("mode", mode.to_owned()),
+        ("interval", interval),
+        ("cron", cron),
+        ("window", window),
+        ("jitter", jitter),
+    ]
+    .map(|(field, stored)| extras.typed_or(field, stored));
     html! {
         section.actions {
             h2 { "Actions" }
@@ -221,6 +324,7 @@ fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
                     (csrf_field(active))
                     input type="hidden" name="name" value=(name);
                     button #rotate-now type="submit" { "Rotate now" }
+                    (field_error(extras, "rotate"))
                 }
             }
             @if let Some(run) = &extras.run {
@@ -239,9 +343,14 @@ fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
                     (csrf_field(active))
                     input type="hidden" name="name" value=(name);
                     h3 { "Automatic rotation" }
-                    label.check { input type="radio" name="mode" value="interval" checked[info.rotation.is_some()]; "Every" }
+                    (field_error(extras, "mode"))
+                    label.check { input type="radio" name="mode" value="interval" checked[mode == "interval"]; "Every" }
                     label { "Interval (e.g. 7d, 12h)" input name="interval" value=(interval) maxlength="40"; (field_error(extras, "interval")) }
-                    label.check { input type="radio" name="mode" value="disable" checked[info.rotation.is_none()]; "Off" }
+                    label.check { input type="radio" name="mode" value="cron" checked[mode == "cron"]; "At cron times (UTC)" }
+                    label { "Cron (minute hour day month weekday)" input name="cron" value=(cron) maxlength="120"; (field_error(extras, "cron")) }
+                    label { "Window (how long after a fire time a rotation may start, e.g. 1h)" input name="window" value=(window) maxlength="40"; (field_error(extras, "window")) }
+                    label.check { input type="radio" name="mode" value="disable" checked[mode == "disable"]; "Off" }
+                    label { "Jitter (start up to this much later, e.g. 10m)" input name="jitter" value=(jitter) maxlength="40"; (field_error(extras, "jitter")) }
                     button type="submit" { "Save rotation settings" }
                 }
             }
@@ -252,6 +361,9 @@ fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
                     button type="submit" { "Roll back to ACSPrevious" }
                     (field_error(extras, "rollback"))
                 }
+            }
+            @if !managed && live {
+                (generic_versions(active, info, versions.unwrap_or_default(), extras))
             }
             @if live && allows(Action::DeleteSecret) {
                 form.panel method="post" action="/console/secret/delete" data-confirm="Delete this secret?" {
@@ -269,6 +381,64 @@ fn actions(active: &Active, info: &SecretInfo, extras: &Extras) -> Markup {
                     input type="hidden" name="name" value=(name);
                     button #restore type="submit" { "Restore" }
                 }
+            }
+        }
+    }
+}
+
+/// A Generic secret's own version changes: a new version, stages moved, roll back.
+fn generic_versions(
+    active: &Active,
+    info: &SecretInfo,
+    versions: &[VersionInfo],
+    extras: &Extras,
+) -> Markup {
+    let name = info.name.as_str();
+    let allows = |action| active.policy.allows(action, name);
+    let previous = versions
+        .iter()
+        .find(|v| v.version_stages.contains(&Stage::Previous));
+    html! {
+        @if allows(Action::PutSecretValue) {
+            form.panel #put-value method="post" action="/console/secret/put" {
+                (csrf_field(active))
+                input type="hidden" name="name" value=(name);
+                h3 { "New version" }
+                label { "Value" textarea name="value" rows="3" maxlength="65536" autocomplete="off" {} (field_error(extras, "value")) }
+                label { "Version id (optional)" input name="version_id" maxlength="64"; (field_error(extras, "version_id")) }
+                button type="submit" { "Store new version" }
+            }
+        }
+        @if allows(Action::UpdateSecretVersionStage) {
+            @if let Some(previous) = previous {
+                form.inline method="post" action="/console/secret/stage" data-confirm="Move ACSCurrent back to the ACSPrevious version?" {
+                    (csrf_field(active))
+                    input type="hidden" name="name" value=(name);
+                    input type="hidden" name="stage" value="ACSCurrent";
+                    input type="hidden" name="move_to" value=(previous.version_id.as_str());
+                    button #generic-rollback type="submit" { "Roll back to ACSPrevious" }
+                }
+            }
+            form.panel #move-stage method="post" action="/console/secret/stage" {
+                (csrf_field(active))
+                input type="hidden" name="name" value=(name);
+                h3 { "Stages" }
+                label { "Stage (ACSCurrent, or a custom one)" input name="stage" value="ACSCurrent" maxlength="64"; (field_error(extras, "stage")) }
+                label { "Move to version"
+                    select name="move_to" {
+                        option value="" { "—" }
+                        @for v in versions { option value=(v.version_id.as_str()) { (v.version_id.as_str()) } }
+                    }
+                    (field_error(extras, "move_to"))
+                }
+                label { "Remove from version"
+                    select name="remove_from" {
+                        option value="" { "—" }
+                        @for v in versions { option value=(v.version_id.as_str()) { (v.version_id.as_str()) } }
+                    }
+                    (field_error(extras, "remove_from"))
+                }
+                button type="submit" { "Move stage" }
             }
         }
     }

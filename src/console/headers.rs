@@ -3,7 +3,7 @@
 //! plugins) and refuses framing (`frame-ancestors 'none'`, and `X-Frame-Options: DENY` for
 //! older browsers); no MIME sniffing; the referrer only to this origin (`no-referrer` would make
 //! browsers send `Origin: null` on form posts, which the CSRF check refuses); nothing cached
-//! (pages may show a value).
+//! (pages may show a value); over TLS, `Strict-Transport-Security`.
 
 use axum::http::header::{self, HeaderValue};
 use axum::response::Response;
@@ -12,9 +12,19 @@ use axum::response::Response;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Adds the security headers to `response`.
-pub(super) async fn secure(mut response: Response) -> Response {
+/// What browsers are told over TLS: this origin only over HTTPS for a year.
+pub const HSTS: &str = "max-age=31536000";
+
+/// Adds the security headers to `response`; `tls` when it goes out over HTTPS (HSTS is
+/// ignored by browsers over plain HTTP, and a loopback plain-HTTP console must not pin it).
+pub(super) async fn secure(mut response: Response, tls: bool) -> Response {
     let h = response.headers_mut();
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),

@@ -11,7 +11,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Extension;
+
+use super::form::Form;
 use maud::html;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -66,7 +68,7 @@ pub(super) async fn submit(
     headers: HeaderMap,
     Form(login): Form<LoginForm>,
 ) -> Response {
-    if !session::same_origin(&headers) {
+    if !session::same_origin(&headers, console.tls) {
         return layout::message(
             StatusCode::FORBIDDEN,
             "Refused",

@@ -17,9 +17,11 @@
 //!   the browser's `Origin`/`Sec-Fetch-Site` saying the request came from this origin);
 //! - [`login`] with [`password`] (argon2id) and [`throttle`] (failed logins per user and per
 //!   address);
+//! - [`form`]: every form read whole, a field that is not UTF-8 refused rather than mended;
 //! - the pages: [`secrets`] (the list), [`details`] (one secret and what can be done to it),
-//!   [`actions`] (what its buttons do), [`rotate`] (rotate now, with the steps streamed as they are recorded), [`create`] (a
-//!   panel per type), [`pages`] (targets and the audit log); [`layout`] is their frame.
+//!   [`actions`] (what its buttons do), [`versions`] (a Generic secret's new version and stage
+//!   moves), [`rotate`] (rotate now, with the steps streamed as they are recorded), [`create`]
+//!   (a panel per type), [`pages`] (targets and the audit log); [`layout`] is their frame.
 //!
 //! A console user carries the same `ACTION:PATTERN` rules as an AccessKey
 //! ([`crate::policy`]): each page and action names the KMS action it needs on the secret.
@@ -28,6 +30,7 @@
 mod actions;
 mod create;
 mod details;
+mod form;
 mod headers;
 mod layout;
 mod login;
@@ -37,6 +40,7 @@ mod rotate;
 mod secrets;
 mod session;
 mod throttle;
+mod versions;
 
 use std::sync::Arc;
 
@@ -73,10 +77,12 @@ pub(crate) struct Console {
     sessions: Arc<session::Sessions>,
     throttle: Arc<throttle::Throttle>,
     runs: Arc<rotate::Runs>,
+    /// Served over TLS: the scheme a change's `Origin` must name, and HSTS on every answer.
+    tls: bool,
 }
 
 impl Console {
-    fn new(api: &Api) -> Console {
+    fn new(api: &Api, tls: bool) -> Console {
         Console {
             store: api.store.clone(),
             engine: api.engine.clone(),
@@ -85,6 +91,7 @@ impl Console {
             sessions: Arc::default(),
             throttle: Arc::default(),
             runs: Arc::default(),
+            tls,
         }
     }
 
@@ -99,8 +106,9 @@ impl Console {
     }
 }
 
-/// The console's routes, nested under [`PREFIX`] by the API's router.
-pub fn router<S: Clone + Send + Sync + 'static>(api: &Api) -> Router<S> {
+/// The console's routes, nested under [`PREFIX`] by the API's router; `tls` when the listener
+/// serves HTTPS.
+pub fn router<S: Clone + Send + Sync + 'static>(api: &Api, tls: bool) -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/secrets") }))
         .route("/login", get(login::page).post(login::submit))
@@ -111,6 +119,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: &Api) -> Router<S> {
         .route("/secret/reveal", post(actions::reveal))
         .route("/secret/rotation", post(actions::rotation_settings))
         .route("/secret/rollback", post(actions::rollback))
+        .route("/secret/put", post(versions::put))
+        .route("/secret/stage", post(versions::stage))
         .route("/secret/delete", post(actions::delete))
         .route("/secret/restore", post(actions::restore))
         .route("/secret/rotate", post(rotate::start))
@@ -122,8 +132,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(api: &Api) -> Router<S> {
         .fallback(|| async { layout::not_found() })
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::from_fn(read_body))
-        .layer(axum::middleware::map_response(headers::secure))
-        .with_state(Console::new(api))
+        .layer(axum::middleware::map_response(move |r: Response| {
+            headers::secure(r, tls)
+        }))
+        .with_state(Console::new(api, tls))
 }
 
 /// Reads every request's body whole, within the API's read timeout and the form limit, before

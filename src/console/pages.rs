@@ -1,12 +1,13 @@
 //! The Targets page (each target the user may see — its admin secret may be described — with
 //! a button that runs `rotor target check` and shows its one-line result) and the Audit page
-//! (the filters of `rotor audit`: secret, since, action, limit; the records about secrets the
-//! user may describe, and, for a `*:*` user, every record).
+//! (the filters of `rotor audit`: secret, since, action, and a page size of at most
+//! [`AUDIT_PAGE_MAX`]; older and newer pages by record id; the records about secrets the user
+//! may describe, and, for a `*:*` user, every record).
 
+use super::form::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
@@ -114,7 +115,16 @@ pub(super) struct AuditFilters {
     action: String,
     #[serde(default)]
     limit: Option<i64>,
+    /// The next page back: records older than this id.
+    #[serde(default)]
+    before: Option<i64>,
+    /// The page before, towards the present: records newer than this id.
+    #[serde(default)]
+    after: Option<i64>,
 }
+
+/// The most records the audit page shows at once; older ones are a page back.
+pub const AUDIT_PAGE_MAX: i64 = 500;
 
 /// `GET /console/audit`.
 pub(super) async fn audit(
@@ -151,10 +161,10 @@ pub(super) async fn audit(
             "an action is like rotation, rotation.set or secret.reveal".into(),
         ));
     }
-    let limit = f
-        .limit
-        .unwrap_or(200)
-        .clamp(1, crate::store::MAX_AUDIT_RECORDS);
+    let limit = f.limit.unwrap_or(200).clamp(1, AUDIT_PAGE_MAX);
+    // One direction at a time; ids are positive.
+    let before = f.before.filter(|id| *id > 0);
+    let after = f.after.filter(|id| *id >= 0 && before.is_none());
     let secret = f.secret.trim();
     let records = if errors.is_empty() {
         console
@@ -164,11 +174,37 @@ pub(super) async fn audit(
                 since,
                 action: Some(action.to_owned()).filter(|a| !a.is_empty()),
                 limit: Some(limit),
+                before,
+                after,
             })
             .await
             .unwrap_or_default()
     } else {
         vec![]
+    };
+    // Paging by record id, so that records written meanwhile do not shift the pages: older
+    // records exist past a full page; newer ones whenever this is not the first page.
+    let full = records.len() as i64 == limit;
+    let oldest = records.first().map(|r| r.id);
+    let newest = records.last().map(|r| r.id);
+    let first_page = before.is_none() && (after.is_none() || !full);
+    let older = match (after, oldest) {
+        (None, Some(id)) if full => Some(id),
+        (Some(_), Some(id)) => Some(id),
+        _ => None,
+    };
+    let newer = if first_page {
+        None
+    } else {
+        newest.or(before.map(|b| b - 1))
+    };
+    let link = |key: &str, id: i64| {
+        format!(
+            "/console/audit?secret={}&since={}&action={}&limit={limit}&{key}={id}",
+            layout::encode(secret),
+            layout::encode(f.since.trim()),
+            layout::encode(action)
+        )
     };
     let admin = is_admin(&active.policy);
     let shown = records.iter().rev().filter(|r| match &r.secret {
@@ -188,14 +224,14 @@ pub(super) async fn audit(
                 @if let Some(e) = error_for("since") { span.field-error role="alert" { (e) } } }
             label { "Action (e.g. rotation, secret.reveal)" input name="action" value=(action) maxlength="64";
                 @if let Some(e) = error_for("action") { span.field-error role="alert" { (e) } } }
-            label { "Limit" input name="limit" type="number" min="1" max=(crate::store::MAX_AUDIT_RECORDS) value=(limit); }
+            label { "Per page" input name="limit" type="number" min="1" max=(AUDIT_PAGE_MAX) value=(limit); }
             button type="submit" { "Filter" }
         }
         table.audit {
             thead { tr { th { "Time" } th { "Who" } th { "Action" } th { "Secret" } th { "Version" } th { "Outcome" } th { "Detail" } } }
             tbody {
                 @for r in shown {
-                    tr {
+                    tr data-id=(r.id) {
                         td { (r.time) } td { (r.actor) } td { (r.action) }
                         td { (r.secret.as_deref().unwrap_or("—")) }
                         td { (r.version.as_deref().unwrap_or("")) }
@@ -203,6 +239,10 @@ pub(super) async fn audit(
                     }
                 }
             }
+        }
+        nav.pager {
+            @if let Some(id) = newer { a href=(link("after", id)) rel="prev" { "← Newer" } }
+            @if let Some(id) = older { a href=(link("before", id)) rel="next" { "Older →" } }
         }
     };
     layout::page("Audit log", Some(&active), "audit", body)

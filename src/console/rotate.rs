@@ -5,23 +5,26 @@
 //! it over server-sent events: every rotation record the engine writes to the audit log for
 //! this secret (`rotation.create`, `.set`, `.test`, `.promote`, `.finish`, or a step that
 //! failed), as it is committed, then the outcome. The steps shown are those the store
-//! recorded, not a guess.
+//! recorded, not a guess. The claim is taken before the answer: a request that loses a race
+//! to another driver (a worker, the CLI, the API, another console tab) is told so at once, on
+//! the secret's page, and starts nothing.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::form::Form;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::actions::{admit, ActionForm};
+use super::details::{render, Extras};
 use super::layout::{self, secret_url};
 use super::{session, Console};
 use crate::engine::Outcome;
@@ -81,6 +84,29 @@ pub(super) async fn start(
         Ok(ok) => ok,
         Err(refused) => return refused,
     };
+    // The claim is taken here, before any answer: the loser of a race is told at once that
+    // another driver rotates the secret, and never follows (or replays) the winner's steps.
+    let actor = format!("console:{}", active.user);
+    let held = match console.engine.claim_now_for(&name, &actor).await {
+        Ok(held) => held,
+        Err(e) => {
+            let (status, message) = match &e {
+                crate::Error::InProgress(_) => (
+                    StatusCode::CONFLICT,
+                    format!("secret '{name}' is being rotated by another driver right now; its steps show in the rotation history"),
+                ),
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            };
+            return render(
+                &console,
+                &active,
+                &name,
+                status,
+                Extras::error("rotate", message),
+            )
+            .await;
+        }
+    };
     let id = crate::crypto::random_id();
     let (tell, end) = watch::channel(None);
     console.runs.add(
@@ -93,14 +119,13 @@ pub(super) async fn start(
             end,
         },
     );
-    let actor = format!("console:{}", active.user);
     let (engine, stop, cache) = (
         console.engine.clone(),
         console.shutdown.clone(),
         console.cache.clone(),
     );
     tokio::spawn(async move {
-        let ended = match engine.rotate_now_for(&name, &actor, &stop).await {
+        let ended = match engine.rotate_held(held, &stop).await {
             Ok(Outcome::Rotated { version_id }) => End::Rotated(version_id.as_str().to_owned()),
             Ok(Outcome::Retrying { error, .. } | Outcome::Failed { error, .. }) => {
                 End::Failed(format!("the rotation did not complete: {error}"))
@@ -148,6 +173,7 @@ async fn follow(console: Console, run: Arc<Run>, send: mpsc::Sender<Result<Event
         since: Some(run.started_ms),
         action: Some("rotation".into()),
         limit: Some(500),
+        ..AuditQuery::default()
     };
     let opened = Instant::now();
     loop {

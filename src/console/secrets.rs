@@ -7,7 +7,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use rotators::SecretType;
 use serde::Deserialize;
@@ -47,8 +47,6 @@ pub(super) struct ListQuery {
     page: Option<usize>,
     #[serde(default)]
     deleted: Option<String>,
-    #[serde(default)]
-    notice: Option<String>,
 }
 
 /// `k=v,k2=v2` as tags (commas never occur in a tag).
@@ -118,12 +116,12 @@ pub(super) async fn page(
         }
         url
     };
-    let notice: Option<String> = q
-        .notice
-        .as_ref()
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(300).collect());
+    if page > pages {
+        // Past the last page (the list shrank, or a hand-made link): the last page instead,
+        // never "page 2 of 1".
+        return axum::response::Redirect::to(&link(tab.0, pages)).into_response();
+    }
     let body = html! {
-        @if let Some(n) = &notice { p.notice role="status" { (n) } }
         nav.tabs {
             @for (key, label, _) in TABS {
                 a href=(link(key, 1)) class=[(key == tab.0).then_some("current")] data-tab=(key) { (label) }

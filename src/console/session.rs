@@ -201,18 +201,17 @@ pub(super) async fn require(console: &Console, headers: &HeaderMap) -> Result<Ac
 }
 
 /// Whether the browser says the request comes from a page of this origin: `Origin` (when
-/// sent) names this host, and `Sec-Fetch-Site` (when sent) is `same-origin`. Clients that send
+/// sent) names this scheme and host, and `Sec-Fetch-Site` (when sent) is `same-origin`. Clients that send
 /// neither still need the CSRF token.
-pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let authority = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, rest)| rest);
-        if authority.is_none() || authority != host {
-            return false;
+        // Scheme and host both: `http://HOST` is another origin than `https://HOST`.
+        let scheme = if tls { "https" } else { "http" };
+        let parts = origin.to_str().ok().and_then(|o| o.split_once("://"));
+        match (parts, host) {
+            (Some((s, authority)), Some(host)) if s == scheme && authority == host => {}
+            _ => return false,
         }
     }
     match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
@@ -229,7 +228,7 @@ pub(super) async fn require_change(
     csrf: &str,
 ) -> Result<Active, Response> {
     let refuse = |why: &str| layout::message(StatusCode::FORBIDDEN, "Refused", why).into_response();
-    if !same_origin(headers) {
+    if !same_origin(headers, console.tls) {
         return Err(refuse("This request did not come from a console page."));
     }
     let Some(active) = current(console, headers).await else {
@@ -278,16 +277,21 @@ mod tests {
         );
         assert_eq!(token(&h), Some("abc"));
         h.insert(header::HOST, "127.0.0.1:8443".parse().unwrap());
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, true));
         h.insert(header::ORIGIN, "https://127.0.0.1:8443".parse().unwrap());
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, true));
+        // The scheme counts: the same host over the other scheme is another origin.
+        assert!(!same_origin(&h, false));
+        h.insert(header::ORIGIN, "http://127.0.0.1:8443".parse().unwrap());
+        assert!(!same_origin(&h, true));
+        assert!(same_origin(&h, false));
         h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, true));
         h.insert(header::ORIGIN, "null".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, true));
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, true));
         let c = cookie("abc").to_str().unwrap().to_owned();
         for part in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/console"] {
             assert!(c.contains(part), "{c}");

@@ -203,6 +203,15 @@ impl Engine {
         actor: &str,
         stop: &CancellationToken,
     ) -> Result<Outcome> {
+        let held = self.claim_now_for(name, actor).await?;
+        self.rotate_held(held, stop).await
+    }
+
+    /// The first half of [`rotate_now_for`](Self::rotate_now_for): the manual rotation's claim,
+    /// taken now, so that a caller learns at once whether another driver is rotating the secret
+    /// ([`Error::InProgress`]) before it runs the steps with [`rotate_held`](Self::rotate_held)
+    /// (the console's rotate now, which answers the loser of a race at once).
+    pub async fn claim_now_for(&self, name: &SecretName, actor: &str) -> Result<Held> {
         let info = self.store.describe(name).await?;
         if info.kind.ty == rotators::SecretType::Generic {
             return Err(Error::invalid(format!(
@@ -215,7 +224,12 @@ impl Engine {
                 .claim_now(&self.config.owner, name, self.config.lease)
                 .await?,
         );
-        let held = Held::new(self.store.clone(), claim);
+        Ok(Held::new(self.store.clone(), claim))
+    }
+
+    /// The second half of [`rotate_now_for`](Self::rotate_now_for): runs or resumes the
+    /// rotation under `held`, then gives up its lease.
+    pub async fn rotate_held(&self, held: Held, stop: &CancellationToken) -> Result<Outcome> {
         let result = self.rotate(held.claim(), true, stop).await;
         held.end(&result).await;
         result

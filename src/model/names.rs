@@ -295,11 +295,20 @@ pub fn check_description(s: &str) -> Result<(), Error> {
     check_free_text("description", s)
 }
 
-/// True for characters that can rewrite a terminal or reorder what it shows: C0 and C1
-/// controls, DEL, and the Unicode bidirectional marks, embeddings, overrides and isolates.
+/// True for characters that can rewrite a terminal or reorder or hide what it (or a page)
+/// shows: C0 and C1 controls, DEL, the line and paragraph separators (U+2028, U+2029: line
+/// breaks to JavaScript and some terminals), and the Unicode format characters (category Cf:
+/// the bidirectional marks, embeddings, overrides and isolates, zero-width characters, the
+/// byte-order mark, soft hyphen, interlinear annotations, tag characters…).
 pub fn is_unsafe_char(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(c,
+            '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+            | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// Refuses control characters and bidi overrides in free text (descriptions, URLs): stored,
@@ -307,7 +316,7 @@ pub fn is_unsafe_char(c: char) -> bool {
 pub fn check_free_text(what: &str, s: &str) -> Result<(), Error> {
     match s.chars().find(|c| is_unsafe_char(*c)) {
         Some(c) => Err(Error::invalid(format!(
-            "{what} contains the control character U+{:04X}; control characters and bidi overrides are not allowed",
+            "{what} contains the control character U+{:04X}; control, format and line-separator characters are not allowed",
             c as u32
         ))),
         None => Ok(()),
@@ -353,6 +362,32 @@ pub fn check_key_name(s: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_refuse_separators_and_format_characters() {
+        assert!(check_description("a plain description, café ✓").is_ok());
+        for c in [
+            '\u{2028}',
+            '\u{2029}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{2060}',
+            '\u{E0041}',
+            '\u{202E}',
+            '\u{7}',
+            '\u{85}',
+        ] {
+            let text = format!("before{c}after");
+            let refused = check_description(&text).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("U+{:04X}", c as u32)),
+                "{refused}"
+            );
+            assert!(!printable(&text).contains(c), "{c:?} is escaped in output");
+        }
+    }
 
     #[test]
     fn secret_names() {

@@ -52,6 +52,11 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// At most this many, the newest (capped at [`MAX_RECORDS`]).
     pub limit: Option<i64>,
+    /// Only records older than this record id: the next page back (the newest `limit` of them).
+    pub before: Option<i64>,
+    /// Only records newer than this record id: the page before, towards the present (the
+    /// oldest `limit` of them).
+    pub after: Option<i64>,
 }
 
 /// What one record says; the store adds the time and the actor.
@@ -185,20 +190,26 @@ impl Store {
             Some(a) => (None, Some(format!("{a}."))),
             None => (None, None),
         };
-        let rows = sqlx::query(
+        // Newest first, unless paging towards the present from `after`.
+        let order = if query.after.is_some() { "ASC" } else { "DESC" };
+        let sql = format!(
             "SELECT id, at, actor, action, secret, version, outcome, detail FROM audit_log \
              WHERE ($1 IS NULL OR secret = $1) AND ($2 IS NULL OR at >= $2) \
                AND ($3 IS NULL OR action = $3) \
                AND ($4 IS NULL OR substr(action, 1, length($4)) = $4) \
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(query.secret.as_deref())
-        .bind(query.since)
-        .bind(exact.as_deref())
-        .bind(group.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+               AND ($6 IS NULL OR id < $6) AND ($7 IS NULL OR id > $7) \
+             ORDER BY id {order} LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(query.secret.as_deref())
+            .bind(query.since)
+            .bind(exact.as_deref())
+            .bind(group.as_deref())
+            .bind(limit)
+            .bind(query.before)
+            .bind(query.after)
+            .fetch_all(&self.pool)
+            .await?;
         let mut records = rows
             .iter()
             .map(|row| {
@@ -216,7 +227,9 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        records.reverse();
+        if query.after.is_none() {
+            records.reverse();
+        }
         Ok(records)
     }
 

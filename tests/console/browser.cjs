@@ -5,7 +5,8 @@
 //
 // Environment: ROTOR_CONSOLE_URL (https://127.0.0.1:PORT), ROTOR_CONSOLE_ADMIN and
 // ROTOR_CONSOLE_NARROW ("user:password"), ROTOR_CONSOLE_DB (the PostgreSQL database and account
-// base for the dual-account secret, "db:account"), ROTOR_CONSOLE_SHOTS, ROTOR_TEST_CHROMIUM.
+// base for the dual-account secret, "db:account"), ROTOR_CONSOLE_RAM_USER (a user of the RAM
+// emulator behind target cloud), ROTOR_CONSOLE_SHOTS, ROTOR_TEST_CHROMIUM.
 "use strict";
 
 const { chromium } = require("playwright-core");
@@ -16,6 +17,7 @@ const [adminUser, adminPassword] = process.env.ROTOR_CONSOLE_ADMIN.split(":");
 const [narrowUser, narrowPassword] = process.env.ROTOR_CONSOLE_NARROW.split(":");
 const [database, account] = process.env.ROTOR_CONSOLE_DB.split(":");
 const shots = process.env.ROTOR_CONSOLE_SHOTS;
+const ramUser = process.env.ROTOR_CONSOLE_RAM_USER;
 
 function check(cond, what, detail) {
   if (!cond) throw new Error(`FAILED - ${what}${detail ? `: ${detail}` : ""}`);
@@ -81,6 +83,7 @@ async function main() {
   check(/script-src 'self'(;|$)/.test(h["content-security-policy"]) && !h["content-security-policy"].includes("unsafe-inline"),
     "CSP allows scripts from this origin only", h["content-security-policy"]);
   check(h["x-frame-options"] === "DENY", "X-Frame-Options DENY");
+  check(/max-age=\d+/.test(h["strict-transport-security"] || ""), "HSTS over TLS", h["strict-transport-security"]);
   await shot(page, "login");
 
   // A wrong password is refused.
@@ -114,6 +117,29 @@ async function main() {
   await submit(page, "form.create button[type=submit]");
   check((await page.textContent("p.notice")).includes("version v1 is ACSCurrent"), "a Generic secret is created", await page.textContent("main"));
 
+  // A Generic secret's new version: a bad version id refused next to its field, then v2.
+  await page.fill("#put-value textarea[name=value]", "made-again");
+  await page.fill("#put-value input[name=version_id]", "bad id!");
+  await submit(page, "#put-value button[type=submit]");
+  const versionError = await page.textContent(".field-error[data-field=version_id]");
+  check(versionError.includes("version"), "a bad version id shows its error next to the field", versionError);
+  await page.fill("#put-value textarea[name=value]", "made-again");
+  await page.fill("#put-value input[name=version_id]", "v2");
+  await submit(page, "#put-value button[type=submit]");
+  check((await page.textContent("p.notice")).includes("version v2 is ACSCurrent"), "a new version is stored", await page.textContent("main"));
+  let generic = await stages(page);
+  check(generic.v2.includes("ACSCurrent") && generic.v1.includes("ACSPrevious"), "v2 ACSCurrent, v1 ACSPrevious", JSON.stringify(generic));
+  await shot(page, "details-generic");
+  // Roll back (ACSCurrent to the ACSPrevious version), then a custom stage moved onto v2.
+  await submit(page, "#generic-rollback");
+  generic = await stages(page);
+  check(generic.v1.includes("ACSCurrent") && generic.v2.includes("ACSPrevious"), "a Generic secret rolls back", JSON.stringify(generic));
+  await page.fill("#move-stage input[name=stage]", "blue");
+  await page.selectOption("#move-stage select[name=move_to]", "v2");
+  await submit(page, "#move-stage button[type=submit]");
+  generic = await stages(page);
+  check(generic.v2.includes("blue") && generic.v1.includes("ACSCurrent"), "a custom stage is moved", JSON.stringify(generic));
+
   // A bad tag: the CLI's message, next to the tags field; nothing created.
   await page.goto(`${base}/console/create?type=Generic`);
   await page.fill("input[name=name]", "app/bad-tag");
@@ -123,6 +149,30 @@ async function main() {
   const tagError = await page.textContent(".field-error[data-field=tags]");
   check(tagError.includes("reserved prefix"), "a bad tag shows its error next to the field", tagError);
   await shot(page, "create-bad-tag");
+
+  // The RAM panel: an interval outside the type's bounds refused next to its field, then an
+  // AccessKey secret for the emulator's RAM user, made on target cloud.
+  await page.goto(`${base}/console/create?type=RAMCredentials`);
+  await page.fill("input[name=name]", "ram/console");
+  await page.selectOption("select[name=target]", "cloud");
+  await page.fill("input[name='opt-ram-user']", ramUser);
+  await page.check("input[name=rotation]");
+  await page.fill("input[name=interval]", "1h");
+  await submit(page, "form.create button[type=submit]");
+  const ramError = await page.textContent(".field-error[data-field=interval]");
+  check(ramError.includes("out of bounds"), "the RAM panel refuses an interval outside its bounds next to the field", ramError);
+  await page.fill("input[name=interval]", "30d");
+  await shot(page, "create-ram");
+  await submit(page, "form.create button[type=submit]");
+  check(page.url().includes("/console/secret?name=ram%2Fconsole"), "the RAM secret is created", await page.textContent("main"));
+  check((await page.textContent("#kind")).includes("RAMCredentials"), "the RAM secret's type", await page.textContent("#kind"));
+  // The ECS panel: no SSH target here, so the target is refused next to its field.
+  await page.goto(`${base}/console/create?type=ECS`);
+  await page.fill("input[name=name]", "ecs/console");
+  await shot(page, "create-ecs");
+  await submit(page, "form.create button[type=submit]");
+  const ecsError = await page.textContent(".field-error[data-field=target]");
+  check(ecsError.includes("choose the target"), "the ECS panel refuses a missing target next to the field", ecsError);
 
   // A dual-account PostgreSQL secret on target pg, created from its panel.
   await page.goto(`${base}/console/create?type=Rds`);
@@ -176,6 +226,31 @@ async function main() {
   await page.fill("input[name=interval]", "14d");
   await submit(page, "button:has-text('Save rotation settings')");
   check((await page.textContent("p.notice")).includes("every 14 days"), "automatic rotation every 14 days", await page.textContent("main"));
+
+  // A cron schedule with its window and jitter, each refusal next to its field (the CLI's
+  // parsers and bounds), then saved.
+  const rotationForm = async (cron, window, jitter) => {
+    await page.check("input[name=mode][value=cron]");
+    await page.fill("input[name=cron]", cron);
+    await page.fill("input[name=window]", window);
+    await page.fill("input[name=jitter]", jitter);
+    await submit(page, "button:has-text('Save rotation settings')");
+  };
+  for (const [cron, window, jitter, field, words] of [
+    ["61 3 * * *", "", "", "cron", "cron"],
+    ["0 3 * * *", "2d", "", "window", "longer than"],
+    ["0 3 * * *", "1h", "2h", "jitter", "shorter than"],
+    ["0 3 * * *", "soon", "", "window", "duration"],
+  ]) {
+    await rotationForm(cron, window, jitter);
+    const e = await page.textContent(`.field-error[data-field=${field}]`).catch(() => "");
+    check(e.toLowerCase().includes(words), `rotation settings: ${cron} / ${window} / ${jitter} refused next to ${field}`, e || (await page.textContent("main")));
+  }
+  await rotationForm("0 3 * * *", "1h", "10m");
+  const cronNotice = await page.textContent("p.notice");
+  check(cronNotice.includes("cron '0 3 * * *' within 1 hour"), "a cron schedule with its window is saved", cronNotice);
+  check((await page.inputValue("input[name=jitter]")) === "10m" && (await page.inputValue("input[name=window]")) === "1h",
+    "the form shows the saved window and jitter", `${await page.inputValue("input[name=window]")} ${await page.inputValue("input[name=jitter]")}`);
   await shot(page, "details-settings");
 
   // Rollback: ACSCurrent goes back to the version it was on before the rotation.
@@ -207,6 +282,16 @@ async function main() {
   await page.goto(`${base}/console/audit?action=secret.reveal`);
   check((await page.textContent("table.audit")).includes(`console:${adminUser}`), "the audit page shows the reveal by console:USER");
   await shot(page, "audit");
+  // Paging: two records a page, older then newer again.
+  await page.goto(`${base}/console/audit?limit=2`);
+  const ids = () => page.$$eval("table.audit tbody tr", (rows) => rows.map((r) => r.dataset.id));
+  const newest = await ids();
+  check(newest.length === 2 && !(await page.isVisible("a[rel=prev]")), "the audit log's first page", newest.join(" "));
+  await submit(page, "a[rel=next]");
+  const older = await ids();
+  check(older.length === 2 && Math.max(...older.map(Number)) < Math.min(...newest.map(Number)), "the audit log pages back", older.join(" "));
+  await submit(page, "a[rel=prev]");
+  check((await ids()).join(" ") === newest.join(" "), "and forward again", (await ids()).join(" "));
 
   // Changes without the CSRF token, or from another origin, are refused; nothing changes.
   const noToken = await page.request.post(`${base}/console/secret/delete`, {

@@ -7,7 +7,10 @@
 //! to its field), rollback, delete with a recovery window and restore, a bad tag's error next to
 //! its field, a user
 //! whose rules cover only `app/*`, CSRF-less and cross-origin changes refused, a stored
-//! `<script>` that does not run, framing refused, logout, failed logins throttled.
+//! `<script>` that does not run, framing refused, logout, failed logins throttled; a Generic
+//! secret's new version, roll back and stage move; rotation settings by cron with a window and
+//! jitter (each refusal next to its field); the RAM panel making an AccessKey on the RAM
+//! emulator and the ECS panel refusing a missing target; the audit log paged; HSTS over TLS.
 //! Screenshots of each page are kept in `target/console-screenshots/`.
 
 use std::path::PathBuf;
@@ -15,7 +18,9 @@ use std::process::Command;
 
 use crate::api::{serve, stop};
 use crate::databases::Pg;
+use crate::ram::{add_ram_target, keys_of, Emulator};
 use crate::support::TestEnv;
+use rotators::ram::client::SignatureStyle;
 
 const ADMIN_PASSWORD: &str = "admin-password-for-the-test";
 const NARROW_PASSWORD: &str = "narrow-password-for-the-test";
@@ -174,6 +179,20 @@ async fn the_console_in_a_real_browser() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The RAM panel's target: the emulator, with a user whose AccessKey the console makes.
+    let emulator = Emulator::start();
+    let ram_user = "console-batch";
+    emulator
+        .admin(SignatureStyle::V3)
+        .call("CreateUser", &[("UserName", ram_user)])
+        .await
+        .unwrap();
+    let added = add_ram_target(t, "cloud", &emulator, &[]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     let (server, addr) = serve(t, &[]);
     let shots = screenshots();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/browser.cjs");
@@ -187,6 +206,7 @@ async fn the_console_in_a_real_browser() {
             format!("app-reader:{NARROW_PASSWORD}"),
         )
         .env("ROTOR_CONSOLE_DB", format!("{}:{account}", pg.db))
+        .env("ROTOR_CONSOLE_RAM_USER", ram_user)
         .env("ROTOR_CONSOLE_SHOTS", &shots)
         .env("ROTOR_TEST_CHROMIUM", &chromium)
         .output()
@@ -203,6 +223,9 @@ async fn the_console_in_a_real_browser() {
         "login",
         "secrets",
         "create-rds",
+        "create-ram",
+        "create-ecs",
+        "details-generic",
         "rotate-progress",
         "details-revealed",
         "targets",
@@ -251,6 +274,19 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(by("console.login", "ok"), 1, "{audit}");
     assert_eq!(by("console.login", "failed"), 1, "{audit}");
     assert_eq!(by("console.logout", "ok"), 1, "{audit}");
+    assert_eq!(by("secret.put", "ok"), 1, "{audit}");
+    assert_eq!(by("secret.stage", "ok"), 2, "{audit}");
+    assert!(by("rotation.policy", "ok") >= 3, "{audit}");
+    // The RAM secret holds a key the emulator made for its user.
+    let ram = t.json(&["secret", "get", "ram/console"]);
+    let pair: serde_json::Value =
+        serde_json::from_str(ram["SecretData"].as_str().unwrap()).unwrap();
+    assert!(
+        keys_of(&emulator, ram_user)
+            .await
+            .contains(&pair["AccessKeyId"].as_str().unwrap().to_owned()),
+        "{ram}"
+    );
     let one = t.json(&["secret", "describe", "app/one"]);
     assert!(one.get("PlannedDeleteTime").is_none(), "{one}");
     pg.cleanup_dual(&account).await;

@@ -15,6 +15,7 @@ mod api_conflicts;
 mod cli;
 mod concurrency;
 mod console;
+mod console_changes;
 mod console_hostile;
 mod databases;
 mod deletion;
