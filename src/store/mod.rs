@@ -2,7 +2,8 @@
 //! shared PostgreSQL.
 //!
 //! Both backends run the same SQL through sqlx's `Any` driver (`$N` placeholders work on both);
-//! where they differ — write transactions and row locks — [`Backend`] says how. Every value is
+//! where they differ — write transactions and row locks — [`Backend`] says how (one statement is
+//! PostgreSQL's own: a passed step and its record in one `WITH`, see `advance_job`). Every value is
 //! sealed by [`crate::crypto`] before it reaches SQL, and writes that belong together (a new
 //! version and its stage moves) commit in one transaction: on SQLite `BEGIN IMMEDIATE` takes the
 //! write lock up front, on PostgreSQL the secret's row is locked `FOR UPDATE`.

@@ -16,7 +16,7 @@ use super::audit::Entry;
 use super::jobs::{JobRecord, Lease};
 use super::leases::{check_lease, lease_lost};
 use super::rows::{move_current, prune, set_stage};
-use super::Store;
+use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::model::{Planned, RotationSchedule, Stage, VersionId};
 
@@ -242,6 +242,9 @@ impl Store {
     /// Records that step `from` is done and the job goes on with `to` (the engine's order);
     /// refused unless the job is at `from` under this claim's lease.
     pub async fn advance_job(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            return self.advance_job_statement(claim, from, to).await;
+        }
         let mut tx = self.begin_write().await?;
         self.advance_in(&mut tx, claim, from, to).await?;
         tx.commit().await?;
@@ -259,6 +262,44 @@ impl Store {
         let action = format!("rotation.{from}");
         self.audit_rotation(conn, claim, step_entry(&action, claim, version.as_deref()))
             .await
+    }
+
+    /// [`advance_job`](Self::advance_job) on PostgreSQL: the move and its record in one
+    /// statement (atomic on its own: no transaction to open and commit around it).
+    async fn advance_job_statement(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
+        let lease = worker(&claim.owner);
+        let actor = claim.requested_by.as_deref().unwrap_or(&lease);
+        let detail = claim
+            .requested_by
+            .as_ref()
+            .map(|_| format!("lease {lease}"));
+        let moved = sqlx::query(
+            "WITH moved AS ( \
+                 UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
+                 WHERE secret_id = $3 AND step = $4 \
+                   AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5) \
+                 RETURNING version_id) \
+             INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) \
+             SELECT $2, $6, $7, $8, version_id, 'ok', $9 FROM moved",
+        )
+        .bind(to)
+        .bind(self.clock.now_ms())
+        .bind(claim.secret_id)
+        .bind(from)
+        .bind(&claim.token)
+        .bind(actor)
+        .bind(format!("rotation.{from}"))
+        .bind(claim.name.as_str())
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::Lease(format!(
+                "secret '{}': the rotation job is no longer at step {from} under this claim",
+                claim.name
+            )));
+        }
+        Ok(())
     }
 
     /// Moves the job from `from` to `to` under this claim's lease; the job's version, if any.

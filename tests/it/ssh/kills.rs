@@ -73,7 +73,10 @@ fn rotate_through_kills(
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(40 + (attempt * 37) % 400));
+        // Kill windows of 40–440 ms, growing after every 20 attempts so that a loaded machine,
+        // where one rotation outlasts the longest window, still lets one finish.
+        let window = (40 + (attempt * 37) % 400) * (1 + attempt / 20);
+        std::thread::sleep(Duration::from_millis(window));
         if child.try_wait().unwrap().is_some() {
             let out = child.wait_with_output().unwrap();
             if out.status.success() {
