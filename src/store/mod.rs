@@ -16,6 +16,7 @@ mod drift;
 mod jobs;
 mod keys;
 mod leases;
+mod looks;
 mod nonces;
 mod open;
 mod paging;
@@ -46,11 +47,12 @@ pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
 pub use console_users::{ConsoleLogin, ConsoleUserInfo};
 pub use drift::{Drift, DriftChange, Refusal};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
+pub use looks::{FailedAttempt, Looks};
 pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;
 use open::{connect, describe_location, initialise, load_master_key, resolve_url};
 pub use paging::PageQuery;
-pub use rotation::{FailedAttempt, Looks, RotationRecord};
+pub use rotation::RotationRecord;
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,
     RECOVERY_DAYS,
