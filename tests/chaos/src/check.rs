@@ -241,7 +241,11 @@ async fn audit(world: &World, name: &str, out: &mut Outcome) {
     let mut created: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut promoted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in &records {
-        let version = r["VersionId"].as_str().unwrap_or_default().to_owned();
+        // A failed create names no version (none was stored).
+        let Some(version) = r["VersionId"].as_str().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let version = version.to_owned();
         let actor = r["Actor"].as_str().unwrap_or_default().to_owned();
         match r["Action"].as_str() {
             Some("rotation.create") => created.entry(version).or_default().push(actor),

@@ -265,7 +265,11 @@ async fn one(
             faults.end(id, &res);
         }
         "pg-target-stop" => {
-            let mode = if pick % 2 == 0 { "fast" } else { "immediate" };
+            let mode = if pick.is_multiple_of(2) {
+                "fast"
+            } else {
+                "immediate"
+            };
             let label = format!("PostgreSQL target stopped ({mode}) for {secs:.1}s");
             let Some(id) = faults.begin(kind, "pg-target", label, t0) else {
                 return;
@@ -278,7 +282,11 @@ async fn one(
             faults.end(id, "pg-target");
         }
         "store-restart" => {
-            let mode = if pick % 2 == 0 { "fast" } else { "immediate" };
+            let mode = if pick.is_multiple_of(2) {
+                "fast"
+            } else {
+                "immediate"
+            };
             let label = format!("the store's PostgreSQL restarted ({mode}), down {secs:.1}s");
             let Some(id) = faults.begin(kind, "store", label, t0) else {
                 return;
@@ -291,7 +299,7 @@ async fn one(
             faults.end(id, "store");
         }
         "redis-restart" => {
-            let crash = pick % 2 == 0;
+            let crash = pick.is_multiple_of(2);
             let how = if crash { "SIGKILL" } else { "SIGTERM" };
             let label = format!("Redis stopped ({how}), restarted after {secs:.1}s");
             let Some(id) = faults.begin(kind, "redis", label, t0) else {

@@ -172,67 +172,9 @@ async fn soak(args: Args, seed: u64) -> Result<usize> {
     world.workers.lock().await.restart_exited();
 
     let outcome = check::run(&world, &seen).await;
-    let seen = seen.lock().unwrap();
-    let mut violations: Vec<String> = seen.violations.clone();
-    violations.extend(outcome.violations.iter().cloned());
-    for r in seen.refusals.iter().filter(|r| r.violation) {
-        violations.push(format!(
-            "{} at {:.1}s: {} {} refused ({}); after: {}; status {}; faults: {}",
-            r.secret,
-            (r.at - t0).as_secs_f64(),
-            r.stage,
-            r.version,
-            r.cause,
-            r.after,
-            r.status,
-            r.faults
-        ));
-    }
-
-    // The summary.
-    let by_kind = faults.by_kind();
-    let fault_total: u64 = by_kind.values().sum();
-    println!("chaos: faults, in order:");
-    for line in faults.log() {
-        println!("  {line}");
-    }
-    let mut causes: std::collections::BTreeMap<&str, u64> = Default::default();
-    for r in &seen.refusals {
-        *causes.entry(r.cause).or_default() += 1;
-    }
-    println!(
-        "chaos: {} logins, {} refusals, {} unreachable, {} failed reads; workers that exited on their own: {exited}",
-        seen.logins,
-        seen.refusals.len(),
-        seen.unreachable,
-        seen.read_failures
-    );
-    for (cause, n) in &causes {
-        println!("  refusals: {n} × {cause}");
-    }
-    if let Some((name, d)) = seen.longest_down.iter().max_by_key(|(_, d)| **d) {
-        println!(
-            "chaos: longest recovery: {name}, ACSCurrent did not log in for {:.1}s",
-            d.as_secs_f64()
-        );
-    }
-    for note in &outcome.notes {
-        println!("  note: {note}");
-    }
-    for v in &violations {
-        println!("VIOLATION: {v}");
-    }
-    let kinds = by_kind
-        .iter()
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    println!(
-        "chaos: seed {seed}, {} rotations, {fault_total} faults ({kinds}), {} violations",
-        outcome.rotations,
-        violations.len()
-    );
-    drop(seen);
+    let (violations, summary) =
+        summarise(&seen.lock().unwrap(), &faults, &outcome, seed, t0, exited);
+    print!("{summary}");
 
     // Tear down what this run made.
     {
@@ -259,7 +201,92 @@ async fn soak(args: Args, seed: u64) -> Result<usize> {
     if violations.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
-        println!("chaos: logs kept in {}", dir.display());
+        eprintln!("chaos: logs kept in {}", dir.display());
     }
     Ok(violations.len())
+}
+
+/// The report: faults in order, refusals by cause, the longest recovery, every violation (a
+/// refusal repeated while it lasts is one, with its count), then the one-line summary.
+fn summarise(
+    seen: &prober::Seen,
+    faults: &faults::Faults,
+    outcome: &check::Outcome,
+    seed: u64,
+    t0: Instant,
+    exited: usize,
+) -> (Vec<String>, String) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut violations: Vec<String> = seen.violations.clone();
+    violations.extend(outcome.violations.iter().cloned());
+    let mut repeated: Vec<(String, u32)> = Vec::new();
+    for r in seen.refusals.iter().filter(|r| r.violation) {
+        let key = format!(
+            "{} {} {} refused ({})",
+            r.secret, r.stage, r.version, r.cause
+        );
+        match repeated.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => {
+                repeated.push((key.clone(), 1));
+                violations.push(format!(
+                    "{key} first at {:.1}s; after: {}; status {}; faults: {}",
+                    (r.at - t0).as_secs_f64(),
+                    r.after,
+                    r.status,
+                    r.faults
+                ));
+            }
+        }
+    }
+    let by_kind = faults.by_kind();
+    let fault_total: u64 = by_kind.values().sum();
+    let _ = writeln!(out, "chaos: faults, in order:");
+    for line in faults.log() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let mut causes: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in &seen.refusals {
+        *causes.entry(r.cause).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "chaos: {} logins, {} refusals, {} unreachable, {} failed reads; workers that exited on their own: {exited}",
+        seen.logins,
+        seen.refusals.len(),
+        seen.unreachable,
+        seen.read_failures
+    );
+    for (cause, n) in &causes {
+        let _ = writeln!(out, "  refusals: {n} × {cause}");
+    }
+    if let Some((name, d)) = seen.longest_down.iter().max_by_key(|(_, d)| **d) {
+        let _ = writeln!(
+            out,
+            "chaos: longest recovery: {name}, ACSCurrent did not log in for {:.1}s",
+            d.as_secs_f64()
+        );
+    }
+    for note in &outcome.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    for v in &violations {
+        let _ = writeln!(out, "VIOLATION: {v}");
+    }
+    for (key, n) in repeated.iter().filter(|(_, n)| *n > 1) {
+        let _ = writeln!(out, "  ({key}: seen {n} times)");
+    }
+    let kinds = by_kind
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "chaos: seed {seed}, {} rotations, {fault_total} faults ({kinds}), {} violations",
+        outcome.rotations,
+        violations.len()
+    );
+    (violations, out)
 }
