@@ -367,8 +367,9 @@ async fn one(
     }
 }
 
+/// Starts a stopped cluster again, trying for two minutes: a fault must end.
 async fn restart_pg(pg: &PgCluster, what: &str) {
-    for _ in 0..5 {
+    for _ in 0..120 {
         match pg.start().await {
             Ok(()) => return,
             Err(e) => eprintln!("chaos: pg_ctl start ({what}): {e:#}"),

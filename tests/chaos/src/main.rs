@@ -149,8 +149,20 @@ async fn soak(args: Args, seed: u64) -> Result<usize> {
 
     let total = Duration::from_secs_f64(args.minutes * 60.0);
     let mut last = Instant::now();
+    // Ctrl-C (or SIGTERM) ends the fault phase early: the checks and the teardown still run.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     while t0.elapsed() < total {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("chaos: interrupted; ending the faults now");
+                break;
+            }
+            _ = term.recv() => {
+                eprintln!("chaos: terminated; ending the faults now");
+                break;
+            }
+        }
         if last.elapsed() >= Duration::from_secs(30) {
             last = Instant::now();
             let s = seen.lock().unwrap();
@@ -189,8 +201,6 @@ async fn soak(args: Args, seed: u64) -> Result<usize> {
     for u in &made.users {
         ssh::remove_user(u).await;
     }
-    let _ = world.store.stop("immediate").await;
-    let _ = world.pg_target.stop("immediate").await;
     world.redis.lock().await.stop(true).await;
     if let Some(m) = &world.maria {
         m.lock().await.kill().await;
@@ -198,6 +208,9 @@ async fn soak(args: Args, seed: u64) -> Result<usize> {
     if let Some(s) = &world.sshd {
         s.lock().await.stop().await;
     }
+    // The PostgreSQL clusters stop when the world is dropped.
+    drop(made);
+    drop(world);
     if violations.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {

@@ -160,6 +160,27 @@ impl PgCluster {
     }
 }
 
+/// A cluster goes with the run that made it, whatever way the run ends.
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            std::process::Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = cmd
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A Redis of our own, its users in an ACL file (kept across restarts, as an operator who
 /// rotates Redis passwords would configure it).
 pub struct Redis {
