@@ -60,11 +60,25 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
-    /// Starts renewing `claim`, which the store has just granted for `lease`.
-    pub(crate) fn start(store: Store, claim: Claim, lease: Duration) -> Keeper {
+    /// Starts renewing `claim`, which the store has granted for `lease`. The lease runs from
+    /// when the claim was asked for (its expiry was computed then), not from the answer: a
+    /// grant that came late (the store restarting, a lock, a wait for a per-target slot) may
+    /// be expired already, and another claim — of this process too — may take it over. Such a
+    /// claim is renewed before anything runs: if it is still this claim's, it is again for a
+    /// whole lease; if not, the keeper stops the rotation before its first step.
+    pub(crate) async fn start(store: Store, claim: Claim, lease: Duration) -> Keeper {
         let lost = CancellationToken::new();
         let margin = lease / 3;
-        let fresh_until = Arc::new(Mutex::new(Instant::now() + lease));
+        let mut until = claim.asked_at + lease;
+        if Instant::now() + margin >= until {
+            let asked = Instant::now();
+            if let Ok(Ok(true)) =
+                tokio::time::timeout(margin, store.renew_claim(&claim, lease)).await
+            {
+                until = asked + lease;
+            }
+        }
+        let fresh_until = Arc::new(Mutex::new(until));
         let task = {
             let (lost, fresh_until) = (lost.clone(), fresh_until.clone());
             tokio::spawn(async move {

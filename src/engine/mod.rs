@@ -172,7 +172,8 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<Outcome> {
         let span = tracing::info_span!("rotation", secret = %claim.name);
-        let keeper = lease::Keeper::start(self.store.clone(), claim.clone(), self.config.lease);
+        let keeper =
+            lease::Keeper::start(self.store.clone(), claim.clone(), self.config.lease).await;
         let driven = self
             .drive(claim, manual, stop, &keeper)
             .instrument(span)

@@ -27,6 +27,11 @@ pub struct Lease {
     /// ([`claim_now`](super::Store::claim_now)); `None` for a worker's. The audit log names
     /// them, with the lease holder in the detail.
     pub requested_by: Option<String>,
+    /// When the claim was asked for, on this process's monotonic clock. The store computes the
+    /// lease's expiry from its clock read at that moment, so the lease runs from here — not
+    /// from when the answer arrived, which may be much later (a store restarting, a lock, a
+    /// full pool): a claim that waited longer than its lease is granted already expired.
+    pub asked_at: tokio::time::Instant,
 }
 
 /// A rotation job as stored: the engine reads its step (the column's text) into its own state

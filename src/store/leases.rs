@@ -38,6 +38,7 @@ impl Store {
         limit: usize,
         busy: &[String],
     ) -> Result<Vec<Lease>> {
+        let asked_at = tokio::time::Instant::now();
         let now = self.clock.now_ms();
         let skip_busy = if busy.is_empty() {
             String::new()
@@ -83,6 +84,7 @@ impl Store {
                     token: r.try_get("lease_token")?,
                     taken_from: r.try_get("lease_taken_from")?,
                     requested_by: None,
+                    asked_at,
                 };
                 Ok(claim)
             })
@@ -99,6 +101,7 @@ impl Store {
         name: &SecretName,
         lease: Duration,
     ) -> Result<Lease> {
+        let asked_at = tokio::time::Instant::now();
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
         let row = self.secret_row(&mut tx, name, true).await?;
@@ -133,6 +136,7 @@ impl Store {
             token,
             taken_from: row.lease_owner,
             requested_by: Some(self.actor().to_owned()),
+            asked_at,
         })
     }
 

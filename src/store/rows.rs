@@ -184,6 +184,7 @@ impl SecretRow {
             token: String::new(),
             taken_from: None,
             requested_by: None,
+            asked_at: tokio::time::Instant::now(),
         }
     }
 

@@ -346,3 +346,64 @@ async fn a_secret_being_rotated_is_not_deleted_under_its_driver() {
         .unwrap();
     assert!(!t.run(&["secret", "describe", "busy"]).status.success());
 }
+
+/// A claim granted after its lease ran out is renewed before it drives, or not driven at all.
+/// Found by the chaos soak (tests/chaos, seed 1): the store restarting under a worker made its
+/// claim wait 8.6 s for a connection, so the claim was written with a 5 s lease already past;
+/// the worker's next poll took its own claim over, and two drives of one RAM rotation ran —
+/// the stale one deleted the new ACSCurrent AccessKey as "an interrupted attempt's". Here a
+/// manual rotation's claim waits 3 s on a row lock (a 1 s lease) while a worker polls beside
+/// it; `set` (150 ms, recorded when it ends) must run in one process only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_granted_after_its_lease_ran_out_is_renewed_before_it_drives() {
+    use sqlx::{Connection, Executor};
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "late");
+    let worker_args = [
+        "worker",
+        "--lease",
+        "1s",
+        "--poll",
+        "100ms",
+        "--test-retry-delay",
+        "50ms",
+    ];
+    let mut worker = slow(&t, h, 150, &worker_args);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut lock = sqlx::PgConnection::connect(&t.store_url().unwrap())
+        .await
+        .unwrap();
+    lock.execute("BEGIN").await.unwrap();
+    lock.execute("SELECT id FROM secrets WHERE name = 'late' FOR UPDATE")
+        .await
+        .unwrap();
+    let mut manual = t
+        .testkit(h)
+        .args(["rotate", "late"])
+        .env("ROTOR_LEASE", "1s")
+        .env("ROTOR_TEST_FAULT", "set:slow")
+        .env("ROTOR_TEST_SLOW_MS", "150")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lock.execute("COMMIT").await.unwrap();
+    wait_exit(&mut manual, Duration::from_secs(30));
+    wait_for("the rotation done", Duration::from_secs(30), || {
+        current_version(&t, "late") != "v1" && describe(&t, "late")["RotationStep"].is_null()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    terminate(&mut worker);
+
+    let mut setters = runs(h, "late", "set");
+    setters.dedup();
+    assert_eq!(
+        setters.len(),
+        1,
+        "one process drove the rotation's set, not the late claim and the one that took it over: {setters:?}"
+    );
+}
