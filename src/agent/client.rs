@@ -114,7 +114,10 @@ impl Client {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(Error::invalid("[agent] endpoint has no host")),
         };
+        // A redirect is never followed: it could send the signed request, and take the value
+        // from, any host, over plain http.
         let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5));
         match &settings.ca_pem {
@@ -228,6 +231,11 @@ impl Client {
             .await
             .map_err(|e| CallError::Unreachable(format!("{}: {}", self.host, error_chain(&e))))?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(CallError::Unreachable(format!(
+                "{action}: HTTP {status}: rotor's API does not redirect, and the agent follows no redirect"
+            )));
+        }
         if response
             .content_length()
             .is_some_and(|l| l > MAX_ANSWER as u64)
