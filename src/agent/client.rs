@@ -165,6 +165,7 @@ impl Client {
             .ok_or_else(|| {
                 CallError::Unreachable(format!("{action} of '{name}' named no ACSCurrent version"))
             })
+            .and_then(|v| check_version(&v, name).map(|()| v))
     }
 
     /// `GetSecretValue` of `version` (`None`: `ACSCurrent`).
@@ -183,10 +184,12 @@ impl Client {
                 )))
             }
         };
+        let version_id = text(&answer, "VersionId");
+        check_version(&version_id, name)?;
         Ok(Fetched {
+            version_id,
             name: name.to_owned(),
             secret_type: text(&answer, "SecretType"),
-            version_id: text(&answer, "VersionId"),
             stages: answer["VersionStages"]["VersionStage"]
                 .as_array()
                 .into_iter()
@@ -275,6 +278,16 @@ impl Client {
                 .into_owned(),
         })
     }
+}
+
+/// A version id is printable text of at most 64 characters: it goes into logs and files.
+fn check_version(version: &str, name: &str) -> Result<(), CallError> {
+    if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
+        return Err(CallError::Unreachable(format!(
+            "the API answered for '{name}' a VersionId that is empty, too long or holds control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn hex_nonce() -> String {

@@ -199,6 +199,37 @@ async fn agent_follows_no_redirect() {
     assert!(!dest.exists(), "the redirected value was rendered");
 }
 
+/// A `VersionId` holding a newline and an escape (a forged log line) is refused, never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_refuses_version_ids_with_control_characters() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    let body = r#"{"SecretName":"app/x","SecretType":"Generic","SecretData":"Forged-Value","SecretDataType":"text","VersionId":"v1\n2026-01-01T00:00:00Z  INFO forged\u001b[2J","VersionStages":{"VersionStage":["ACSCurrent"]},"RequestId":"r"}"#;
+    let endpoint = http_server(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let key_file = t.dir.path().join("forged.key");
+    private_file(&key_file, "not-a-real-secret-0000");
+    let dest = t.dir.path().join("forged.env");
+    let config = t.dir.path().join("forged.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nendpoint = \"http://{endpoint}\"\naccess_key_id = \"LTAIforged\"\naccess_key_secret_file = \"{}\"\n\n[[template]]\ncontents = \"{{{{ secret('app/x').value }}}}\"\ndestination = \"{}\"\n",
+            key_file.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let (code, log) = once(&t, &config);
+    assert_eq!(code, Some(7), "{log}");
+    assert!(
+        !log.contains("INFO forged") && !log.contains('\u{1b}'),
+        "{log}"
+    );
+    assert!(!dest.exists());
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
