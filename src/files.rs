@@ -112,6 +112,60 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Reads a file others must not be able to change (a template's source): opened without
+/// following a final symlink (`O_NOFOLLOW`) and judged by what was opened — a regular file that
+/// belongs to the user running rotor or root, writable by no one else — in a directory that is
+/// ours or root's and writable by no one else (unless sticky). At most `max` bytes.
+#[cfg(unix)]
+pub fn read_trusted(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let fail =
+        |e: std::io::Error| Error::config(format!("cannot read {what} {}: {e}", path.display()));
+    if let Some(dir) = parent(path) {
+        check_holder(&dir, what, path)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::config(format!(
+                    "{what} {} is a symlink; name the file itself",
+                    path.display()
+                ))
+            } else {
+                fail(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(fail)?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "{what} {} is not a regular file",
+            path.display()
+        )));
+    }
+    check_owner(path, what, meta.uid())?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(Error::config(format!(
+            "{what} {} is writable by others (mode {mode:04o}); run: chmod go-w {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    let mut buf = Vec::new();
+    file.take(max + 1).read_to_end(&mut buf).map_err(fail)?;
+    if buf.len() as u64 > max {
+        return Err(Error::config(format!(
+            "{what} {} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
 /// Creates `path` with mode 0600 holding `bytes`, synced; refuses to overwrite a file.
 pub fn create_private(path: &Path, what: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -162,7 +216,7 @@ fn check_owner(path: &Path, what: &str, uid: u32) -> Result<()> {
 /// A directory holding a symlink or its target: ours or root's, and writable by no one else
 /// unless sticky (as /tmp is: others cannot replace what they do not own there).
 #[cfg(unix)]
-fn check_holder(dir: &Path, what: &str, path: &Path) -> Result<()> {
+pub fn check_holder(dir: &Path, what: &str, path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(dir)
         .map_err(|e| Error::config(format!("cannot read {}: {e}", dir.display())))?;

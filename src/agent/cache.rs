@@ -31,6 +31,10 @@ use crate::files::{self, Kind};
 
 /// The header carrying the token.
 pub const TOKEN_HEADER: &str = "x-rotor-token";
+/// Connections open at once, at most; one more is closed unanswered.
+pub const MAX_CONNECTIONS: usize = 128;
+/// How long a request's headers may take to arrive (an idle connection is closed after it too).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The cache endpoint, bound.
 pub struct Server {
@@ -98,22 +102,81 @@ impl Server {
         }
     }
 
-    /// Serves until `cancel`; a Unix socket is removed then.
+    /// Serves until `cancel`; a Unix socket is removed then. At most [`MAX_CONNECTIONS`] are
+    /// open at once (one more is closed unanswered), and a request's headers must arrive
+    /// within [`HEADER_TIMEOUT`].
     pub async fn serve(self, cancel: CancellationToken) {
         let app = Router::new()
             .route("/v1/secret", get(get_secret))
             .with_state(self.shared);
-        let stop = async move { cancel.cancelled().await };
-        let served = match self.listener {
-            Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
-            Listener::Unix(l, path) => {
-                let served = axum::serve(l, app).with_graceful_shutdown(stop).await;
-                let _ = std::fs::remove_file(&path);
-                served
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!("the cache endpoint stopped: {e}");
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let tracker = tokio_util::task::TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("the cache endpoint cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = open.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let (app, cancel) = (app.clone(), cancel.clone());
+            tracker.spawn(async move {
+                match stream {
+                    Stream::Tcp(s) => connection(s, app, cancel).await,
+                    Stream::Unix(s) => connection(s, app, cancel).await,
+                }
+                drop(slot);
+            });
+        }
+        tracker.close();
+        let _ = tokio::time::timeout(HEADER_TIMEOUT, tracker.wait()).await;
+        if let Listener::Unix(_, path) = &self.listener {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// An accepted connection.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+}
+
+/// Serves one connection (HTTP/1.1) until it closes or `cancel`.
+async fn connection<S>(stream: S, app: Router, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(16 * 1024);
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
         }
     }
 }
@@ -205,8 +268,11 @@ async fn get_secret(
         .is_some_and(|at| at.elapsed() < shared.ttl);
     let held = shared.watcher.snapshot().get(&name).cloned();
     let fetched = match (held, fresh) {
-        (Some(f), true) => f,
-        (held, _) => match shared.watcher.fetch(&name).await {
+        (Some(f), true) => {
+            shared.watcher.used(&name);
+            f
+        }
+        (held, _) => match shared.watcher.fetch_cached(&name).await {
             Ok(f) => f,
             Err(CallError::Unreachable(e)) => match held {
                 Some(f) => {

@@ -114,7 +114,10 @@ impl Client {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(Error::invalid("[agent] endpoint has no host")),
         };
+        // A redirect is never followed: it could send the signed request, and take the value
+        // from, any host, over plain http.
         let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5));
         match &settings.ca_pem {
@@ -162,6 +165,7 @@ impl Client {
             .ok_or_else(|| {
                 CallError::Unreachable(format!("{action} of '{name}' named no ACSCurrent version"))
             })
+            .and_then(|v| check_version(&v, name).map(|()| v))
     }
 
     /// `GetSecretValue` of `version` (`None`: `ACSCurrent`).
@@ -180,10 +184,12 @@ impl Client {
                 )))
             }
         };
+        let version_id = text(&answer, "VersionId");
+        check_version(&version_id, name)?;
         Ok(Fetched {
+            version_id,
             name: name.to_owned(),
             secret_type: text(&answer, "SecretType"),
-            version_id: text(&answer, "VersionId"),
             stages: answer["VersionStages"]["VersionStage"]
                 .as_array()
                 .into_iter()
@@ -228,6 +234,11 @@ impl Client {
             .await
             .map_err(|e| CallError::Unreachable(format!("{}: {}", self.host, error_chain(&e))))?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(CallError::Unreachable(format!(
+                "{action}: HTTP {status}: rotor's API does not redirect, and the agent follows no redirect"
+            )));
+        }
         if response
             .content_length()
             .is_some_and(|l| l > MAX_ANSWER as u64)
@@ -267,6 +278,16 @@ impl Client {
                 .into_owned(),
         })
     }
+}
+
+/// A version id is printable text of at most 64 characters: it goes into logs and files.
+fn check_version(version: &str, name: &str) -> Result<(), CallError> {
+    if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
+        return Err(CallError::Unreachable(format!(
+            "the API answered for '{name}' a VersionId that is empty, too long or holds control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn hex_nonce() -> String {

@@ -78,6 +78,39 @@ pub async fn run(settings: Settings, once: bool, cancel: CancellationToken) -> R
     Ok(())
 }
 
+/// The signals that stop the agent: the two that ask a process to stop (INT, TERM) and every
+/// other one whose default action would kill it (HUP, QUIT, USR1, USR2, ALRM) — caught, so
+/// that in exec mode the program is stopped the same way (its signal, then `SIGKILL` after the
+/// grace), never left running without the agent.
+const STOP_SIGNALS: [i32; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+];
+
+/// Cancels `token` on the first of [`STOP_SIGNALS`]. The handlers are installed before this
+/// returns, so a signal that arrives while the agent starts is caught.
+pub fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for &number in &STOP_SIGNALS {
+        let mut stream = signal(SignalKind::from_raw(number)).expect("signal handler installs");
+        let token = token.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stream.recv() => {
+                    tracing::info!(signal = number, "stop signal received");
+                    token.cancel();
+                }
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// `rotor agent exec`: runs `command` with `env` from secrets, restarting it when one changes.
 /// Returns the program's exit code once it exits on its own or after `cancel`.
 pub async fn exec(

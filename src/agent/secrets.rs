@@ -21,11 +21,19 @@ use super::client::{CallError, Client, Fetched};
 /// Every secret's last good version, by name.
 pub type Snapshot = Arc<BTreeMap<String, Arc<Fetched>>>;
 
+/// The most secrets watched for the cache endpoint alone (beyond those templates and exec
+/// mode use): past it, the one asked for least recently is dropped.
+pub const MAX_CACHED: usize = 128;
+
 /// The secrets an agent watches, polled by [`Watcher::run`].
 pub struct Watcher {
     client: Client,
     poll: Duration,
+    /// The secrets templates and exec mode use: watched for as long as the agent runs.
     names: Mutex<BTreeSet<String>>,
+    /// The secrets the cache endpoint was asked for and could read, with when each was last
+    /// asked for: watched while among the [`MAX_CACHED`] most recent and readable.
+    cached: Mutex<HashMap<String, Instant>>,
     /// One pass or fetch at a time, so that snapshots are never written from two places.
     pass: tokio::sync::Mutex<()>,
     tx: watch::Sender<Snapshot>,
@@ -44,6 +52,7 @@ impl Watcher {
             client,
             poll,
             names: Mutex::default(),
+            cached: Mutex::default(),
             pass: tokio::sync::Mutex::new(()),
             tx: watch::Sender::new(Arc::default()),
             checked: Mutex::default(),
@@ -97,10 +106,68 @@ impl Watcher {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Reads `name`'s `ACSCurrent` value now (and watches it from now on).
+    /// Reads `name`'s `ACSCurrent` value now.
     pub async fn fetch(&self, name: &str) -> Result<Arc<Fetched>, CallError> {
-        self.names.lock().expect("names").insert(name.to_owned());
         let _pass = self.pass.lock().await;
+        self.fetch_now(name).await
+    }
+
+    /// Reads `name`'s `ACSCurrent` value now for the cache endpoint: watched from now on if it
+    /// could be read (the least recently asked for dropped past [`MAX_CACHED`]), no longer
+    /// watched if the API refused it.
+    pub async fn fetch_cached(&self, name: &str) -> Result<Arc<Fetched>, CallError> {
+        let _pass = self.pass.lock().await;
+        let result = self.fetch_now(name).await;
+        match &result {
+            Ok(_) => {
+                let evicted = {
+                    let mut cached = self.cached.lock().expect("cached");
+                    cached.insert(name.to_owned(), Instant::now());
+                    let oldest = (cached.len() > MAX_CACHED)
+                        .then(|| cached.iter().min_by_key(|(_, at)| **at))
+                        .flatten()
+                        .map(|(n, _)| n.clone());
+                    oldest.inspect(|n| {
+                        cached.remove(n);
+                    })
+                };
+                if let Some(n) = evicted {
+                    self.drop_unwatched(&n);
+                }
+            }
+            Err(CallError::Refused { .. }) => {
+                self.cached.lock().expect("cached").remove(name);
+                self.drop_unwatched(name);
+            }
+            Err(CallError::Unreachable(_)) => {}
+        }
+        result
+    }
+
+    /// Notes that the cache endpoint served `name` (it stays among the most recent).
+    pub fn used(&self, name: &str) {
+        if let Some(at) = self.cached.lock().expect("cached").get_mut(name) {
+            *at = Instant::now();
+        }
+    }
+
+    /// Forgets `name`'s value unless something still watches it (called under `pass`).
+    fn drop_unwatched(&self, name: &str) {
+        if self.names.lock().expect("names").contains(name)
+            || self.cached.lock().expect("cached").contains_key(name)
+        {
+            return;
+        }
+        self.checked.lock().expect("checked map").remove(name);
+        self.refusals.lock().expect("refusals").remove(name);
+        if self.snapshot().contains_key(name) {
+            let mut next = BTreeMap::clone(&self.snapshot());
+            next.remove(name);
+            self.tx.send_replace(Arc::new(next));
+        }
+    }
+
+    async fn fetch_now(&self, name: &str) -> Result<Arc<Fetched>, CallError> {
         let fetched = Arc::new(
             self.client
                 .get_value(name, None)
@@ -114,15 +181,21 @@ impl Watcher {
     /// One pass over every watched secret. `Err` when the API could not be reached (the pass
     /// stops there; the values stay).
     pub async fn refresh(&self) -> Result<(), CallError> {
-        let names: Vec<String> = self.names.lock().expect("names").iter().cloned().collect();
         let _pass = self.pass.lock().await;
+        let mut names: BTreeSet<String> = self.names.lock().expect("names").clone();
+        names.extend(self.cached.lock().expect("cached").keys().cloned());
         for name in names {
             match self.refresh_one(&name).await {
                 Ok(()) => {
                     self.refusals.lock().expect("refusals").remove(&name);
                 }
                 Err(e @ CallError::Unreachable(_)) => return Err(e),
-                Err(e) => self.note(&name, &e),
+                Err(e) => {
+                    self.note(&name, &e);
+                    // A secret only the cache endpoint asked for is not asked for again.
+                    self.cached.lock().expect("cached").remove(&name);
+                    self.drop_unwatched(&name);
+                }
             }
         }
         Ok(())

@@ -277,21 +277,7 @@ fn read_key_file(path: &Path) -> Result<(Option<String>, Zeroizing<String>)> {
 fn template(n: usize, t: TemplateSpec) -> Result<Template> {
     let (label, text) = match (&t.source, t.contents) {
         (Some(path), None) => {
-            let bytes = files::open_regular(path)
-                .and_then(|f| {
-                    use std::io::Read;
-                    let mut buf = Vec::new();
-                    f.take(MAX_FILE + 1).read_to_end(&mut buf).map(|_| buf)
-                })
-                .map_err(|e| {
-                    Error::config(format!("cannot read template {}: {e}", path.display()))
-                })?;
-            if bytes.len() as u64 > MAX_FILE {
-                return Err(Error::config(format!(
-                    "template {} is larger than {MAX_FILE} bytes",
-                    path.display()
-                )));
-            }
+            let bytes = files::read_trusted(path, "template", MAX_FILE)?;
             let text = String::from_utf8(bytes).map_err(|_| {
                 Error::config(format!("template {} is not UTF-8 text", path.display()))
             })?;

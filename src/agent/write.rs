@@ -1,14 +1,20 @@
-//! Writing a rendered file: only when its text changed, and atomically — a temporary file in
-//! the destination's own directory (created with the final mode, so the text is never open to
-//! others), written, synced, given its owner, renamed over the destination, and the directory
-//! synced. A reader sees the old file or the new one, never a part, never an empty file.
+//! Writing a rendered file: only when its text, mode or owner changed, and atomically — a
+//! temporary file in the destination's own directory (created with the final mode, so the text
+//! is never open to others), given its owner and mode through its open descriptor (never by
+//! path, which another user could point elsewhere), written, synced, renamed over the
+//! destination, and the directory synced. A reader sees the old file or the new one, never a
+//! part, never an empty file.
+//!
+//! The destination's directory must belong to the agent's user or root and be writable by no
+//! one else (unless sticky, as /tmp): whoever may rename entries there could swap the temporary
+//! file, or the destination, under the agent.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Writes `text` to `path` with `mode` and `owner` (`USER[:GROUP]`) unless the file already
-/// holds exactly it. `Ok(true)` when the file changed.
+/// holds exactly it with that mode and owner. `Ok(true)` when the file changed.
 pub fn write_if_changed(
     path: &Path,
     text: &[u8],
@@ -16,9 +22,6 @@ pub fn write_if_changed(
     owner: Option<&str>,
 ) -> Result<bool, String> {
     let ids = owner.map(resolve_owner).transpose()?;
-    if same_content(path, text) {
-        return Ok(false);
-    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -26,6 +29,10 @@ pub fn write_if_changed(
     let name = path
         .file_name()
         .ok_or_else(|| format!("{} names no file", path.display()))?;
+    crate::files::check_holder(dir, "destination", path).map_err(|e| e.to_string())?;
+    if up_to_date(path, text, mode, ids) {
+        return Ok(false);
+    }
     let temp = dir.join(format!(
         ".{}.rotor-{}",
         name.to_string_lossy(),
@@ -36,14 +43,12 @@ pub fn write_if_changed(
             .write(true)
             .create_new(true)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&temp)
             .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
-        file.write_all(text)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
-        // The umask may have narrowed the mode given at creation.
-        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", temp.display()))?;
+        // Owner, then mode (the umask may have narrowed the mode given at creation), both on
+        // the descriptor: what is changed is the file created here, whatever the name points
+        // to by now.
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::fchown(&file, Some(uid), gid).map_err(|e| {
                 format!(
@@ -53,6 +58,11 @@ pub fn write_if_changed(
                 )
             })?;
         }
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", temp.display()))?;
+        file.write_all(text)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
         std::fs::rename(&temp, path)
             .map_err(|e| format!("cannot rename onto {}: {e}", path.display()))?;
         if let Ok(d) = std::fs::File::open(dir) {
@@ -66,11 +76,20 @@ pub fn write_if_changed(
     result
 }
 
-/// Whether `path` is a regular file holding exactly `text` (read no further than its length).
-fn same_content(path: &Path, text: &[u8]) -> bool {
+/// Whether `path` is a regular file holding exactly `text` (read no further than its length),
+/// with `mode` and the owner `ids` (when given).
+fn up_to_date(path: &Path, text: &[u8], mode: u32, ids: Option<(u32, Option<u32>)>) -> bool {
     let Ok(file) = crate::files::open_regular(path) else {
         return false;
     };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let owner_ok =
+        ids.is_none_or(|(uid, gid)| meta.uid() == uid && gid.is_none_or(|g| meta.gid() == g));
+    if meta.mode() & 0o7777 != mode || !owner_ok {
+        return false;
+    }
     let mut buf = Vec::with_capacity(text.len() + 1);
     if file
         .take(text.len() as u64 + 1)
@@ -145,7 +164,6 @@ fn lookup(name: &str, group: bool) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn writes_only_changes_with_the_mode_and_leaves_no_temporary_file() {
@@ -163,5 +181,54 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(resolve_owner("root:root").is_ok());
         assert!(resolve_owner("no-such-user-here").is_err());
+    }
+
+    /// Another process renames each temporary file away the moment it appears and leaves a
+    /// symlink to a victim in its place (what the owner of a shared directory could do): the
+    /// mode is set on the file the agent created, so the victim's never changes.
+    #[test]
+    fn the_mode_is_set_through_the_descriptor_never_through_a_swapped_name() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("app.env");
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, dir, victim) = (stop.clone(), dir.path().to_owned(), victim.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        if !name.starts_with(".app.env.rotor-")
+                            || entry.file_type().is_ok_and(|t| t.is_symlink())
+                        {
+                            continue;
+                        }
+                        let stolen = dir.join(format!("stolen-{swaps}"));
+                        if std::fs::rename(entry.path(), &stolen).is_ok() {
+                            let _ = std::os::unix::fs::symlink(&victim, entry.path());
+                            swaps += 1;
+                        }
+                    }
+                }
+                swaps
+            })
+        };
+        for i in 0..400 {
+            let _ = write_if_changed(&path, format!("A={i}\n").as_bytes(), 0o644, None);
+            let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "write {i} changed the victim's mode");
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        println!("temporary files swapped: {swaps}");
+        assert!(swaps > 0, "the swapper never caught a temporary file");
     }
 }

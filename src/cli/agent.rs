@@ -87,7 +87,7 @@ pub(super) fn main(cli: Cli) -> ! {
     let result = runtime.block_on(async move {
         let settings = crate::agent::settings(config.as_deref())?;
         let cancel = CancellationToken::new();
-        crate::worker::cancel_on_signal(cancel.clone());
+        crate::agent::cancel_on_signal(cancel.clone());
         match args.mode {
             None => crate::agent::run(settings, args.once, cancel)
                 .await

@@ -5,6 +5,7 @@
 //! through `agent exec`.
 
 mod files;
+mod hostile;
 mod repair;
 mod rotations;
 
