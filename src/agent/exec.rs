@@ -149,6 +149,13 @@ fn versions(specs: &[EnvSpec], snapshot: &Snapshot) -> Vec<Option<String>> {
 fn start(spec: &ExecSpec, env: &[(String, Zeroizing<String>)]) -> Result<Child> {
     let mut command = Command::new(&spec.command[0]);
     command.args(&spec.command[1..]).process_group(0);
+    // The agent's own settings (`ROTOR_…`: its key file, rotor's master key or config if the
+    // agent was started with them) are not the program's: it gets only what `--env` names.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ROTOR_") {
+            command.env_remove(k);
+        }
+    }
     for (k, v) in env {
         command.env(k, v.as_str());
     }

@@ -281,6 +281,50 @@ async fn exec_mode_stops_the_program_on_hup_and_never_leaves_it_running() {
     rig.stop();
 }
 
+/// In exec mode the program gets the variables `--env` names and none of the agent's own
+/// `ROTOR_…` settings (a master key or rotor's config in the agent's environment, its key file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_mode_hands_the_program_none_of_the_agents_rotor_settings() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    let rig = Rig::start(&t, &ALLOW);
+    create(&t, "app/env", "Env-Value-1");
+    let mut exec = rig.exec_with(
+        &t,
+        "1s",
+        &[
+            "--env",
+            "V=app/env",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; env; echo END; exec sleep 600",
+        ],
+        &[
+            ("ROTOR_MASTER_KEY", "not-for-the-program"),
+            ("ROTOR_CONFIG", "/nonexistent/rotor.toml"),
+        ],
+    );
+    wait_for(Duration::from_secs(10), "the program's environment", || {
+        exec.lines().iter().any(|l| l == "END")
+    });
+    let lines = exec.lines();
+    let pid: i32 = lines[0].parse().unwrap();
+    signal(&exec.child, libc::SIGTERM);
+    exec.child.wait().unwrap();
+    if alive(pid) {
+        // SAFETY: kill(2) on a pid this test's program printed; no memory is touched.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    rig.stop();
+    assert!(
+        lines.iter().any(|l| l == "V=Env-Value-1"),
+        "the program did not get V: {}",
+        exec.log()
+    );
+    let leaked: Vec<&String> = lines.iter().filter(|l| l.starts_with("ROTOR_")).collect();
+    assert!(leaked.is_empty(), "the program inherited {leaked:?}");
+}
+
 /// The cache endpoint does not watch what it could not read (a name asked for that does not
 /// exist is not polled afterwards), and neither half-sent requests nor a flood of connections
 /// hold it: over the cap a connection is closed at once, and one whose headers never end is
