@@ -268,12 +268,7 @@ impl Store {
     /// [`advance_job`](Self::advance_job) on PostgreSQL: the move and its record in one
     /// statement (atomic on its own: no transaction to open and commit around it).
     async fn advance_job_statement(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
-        let lease = worker(&claim.owner);
-        let actor = claim.requested_by.as_deref().unwrap_or(&lease);
-        let detail = claim
-            .requested_by
-            .as_ref()
-            .map(|_| format!("lease {lease}"));
+        let (actor, detail) = on_behalf(claim, None);
         let moved = sqlx::query(
             "WITH moved AS ( \
                  UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
@@ -288,7 +283,7 @@ impl Store {
         .bind(claim.secret_id)
         .bind(from)
         .bind(&claim.token)
-        .bind(actor)
+        .bind(&actor)
         .bind(format!("rotation.{from}"))
         .bind(claim.name.as_str())
         .bind(detail)
@@ -518,32 +513,38 @@ impl Store {
         claim: &Lease,
         entries: Vec<Entry<'_>>,
     ) -> Result<()> {
-        let lease = worker(&claim.owner);
-        let actor = claim.requested_by.as_deref().unwrap_or(&lease);
-        let details: Vec<Option<String>> = entries
-            .iter()
-            .map(|e| {
-                claim.requested_by.as_ref().map(|_| match e.detail {
-                    Some(d) => format!("{d}; lease {lease}"),
-                    None => format!("lease {lease}"),
-                })
-            })
-            .collect();
+        let named: Vec<(String, Option<String>)> =
+            entries.iter().map(|e| on_behalf(claim, e.detail)).collect();
         let records: Vec<(&str, Entry<'_>)> = entries
             .into_iter()
-            .zip(&details)
-            .map(|(e, d)| match d {
-                Some(d) => (
-                    actor,
+            .zip(&named)
+            .map(|(e, (actor, detail))| {
+                (
+                    actor.as_str(),
                     Entry {
-                        detail: Some(d),
+                        detail: detail.as_deref(),
                         ..e
                     },
-                ),
-                None => (actor, e),
+                )
             })
             .collect();
         self.audit_many(conn, &records).await
+    }
+}
+
+/// Who a rotation's record names and its detail: a worker's rotation is `worker:OWNER` with
+/// `detail` as it is; one taken on request names who asked, the lease holder in the detail.
+fn on_behalf(claim: &Lease, detail: Option<&str>) -> (String, Option<String>) {
+    let lease = worker(&claim.owner);
+    match &claim.requested_by {
+        None => (lease, detail.map(str::to_owned)),
+        Some(asked) => {
+            let detail = match detail {
+                Some(d) => format!("{d}; lease {lease}"),
+                None => format!("lease {lease}"),
+            };
+            (asked.clone(), Some(detail))
+        }
     }
 }
 
