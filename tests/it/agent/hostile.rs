@@ -180,19 +180,7 @@ async fn agent_follows_no_redirect() {
     let endpoint = http_server(format!(
         "HTTP/1.1 302 Found\r\nLocation: http://{elsewhere}/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ));
-    let key_file = t.dir.path().join("redirect.key");
-    private_file(&key_file, "not-a-real-secret-0000");
-    let dest = t.dir.path().join("redirect.env");
-    let config = t.dir.path().join("redirect.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nendpoint = \"http://{endpoint}\"\naccess_key_id = \"LTAIredirect\"\naccess_key_secret_file = \"{}\"\n\n[[template]]\ncontents = \"{{{{ secret('app/x').value }}}}\"\ndestination = \"{}\"\n",
-            key_file.display(),
-            dest.display()
-        ),
-    )
-    .unwrap();
+    let (config, dest) = fake_api_agent(&t, "redirect", &endpoint);
     let (code, log) = once(&t, &config);
     assert_eq!(code, Some(7), "{log}");
     assert!(log.contains("302"), "{log}");
@@ -208,19 +196,7 @@ async fn agent_refuses_version_ids_with_control_characters() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     ));
-    let key_file = t.dir.path().join("forged.key");
-    private_file(&key_file, "not-a-real-secret-0000");
-    let dest = t.dir.path().join("forged.env");
-    let config = t.dir.path().join("forged.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nendpoint = \"http://{endpoint}\"\naccess_key_id = \"LTAIforged\"\naccess_key_secret_file = \"{}\"\n\n[[template]]\ncontents = \"{{{{ secret('app/x').value }}}}\"\ndestination = \"{}\"\n",
-            key_file.display(),
-            dest.display()
-        ),
-    )
-    .unwrap();
+    let (config, dest) = fake_api_agent(&t, "forged", &endpoint);
     let (code, log) = once(&t, &config);
     assert_eq!(code, Some(7), "{log}");
     assert!(
@@ -413,4 +389,27 @@ async fn the_cache_endpoint_watches_only_what_it_read_and_bounds_connections() {
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     rig.stop();
+}
+
+/// An agent file (`NAME.toml`) for a fake API at `endpoint` (plain HTTP on loopback) with one
+/// template of `app/x`'s value into `NAME.env`; the config's path and the destination's.
+fn fake_api_agent(
+    t: &TestEnv,
+    name: &str,
+    endpoint: &impl std::fmt::Display,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key_file = t.dir.path().join(format!("{name}.key"));
+    private_file(&key_file, "not-a-real-secret-0000");
+    let dest = t.dir.path().join(format!("{name}.env"));
+    let config = t.dir.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nendpoint = \"http://{endpoint}\"\naccess_key_id = \"LTAI{name}\"\naccess_key_secret_file = \"{}\"\n\n[[template]]\ncontents = \"{{{{ secret('app/x').value }}}}\"\ndestination = \"{}\"\n",
+            key_file.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    (config, dest)
 }
