@@ -41,6 +41,18 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
     let pg = Pg::new().await;
     let app = pg.name("del");
     let created = vec![app.clone(), format!("{app}_clone"), format!("{app}_group")];
+    // A table with a sequence (its key is `serial`): the writing level's sequence grants go
+    // with the accounts too.
+    let base = crate::databases::scram_url();
+    let base = base.rsplit_once('/').unwrap().0;
+    let mut owner = sqlx::PgConnection::connect(&format!("{base}/{}", pg.db))
+        .await
+        .unwrap();
+    owner
+        .execute("CREATE TABLE numbered (id serial PRIMARY KEY)")
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
     pg.t.ok(&create_rds(
         "db/app",
         "pg",

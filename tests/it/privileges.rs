@@ -80,7 +80,10 @@ async fn postgres_level(privilege: &str) {
         .await
         .unwrap();
     in_db
-        .execute("CREATE TABLE seed (id int); INSERT INTO seed VALUES (1)")
+        .execute(
+            "CREATE TABLE seed (id int); INSERT INTO seed VALUES (1); \
+             CREATE TABLE numbered (id serial PRIMARY KEY, note text)",
+        )
         .await
         .unwrap();
     let _ = in_db.close().await;
@@ -122,6 +125,13 @@ async fn postgres_level(privilege: &str) {
             insert.is_ok(),
             write,
             "{privilege} {shape}: INSERT: {insert:?}"
+        );
+        // A row whose key a sequence makes (`serial`): writing it takes the sequence too.
+        let numbered = pg_as(&pg, &who, "INSERT INTO numbered (note) VALUES ('x')").await;
+        assert_eq!(
+            numbered.is_ok(),
+            write,
+            "{privilege} {shape}: INSERT into a serial table: {numbered:?}"
         );
         roles.push(account.clone());
         roles.push(format!("{account}_clone"));
