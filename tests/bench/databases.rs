@@ -2,9 +2,10 @@
 //! dual-account rotation on PostgreSQL (password-checking cluster), MariaDB/MySQL and Redis; the
 //! single-account gap on PostgreSQL (from the password change to the promotion of the new
 //! version); where one rotation's time goes (each rotator call, then the engine and the
-//! store); and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets with
-//! its store on SQLite, then on PostgreSQL (with the store's transactions per rotation, read
-//! from `pg_stat_database`). Not a test: it asserts nothing about speed.
+//! store); PostgreSQL's floor, measured on the target alone (verifier, `ALTER ROLE`, login);
+//! and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets with its
+//! store on SQLite, then on PostgreSQL (with the store's transactions per rotation, read from
+//! `pg_stat_database`). Not a test: it asserts nothing about speed.
 //!
 //! ```text
 //! tests/run -- --skip .       # starts the services (ROTOR_TEST_PG_SCRAM, ROTOR_TEST_MYSQL, ROTOR_TEST_REDIS)
@@ -213,6 +214,7 @@ async fn main() {
     for line in breakdowns {
         println!("{line}");
     }
+    println!("{}", pg_floor(&pg_url, &suffix, rotations).await);
 
     // The single-account gap on PostgreSQL.
     let solo = format!("bs_{suffix}");
@@ -296,6 +298,70 @@ async fn main() {
         .arg(format!("br_{suffix}_clone"))
         .query_async(&mut red)
         .await;
+}
+
+/// What a PostgreSQL rotation cannot go below, measured on the target directly: the client's
+/// SCRAM verifier (PBKDF2 at the server's count), `ALTER ROLE … PASSWORD` with it (the server
+/// runs PBKDF2 once more: it checks the verifier is not the empty password's), the same
+/// `ALTER ROLE` without a password (what the statement costs apart from that PBKDF2), and a
+/// fresh SCRAM login with one query (the `test` step). Medians of `rounds`; the line to print.
+async fn pg_floor(pg_url: &str, suffix: &str, rounds: usize) -> String {
+    use rotators::database::hash::{scram_sha256_verifier, DEFAULT_SCRAM_ITERATIONS};
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{ConnectOptions, Connection, Executor};
+    use std::str::FromStr;
+
+    let ms = |samples: Vec<Duration>| percentiles(samples).0;
+    let mut admin = sqlx::PgConnection::connect(pg_url).await.unwrap();
+    let iterations =
+        sqlx::query_scalar::<_, Option<String>>("SELECT current_setting('scram_iterations', true)")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(DEFAULT_SCRAM_ITERATIONS);
+    let role = format!("bfl_{suffix}");
+    let password = rotor::crypto::random_id();
+    let (mut verify, mut alter, mut bare, mut login) = (vec![], vec![], vec![], vec![]);
+    admin
+        .execute(format!("CREATE ROLE {role} LOGIN").as_str())
+        .await
+        .unwrap();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let verifier = scram_sha256_verifier(&password, iterations);
+        verify.push(t.elapsed());
+        let t = Instant::now();
+        admin
+            .execute(format!("ALTER ROLE {role} WITH PASSWORD '{verifier}'").as_str())
+            .await
+            .unwrap();
+        alter.push(t.elapsed());
+        let t = Instant::now();
+        admin
+            .execute(format!("ALTER ROLE {role} VALID UNTIL 'infinity'").as_str())
+            .await
+            .unwrap();
+        bare.push(t.elapsed());
+        let options = PgConnectOptions::from_str(pg_url)
+            .unwrap()
+            .username(&role)
+            .password(&password)
+            .disable_statement_logging();
+        let t = Instant::now();
+        let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+        conn.execute("SELECT 1").await.unwrap();
+        conn.close().await.unwrap();
+        login.push(t.elapsed());
+    }
+    let _ = admin.execute(format!("DROP ROLE {role}").as_str()).await;
+    let (verify, alter, bare, login) = (ms(verify), ms(alter), ms(bare), ms(login));
+    format!(
+        "PostgreSQL  floor (median of {rounds}, on the target alone): SCRAM verifier {verify:.2} ms, \
+         ALTER ROLE … PASSWORD {alter:.2} ms (without a password {bare:.2} ms: the rest is the server's own PBKDF2), \
+         fresh SCRAM login {login:.2} ms; together {:.1} ms",
+        verify + alter + login
+    )
 }
 
 /// `batch` due PostgreSQL dual-account secrets rotated by one worker with its store on

@@ -1,7 +1,8 @@
 //! Rotation engine benchmark: 100,000 stored secrets of which 1,000 are due, rotated by an
 //! in-process worker with a rotator that does no I/O. Prints rotations per second, the due
-//! query's cost, the pick-up delay, the process's peak resident memory and its idle CPU.
-//! Not a test: it asserts nothing about speed.
+//! query's cost, the pick-up delay, the process's peak resident memory and its idle CPU, then
+//! the store's ceiling on the same cores (trivial statements and write transactions per second
+//! with as many clients as the worker's concurrency). Not a test: it asserts nothing about speed.
 //!
 //! ```text
 //! cargo bench --bench rotation                        # both backends
@@ -142,6 +143,57 @@ async fn count_due(raw: &AnyPool, now: i64) -> i64 {
         .unwrap()
         .try_get("n")
         .unwrap()
+}
+
+/// What the store's server does at most on these cores with `clients` connections: trivial
+/// statements per second, then write transactions (each its own row) per second. A rotation's
+/// statements and commits are what the engine's rate is made of.
+async fn store_ceiling(url: &str, clients: usize) -> (f64, f64) {
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(clients as u32)
+        .connect(url)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM secrets ORDER BY id LIMIT $1")
+        .bind(clients as i64)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut rates = [0.0; 2];
+    for (i, rate) in rates.iter_mut().enumerate() {
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut tasks = tokio::task::JoinSet::new();
+        for &id in &ids {
+            let pool = pool.clone();
+            tasks.spawn(async move {
+                let mut n = 0u64;
+                let mut conn = pool.acquire().await.unwrap();
+                while Instant::now() < until {
+                    if i == 0 {
+                        conn.execute("SELECT 1").await.unwrap();
+                    } else {
+                        let mut tx = conn.begin().await.unwrap();
+                        sqlx::query("UPDATE secrets SET updated_at = updated_at WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                    n += 1;
+                }
+                n
+            });
+        }
+        let started = Instant::now();
+        let mut total = 0;
+        while let Some(n) = tasks.join_next().await {
+            total += n.unwrap();
+        }
+        *rate = total as f64 / started.elapsed().as_secs_f64();
+    }
+    pool.close().await;
+    (rates[0], rates[1])
 }
 
 async fn bench(backend: &str, o: &Options) {
@@ -378,6 +430,12 @@ async fn bench(backend: &str, o: &Options) {
     println!(
         "{backend:<9} during the batch the worker process used {batch_cpu:.0}% of one core ({} cores here; the store's server had the rest)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let (statements, writes) = store_ceiling(&raw_url, o.concurrency).await;
+    println!(
+        "{backend:<9} store ceiling on these cores ({} clients, 2 s each): {statements:.0} statements/s (SELECT 1), \
+         {writes:.0} write transactions/s (BEGIN, one UPDATE, COMMIT)",
+        o.concurrency
     );
     raw.close().await;
     store.close().await;

@@ -13,7 +13,7 @@
 //! which the stored current password no longer logs in, unavoidable and kept to one step.
 
 pub mod account;
-mod hash;
+pub mod hash;
 pub mod mysql;
 pub mod postgres;
 mod provision;
