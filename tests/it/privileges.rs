@@ -339,6 +339,43 @@ async fn redis_read_only_accounts_rotate_and_only_read() {
     redis_level("ReadOnly", false).await;
 }
 
+#[tokio::test]
+async fn redis_refuses_the_sql_levels_as_bad_input_before_making_anything() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    redis_target(&t).await;
+    let suffix = &rotor::crypto::random_id()[..8];
+    for level in ["DDLOnly", "DMLOnly"] {
+        let account = format!("rl_{suffix}");
+        let out = t.run(&[
+            "secret",
+            "create",
+            "cache/sql-level",
+            "--type",
+            "Redis",
+            "--target",
+            "red",
+            "--account",
+            &account,
+            "--privilege",
+            level,
+        ]);
+        // Bad input (exit 2), not a target failure (7): it names the levels Redis has.
+        assert_refused(&out, 2, "they are ReadWrite or ReadOnly", None);
+        let users: Vec<String> = redis::cmd("ACL")
+            .arg("USERS")
+            .query_async(&mut redis_admin().await)
+            .await
+            .unwrap();
+        assert!(!users.iter().any(|u| u.starts_with(&account)), "{users:?}");
+        assert_refused(
+            &t.run(&["secret", "describe", "cache/sql-level"]),
+            3,
+            "does not exist",
+            None,
+        );
+    }
+}
+
 // ---- Admins that lack what create mode grants ------------------------------------------------
 
 /// Asserts a refused create left no raw server notice on stderr.

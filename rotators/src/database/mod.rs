@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use self::account::{Account, DbSettings};
+use self::account::{Account, DbSettings, Privilege};
 use crate::kind::SubType;
 use crate::rotator::{RotateError, RotationContext, Rotator, TargetContext};
 use crate::value::SecretValue;
@@ -86,6 +86,17 @@ pub trait AccountServer: Send + Sync {
 
     /// `accounts` and what goes with them on this server, in words (`role 'app'`, …).
     fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String>;
+
+    /// The privilege levels create mode gives on this server (all four by default); another
+    /// is refused before anything is made.
+    fn privileges(&self) -> &'static [Privilege] {
+        &[
+            Privilege::ReadWrite,
+            Privilege::ReadOnly,
+            Privilege::DDLOnly,
+            Privilege::DMLOnly,
+        ]
+    }
 
     /// Makes `to`'s privileges identical to `from`'s, before `to` becomes current.
     async fn sync_privileges(

@@ -215,6 +215,17 @@ impl Family for DatabaseFamily {
             password,
             created: None,
         };
+        if let Some(privilege) = settings.privilege {
+            let levels = db.privileges();
+            if !levels.contains(&privilege) {
+                let names: Vec<String> = levels.iter().map(|p| format!("{p:?}")).collect();
+                return Err(invalid(format!(
+                    "--privilege {privilege:?} is not a level {} accounts have (they are {})",
+                    db.kind(),
+                    names.join(" or ")
+                )));
+            }
+        }
         let (first, second, install) = match (source, options.text("account")) {
             (Source::Import(_), Some(_)) => {
                 return Err(invalid(

@@ -136,6 +136,9 @@ async fn admin_lacks(
     Ok(lacking)
 }
 
+/// The levels a Redis account has: its ACL rules cannot tell DDL from DML.
+const LEVELS: &[Privilege] = &[Privilege::ReadWrite, Privilege::ReadOnly];
+
 /// The ACL rules of a privilege level.
 fn rules(privilege: Privilege) -> Result<&'static [&'static str], RotateError> {
     match privilege {
@@ -184,6 +187,10 @@ impl AccountServer for Redis {
 
     fn max_account_len(&self) -> usize {
         128
+    }
+
+    fn privileges(&self) -> &'static [Privilege] {
+        LEVELS
     }
 
     async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError> {
