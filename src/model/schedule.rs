@@ -161,20 +161,26 @@ impl RotationSchedule {
     }
 
     /// Checks a jitter against the schedule: it must leave the rotation inside a cron window,
-    /// and be shorter than an interval.
+    /// be shorter than an interval, and (a cron schedule without a window) shorter than the
+    /// shortest time between its fire times, so that no rotation slides past the next one.
     pub fn check_jitter(&self, jitter: Duration) -> Result<(), Error> {
         let limit = match self {
-            RotationSchedule::Interval(d) => Some(*d),
-            RotationSchedule::Cron { window, .. } => *window,
+            RotationSchedule::Interval(d) => Some((*d, "the interval it spreads rotations over")),
+            RotationSchedule::Cron {
+                window: Some(w), ..
+            } => Some((*w, "the window it spreads rotations over")),
+            RotationSchedule::Cron {
+                expression,
+                window: None,
+            } => {
+                shortest_gap(expression).map(|g| (g, "the time between the schedule's fire times"))
+            }
         };
         match limit {
-            Some(limit) if jitter >= limit => Err(Error::invalid(format!(
-                "jitter {} must be shorter than the {} it spreads rotations over",
+            Some((limit, what)) if jitter >= limit => Err(Error::invalid(format!(
+                "jitter {} must be shorter than {what} ({})",
                 fmt_duration(jitter),
-                match self {
-                    RotationSchedule::Interval(_) => "interval",
-                    RotationSchedule::Cron { .. } => "window",
-                }
+                fmt_duration(limit)
             ))),
             _ => Ok(()),
         }
@@ -191,6 +197,20 @@ impl RotationSchedule {
             }
         }
     }
+}
+
+/// The shortest time between the next fire times of a cron expression (a year of them at
+/// most, by the first few hundred), if it fires twice.
+fn shortest_gap(expression: &str) -> Option<Duration> {
+    let fires: Vec<DateTime<Utc>> = parse_cron(expression)
+        .ok()?
+        .after(&Utc::now())
+        .take(400)
+        .collect();
+    fires
+        .windows(2)
+        .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .min()
 }
 
 /// Parses a standard five-field cron expression (minute hour day-of-month month day-of-week,
@@ -329,6 +349,35 @@ mod tests {
         assert_eq!(d(3_600), "1 hour");
         assert_eq!(d(90), "1 minute 30 seconds");
         assert_eq!(d(0), "0 seconds");
+    }
+
+    #[test]
+    fn a_cron_jitter_is_shorter_than_the_time_between_fire_times() {
+        let daily = RotationSchedule::Cron {
+            expression: "0 3 * * *".into(),
+            window: None,
+        };
+        let err = daily
+            .check_jitter(parse_duration("2d").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shorter than the time between the schedule's fire times (1day)"),
+            "{err}"
+        );
+        assert!(daily.check_jitter(parse_duration("1d").unwrap()).is_err());
+        assert!(daily.check_jitter(parse_duration("6h").unwrap()).is_ok());
+        // Weekdays only: the shortest gap is a day, not the weekend's three.
+        let weekdays = RotationSchedule::Cron {
+            expression: "0 3 * * 1-5".into(),
+            window: None,
+        };
+        assert!(weekdays
+            .check_jitter(parse_duration("2d").unwrap())
+            .is_err());
+        assert!(weekdays
+            .check_jitter(parse_duration("23h").unwrap())
+            .is_ok());
     }
 
     #[test]
