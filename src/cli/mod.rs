@@ -16,6 +16,7 @@ mod output;
 mod rotate;
 mod secret;
 mod target;
+mod usage;
 mod verify;
 
 use std::io::IsTerminal;
@@ -30,7 +31,7 @@ pub use crate::config::LogFormat;
 use crate::config::{self, CommandLine, Config};
 use crate::crypto::KeyMaterial;
 use crate::error::{Error, Result};
-use crate::model::{parse_duration, printable, RotationPolicy, RotationSchedule, SecretName};
+use crate::model::{parse_duration, RotationPolicy, RotationSchedule, SecretName};
 use crate::store::{OpenMode, Store, StoreConfig};
 
 pub use self::key::KeyCommand;
@@ -287,7 +288,7 @@ fn actor() -> String {
 pub fn main_with(registry: Registry) {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = asks_for_json(&args);
-    let cli = parse(&registry, args).unwrap_or_else(|e| usage_error(e, json));
+    let cli = parse(&registry, args).unwrap_or_else(|e| usage::usage_error(e, json));
     if let Command::Agent(_) = cli.command {
         // The agent opens no store and reads no rotor.toml: --config is its own file.
         agent::main(cli)
@@ -325,7 +326,7 @@ fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
 /// Ends the process after a failure: `rotor: MESSAGE` on stderr, under `--json` also
 /// `{"Code","Message"}` on stdout (unless the command printed its own result), and the exit
 /// code of its kind.
-fn fail(json: bool, code: &str, message: &str, exit: i32) -> ! {
+pub(super) fn fail(json: bool, code: &str, message: &str, exit: i32) -> ! {
     output::note(message);
     // A command that already printed its result (a due pass's summary) keeps stdout one document.
     if json && !output::stdout_used() {
@@ -333,74 +334,6 @@ fn fail(json: bool, code: &str, message: &str, exit: i32) -> ! {
         output::print_line(&serde_json::to_string_pretty(&body).expect("serialisable output"));
     }
     std::process::exit(exit)
-}
-
-/// Help and version print as clap prints them; a usage error becomes one line and exit code 2,
-/// like every other invalid input.
-fn usage_error(e: clap::Error, json: bool) -> ! {
-    use clap::error::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        if e.use_stderr() {
-            e.exit()
-        }
-        // Help and version go to stdout, which may be a pipe closed early (`rotor --help |
-        // head`): written here, where that ends quietly.
-        let text = if std::io::stdout().is_terminal() {
-            e.render().ansi().to_string()
-        } else {
-            e.render().to_string()
-        };
-        if let Err(e) = output::write_stdout(&[text.as_bytes()]) {
-            output::note(&format!("cannot write to standard output: {e}"));
-            std::process::exit(crate::error::exit::FAILURE)
-        }
-        std::process::exit(0)
-    }
-    // The value or argument refused is shown escaped: a newline in it would cut this one line
-    // short, an escape sequence would drive the terminal.
-    let mut e = e;
-    let context: Vec<_> = e.context().map(|(k, v)| (k, v.clone())).collect();
-    for (kind, value) in context {
-        use clap::error::ContextValue;
-        let value = match value {
-            ContextValue::String(s) => ContextValue::String(printable(&s).into_owned()),
-            ContextValue::Strings(v) => {
-                ContextValue::Strings(v.iter().map(|s| printable(s).into_owned()).collect())
-            }
-            other => other,
-        };
-        e.insert(kind, value);
-    }
-    let message = format!(
-        "{} (see: rotor --help)",
-        first_paragraph(&e.render().to_string())
-    );
-    fail(
-        json,
-        crate::error::code::USAGE,
-        &message,
-        crate::error::exit::INVALID,
-    )
-}
-
-/// The first paragraph of clap's message as one line: "the following required arguments were
-/// not provided:" keeps the list that follows it (`<NAME|--due>`), the usage and tips go.
-fn first_paragraph(text: &str) -> String {
-    let mut lines = text.lines().take_while(|l| !l.trim().is_empty());
-    let first = lines
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ");
-    let rest: Vec<&str> = lines.map(str::trim).collect();
-    match (first.strip_suffix(':'), rest.is_empty()) {
-        (Some(head), false) => format!("{head}: {}", rest.join(", ")),
-        _ => first.to_owned(),
-    }
 }
 
 /// One-shot commands log warnings and errors only — what they did is what they print; the

@@ -146,6 +146,18 @@ async fn configuration_layers_defaults_file_environment_and_flags_and_says_where
         &["config", "check"],
         &["worker.concurrency", "ROTOR_CONCURRENCY"],
     );
+    // A value clap refuses names the variable it came from, not only the flag.
+    refused(
+        &[("ROTOR_CONCURRENCY", "abc")],
+        &["config", "check"],
+        &["--concurrency", "the value came from ROTOR_CONCURRENCY"],
+    );
+    let err = refused(
+        &[],
+        &["--concurrency", "abc", "config", "check"],
+        &["--concurrency"],
+    );
+    assert!(!err.contains("ROTOR_CONCURRENCY"), "{err}");
     refused(
         &[("ROTOR_AUDIT_RETENTION", "forever")],
         &["config", "check"],
