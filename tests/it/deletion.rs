@@ -114,6 +114,35 @@ async fn postgres_delete_names_what_stays_and_drop_accounts_removes_what_rotor_c
         "the role and its group are gone"
     );
 
+    // A role already gone by hand is not reported as dropped.
+    let half = pg.name("half");
+    pg.t.ok(&create_rds(
+        "db/half",
+        "pg",
+        &["--account", &half, "--database", &pg.db],
+    ));
+    admin()
+        .await
+        .execute(format!("DROP ROLE \"{half}_clone\"").as_str())
+        .await
+        .unwrap();
+    let json =
+        pg.t.json(&["secret", "delete", "db/half", "--force", "--drop-accounts"]);
+    assert_eq!(
+        json["DroppedFromTarget"],
+        serde_json::json!([
+            format!("role '{half}'"),
+            format!(
+                "role '{half}_group' with its grants in database '{}'",
+                pg.db
+            )
+        ]),
+        "{json}"
+    );
+    assert!(pg_roles(&[half.clone(), format!("{half}_group")])
+        .await
+        .is_empty());
+
     // Objects the accounts made are the application's: the roles stay, and so does the secret.
     let keep = pg.name("keep");
     let kept = vec![
@@ -220,8 +249,14 @@ async fn mariadb_drop_accounts_removes_both_users_and_their_grants() {
         "maria",
         &["--account", &app, "--database", &db],
     ));
+    // A user already gone by hand is not reported as dropped.
+    conn.execute(format!("DROP USER '{app}_clone'@'%'").as_str())
+        .await
+        .unwrap();
     let out = t.ok(&["secret", "delete", "db/my", "--force", "--drop-accounts"]);
     assert!(out.contains("dropped from target 'maria'"), "{out}");
+    assert!(out.contains(&format!("user '{app}'@'%'")), "{out}");
+    assert!(!out.contains("_clone"), "the clone was gone already: {out}");
     assert_eq!(mysql_users(&mut conn, &app).await, 0, "both users are gone");
     let _ = conn
         .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
@@ -261,14 +296,26 @@ async fn redis_drop_accounts_removes_the_acl_users() {
         ],
         "{json}"
     );
-    t.ok(&[
+    // A user already gone by hand is not reported as dropped.
+    let mut admin = redis_admin().await;
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(format!("{user}_clone"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let json = t.json(&[
         "secret",
         "delete",
         "cache/app",
         "--force",
         "--drop-accounts",
     ]);
-    let mut admin = redis_admin().await;
+    assert_eq!(
+        json["DroppedFromTarget"],
+        serde_json::json!([format!("ACL user '{user}'")]),
+        "{json}"
+    );
     for name in [user.clone(), format!("{user}_clone")] {
         let found: redis::Value = redis::cmd("ACL")
             .arg("GETUSER")

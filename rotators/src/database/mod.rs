@@ -76,13 +76,13 @@ pub trait AccountServer: Send + Sync {
 
     /// Removes accounts rotor created (`accounts`, the base account first) with the grants it
     /// made (PostgreSQL: and their group), all or nothing; refuses, changing nothing, when they
-    /// own objects.
+    /// own objects. Returns what it removed, in words: an account already gone is not in it.
     async fn remove_accounts(
         &self,
         target: &TargetContext,
         settings: &DbSettings,
         accounts: &[String],
-    ) -> Result<(), RotateError>;
+    ) -> Result<Vec<String>, RotateError>;
 
     /// `accounts` and what goes with them on this server, in words (`role 'app'`, …).
     fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String>;

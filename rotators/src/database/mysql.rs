@@ -85,6 +85,33 @@ fn classify(target: &TargetContext, who: &str, e: sqlx::Error) -> RotateError {
     }
 }
 
+/// Which of `accounts` exist as `'name'@'%'` (all of them when the admin may not read
+/// `mysql.user`: then `DROP USER IF EXISTS` cannot say, and none is taken for gone).
+async fn existing_users(
+    target: &TargetContext,
+    conn: &mut MySqlConnection,
+    accounts: &[String],
+) -> Result<Vec<String>, RotateError> {
+    let marks = vec!["?"; accounts.len()].join(", ");
+    let sql = format!(
+        "SELECT CONVERT(User USING utf8mb4) FROM mysql.user \
+         WHERE Host = '{HOST}' AND User IN ({marks})"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for a in accounts {
+        query = query.bind(a);
+    }
+    match query.fetch_all(&mut *conn).await {
+        Ok(found) => Ok(accounts
+            .iter()
+            .filter(|a| found.contains(a))
+            .cloned()
+            .collect()),
+        Err(e) if is_access_denied(&e) => Ok(accounts.to_vec()),
+        Err(e) => Err(classify(target, "the admin", e)),
+    }
+}
+
 async fn connect(
     target: &TargetContext,
     account: &Account,
@@ -441,22 +468,28 @@ impl AccountServer for Mysql {
     async fn remove_accounts(
         &self,
         target: &TargetContext,
-        _settings: &DbSettings,
+        settings: &DbSettings,
         accounts: &[String],
-    ) -> Result<(), RotateError> {
+    ) -> Result<Vec<String>, RotateError> {
         if accounts.is_empty() {
-            return Ok(());
+            return Ok(vec![]);
         }
         let mut conn = as_admin(target).await?;
+        let there = existing_users(target, &mut conn, accounts).await;
         // One statement: the users go with every grant they hold.
-        let users: Vec<String> = accounts.iter().map(|a| user(a)).collect();
-        let done = conn
-            .execute(format!("DROP USER IF EXISTS {}", users.join(", ")).as_str())
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(target, "removing accounts", e));
+        let done = match there {
+            Ok(there) if there.is_empty() => Ok(there),
+            Ok(there) => {
+                let users: Vec<String> = there.iter().map(|a| user(a)).collect();
+                conn.execute(format!("DROP USER IF EXISTS {}", users.join(", ")).as_str())
+                    .await
+                    .map(|_| there)
+                    .map_err(|e| classify(target, "removing accounts", e))
+            }
+            Err(e) => Err(e),
+        };
         let _ = conn.close().await;
-        done
+        Ok(self.describe_accounts(settings, &done?))
     }
 
     fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String> {

@@ -421,7 +421,7 @@ impl AccountServer for Postgres {
         target: &TargetContext,
         settings: &DbSettings,
         accounts: &[String],
-    ) -> Result<(), RotateError> {
+    ) -> Result<Vec<String>, RotateError> {
         let base = accounts
             .first()
             .ok_or_else(|| RotateError::fatal("no account to remove"))?;
@@ -454,21 +454,32 @@ impl AccountServer for Postgres {
         }
         let done = drop_roles(&mut conn, target, settings, accounts, &group).await;
         let _ = conn.close().await;
-        done
+        let existed = done?;
+        let mut what: Vec<String> = accounts
+            .iter()
+            .filter(|a| existed.contains(a))
+            .map(|a| format!("role '{a}'"))
+            .collect();
+        if existed.contains(&group) {
+            what.push(group_line(settings, &group));
+        }
+        Ok(what)
     }
 
     fn describe_accounts(&self, settings: &DbSettings, accounts: &[String]) -> Vec<String> {
         let mut what: Vec<String> = accounts.iter().map(|a| format!("role '{a}'")).collect();
         if let Some(base) = accounts.first() {
-            what.push(match &settings.database {
-                Some(db) => format!(
-                    "role '{}' with its grants in database '{db}'",
-                    group_of(base)
-                ),
-                None => format!("role '{}' with its grants", group_of(base)),
-            });
+            what.push(group_line(settings, &group_of(base)));
         }
         what
+    }
+}
+
+/// The accounts' group, in words.
+fn group_line(settings: &DbSettings, group: &str) -> String {
+    match &settings.database {
+        Some(db) => format!("role '{group}' with its grants in database '{db}'"),
+        None => format!("role '{group}' with its grants"),
     }
 }
 

@@ -377,9 +377,10 @@ impl Family for DatabaseFamily {
                 )))
             }
         }
-        let server = self.server(target)?;
-        server.remove_accounts(target, &settings, &accounts).await?;
-        Ok(server.describe_accounts(&settings, &accounts))
+        Ok(self
+            .server(target)?
+            .remove_accounts(target, &settings, &accounts)
+            .await?)
     }
 
     fn serves(&self, target_kind: &str, kind: SecretKind) -> bool {

@@ -324,11 +324,11 @@ impl AccountServer for Redis {
     async fn remove_accounts(
         &self,
         target: &TargetContext,
-        _settings: &DbSettings,
+        settings: &DbSettings,
         accounts: &[String],
-    ) -> Result<(), RotateError> {
+    ) -> Result<Vec<String>, RotateError> {
         if accounts.is_empty() {
-            return Ok(());
+            return Ok(vec![]);
         }
         let admin = super::admin_account(target)?;
         let mut conn = connect(target, &admin).await?;
@@ -342,13 +342,27 @@ impl AccountServer for Redis {
                 lacking.join(", ")
             )));
         }
+        let users: Vec<String> = redis::cmd("ACL")
+            .arg("USERS")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(target, "listing users", e))?;
+        let there: Vec<String> = accounts
+            .iter()
+            .filter(|a| users.contains(a))
+            .cloned()
+            .collect();
+        if there.is_empty() {
+            return Ok(vec![]);
+        }
         redis::cmd("ACL")
             .arg("DELUSER")
-            .arg(accounts)
+            .arg(&there)
             .query_async::<i64>(&mut conn)
             .await
             .map_err(|e| classify(target, "removing users", e))?;
-        persist(target, &mut conn).await
+        persist(target, &mut conn).await?;
+        Ok(self.describe_accounts(settings, &there))
     }
 
     fn describe_accounts(&self, _settings: &DbSettings, accounts: &[String]) -> Vec<String> {

@@ -177,14 +177,14 @@ pub(super) async fn missing(
 }
 
 /// Removes `accounts` and their `group` with the grants create mode made in the connection's
-/// database, in one transaction: all of them or none.
+/// database, in one transaction: all of them or none. Returns the roles that were there.
 pub(super) async fn drop_roles(
     conn: &mut PgConnection,
     target: &TargetContext,
     settings: &DbSettings,
     accounts: &[String],
     group: &str,
-) -> Result<(), RotateError> {
+) -> Result<Vec<String>, RotateError> {
     let names: Vec<String> = accounts.iter().cloned().chain([group.to_owned()]).collect();
     let existing: Vec<String> =
         sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)")
@@ -240,5 +240,6 @@ pub(super) async fn drop_roles(
     }
     tx.commit()
         .await
-        .map_err(|e| classify(target, "removing accounts", e))
+        .map_err(|e| classify(target, "removing accounts", e))?;
+    Ok(existing)
 }
