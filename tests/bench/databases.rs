@@ -273,6 +273,11 @@ async fn main() {
         .filter(|r| !r.ends_with("_group"))
         .chain(roles.iter().filter(|r| r.ends_with("_group")))
     {
+        // A group holds the grants create mode made in database postgres: they go first.
+        if role.ends_with("_group") {
+            let _ = sqlx::Executor::execute(&mut pg, format!("DROP OWNED BY \"{role}\"").as_str())
+                .await;
+        }
         let _ =
             sqlx::Executor::execute(&mut pg, format!("DROP ROLE IF EXISTS \"{role}\"").as_str())
                 .await;
