@@ -97,10 +97,13 @@ impl Engine {
             }
             // The rotator's part of the step...
             let mut cx = state.context(resumed);
+            let mut mark = None;
             if step == Step::Create && rotator.creates_on_target() {
                 // Stored before the target makes anything, so that a crash before the store
                 // write leaves a trace the next attempt finds.
-                cx.create_mark = Some(self.store.mark_create(claim, Step::FIRST.as_str()).await?);
+                let made = self.store.mark_create(claim, Step::FIRST.as_str()).await?;
+                cx.create_mark = Some(made.at);
+                mark = Some(made);
             }
             let started = std::time::Instant::now();
             let ran: Result<Option<SecretValue>, RotateError> = match step {
@@ -118,12 +121,16 @@ impl Engine {
                         )
                         .await?;
                     // An attempt that returned (not one cut off) left nothing behind: its
-                    // create mark goes, so a key made later is never taken for its own.
+                    // own create mark goes, so a key made later is never taken for its own. A
+                    // mark an earlier attempt left (cut off) stays: this one may have failed
+                    // before it reached the key that attempt may have made.
                     if made.is_err()
-                        && cx.create_mark.is_some()
+                        && mark.is_some()
                         && returned.load(std::sync::atomic::Ordering::SeqCst)
                     {
-                        self.store.end_create_attempt(claim).await?;
+                        if mark.is_some_and(|m| !m.inherited) {
+                            self.store.end_create_attempt(claim).await?;
+                        }
                         // It may have deleted ACSPrevious's credential to make room: then the
                         // stage goes too, so the stages say what is true.
                         if let Some(previous) = state.previous.as_ref() {

@@ -171,11 +171,12 @@ impl Store {
     /// Records, before a rotator whose target makes the credential is called, when this
     /// attempt began creating one, and returns the mark it works with: a mark still there is
     /// an attempt's that never ended (a crash, a lost lease, a step timeout: its credential may
-    /// exist, so the window starts there); otherwise the new one. An attempt that returns
-    /// clears its mark ([`end_create_attempt`](Self::end_create_attempt)), so a mark never
-    /// outlives the attempts it covers.
+    /// exist, so the window starts there; `inherited`); otherwise the new one. An attempt that
+    /// returns clears its own mark ([`end_create_attempt`](Self::end_create_attempt)), so a mark
+    /// never outlives the attempts it covers; an inherited one stays until a new credential is
+    /// stored, since the attempt that returned may not have reached the one it covers.
     /// A job row this starts begins at `step` (the engine's first).
-    pub async fn mark_create(&self, claim: &Lease, step: &str) -> Result<i64> {
+    pub async fn mark_create(&self, claim: &Lease, step: &str) -> Result<CreateMark> {
         let now = self.clock.now_ms();
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
@@ -198,7 +199,11 @@ impl Store {
                 .await?
                 .try_get("create_mark")?;
         tx.commit().await?;
-        Ok(mark.unwrap_or(now))
+        let at = mark.unwrap_or(now);
+        Ok(CreateMark {
+            at,
+            inherited: at != now,
+        })
     }
 
     /// The `create` of a rotator whose target makes the credential returned (with an error):
@@ -487,6 +492,15 @@ impl Store {
         self.write_looks_then(&mut *conn, claim, &looks, promoted)
             .await
     }
+}
+
+/// When an attempt at a credential its target makes began (see [`Store::mark_create`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateMark {
+    /// The window's start (ms since the epoch): keys made since may be an attempt's of this job.
+    pub at: i64,
+    /// An earlier attempt's mark that never ended, not this attempt's own.
+    pub inherited: bool,
 }
 
 /// The lease holder of a rotation, as the audit log names it.

@@ -1,7 +1,8 @@
 //! The RAM family at its edges: a key someone made by hand is never taken for one an interrupted
 //! attempt of rotor's made — after a failed attempt, and with rotor's clock minutes off the
 //! cloud's; a `create` that deleted the previous version's key and then failed takes
-//! `ACSPrevious` off it and says so; a CreateAccessKey whose answer is lost leaves no key.
+//! `ACSPrevious` off it and says so; a CreateAccessKey whose answer is lost leaves no key; the
+//! key of an attempt cut off is still known for one after an attempt that was throttled.
 
 use rotators::ram::client::SignatureStyle;
 
@@ -171,4 +172,35 @@ async fn a_create_access_key_whose_answer_is_lost_leaves_no_key_behind() {
     let mut expected = vec![pair(&t, "ram/api", "ACSCurrent").0, current.0.clone()];
     expected.sort();
     assert_eq!(keys_of(&emulator, "api").await, expected);
+}
+
+/// Found by the chaos soak (seed 1130): an attempt cut off while the cloud made its key left
+/// the job's create mark; the next attempt, throttled before it listed the user's keys,
+/// returned — and cleared that mark as if it were its own, so every later attempt took the
+/// cut-off attempt's key for one made by hand and the secret failed until someone deleted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_an_attempt_cut_off_made_is_deleted_even_after_a_throttled_attempt() {
+    let (t, emulator) = rig("cut", Backend::Sqlite).await;
+    let current = pair(&t, "ram/cut", "ACSCurrent");
+    // The cloud makes the key and answers late: the attempt's step timeout cuts it off.
+    emulator.slow_create(3000).await;
+    let out = t.run(&["rotate", "ram/cut", "--step-timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    emulator.slow_create(0).await;
+    assert_eq!(
+        keys_of(&emulator, "cut").await.len(),
+        2,
+        "the cut-off attempt's key exists"
+    );
+    // The next attempt is throttled before it looks at the user's keys...
+    emulator.throttle(1000).await;
+    let out = t.run(&["rotate", "ram/cut"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    emulator.throttle(0).await;
+    // ...and the one after still takes that key for the cut-off attempt's: deleted, rotated.
+    let out = t.run(&["rotate", "ram/cut"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut expected = vec![pair(&t, "ram/cut", "ACSCurrent").0, current.0.clone()];
+    expected.sort();
+    assert_eq!(keys_of(&emulator, "cut").await, expected);
 }
