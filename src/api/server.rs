@@ -82,6 +82,17 @@ fn error_response(e: &ApiError, request_id: &str) -> Response {
     )
 }
 
+/// An answer given before the request's body was read to its end: the rest of it is still on
+/// the connection, so the connection closes after it, and says so (`Connection: close`), so
+/// that no client sends its next request on it.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// Every API call: the body read within its limits, the method checked, then [`Api::call`].
 async fn handle(
     State(api): State<Api>,
@@ -102,7 +113,7 @@ async fn handle(
                 format!("The request body is larger than {} KiB.", MAX_BODY / 1024),
             );
             crate::telemetry::api_request("unknown", e.code, started.elapsed());
-            return error_response(&e, &request_id);
+            return closing(error_response(&e, &request_id));
         }
         Err(_) => {
             let e = ApiError::new(
@@ -111,7 +122,7 @@ async fn handle(
                 "The request body did not arrive in time.",
             );
             crate::telemetry::api_request("unknown", e.code, started.elapsed());
-            return error_response(&e, &request_id);
+            return closing(error_response(&e, &request_id));
         }
     };
     if method != Method::POST && method != Method::GET {

@@ -268,6 +268,22 @@ async fn every_refusal_has_its_kms_code_and_no_secret_in_it() {
         413,
         "InvalidParameter",
     );
+    // The rest of that body was never read: the answer says the connection closes, so that
+    // no client sends its next request on it (one that did got a broken answer, now and then).
+    let res = c
+        .http
+        .post(&c.base)
+        .body(vec![b'a'; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413);
+    assert_eq!(
+        res.headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     refused(
         c.v1(
             &Signing::new(&all),
