@@ -89,10 +89,7 @@ impl Rotor {
 
     /// `rotor worker` with the soak's settings, its log appended to `log`.
     pub fn spawn_worker(&self, log: &Path) -> Result<Child> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
+        let file = append_to(log)?;
         let mut cmd = self.command();
         cmd.env("ROTOR_LOG", "info")
             .args(["worker", "--lease"])
@@ -118,10 +115,7 @@ impl Rotor {
 
     /// `rotor serve` on a loopback port, plain HTTP.
     pub fn spawn_api(&self, addr: &str, log: &Path) -> Result<Child> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
+        let file = append_to(log)?;
         let mut cmd = self.command();
         cmd.env("ROTOR_LOG", "info")
             .args(["serve", "--api-listen", addr, "--api-plain-http"])
@@ -260,4 +254,12 @@ fn dechunk(mut rest: &str) -> String {
         rest = after[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// `log`, opened for appending (made if missing): a process's stderr across restarts.
+fn append_to(log: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
 }

@@ -224,20 +224,7 @@ async fn the_cache_endpoint_answers_with_the_token_only_and_follows_rotations() 
         "--value",
         "Token-Value-1",
     ]);
-    let token_file = t.dir.path().join("cache.token");
-    let token = rotor::crypto::random_id();
-    private_file(&token_file, &token);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let config = rig.config(
-        &t,
-        "300ms",
-        &format!(
-            "[cache]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\nttl = \"1h\"\n",
-            token_file.display()
-        ),
-    );
-    let agent = rig.agent(&t, &["--config", config.to_str().unwrap()]);
-    wait_listening(&listen, "the cache endpoint");
+    let (agent, listen, token) = rig.cache_agent(&t, "ttl = \"1h\"\n");
     let http = reqwest::Client::new();
     let url = format!("http://{listen}/v1/secret?SecretName=app/token");
     let get = |token: Option<&str>, forwarded: bool| {

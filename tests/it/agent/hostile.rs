@@ -310,20 +310,7 @@ async fn the_cache_endpoint_watches_only_what_it_read_and_bounds_connections() {
     let t = TestEnv::new(Backend::Sqlite).await;
     let rig = Rig::start(&t, &ALLOW);
     create(&t, "app/cached", "Cached-Value-1");
-    let token_file = t.dir.path().join("cache.token");
-    let token = rotor::crypto::random_id();
-    private_file(&token_file, &token);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let config = rig.config(
-        &t,
-        "300ms",
-        &format!(
-            "[cache]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\n",
-            token_file.display()
-        ),
-    );
-    let agent = rig.agent(&t, &["--config", config.to_str().unwrap()]);
-    wait_listening(&listen, "the cache endpoint");
+    let (agent, listen, token) = rig.cache_agent(&t, "");
     let http = reqwest::Client::new();
     let get = |name: &str| {
         let req = http

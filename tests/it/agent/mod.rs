@@ -96,6 +96,27 @@ impl Rig {
         path
     }
 
+    /// An agent (poll 300 ms) serving its cache endpoint on a free loopback port, with a
+    /// fresh token in a private file and `more` after `listen` and `token_file` in `[cache]`;
+    /// returned once it listens, with the address and the token.
+    pub fn cache_agent(&self, t: &TestEnv, more: &str) -> (Running, String, String) {
+        let token_file = t.dir.path().join("cache.token");
+        let token = rotor::crypto::random_id();
+        private_file(&token_file, &token);
+        let listen = format!("127.0.0.1:{}", free_port());
+        let config = self.config(
+            t,
+            "300ms",
+            &format!(
+                "[cache]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\n{more}",
+                token_file.display()
+            ),
+        );
+        let agent = self.agent(t, &["--config", config.to_str().unwrap()]);
+        wait_listening(&listen, "the cache endpoint");
+        (agent, listen, token)
+    }
+
     /// `rotor agent` (or `agent exec …`) with `args`, its stderr collected.
     pub fn agent(&self, t: &TestEnv, args: &[&str]) -> Running {
         let mut cmd = t.rotor();
