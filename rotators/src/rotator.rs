@@ -99,6 +99,12 @@ pub enum RotateError {
     /// Will not get better by waiting: wrong configuration, missing privileges, a mismatch.
     #[error("{0}")]
     Fatal(String),
+    /// Worth trying again, and `create` may have left a credential on the target that it could
+    /// not remove (the answer to the call that makes it lost, then the clean-up failed too):
+    /// the engine keeps the attempt's create mark, so that the next attempt knows that
+    /// credential for this secret's and removes it.
+    #[error("{0}")]
+    Unsettled(String),
 }
 
 impl RotateError {
@@ -112,9 +118,25 @@ impl RotateError {
         RotateError::Fatal(msg.into())
     }
 
-    /// True for a [`RotateError::Retryable`] failure.
+    /// A failure worth retrying that may have left a credential behind
+    /// ([`RotateError::Unsettled`]).
+    pub fn unsettled(msg: impl Into<String>) -> Self {
+        RotateError::Unsettled(msg.into())
+    }
+
+    /// True for a failure worth retrying: [`RotateError::Retryable`] or
+    /// [`RotateError::Unsettled`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RotateError::Retryable(_))
+        matches!(self, RotateError::Retryable(_) | RotateError::Unsettled(_))
+    }
+
+    /// The same kind of failure with `f` applied to its message.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            RotateError::Retryable(m) => RotateError::Retryable(f(m)),
+            RotateError::Fatal(m) => RotateError::Fatal(f(m)),
+            RotateError::Unsettled(m) => RotateError::Unsettled(f(m)),
+        }
     }
 
     /// Withholds a message that quotes any of `secrets` ([`withhold_if_quoting`]): servers
@@ -123,11 +145,7 @@ impl RotateError {
     ///
     /// [`withhold_if_quoting`]: crate::value::withhold_if_quoting
     pub fn scrub(self, secrets: &[&str]) -> Self {
-        let clean = |msg: String| crate::value::withhold_if_quoting(msg, secrets);
-        match self {
-            RotateError::Retryable(m) => RotateError::Retryable(clean(m)),
-            RotateError::Fatal(m) => RotateError::Fatal(clean(m)),
-        }
+        self.map_message(|msg| crate::value::withhold_if_quoting(msg, secrets))
     }
 }
 
@@ -179,7 +197,8 @@ pub trait Rotator: Send + Sync {
     /// True when `create` makes the credential on the target itself (the RAM API's
     /// CreateAccessKey), so that a crash before the store write could leave one nobody holds:
     /// the engine then stores a create mark first and passes it as
-    /// [`RotationContext::create_mark`].
+    /// [`RotationContext::create_mark`]. An attempt that returns an error clears its own mark,
+    /// unless the error is [`RotateError::Unsettled`].
     fn creates_on_target(&self) -> bool {
         false
     }

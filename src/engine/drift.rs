@@ -36,7 +36,7 @@ impl Verdict {
         match checked {
             Ok(()) => Verdict::Works,
             Err(RotateError::Fatal(m)) => Verdict::Drift(m),
-            Err(RotateError::Retryable(m)) => Verdict::Unreachable(m),
+            Err(RotateError::Retryable(m) | RotateError::Unsettled(m)) => Verdict::Unreachable(m),
         }
     }
 }

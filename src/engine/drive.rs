@@ -120,15 +120,17 @@ impl Engine {
                             }),
                         )
                         .await?;
-                    // An attempt that returned (not one cut off) left nothing behind: its
-                    // own create mark goes, so a key made later is never taken for its own. A
-                    // mark an earlier attempt left (cut off) stays: this one may have failed
-                    // before it reached the key that attempt may have made.
+                    // An attempt that returned (not one cut off) left nothing behind, unless
+                    // it says it may have (`Unsettled`): its own create mark goes, so a key
+                    // made later is never taken for its own. A mark an earlier attempt left
+                    // (cut off, or unsettled) stays: this one may have failed before it
+                    // reached the key that attempt may have made.
                     if made.is_err()
                         && mark.is_some()
                         && returned.load(std::sync::atomic::Ordering::SeqCst)
                     {
-                        if mark.is_some_and(|m| !m.inherited) {
+                        let unsettled = matches!(made, Err(RotateError::Unsettled(_)));
+                        if mark.is_some_and(|m| !m.inherited) && !unsettled {
                             self.store.end_create_attempt(claim).await?;
                         }
                         // It may have deleted ACSPrevious's credential to make room: then the

@@ -89,6 +89,18 @@ impl Emulator {
         control(&self.addr, &format!("/_emulator/lose-create?count={count}")).await;
     }
 
+    /// Makes the next CreateAccessKey call create the key and answer 503, and every signed
+    /// call after it answer 503 until [`end_outage`](Self::end_outage): the network down just
+    /// after the cloud made the key.
+    pub async fn lose_create_then_outage(&self) {
+        control(&self.addr, "/_emulator/lose-create?count=1&outage=1").await;
+    }
+
+    /// Ends the outage [`lose_create_then_outage`](Self::lose_create_then_outage) started.
+    pub async fn end_outage(&self) {
+        control(&self.addr, "/_emulator/outage?on=0").await;
+    }
+
     /// Sets the emulator's clock `offset_s` seconds off the machine's (rotor's).
     pub async fn clock_offset(&self, offset_s: i64) {
         control(&self.addr, &format!("/_emulator/clock?offset_s={offset_s}")).await;

@@ -1,8 +1,9 @@
 //! The RAM family at its edges: a key someone made by hand is never taken for one an interrupted
 //! attempt of rotor's made — after a failed attempt, and with rotor's clock minutes off the
 //! cloud's; a `create` that deleted the previous version's key and then failed takes
-//! `ACSPrevious` off it and says so; a CreateAccessKey whose answer is lost leaves no key; the
-//! key of an attempt cut off is still known for one after an attempt that was throttled.
+//! `ACSPrevious` off it and says so; a CreateAccessKey whose answer is lost leaves no key (or,
+//! when the clean-up cannot reach the cloud either, the next attempt deletes it); the key of an
+//! attempt cut off is still known for one after an attempt that was throttled.
 
 use rotators::ram::client::SignatureStyle;
 
@@ -203,4 +204,33 @@ async fn a_key_an_attempt_cut_off_made_is_deleted_even_after_a_throttled_attempt
     let mut expected = vec![pair(&t, "ram/cut", "ACSCurrent").0, current.0.clone()];
     expected.sort();
     assert_eq!(keys_of(&emulator, "cut").await, expected);
+}
+
+/// Found by the chaos soak (seed 1130, second hour): the cloud made the key and the answer to
+/// CreateAccessKey was lost; the attempt's clean-up could not list the user's keys (the network
+/// still down) and the attempt returned — its create mark was cleared, and every later attempt
+/// took the key for one made by hand and the secret failed until someone deleted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_a_failed_create_could_not_clean_up_is_deleted_by_the_next_attempt() {
+    let (t, emulator) = rig("lost", Backend::Sqlite).await;
+    let current = pair(&t, "ram/lost", "ACSCurrent");
+    emulator.lose_create_then_outage().await;
+    let out = t.run(&["rotate", "ram/lost"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("the next attempt deletes it"),
+        "{}",
+        text(&out)
+    );
+    emulator.end_outage().await;
+    assert_eq!(
+        keys_of(&emulator, "lost").await.len(),
+        2,
+        "the key the failed attempt made exists"
+    );
+    let out = t.run(&["rotate", "ram/lost"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut expected = vec![pair(&t, "ram/lost", "ACSCurrent").0, current.0.clone()];
+    expected.sort();
+    assert_eq!(keys_of(&emulator, "lost").await, expected);
 }

@@ -232,19 +232,22 @@ fn made_since(created: &str, mark: Option<i64>, skew: Option<i64>) -> Made {
 
 /// After a CreateAccessKey that may have made a key: deletes keys of `user` that were not
 /// there `before`, no version holds, and were made since `started` (rotor's clock, moved onto
-/// the cloud's). Best effort: what it cannot delete, the next attempt finds and names.
+/// the cloud's). False when it did not run to its end (the keys could not be listed, or one
+/// not deleted): a key this attempt made may still be there, and the next attempt must know it
+/// for this secret's.
 async fn sweep(
     admin: &RamClient,
     user: &str,
     before: &[&str],
     started: i64,
     ours: &(dyn Fn(&str) -> bool + Sync),
-) {
+) -> bool {
     let Ok(keys) = admin.list_access_keys(user).await else {
         tracing::warn!("could not list the RAM user's AccessKeys after a failed CreateAccessKey");
-        return;
+        return false;
     };
     let skew = admin.clock_skew_ms();
+    let mut swept = true;
     for key in keys.iter().filter(|k| {
         !before.contains(&k.access_key_id.as_str())
             && !ours(&k.access_key_id)
@@ -255,18 +258,17 @@ async fn sweep(
                 tracing::info!(access_key_id = %key.access_key_id, "deleted the AccessKey a failed CreateAccessKey made")
             }
             Err(e) => {
-                tracing::warn!(access_key_id = %key.access_key_id, error = %e, "could not delete the AccessKey a failed CreateAccessKey made")
+                tracing::warn!(access_key_id = %key.access_key_id, error = %e, "could not delete the AccessKey a failed CreateAccessKey made");
+                swept = false;
             }
         }
     }
+    swept
 }
 
 /// `e` with `note` added to its message.
 fn with_note(e: RotateError, note: &str) -> RotateError {
-    match e {
-        RotateError::Retryable(m) => RotateError::Retryable(m + note),
-        RotateError::Fatal(m) => RotateError::Fatal(m + note),
-    }
+    e.map_message(|m| m + note)
 }
 
 /// The cloud's AccessKey pairs of RAM users.

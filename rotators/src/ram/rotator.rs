@@ -82,11 +82,17 @@ impl Rotator for AccessKeyRotator {
             .to_value()),
             Err(e) => {
                 // The key may exist all the same (an answer lost on the way): this attempt
-                // removes what it made, so that none is left that no version holds.
-                if !e.code.starts_with("Throttling") {
-                    sweep(&admin, user, &before, started, &ours).await;
-                }
-                let mut e = RotateError::from(e);
+                // removes what it made, so that none is left that no version holds. When it
+                // cannot (the cloud unreachable still), the error says so, and the engine
+                // keeps the create mark for the next attempt to delete that key.
+                let settled = e.code.starts_with("Throttling")
+                    || sweep(&admin, user, &before, started, &ours).await;
+                let mut e = match RotateError::from(e) {
+                    RotateError::Retryable(m) if !settled => RotateError::unsettled(format!(
+                        "{m}; the cloud may have made the new AccessKey, and it could not be looked for: the next attempt deletes it"
+                    )),
+                    e => e,
+                };
                 if let Some((version, id)) = made_room {
                     e = with_note(e, &format!("; the previous version's AccessKey {id} ({version}, ACSPrevious) was deleted to make room, so it no longer signs; the next attempt makes the new key"));
                 }

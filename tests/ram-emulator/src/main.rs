@@ -70,6 +70,10 @@ struct Cloud {
     slow_create: Duration,
     /// CreateAccessKey calls still to answer 503 after creating the key.
     lose_create: u32,
+    /// Whether a lost CreateAccessKey answer starts an outage.
+    outage_after_lost: bool,
+    /// Every signed call answers 503, doing nothing (the network down), until lifted.
+    outage: bool,
     /// Actions refused with (HTTP status, error code).
     refused: HashMap<String, (StatusCode, String)>,
 }
@@ -393,6 +397,13 @@ async fn handle(
     let done = {
         let mut c = cloud.lock().expect("state");
         let call = authenticate(&mut c, &method, &uri, &headers, &body);
+        if call.is_ok() && c.outage {
+            return error_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "Refused by the emulator's outage.",
+            );
+        }
         if let Ok((_, action, _)) = &call {
             if let Some((status, code)) = c.refused.get(action) {
                 return error_answer(*status, code, "Refused by the emulator's test control.");
@@ -409,6 +420,7 @@ async fn handle(
             let done = act(&mut c, &key_id, &action, &params);
             if done.is_ok() && action == "CreateAccessKey" && c.lose_create > 0 {
                 c.lose_create -= 1;
+                c.outage = c.outage_after_lost;
                 return Err(Fault(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
@@ -441,7 +453,18 @@ async fn lose_create(
     State(cloud): State<Shared>,
     Query(q): Query<HashMap<String, u32>>,
 ) -> &'static str {
-    cloud.lock().expect("state").lose_create = q.get("count").copied().unwrap_or(1);
+    let mut c = cloud.lock().expect("state");
+    c.lose_create = q.get("count").copied().unwrap_or(1);
+    c.outage_after_lost = q.get("outage").is_some_and(|o| *o != 0);
+    "ok\n"
+}
+
+/// `?on=0` ends an outage (`lose-create?outage=1` starts one).
+async fn outage(
+    State(cloud): State<Shared>,
+    Query(q): Query<HashMap<String, u32>>,
+) -> &'static str {
+    cloud.lock().expect("state").outage = q.get("on").is_some_and(|o| *o != 0);
     "ok\n"
 }
 
@@ -514,6 +537,7 @@ async fn main() {
         .route("/_emulator/refuse", post(refuse))
         .route("/_emulator/clock", post(set_clock))
         .route("/_emulator/lose-create", post(lose_create))
+        .route("/_emulator/outage", post(outage))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
