@@ -17,6 +17,7 @@ mod jobs;
 mod keys;
 mod leases;
 mod looks;
+mod migrate;
 mod nonces;
 mod open;
 mod paging;
@@ -34,7 +35,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
-use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 use crate::clock::Clock;
@@ -230,7 +230,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let (backend, url) = resolve_url(config, mode)?;
         let pool = connect(backend, &url, config.connect_timeout).await?;
-        migrator(backend).run(&pool).await?;
+        migrate::migrator(backend).await?.run(&pool).await?;
 
         let check: Option<Vec<u8>> =
             sqlx::query("SELECT value FROM meta WHERE key = 'master_key_check'")
@@ -360,17 +360,6 @@ impl std::ops::Deref for WriteTx {
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
-    }
-}
-
-/// The backend's migrations, embedded from `migrations/<backend>/NNNN_name.sql` (one list per
-/// backend, kept in step: the `schema` integration test checks that both give the same schema).
-fn migrator(backend: Backend) -> &'static Migrator {
-    static SQLITE: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
-    static POSTGRES: Migrator = sqlx::migrate!("src/store/migrations/postgres");
-    match backend {
-        Backend::Sqlite => &SQLITE,
-        Backend::Postgres => &POSTGRES,
     }
 }
 

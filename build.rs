@@ -1,6 +1,0 @@
-//! Rebuilds when a migration is added: `sqlx::migrate!` embeds `src/store/migrations/*` at
-//! compile time, and cargo does not otherwise watch a directory for new files.
-
-fn main() {
-    println!("cargo:rerun-if-changed=src/store/migrations");
-}
