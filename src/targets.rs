@@ -221,22 +221,27 @@ pub async fn create_secret(
         })
         .await
         .map_err(setup_error)?;
+    let kind = new.kind;
+    let discard = |e: Error| async {
+        if provisioned.made_on_target {
+            if let Err(gone) = family.discard(&context, kind, &provisioned).await {
+                tracing::warn!(error = %gone, "could not remove the credential the target made");
+            }
+        }
+        e
+    };
+    if let Err(e) = refuse_shared_accounts(store, family.as_ref(), target, &new, &provisioned).await
+    {
+        return Err(discard(e).await);
+    }
     new.value = provisioned.current.clone();
     new.previous = provisioned.previous.clone();
     new.settings = Some(provisioned.settings.clone());
     new.target = Some(target.to_owned());
     let name = new.name.clone();
-    let kind = new.kind;
     let done = match store.create_secret(new).await {
         Ok(done) => done,
-        Err(e) => {
-            if provisioned.made_on_target {
-                if let Err(gone) = family.discard(&context, kind, &provisioned).await {
-                    tracing::warn!(error = %gone, "could not remove the credential the target made");
-                }
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(discard(e).await),
     };
     if provisioned.install {
         if let Err(e) = family
@@ -254,6 +259,46 @@ pub async fn create_secret(
         }
     }
     Ok(done)
+}
+
+/// Refuses a new secret that would rotate an account another secret on its target already
+/// rotates (the target's admin among them): each rotation would lock out the applications of
+/// the other, whose credential no longer logs in.
+async fn refuse_shared_accounts(
+    store: &Store,
+    family: &dyn rotators::Family,
+    target: &str,
+    new: &NewSecret,
+    provisioned: &rotators::family::Provisioned,
+) -> Result<()> {
+    let values: Vec<&SecretValue> = [Some(&provisioned.current), provisioned.previous.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let ours = family.accounts(new.kind, &provisioned.settings, &values);
+    if ours.is_empty() {
+        return Ok(());
+    }
+    for other in store.secrets_on_target(target).await? {
+        // A secret scheduled for deletion no longer rotates.
+        let Ok(claim) = store.claim_for_reading(&other).await else {
+            continue;
+        };
+        let state = store.load_rotation_unleased(&claim).await?;
+        let values: Vec<&SecretValue> = [&state.current, &state.previous, &state.pending]
+            .into_iter()
+            .flatten()
+            .map(|v| &v.value)
+            .collect();
+        let theirs = family.accounts(state.kind, &state.settings, &values);
+        if let Some(shared) = ours.iter().find(|a| theirs.contains(a)) {
+            return Err(Error::conflict(format!(
+                "secret '{}' was not created: account '{shared}' on target '{target}' is rotated by secret '{other}' already; two secrets rotating one account lock out each other's applications (use '{other}', or delete it first)",
+                new.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A managed secret as a check sees it: its family, target, kind, settings and values.

@@ -299,6 +299,23 @@ pub struct Provisioned {
     pub made_on_target: bool,
 }
 
+/// The `AccountName` or `UserName` of each of `values`, each name once ([`Family::accounts`]'s
+/// default).
+pub fn account_names(values: &[&SecretValue]) -> Vec<String> {
+    let mut names: Vec<String> = values
+        .iter()
+        .filter_map(|v| {
+            let v: serde_json::Value = serde_json::from_slice(v.expose()).ok()?;
+            ["AccountName", "UserName"]
+                .iter()
+                .find_map(|f| v.get(f)?.as_str().map(str::to_owned))
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// What a secret's credentials are on its target, for `secret delete` to say what stays.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OnTarget {
@@ -406,6 +423,19 @@ pub trait Family: Send + Sync {
         _settings: &serde_json::Value,
     ) -> Vec<(&'static str, String)> {
         Vec::new()
+    }
+
+    /// The accounts on its target that a secret of `kind` logs in as and rotates, from its
+    /// settings and values (current, previous): two secrets must never share one, or each
+    /// rotation would lock out the applications of the other. By default the `AccountName` or
+    /// `UserName` of each value.
+    fn accounts(
+        &self,
+        _kind: SecretKind,
+        _settings: &serde_json::Value,
+        values: &[&SecretValue],
+    ) -> Vec<String> {
+        account_names(values)
     }
 
     /// The store refused a secret whose credential the target made in `provision`

@@ -168,6 +168,18 @@ impl Store {
         Ok(info)
     }
 
+    /// The secrets whose credentials live on target `name` (its admin secret among them), by
+    /// name.
+    pub async fn secrets_on_target(&self, name: &str) -> Result<Vec<SecretName>> {
+        sqlx::query("SELECT name FROM secrets WHERE target = $1 ORDER BY name")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| SecretName::parse_any(r.try_get::<String, _>("name")?.as_str()))
+            .collect()
+    }
+
     /// All targets, by name.
     pub async fn list_targets(&self) -> Result<Vec<TargetInfo>> {
         sqlx::query("SELECT name, kind, url, config, admin_secret FROM targets ORDER BY name")

@@ -489,6 +489,18 @@ impl Family for RamFamily {
             .unwrap_or_default()
     }
 
+    /// The RAM user: its AccessKeys are what the secret rotates.
+    fn accounts(
+        &self,
+        _kind: SecretKind,
+        settings: &serde_json::Value,
+        _values: &[&SecretValue],
+    ) -> Vec<String> {
+        RamSettings::from_json(settings)
+            .map(|s| vec![s.user])
+            .unwrap_or_default()
+    }
+
     fn previous_stays_valid(&self, _kind: SecretKind) -> bool {
         true
     }

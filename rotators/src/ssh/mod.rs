@@ -476,6 +476,20 @@ impl Family for SshFamily {
         kind.sub == Some(SubType::SSHKey)
     }
 
+    /// A host user's password is one secret's; key pairs are not: each secret's authorized_keys
+    /// lines carry its name, so several may rotate keys of one user side by side.
+    fn accounts(
+        &self,
+        kind: SecretKind,
+        _settings: &serde_json::Value,
+        values: &[&SecretValue],
+    ) -> Vec<String> {
+        if kind.sub == Some(SubType::SSHKey) {
+            return vec![];
+        }
+        crate::family::account_names(values)
+    }
+
     async fn install(
         &self,
         target: &TargetContext,

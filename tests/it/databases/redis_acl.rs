@@ -232,3 +232,83 @@ async fn redis_acl_files_are_saved_after_every_change() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Two secrets never rotate one account: each rotation would lock out the applications of the
+/// other. Importing a dual pair another secret rotates, either half of it as a single account,
+/// or the target's admin account is refused, nothing stored; the first secret rotates on.
+#[tokio::test]
+async fn an_account_another_secret_rotates_is_not_imported_again() {
+    let t = TestEnv::new(Backend::Sqlite).await;
+    redis_target(&t).await;
+    let user = format!("rd_{}", &rotor::crypto::random_id()[..8]);
+    t.ok(&[
+        "secret",
+        "create",
+        "cache/app",
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
+        &user,
+    ]);
+    let current = account_of(&t, "cache/app", "ACSCurrent").await;
+    let previous = account_of(&t, "cache/app", "ACSPrevious").await;
+    let json = |(name, password): &(String, String)| serde_json::json!({"AccountName": name, "AccountPassword": password});
+    let tries = [
+        (
+            "cache/pair",
+            None,
+            serde_json::json!({"Accounts": [json(&current), json(&previous)]}),
+            "cache/app",
+        ),
+        (
+            "cache/half",
+            Some("SingleUser"),
+            json(&previous),
+            "cache/app",
+        ),
+        (
+            "cache/admin",
+            Some("SingleUser"),
+            json(&("default".to_owned(), String::new())),
+            "acs/target/red/admin",
+        ),
+    ];
+    for (name, sub, value, holder) in tries {
+        let file =
+            crate::support::write_file(&t.data_dir(), "import.json", value.to_string().as_bytes());
+        let mut args = vec![
+            "secret",
+            "create",
+            name,
+            "--type",
+            "Redis",
+            "--target",
+            "red",
+            "--value-file",
+            file.to_str().unwrap(),
+        ];
+        args.extend(sub.map(|s| ["--sub-type", s]).into_iter().flatten());
+        let out = t.run(&args);
+        assert_refused(
+            &out,
+            4,
+            &format!("is rotated by secret '{holder}' already"),
+            Some(&previous.1),
+        );
+        let out = t.run(&["secret", "describe", name]);
+        assert!(!out.status.success(), "{name} was stored");
+    }
+    t.ok(&["rotate", "cache/app"]);
+    assert_eq!(account_of(&t, "cache/app", "ACSPrevious").await, current);
+    assert_eq!(redis_login(&current).await.unwrap(), current.0);
+    let mut admin = redis_admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .arg(format!("{user}_clone"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}

@@ -80,6 +80,22 @@ async fn key_pairs_rotate_with_current_and_previous_working_and_others_untouched
     );
     assert_file_kept(&user, &unrelated);
 
+    // The user's password is another secret's to rotate, beside the key pair's.
+    let password = serde_json::json!({"UserName": user.name, "Password": user.password});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/password",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "Password",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &password),
+    ]);
+
     let mut keys = vec![field(&first, "PrivateKey")];
     for round in 1..=10 {
         rotate(&t, "host/key");

@@ -71,6 +71,27 @@ async fn passwords_rotate_through_passwd_without_an_admin_10_times() {
             "round {round}: the old password no longer does"
         );
     }
+    // A second secret for the user's password is refused: each would lock the other out.
+    let again = serde_json::json!({"UserName": user.name, "Password": current});
+    let out = t.run(&[
+        "secret",
+        "create",
+        "host/again",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "Password",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &again),
+    ]);
+    assert_refused(
+        &out,
+        4,
+        "is rotated by secret 'host/app' already",
+        Some(&current),
+    );
     older.push(current);
     let log = sshd.log();
     assert!(
