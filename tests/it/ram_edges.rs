@@ -3,7 +3,8 @@
 //! cloud's; a `create` that deleted the previous version's key and then failed takes
 //! `ACSPrevious` off it and says so; a CreateAccessKey whose answer is lost leaves no key (or,
 //! when the clean-up cannot reach the cloud either, the next attempt deletes it); the key of an
-//! attempt cut off is still known for one after an attempt that was throttled.
+//! attempt cut off is still known for one after an attempt that was throttled; a RAM user is one
+//! secret's.
 
 use rotators::ram::client::SignatureStyle;
 
@@ -233,4 +234,26 @@ async fn a_key_a_failed_create_could_not_clean_up_is_deleted_by_the_next_attempt
     let mut expected = vec![pair(&t, "ram/lost", "ACSCurrent").0, current.0.clone()];
     expected.sort();
     assert_eq!(keys_of(&emulator, "lost").await, expected);
+}
+
+/// A RAM user's AccessKeys are one secret's: a second secret for the user is refused, and the
+/// key the cloud made for it (create mode) is deleted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_secret_for_a_ram_user_is_refused_and_its_key_deleted() {
+    let (t, emulator) = rig("twice", Backend::Sqlite).await;
+    let current = pair(&t, "ram/twice", "ACSCurrent");
+    let out = t.run(&[
+        "secret",
+        "create",
+        "ram/again",
+        "--type",
+        "RAMCredentials",
+        "--target",
+        "cloud",
+        "--ram-user",
+        "twice",
+    ]);
+    assert_refused(&out, 4, "is rotated by secret 'ram/twice' already", None);
+    assert_eq!(keys_of(&emulator, "twice").await, vec![current.0]);
+    assert_refused(&t.run(&["secret", "describe", "ram/again"]), 3, "", None);
 }
