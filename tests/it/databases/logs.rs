@@ -470,13 +470,6 @@ async fn a_rotation_suite_leaves_no_value_in_json_logs_metrics_or_the_audit_log(
     assert_no_password(&metrics, &values, "/metrics");
     assert_no_password(&audit, &values, "the audit log");
 
-    let mut admin = redis_admin().await;
-    let _: () = redis::cmd("ACL")
-        .arg("DELUSER")
-        .arg(&redis_user)
-        .arg(format!("{redis_user}_clone"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    redis_drop_pair(&redis_user).await;
     pg.cleanup_dual(&app).await;
 }

@@ -386,6 +386,17 @@ async fn acl_rules(user: &str) -> String {
         .join(" ")
 }
 
+/// Drops the dual pair `user` and `user_clone` a test made.
+pub(crate) async fn redis_drop_pair(user: &str) {
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(user)
+        .arg(format!("{user}_clone"))
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+}
+
 pub(crate) async fn redis_target(t: &TestEnv) {
     t.ok(&["init"]);
     let out = add_target(t, "red", "redis", &redis_url(), "default", "");

@@ -59,14 +59,7 @@ async fn redis_dual_acl_users_survive_20_rotations() {
             );
         }
     }
-    let mut admin = redis_admin().await;
-    let _: () = redis::cmd("ACL")
-        .arg("DELUSER")
-        .arg(&user)
-        .arg(format!("{user}_clone"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    redis_drop_pair(&user).await;
 }
 
 #[tokio::test]
@@ -303,12 +296,5 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
     t.ok(&["rotate", "cache/app"]);
     assert_eq!(account_of(&t, "cache/app", "ACSPrevious").await, current);
     assert_eq!(redis_login(&current).await.unwrap(), current.0);
-    let mut admin = redis_admin().await;
-    let _: () = redis::cmd("ACL")
-        .arg("DELUSER")
-        .arg(&user)
-        .arg(format!("{user}_clone"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    redis_drop_pair(&user).await;
 }
