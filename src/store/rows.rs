@@ -365,15 +365,55 @@ pub(super) async fn insert_version(
     value: &SecretValue,
     now: i64,
 ) -> Result<()> {
+    insert_version_as(conn, secret_id, version_id, seq, sealed, value, now, "").await?;
+    Ok(())
+}
+
+/// [`insert_version`], or nothing when `version_id` is taken: false then.
+#[allow(clippy::too_many_arguments)]
+async fn insert_version_if_free(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    version_id: &VersionId,
+    seq: i64,
+    sealed: &[u8],
+    value: &SecretValue,
+    now: i64,
+) -> Result<bool> {
+    let on_conflict = " ON CONFLICT (secret_id, version_id) DO NOTHING";
+    insert_version_as(
+        conn,
+        secret_id,
+        version_id,
+        seq,
+        sealed,
+        value,
+        now,
+        on_conflict,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_version_as(
+    conn: &mut AnyConnection,
+    secret_id: i64,
+    version_id: &VersionId,
+    seq: i64,
+    sealed: &[u8],
+    value: &SecretValue,
+    now: i64,
+    on_conflict: &str,
+) -> Result<bool> {
     let data_type = if value.as_text().is_some() {
         "text"
     } else {
         "binary"
     };
-    sqlx::query(
+    let done = sqlx::query(&format!(
         "INSERT INTO versions (secret_id, version_id, seq, ciphertext, data_type, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6){on_conflict}"
+    ))
     .bind(secret_id)
     .bind(version_id.as_str())
     .bind(seq)
@@ -382,7 +422,7 @@ pub(super) async fn insert_version(
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// `v<seq>`, or the next free `v<n>` after it when a user already took that id.
@@ -520,15 +560,31 @@ impl Store {
         now: i64,
     ) -> Result<VersionId> {
         let seq = row.version_seq + 1;
-        let version_id = match version_id {
-            Some(id) => id,
-            None => next_free_version_id(&mut *conn, row.id, seq).await?,
+        let seal = |id: &VersionId| {
+            data_key.seal(
+                value.expose(),
+                &crypto::aad_value(&row.uid, row.name.as_str(), id.as_str()),
+            )
         };
-        let sealed = data_key.seal(
-            value.expose(),
-            &crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str()),
-        );
-        insert_version(&mut *conn, row.id, &version_id, seq, &sealed, value, now).await?;
+        let version_id = match version_id {
+            Some(id) => {
+                insert_version(&mut *conn, row.id, &id, seq, &seal(&id), value, now).await?;
+                id
+            }
+            None => {
+                // `v<seq>` is free unless a user took it: tried first, in one statement.
+                let id = VersionId::numbered(seq);
+                let sealed = seal(&id);
+                if insert_version_if_free(&mut *conn, row.id, &id, seq, &sealed, value, now).await?
+                {
+                    id
+                } else {
+                    let id = next_free_version_id(&mut *conn, row.id, seq).await?;
+                    insert_version(&mut *conn, row.id, &id, seq, &seal(&id), value, now).await?;
+                    id
+                }
+            }
+        };
         sqlx::query("UPDATE secrets SET version_seq = $1, updated_at = $2 WHERE id = $3")
             .bind(seq)
             .bind(now)
