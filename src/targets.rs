@@ -13,7 +13,7 @@ use rotators::{
     NewTarget, Options, Registry, SecretRequest, SecretValue, SetupError, Source, TargetContext,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{ConflictKind, Error, Result};
 use crate::model::{SecretName, VersionId};
 use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
@@ -280,11 +280,22 @@ async fn refuse_shared_accounts(
         return Ok(());
     }
     for other in store.secrets_on_target(target).await? {
-        // A secret scheduled for deletion no longer rotates.
-        let Ok(claim) = store.claim_for_reading(&other).await else {
-            continue;
+        let claim = match store.claim_for_reading(&other).await {
+            Ok(claim) => claim,
+            // A secret scheduled for deletion no longer rotates.
+            Err(Error::Conflict(c)) if c.kind == ConflictKind::DeleteWindow => continue,
+            Err(e) => return Err(e),
         };
-        let state = store.load_rotation_unleased(&claim).await?;
+        let state = store
+            .load_rotation_unleased(&claim)
+            .await
+            .map_err(|e| match e {
+                Error::Store(_) => e,
+                e => Error::conflict(format!(
+                    "secret '{}' was not created: secret '{other}' on target '{target}' could not be read to tell which accounts it rotates ({e})",
+                    new.name
+                )),
+            })?;
         let values: Vec<&SecretValue> = [&state.current, &state.previous, &state.pending]
             .into_iter()
             .flatten()
