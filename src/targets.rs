@@ -13,7 +13,7 @@ use rotators::{
     NewTarget, Options, Registry, SecretRequest, SecretValue, SetupError, Source, TargetContext,
 };
 
-use crate::error::{ConflictKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
 use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
@@ -280,12 +280,8 @@ async fn refuse_shared_accounts(
         return Ok(());
     }
     for other in store.secrets_on_target(target).await? {
-        let claim = match store.claim_for_reading(&other).await {
-            Ok(claim) => claim,
-            // A secret scheduled for deletion no longer rotates.
-            Err(Error::Conflict(c)) if c.kind == ConflictKind::DeleteWindow => continue,
-            Err(e) => return Err(e),
-        };
+        // A secret scheduled for deletion counts: it may be restored.
+        let (claim, scheduled) = store.claim_for_reading_any(&other).await?;
         let state = store
             .load_rotation_unleased(&claim)
             .await
@@ -303,8 +299,15 @@ async fn refuse_shared_accounts(
             .collect();
         let theirs = family.accounts(state.kind, &state.settings, &values);
         if let Some(shared) = ours.iter().find(|a| theirs.contains(a)) {
+            let way_out = if scheduled {
+                format!("'{other}' is scheduled for deletion: restore it with rotor secret restore {other}, or delete it now with rotor secret delete {other} --force")
+            } else {
+                format!(
+                    "use '{other}', or delete it first with rotor secret delete {other} --force"
+                )
+            };
             return Err(Error::conflict(format!(
-                "secret '{}' was not created: account '{shared}' on target '{target}' is rotated by secret '{other}' already; two secrets rotating one account lock out each other's applications (use '{other}', or delete it first)",
+                "secret '{}' was not created: account '{shared}' on target '{target}' is rotated by secret '{other}' already; two secrets rotating one account lock out each other's applications ({way_out})",
                 new.name
             )));
         }

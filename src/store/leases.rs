@@ -187,6 +187,15 @@ impl Store {
         row.ensure_live()?;
         Ok(row.unleased())
     }
+
+    /// [`claim_for_reading`](Self::claim_for_reading), a secret scheduled for deletion too
+    /// (it may still be restored): with whether it is.
+    pub async fn claim_for_reading_any(&self, name: &SecretName) -> Result<(Lease, bool)> {
+        let mut conn = self.pool.acquire().await?;
+        let row = self.secret_row(&mut conn, name, false).await?;
+        let scheduled = row.planned_delete_at.is_some();
+        Ok((row.unleased(), scheduled))
+    }
 }
 
 /// Refuses a write by a claim that no longer holds the secret's lease.

@@ -268,7 +268,7 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
             "acs/target/red/admin",
         ),
     ];
-    for (name, sub, value, holder) in tries {
+    let create = |name: &str, sub: Option<&str>, value: &serde_json::Value| {
         let file =
             crate::support::write_file(&t.data_dir(), "import.json", value.to_string().as_bytes());
         let mut args = vec![
@@ -283,9 +283,11 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
             file.to_str().unwrap(),
         ];
         args.extend(sub.map(|s| ["--sub-type", s]).into_iter().flatten());
-        let out = t.run(&args);
+        t.run(&args)
+    };
+    for (name, sub, value, holder) in &tries {
         assert_refused(
-            &out,
+            &create(name, *sub, value),
             4,
             &format!("is rotated by secret '{holder}' already"),
             Some(&previous.1),
@@ -293,6 +295,16 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
         let out = t.run(&["secret", "describe", name]);
         assert!(!out.status.success(), "{name} was stored");
     }
+    // Scheduled for deletion, the secret still holds its accounts: it may be restored.
+    t.ok(&["secret", "delete", "cache/app"]);
+    let (name, sub, value, _) = &tries[0];
+    assert_refused(
+        &create(name, *sub, value),
+        4,
+        "'cache/app' is scheduled for deletion: restore it",
+        Some(&previous.1),
+    );
+    t.ok(&["secret", "restore", "cache/app"]);
     t.ok(&["rotate", "cache/app"]);
     assert_eq!(account_of(&t, "cache/app", "ACSPrevious").await, current);
     assert_eq!(redis_login(&current).await.unwrap(), current.0);
