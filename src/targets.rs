@@ -230,7 +230,14 @@ pub async fn create_secret(
         }
         e
     };
-    if let Err(e) = refuse_shared_accounts(store, family.as_ref(), target, &new, &provisioned).await
+    let values: Vec<&SecretValue> = [Some(&provisioned.current), provisioned.previous.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let ours = family.accounts(new.kind, &provisioned.settings, &values);
+    let refusal = format!("secret '{}' was not created", new.name);
+    if let Err(e) =
+        refuse_shared_accounts(store, family.as_ref(), target, &new.name, &ours, &refusal).await
     {
         return Err(discard(e).await);
     }
@@ -261,25 +268,26 @@ pub async fn create_secret(
     Ok(done)
 }
 
-/// Refuses a new secret that would rotate an account another secret on its target already
-/// rotates (the target's admin among them): each rotation would lock out the applications of
-/// the other, whose credential no longer logs in.
+/// Refuses a secret (`ours`: the accounts it would rotate) that would rotate an account another
+/// secret on its target already rotates (the target's admin among them): each rotation would
+/// lock out the applications of the other, whose credential no longer logs in. `refusal` begins
+/// the message.
 async fn refuse_shared_accounts(
     store: &Store,
     family: &dyn rotators::Family,
     target: &str,
-    new: &NewSecret,
-    provisioned: &rotators::family::Provisioned,
+    name: &SecretName,
+    ours: &[String],
+    refusal: &str,
 ) -> Result<()> {
-    let values: Vec<&SecretValue> = [Some(&provisioned.current), provisioned.previous.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let ours = family.accounts(new.kind, &provisioned.settings, &values);
     if ours.is_empty() {
         return Ok(());
     }
+    let admin = crate::store::admin_secret_name(target);
     for other in store.secrets_on_target(target).await? {
+        if other == *name {
+            continue;
+        }
         // A secret scheduled for deletion counts: it may be restored.
         let (claim, scheduled) = store.claim_for_reading_any(&other).await?;
         let state = store
@@ -288,8 +296,7 @@ async fn refuse_shared_accounts(
             .map_err(|e| match e {
                 Error::Store(_) => e,
                 e => Error::conflict(format!(
-                    "secret '{}' was not created: secret '{other}' on target '{target}' could not be read to tell which accounts it rotates ({e})",
-                    new.name
+                    "{refusal}: secret '{other}' on target '{target}' could not be read to tell which accounts it rotates ({e})"
                 )),
             })?;
         let values: Vec<&SecretValue> = [&state.current, &state.previous, &state.pending]
@@ -299,7 +306,9 @@ async fn refuse_shared_accounts(
             .collect();
         let theirs = family.accounts(state.kind, &state.settings, &values);
         if let Some(shared) = ours.iter().find(|a| theirs.contains(a)) {
-            let way_out = if scheduled {
+            let way_out = if other.as_str() == admin {
+                format!("it is the target's admin account, which rotor rotates as '{other}'")
+            } else if scheduled {
                 format!("'{other}' is scheduled for deletion: restore it with rotor secret restore {other}, or delete it now with rotor secret delete {other} --force")
             } else {
                 format!(
@@ -307,8 +316,7 @@ async fn refuse_shared_accounts(
                 )
             };
             return Err(Error::conflict(format!(
-                "secret '{}' was not created: account '{shared}' on target '{target}' is rotated by secret '{other}' already; two secrets rotating one account lock out each other's applications ({way_out})",
-                new.name
+                "{refusal}: account '{shared}' on target '{target}' is rotated by secret '{other}' already; two secrets rotating one account lock out each other's applications ({way_out})"
             )));
         }
     }
@@ -406,6 +414,19 @@ async fn reimport_admin(
 ) -> Result<PutOutcome> {
     rotators::value::validate(m.state.kind, value.expose())
         .map_err(|e| Error::invalid(format!("secret '{name}': {e}")))?;
+    let ours = m
+        .family
+        .accounts(m.state.kind, &m.state.settings, &[&value]);
+    let refusal = format!("secret '{name}' was not imported");
+    refuse_shared_accounts(
+        store,
+        m.family.as_ref(),
+        &m.target.name,
+        name,
+        &ours,
+        &refusal,
+    )
+    .await?;
     m.target.admin = Some(value.clone());
     m.family.check_target(&m.target).await.map_err(|e| {
         Error::invalid(format!(

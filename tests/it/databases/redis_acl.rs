@@ -295,7 +295,22 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
         let out = t.run(&["secret", "describe", name]);
         assert!(!out.status.success(), "{name} was stored");
     }
-    // Scheduled for deletion, the secret still holds its accounts: it may be restored.
+    // Nor does the target's admin secret take over one of the pair.
+    let file = crate::support::write_file(
+        &t.data_dir(),
+        "admin.json",
+        json(&current).to_string().as_bytes(),
+    );
+    let out = t.run(&[
+        "secret",
+        "import",
+        "acs/target/red/admin",
+        "--value-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_refused(&out, 4, "was not imported: account", Some(&current.1));
+    t.ok(&["target", "check", "red"]); // the admin unchanged
+                                       // Scheduled for deletion, the secret still holds its accounts: it may be restored.
     t.ok(&["secret", "delete", "cache/app"]);
     let (name, sub, value, _) = &tries[0];
     assert_refused(
