@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
 use crate::store::{DeleteMode, NewSecret, PutOutcome, RotationStatus, Store, TargetInfo};
 
+mod shared;
+use shared::refuse_shared_accounts;
+
 /// A family's refusal as an engine error: bad input (exit 2) or a target that refused (exit 7).
 pub fn setup_error(e: SetupError) -> Error {
     match e {
@@ -266,61 +269,6 @@ pub async fn create_secret(
         }
     }
     Ok(done)
-}
-
-/// Refuses a secret (`ours`: the accounts it would rotate) that would rotate an account another
-/// secret on its target already rotates (the target's admin among them): each rotation would
-/// lock out the applications of the other, whose credential no longer logs in. `refusal` begins
-/// the message.
-async fn refuse_shared_accounts(
-    store: &Store,
-    family: &dyn rotators::Family,
-    target: &str,
-    name: &SecretName,
-    ours: &[String],
-    refusal: &str,
-) -> Result<()> {
-    if ours.is_empty() {
-        return Ok(());
-    }
-    let admin = crate::store::admin_secret_name(target);
-    for other in store.secrets_on_target(target).await? {
-        if other == *name {
-            continue;
-        }
-        // A secret scheduled for deletion counts: it may be restored.
-        let (claim, scheduled) = store.claim_for_reading_any(&other).await?;
-        let state = store
-            .load_rotation_unleased(&claim)
-            .await
-            .map_err(|e| match e {
-                Error::Store(_) => e,
-                e => Error::conflict(format!(
-                    "{refusal}: secret '{other}' on target '{target}' could not be read to tell which accounts it rotates ({e})"
-                )),
-            })?;
-        let values: Vec<&SecretValue> = [&state.current, &state.previous, &state.pending]
-            .into_iter()
-            .flatten()
-            .map(|v| &v.value)
-            .collect();
-        let theirs = family.accounts(state.kind, &state.settings, &values);
-        if let Some(shared) = ours.iter().find(|a| theirs.contains(a)) {
-            let way_out = if other.as_str() == admin {
-                format!("it is the target's admin account, which rotor rotates as '{other}'")
-            } else if scheduled {
-                format!("'{other}' is scheduled for deletion: restore it with rotor secret restore {other}, or delete it now with rotor secret delete {other} --force")
-            } else {
-                format!(
-                    "use '{other}', or delete it first with rotor secret delete {other} --force"
-                )
-            };
-            return Err(Error::conflict(format!(
-                "{refusal}: account '{shared}' on target '{target}' is rotated by secret '{other}' already; two secrets rotating one account lock out each other's applications ({way_out})"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// A managed secret as a check sees it: its family, target, kind, settings and values.

@@ -438,6 +438,13 @@ pub trait Family: Send + Sync {
         account_names(values)
     }
 
+    /// Whether two targets of this family naming one server (host and port) reach the same
+    /// accounts, so that [`accounts`](Self::accounts) are compared across them. True for
+    /// databases and hosts; not for a cloud API endpoint, which serves many accounts.
+    fn server_holds_accounts(&self) -> bool {
+        true
+    }
+
     /// The store refused a secret whose credential the target made in `provision`
     /// ([`Provisioned::made_on_target`]): removes that credential, so none exists only on the
     /// target.

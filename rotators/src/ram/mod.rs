@@ -489,6 +489,11 @@ impl Family for RamFamily {
             .unwrap_or_default()
     }
 
+    /// One endpoint serves every cloud account: its RAM users are told apart by target.
+    fn server_holds_accounts(&self) -> bool {
+        false
+    }
+
     /// The RAM user: its AccessKeys are what the secret rotates.
     fn accounts(
         &self,

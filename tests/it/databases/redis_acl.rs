@@ -295,6 +295,25 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
         let out = t.run(&["secret", "describe", name]);
         assert!(!out.status.success(), "{name} was stored");
     }
+    // Nor on another target naming the same server.
+    let out = add_target(&t, "red2", "redis", &redis_url(), "default", "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, sub, value, _) = &tries[0];
+    let file =
+        crate::support::write_file(&t.data_dir(), "again.json", value.to_string().as_bytes());
+    let mut args = vec!["secret", "create", "cache/elsewhere", "--type", "Redis"];
+    args.extend(sub.map(|s| ["--sub-type", s]).into_iter().flatten());
+    args.extend(["--target", "red2", "--value-file", file.to_str().unwrap()]);
+    assert_refused(
+        &t.run(&args),
+        4,
+        "is rotated by secret 'cache/app' (on target 'red', the same server) already",
+        Some(&previous.1),
+    );
     // Nor does the target's admin secret take over one of the pair.
     let file = crate::support::write_file(
         &t.data_dir(),
@@ -310,7 +329,22 @@ async fn an_account_another_secret_rotates_is_not_imported_again() {
     ]);
     assert_refused(&out, 4, "was not imported: account", Some(&current.1));
     t.ok(&["target", "check", "red"]); // the admin unchanged
-                                       // Scheduled for deletion, the secret still holds its accounts: it may be restored.
+                                       // Its own account again is fine, though target red2 shares it.
+    let file = crate::support::write_file(
+        &t.data_dir(),
+        "admin.json",
+        json(&("default".to_owned(), String::new()))
+            .to_string()
+            .as_bytes(),
+    );
+    t.ok(&[
+        "secret",
+        "import",
+        "acs/target/red/admin",
+        "--value-file",
+        file.to_str().unwrap(),
+    ]);
+    // Scheduled for deletion, the secret still holds its accounts: it may be restored.
     t.ok(&["secret", "delete", "cache/app"]);
     let (name, sub, value, _) = &tries[0];
     assert_refused(
