@@ -44,6 +44,11 @@ pub trait AccountServer: Send + Sync {
     /// The longest account name the server takes.
     fn max_account_len(&self) -> usize;
 
+    /// Whether create mode needs `--database` (the grants name one).
+    fn needs_database(&self) -> bool {
+        false
+    }
+
     /// Checks that the admin account logs in and holds what create mode needs: one line saying
     /// what it may do, or a fatal error naming what it lacks.
     async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError>;

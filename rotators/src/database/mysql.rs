@@ -227,6 +227,10 @@ impl AccountServer for Mysql {
         32
     }
 
+    fn needs_database(&self) -> bool {
+        true
+    }
+
     async fn check_admin(&self, target: &TargetContext) -> Result<String, RotateError> {
         let mut conn = as_admin(target).await?;
         let fail = |e| classify(target, "the admin", e);

@@ -238,6 +238,12 @@ impl Family for DatabaseFamily {
                         .into(),
                 ))
             }
+            (Source::Create, Some(_)) if db.needs_database() && settings.database.is_none() => {
+                return Err(invalid(format!(
+                    "{} accounts need a database for their grants: give --database",
+                    db.kind()
+                )))
+            }
             (Source::Create, Some(account)) => {
                 let max = db.max_account_len() - if dual { "_clone".len() } else { 0 };
                 check_identifier("account name", account, max).map_err(|e| {

@@ -146,3 +146,26 @@ async fn mysql_grants_on_a_database_with_underscores_cover_only_that_database() 
     let _ = own.close().await;
     mysql_cleanup(&[&app, &format!("{app}_clone")], &[&db, &lookalike]).await;
 }
+
+/// MySQL grants name a database: create mode without `--database` is a usage error (exit 2),
+/// refused before the server is touched.
+#[tokio::test]
+async fn mysql_create_mode_without_a_database_is_a_usage_error() {
+    let (t, suffix, db) = maria().await;
+    let app = format!("my_{suffix}");
+    let out = t.run(&create_rds("db/nodb", "maria", &["--account", &app]));
+    assert_refused(
+        &out,
+        2,
+        "need a database for their grants: give --database",
+        None,
+    );
+    assert_refused(&t.run(&["secret", "describe", "db/nodb"]), 3, "", None);
+    let users: Vec<String> = sqlx::query_scalar("SELECT user FROM mysql.user WHERE user LIKE ?")
+        .bind(format!("{app}%"))
+        .fetch_all(&mut mysql_admin().await)
+        .await
+        .unwrap();
+    assert!(users.is_empty(), "{users:?}");
+    mysql_cleanup(&[], &[&db]).await;
+}
