@@ -369,31 +369,7 @@ pub(super) async fn insert_version(
     Ok(())
 }
 
-/// [`insert_version`], or nothing when `version_id` is taken: false then.
-#[allow(clippy::too_many_arguments)]
-async fn insert_version_if_free(
-    conn: &mut AnyConnection,
-    secret_id: i64,
-    version_id: &VersionId,
-    seq: i64,
-    sealed: &[u8],
-    value: &SecretValue,
-    now: i64,
-) -> Result<bool> {
-    let on_conflict = " ON CONFLICT (secret_id, version_id) DO NOTHING";
-    insert_version_as(
-        conn,
-        secret_id,
-        version_id,
-        seq,
-        sealed,
-        value,
-        now,
-        on_conflict,
-    )
-    .await
-}
-
+/// [`insert_version`] with `on_conflict` after its VALUES: whether a row went in.
 #[allow(clippy::too_many_arguments)]
 async fn insert_version_as(
     conn: &mut AnyConnection,
@@ -575,7 +551,9 @@ impl Store {
                 // `v<seq>` is free unless a user took it: tried first, in one statement.
                 let id = VersionId::numbered(seq);
                 let sealed = seal(&id);
-                if insert_version_if_free(&mut *conn, row.id, &id, seq, &sealed, value, now).await?
+                let if_free = " ON CONFLICT (secret_id, version_id) DO NOTHING";
+                if insert_version_as(&mut *conn, row.id, &id, seq, &sealed, value, now, if_free)
+                    .await?
                 {
                     id
                 } else {

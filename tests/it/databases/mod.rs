@@ -386,6 +386,26 @@ async fn acl_rules(user: &str) -> String {
         .join(" ")
 }
 
+/// A Redis dual-account secret `secret` on target `red` in create mode, for a fresh user named
+/// `PREFIX_<random>` (returned), with `more` arguments.
+pub(crate) fn redis_pair(t: &TestEnv, secret: &str, prefix: &str, more: &[&str]) -> String {
+    let user = format!("{prefix}_{}", &rotor::crypto::random_id()[..8]);
+    let mut args = vec![
+        "secret",
+        "create",
+        secret,
+        "--type",
+        "Redis",
+        "--target",
+        "red",
+        "--account",
+        &user,
+    ];
+    args.extend_from_slice(more);
+    t.ok(&args);
+    user
+}
+
 /// Drops the dual pair `user` and `user_clone` a test made.
 pub(crate) async fn redis_drop_pair(user: &str) {
     let _: () = redis::cmd("ACL")

@@ -6,20 +6,7 @@ use super::*;
 async fn redis_dual_acl_users_survive_20_rotations() {
     let t = TestEnv::new(Backend::Sqlite).await;
     redis_target(&t).await;
-    let user = format!("rd_{}", &rotor::crypto::random_id()[..8]);
-    t.ok(&[
-        "secret",
-        "create",
-        "cache/app",
-        "--type",
-        "Redis",
-        "--target",
-        "red",
-        "--account",
-        &user,
-        "--privilege",
-        "ReadWrite",
-    ]);
+    let user = redis_pair(&t, "cache/app", "rd", &["--privilege", "ReadWrite"]);
     assert_eq!(
         acl_rules(&user).await,
         acl_rules(&format!("{user}_clone")).await
@@ -233,18 +220,7 @@ async fn redis_acl_files_are_saved_after_every_change() {
 async fn an_account_another_secret_rotates_is_not_imported_again() {
     let t = TestEnv::new(Backend::Sqlite).await;
     redis_target(&t).await;
-    let user = format!("rd_{}", &rotor::crypto::random_id()[..8]);
-    t.ok(&[
-        "secret",
-        "create",
-        "cache/app",
-        "--type",
-        "Redis",
-        "--target",
-        "red",
-        "--account",
-        &user,
-    ]);
+    let user = redis_pair(&t, "cache/app", "rd", &[]);
     let current = account_of(&t, "cache/app", "ACSCurrent").await;
     let previous = account_of(&t, "cache/app", "ACSPrevious").await;
     let json = |(name, password): &(String, String)| serde_json::json!({"AccountName": name, "AccountPassword": password});
