@@ -267,20 +267,7 @@ async fn mariadb_drop_accounts_removes_both_users_and_their_grants() {
 async fn redis_drop_accounts_removes_the_acl_users() {
     let t = TestEnv::new(Backend::Sqlite).await;
     redis_target(&t).await;
-    let user = format!("del_{}", &rotor::crypto::random_id()[..8]);
-    t.ok(&[
-        "secret",
-        "create",
-        "cache/app",
-        "--type",
-        "Redis",
-        "--target",
-        "red",
-        "--account",
-        &user,
-        "--privilege",
-        "ReadOnly",
-    ]);
+    let user = crate::databases::redis_pair(&t, "cache/app", "del", &["--privilege", "ReadOnly"]);
     let json = t.json(&["secret", "delete", "cache/app"]);
     let left: Vec<&str> = json["LeftOnTarget"]
         .as_array()

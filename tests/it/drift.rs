@@ -88,20 +88,7 @@ async fn a_postgres_password_changed_by_hand_is_drift_and_a_stopped_target_is_no
 async fn a_redis_acl_password_changed_by_hand_is_drift() {
     let t = &TestEnv::new(Backend::Sqlite).await;
     redis_target(t).await;
-    let user = format!("dr_{}", &rotor::crypto::random_id()[..8]);
-    t.ok(&[
-        "secret",
-        "create",
-        "cache/drift",
-        "--type",
-        "Redis",
-        "--target",
-        "red",
-        "--account",
-        &user,
-        "--privilege",
-        "ReadWrite",
-    ]);
+    let user = crate::databases::redis_pair(t, "cache/drift", "dr", &["--privilege", "ReadWrite"]);
     // Every secret with a target, the target's own admin credential included.
     let (code, body) = verdict(t, &["verify", "--all"]);
     assert_eq!(

@@ -196,20 +196,7 @@ async fn applications_log_in_to_postgres_without_a_failure_across_20_rotations()
 async fn applications_log_in_to_redis_without_a_failure_across_20_rotations() {
     let t = &TestEnv::new(crate::support::Backend::Sqlite).await;
     redis_target(t).await;
-    let user = format!("ag_{}", &rotor::crypto::random_id()[..8]);
-    t.ok(&[
-        "secret",
-        "create",
-        "cache/app",
-        "--type",
-        "Redis",
-        "--target",
-        "red",
-        "--account",
-        &user,
-        "--privilege",
-        "ReadWrite",
-    ]);
+    let user = crate::databases::redis_pair(t, "cache/app", "ag", &["--privilege", "ReadWrite"]);
     let rig = Rig::start(
         t,
         &["GetSecretValue:cache/*", "ListSecretVersionIds:cache/*"],
