@@ -506,13 +506,8 @@ impl Family for SshFamily {
             (CredentialSecret::Key(pair), SubType::SSHKey) => {
                 let editor = Editor::Admin(&admin);
                 let line = keys::authorized_line(&pair.public, secret_name, version_id);
-                async {
-                    let file = editor.read(&user).await?;
-                    editor
-                        .write(&user, &file, &keys::with_line(file.bytes(), &line))
-                        .await
-                }
-                .await
+                host.edit_keys(&editor, &user, |file| Some(keys::with_line(file, &line)))
+                    .await
             }
             (CredentialSecret::Password(p), _) => admin.set_password(&user, p).await,
             _ => Err(client::SshError::Remote(

@@ -68,6 +68,45 @@ impl Host {
         }
     }
 
+    /// Edits `user`'s authorized_keys through `editor`: `change` gives the new content from
+    /// the current one, or `None` when nothing is to change. When rotor saw the file lately
+    /// (its own last write, a step or a rotation before), the edit is one command: the new
+    /// content goes with the old one's SHA-256, and the host replaces the file only if it
+    /// still matches. Otherwise — or when it no longer matches — the file is read first.
+    pub async fn edit_keys(
+        &self,
+        editor: &Editor<'_>,
+        user: &str,
+        change: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(), SshError> {
+        if let Some(content) = sessions::known_file(&self.id, user) {
+            let guess = KeysFile { content };
+            // Nothing to change by the guess: what the file holds is read, never assumed.
+            if let Some(new) = change(guess.bytes()) {
+                match editor.write(user, &guess, &new).await {
+                    Ok(()) => {
+                        sessions::remember_file(&self.id, user, Some(Some(new)));
+                        return Ok(());
+                    }
+                    Err(SshError::Unreachable(_)) => {} // changed since: read it
+                    Err(e) => {
+                        sessions::remember_file(&self.id, user, None);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        sessions::remember_file(&self.id, user, None);
+        let file = editor.read(user).await?;
+        let Some(new) = change(file.bytes()) else {
+            sessions::remember_file(&self.id, user, Some(file.content));
+            return Ok(());
+        };
+        editor.write(user, &file, &new).await?;
+        sessions::remember_file(&self.id, user, Some(Some(new)));
+        Ok(())
+    }
+
     /// Keeps an admin session for the next step or rotation on this target.
     pub fn keep_admin(&self, target: &TargetContext, admin: Admin) {
         if let Ok(credential) = target.admin() {

@@ -10,7 +10,9 @@
 //!
 //! Key pair: `set` adds the new public key to the user's authorized_keys (an atomic rename,
 //! every other line byte for byte), `test` logs in with it, and `finish`, after promotion,
-//! removes this secret's keys that are neither current nor previous. Both keys log in between
+//! removes this secret's keys that are neither current nor previous. An edit of a file rotor
+//! saw lately is one command (the host checks the file is still what rotor saw: see
+//! [`Host::edit_keys`]), else a read and a write. Both keys log in between
 //! rotations; no older key does.
 
 use async_trait::async_trait;
@@ -134,6 +136,10 @@ impl Rotator for PasswordRotator {
         login_with_pending(cx, pending).await
     }
 
+    fn finish_is_noop(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
         let target = cx.require_target()?;
         let host = login_with_current(cx, "current password").await?;
@@ -232,18 +238,12 @@ impl Rotator for KeyRotator {
             .unwrap_or_else(|| "pending".into());
         let line = keys::authorized_line(&new.public, &cx.secret_name, &version);
         let session = EditSession::open(&host, target, &current).await?;
-        let editor = session.editor();
-        let done = async {
-            let file = editor.read(&current.user).await?;
-            // Added already (a resumed step)?
-            if keys::contains_key(file.bytes(), &new.public) {
-                return Ok(());
-            }
-            editor
-                .write(&current.user, &file, &keys::with_line(file.bytes(), &line))
-                .await
-        }
-        .await;
+        let done = host
+            .edit_keys(&session.editor(), &current.user, |file| {
+                // Added already (a resumed step)? Then nothing changes.
+                (!keys::contains_key(file, &new.public)).then(|| keys::with_line(file, &line))
+            })
+            .await;
         session.done(&host, target, done.is_ok()).await;
         Ok(done?)
     }
@@ -283,20 +283,16 @@ impl Rotator for KeyRotator {
             secret: CredentialSecret::Key(Box::new(promoted)),
         };
         let session = EditSession::open(&host, target, &login).await?;
-        let editor = session.editor();
-        let done = async {
-            let file = editor.read(&user).await?;
-            let retired = |e: &keys::Entry| {
-                !keep.contains(&e.key)
-                    && (e.comment.starts_with(&ours) || adopted.as_ref() == Some(&e.key))
-            };
-            let (content, removed) = keys::without_lines(file.bytes(), retired);
-            if removed == 0 {
-                return Ok(());
-            }
-            editor.write(&user, &file, &content).await
-        }
-        .await;
+        let retired = |e: &keys::Entry| {
+            !keep.contains(&e.key)
+                && (e.comment.starts_with(&ours) || adopted.as_ref() == Some(&e.key))
+        };
+        let done = host
+            .edit_keys(&session.editor(), &user, |file| {
+                let (content, removed) = keys::without_lines(file, retired);
+                (removed > 0).then_some(content)
+            })
+            .await;
         session.done(&host, target, done.is_ok()).await;
         Ok(done?)
     }

@@ -114,6 +114,49 @@ pub fn keep_user(host: &str, session: Session) {
     USERS.lock().expect("session pool").give(key, session);
 }
 
+/// authorized_keys files as rotor last read or wrote them, by host and user: the guess an
+/// edit sends with its write, which the host compares with the file (SHA-256) before
+/// replacing it, so a guess that is out of date costs a read, never a wrong edit.
+static FILES: LazyLock<Mutex<Pool<Option<Vec<u8>>>>> = LazyLock::new(|| {
+    Mutex::new(Pool {
+        kept: HashMap::new(),
+    })
+});
+/// Files remembered at most (the oldest are forgotten first).
+const FILES_KEPT: usize = 1024;
+
+/// `user`'s authorized_keys on `host` as rotor last saw it (`Some(None)`: there was none).
+pub fn known_file(host: &str, user: &str) -> Option<Option<Vec<u8>>> {
+    let mut files = FILES.lock().expect("file cache");
+    let key = user_key(host, user);
+    let known = files.take(&key, |_| true);
+    if let Some(content) = &known {
+        files.give(key, content.clone());
+    }
+    known
+}
+
+/// Remembers `user`'s authorized_keys on `host` as rotor just read or wrote it; `None`
+/// forgets it.
+pub fn remember_file(host: &str, user: &str, content: Option<Option<Vec<u8>>>) {
+    let mut files = FILES.lock().expect("file cache");
+    let key = user_key(host, user);
+    files.kept.remove(&key);
+    if let Some(content) = content {
+        if files.kept.len() >= FILES_KEPT {
+            let oldest = files
+                .kept
+                .iter()
+                .min_by_key(|(_, list)| list.last().map(|(at, _)| *at))
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                files.kept.remove(&oldest);
+            }
+        }
+        files.give(key, content);
+    }
+}
+
 /// A kept session of the admin whose credential is `credential`, if one is open.
 pub fn take_admin(host: &str, user: &str, credential: &[u8]) -> Option<Admin> {
     ADMINS

@@ -249,3 +249,81 @@ async fn imported_keys_rotate_without_an_admin_and_the_adopted_key_is_retired() 
     );
     assert_file_kept(&user, &unrelated);
 }
+
+/// In one process (a worker, the API server) an edit of a file rotor saw lately is one
+/// command, whose write the host refuses when the file changed since; then rotor reads it and
+/// edits what is there. Lines added by hand between rotations are kept, and each rotation
+/// still leaves exactly current and previous logging in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_added_by_hand_between_rotations_in_one_process_are_kept() {
+    use rotor::engine::{Engine, EngineConfig, Outcome};
+    use rotor::model::SecretName;
+    use rotor::store::{OpenMode, Store};
+
+    let t = env(Backend::Sqlite).await;
+    let sshd = Sshd::start();
+    let user = HostUser::new(Sudo::No);
+    let (public, private) = keygen(t.dir.path(), &["-t", "ed25519"]);
+    user.write_authorized_keys(&format!("{public}\n"));
+    ok(add_target(
+        &t,
+        "host",
+        &sshd,
+        &["--host-key", &sshd.host_key()],
+        "",
+    ));
+    let key =
+        serde_json::json!({"UserName": user.name, "PublicKey": public, "PrivateKey": private});
+    t.ok(&[
+        "secret",
+        "create",
+        "host/key",
+        "--type",
+        "ECS",
+        "--sub-type",
+        "SSHKey",
+        "--target",
+        "host",
+        "--value-file",
+        &import_file(&t, &key),
+    ]);
+    let store = Store::open(&t.config(), OpenMode::Existing).await.unwrap();
+    let engine = Engine::new(store, rotor::builtin_rotators(), EngineConfig::default());
+    let name = SecretName::parse("host/key").unwrap();
+    let mut keys = vec![private];
+    let mut by_hand = vec![];
+    for round in 1..=5 {
+        if round % 2 == 0 {
+            // Between two rotations of this process: rotor's last view of the file is stale.
+            let (extra, _) = keygen(t.dir.path(), &["-t", "ed25519"]);
+            let content = std::fs::read_to_string(user.authorized_keys()).unwrap();
+            user.write_authorized_keys(&format!("{content}{extra} by-hand-{round}\n"));
+            by_hand.push(format!("{extra} by-hand-{round}\n"));
+        }
+        let outcome = engine
+            .rotate_now(&name, &tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, Outcome::Rotated { .. }),
+            "round {round}: {outcome:?}"
+        );
+        keys.push(field(&value(&t, "host/key", "ACSCurrent"), "PrivateKey"));
+        let content = std::fs::read_to_string(user.authorized_keys()).unwrap();
+        for line in &by_hand {
+            assert!(
+                content.contains(line.as_str()),
+                "round {round}: {line} kept:\n{content}"
+            );
+        }
+        let n = keys.len();
+        for (i, k) in keys.iter().enumerate() {
+            let works = sshd.login_key(&user.name, k).is_ok();
+            assert_eq!(
+                works,
+                i + 2 >= n,
+                "round {round}: key {i} of {n} logs in: {works}"
+            );
+        }
+    }
+}
