@@ -88,7 +88,6 @@ impl Store {
         looks: &Looks,
         promoted: bool,
     ) -> Result<()> {
-        let earlier = looks.followup.is_some() || looks.verify.is_some();
         let sql = if promoted {
             "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
                     followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
@@ -102,13 +101,14 @@ impl Store {
                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL \
              WHERE id = $7 AND lease_token = $8"
         };
+        let [next, deadline, followup, attempts, followup_next, verify] = looks.columns();
         let mut query = sqlx::query(sql)
-            .bind(looks.next())
-            .bind(looks.deadline)
-            .bind(looks.followup)
-            .bind((looks.followup_attempts > 0).then_some(i64::from(looks.followup_attempts)))
-            .bind(if earlier { looks.rotation } else { None })
-            .bind(looks.verify)
+            .bind(next)
+            .bind(deadline)
+            .bind(followup)
+            .bind(attempts)
+            .bind(followup_next)
+            .bind(verify)
             .bind(claim.secret_id)
             .bind(&claim.token);
         if promoted {
@@ -324,6 +324,21 @@ impl Looks {
             followup_attempts: row.followup_attempts,
             verify: row.verify_at,
         }
+    }
+
+    /// The columns of the secret's row that hold them, in this order: `next_rotation_at`
+    /// (the earliest look), `rotation_deadline_at`, `followup_at`, `followup_attempts`,
+    /// `followup_next_at` (the rotation, while an earlier look is pending), `verify_at`.
+    pub(super) fn columns(&self) -> [Option<i64>; 6] {
+        let earlier = self.followup.is_some() || self.verify.is_some();
+        [
+            self.next(),
+            self.deadline,
+            self.followup,
+            (self.followup_attempts > 0).then_some(i64::from(self.followup_attempts)),
+            if earlier { self.rotation } else { None },
+            self.verify,
+        ]
     }
 
     /// When a worker should next look at the secret: the earliest of the three.

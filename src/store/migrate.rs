@@ -39,6 +39,7 @@ embedded!(
     "0012_console_users",
     "0013_drift",
     "0014_drift_stages",
+    "0015_rotation_calls",
 );
 
 /// A backend's embedded migrations, as sqlx reads a folder of them.

@@ -10,6 +10,7 @@
 
 mod access_keys;
 mod audit;
+mod calls;
 mod console_users;
 mod deletion;
 mod drift;

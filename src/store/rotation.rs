@@ -125,6 +125,11 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<VersionId> {
+        if self.backend == Backend::Postgres {
+            if let Some(id) = self.store_pending_call(claim, value, from, to).await? {
+                return Ok(id);
+            }
+        }
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
@@ -270,39 +275,6 @@ impl Store {
             .await
     }
 
-    /// [`advance_job`](Self::advance_job) on PostgreSQL: the move and its record in one
-    /// statement (atomic on its own: no transaction to open and commit around it).
-    async fn advance_job_statement(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
-        let (actor, detail) = on_behalf(claim, None);
-        let moved = sqlx::query(
-            "WITH moved AS ( \
-                 UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
-                 WHERE secret_id = $3 AND step = $4 \
-                   AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5) \
-                 RETURNING version_id) \
-             INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) \
-             SELECT $2, $6, $7, $8, version_id, 'ok', $9 FROM moved",
-        )
-        .bind(to)
-        .bind(self.clock.now_ms())
-        .bind(claim.secret_id)
-        .bind(from)
-        .bind(&claim.token)
-        .bind(&actor)
-        .bind(format!("rotation.{from}"))
-        .bind(claim.name.as_str())
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        if moved.rows_affected() != 1 {
-            return Err(Error::Lease(format!(
-                "secret '{}': the rotation job is no longer at step {from} under this claim",
-                claim.name
-            )));
-        }
-        Ok(())
-    }
-
     /// Moves the job from `from` to `to` under this claim's lease; the job's version, if any.
     async fn advance_row(
         &self,
@@ -434,6 +406,12 @@ impl Store {
         followup: Option<i64>,
         verify: Option<i64>,
     ) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            let looks = ended_looks(next, followup, verify);
+            return self
+                .promote_complete_call(claim, (tested, finish), version, looks)
+                .await;
+        }
         // The same writes as the three apart, with the secret's row updated once and the
         // three records in one statement.
         let mut tx = self.begin_write().await?;
@@ -480,17 +458,26 @@ impl Store {
             .bind(claim.secret_id)
             .execute(&mut *conn)
             .await?;
-        let next_at = next.map(|p| p.at.timestamp_millis());
-        let followup = followup.filter(|f| next_at.is_none_or(|n| *f < n));
-        let looks = Looks {
-            rotation: next_at,
-            deadline: next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()),
-            followup,
-            followup_attempts: 0,
-            verify,
-        };
+        let looks = ended_looks(next, followup, verify);
         self.write_looks_then(&mut *conn, claim, &looks, promoted)
             .await
+    }
+}
+
+/// What a job that ended leaves planned: the next rotation (with its window's end), the
+/// rotator's follow-up if it comes first, and a pending check.
+pub(super) fn ended_looks(
+    next: Option<Planned>,
+    followup: Option<i64>,
+    verify: Option<i64>,
+) -> Looks {
+    let next_at = next.map(|p| p.at.timestamp_millis());
+    Looks {
+        rotation: next_at,
+        deadline: next.and_then(|p| p.deadline).map(|d| d.timestamp_millis()),
+        followup: followup.filter(|f| next_at.is_none_or(|n| *f < n)),
+        followup_attempts: 0,
+        verify,
     }
 }
 
@@ -548,7 +535,7 @@ impl Store {
 
 /// Who a rotation's record names and its detail: a worker's rotation is `worker:OWNER` with
 /// `detail` as it is; one taken on request names who asked, the lease holder in the detail.
-fn on_behalf(claim: &Lease, detail: Option<&str>) -> (String, Option<String>) {
+pub(super) fn on_behalf(claim: &Lease, detail: Option<&str>) -> (String, Option<String>) {
     let lease = worker(&claim.owner);
     match &claim.requested_by {
         None => (lease, detail.map(str::to_owned)),

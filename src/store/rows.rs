@@ -381,11 +381,7 @@ async fn insert_version_as(
     now: i64,
     on_conflict: &str,
 ) -> Result<bool> {
-    let data_type = if value.as_text().is_some() {
-        "text"
-    } else {
-        "binary"
-    };
+    let data_type = data_type(value);
     let done = sqlx::query(&format!(
         "INSERT INTO versions (secret_id, version_id, seq, ciphertext, data_type, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6){on_conflict}"
@@ -399,6 +395,15 @@ async fn insert_version_as(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// How a version's value is stored: `text` (UTF-8) or `binary`.
+pub(super) fn data_type(value: &SecretValue) -> &'static str {
+    if value.as_text().is_some() {
+        "text"
+    } else {
+        "binary"
+    }
 }
 
 /// `v<seq>`, or the next free `v<n>` after it when a user already took that id.

@@ -1,0 +1,179 @@
+//! The PostgreSQL store's one-round-trip writes of a rotation: the step record (one statement),
+//! the new version stored as `ACSPending` and the promotion with the end of the job (the server
+//! functions of migration `0015_rotation_calls`). Each does what the statement-by-statement
+//! path in [`super::rotation`] does on SQLite — the same rows, records and refusals, in one
+//! transaction — so a crash still leaves all of it or none; a round trip to the store's server
+//! costs more than the statement it carries (a rotation sent 23 statements, now 8).
+
+use rotators::SecretValue;
+
+use super::jobs::Lease;
+use super::leases::{check_lease, lease_lost};
+use super::looks::Looks;
+use super::rotation::on_behalf;
+use super::rows::{data_type, not_found};
+use super::{Store, KEEP_UNSTAGED};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::model::{SecretName, VersionId};
+
+/// A refusal the server functions raise (SQLSTATE `RT001`): `lease` or `step`.
+fn refusal(e: sqlx::Error, name: &SecretName, step: impl FnOnce() -> String) -> Error {
+    if let sqlx::Error::Database(db) = &e {
+        if db.code().as_deref() == Some("RT001") {
+            return match db.message() {
+                "step" => Error::Lease(step()),
+                _ => lease_lost(name),
+            };
+        }
+    }
+    e.into()
+}
+
+impl Store {
+    /// [`store_pending`](Store::store_pending) in one call: the value sealed here for
+    /// `v<seq + 1>` (the secret's row read without a lock: only the lease holder moves its
+    /// counter), the writes made by `rotor_store_pending` under the row's lock. `None` when
+    /// the row changed under the seal or a user took that version id: nothing was written,
+    /// and the caller takes the statement-by-statement path.
+    pub(super) async fn store_pending_call(
+        &self,
+        claim: &Lease,
+        value: &SecretValue,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<VersionId>> {
+        let mut conn = self.pool.acquire().await?;
+        let row = self.claimed_row(&mut conn, claim, false).await?;
+        check_lease(&row, claim)?;
+        rotators::value::validate(row.kind, value.expose()).map_err(|e| {
+            Error::invalid(format!(
+                "secret '{}': the rotator's new value is malformed: {e}",
+                row.name
+            ))
+        })?;
+        let data_key = self.data_key(&row).await?;
+        let seq = row.version_seq + 1;
+        let version_id = VersionId::numbered(seq);
+        let sealed = data_key.seal(
+            value.expose(),
+            &crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str()),
+        );
+        let (actor, detail) = on_behalf(claim, Some("new credential stored as ACSPending"));
+        let answer: String = sqlx::query_scalar(
+            "SELECT rotor_store_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(row.id)
+        .bind(&claim.token)
+        .bind(row.name.as_str())
+        .bind(seq)
+        .bind(version_id.as_str())
+        .bind(sealed)
+        .bind(data_type(value))
+        .bind(self.clock.now_ms())
+        .bind(from)
+        .bind(to)
+        .bind(actor)
+        .bind(detail)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| {
+            refusal(e, &row.name, || {
+                format!(
+                    "the rotation job of secret '{}' moved on without this worker",
+                    row.name
+                )
+            })
+        })?;
+        match answer.as_str() {
+            "ok" => Ok(Some(version_id)),
+            "gone" => Err(not_found(&claim.name)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`promote_complete`](Store::promote_complete) in one call of `rotor_promote_complete`.
+    pub(super) async fn promote_complete_call(
+        &self,
+        claim: &Lease,
+        (tested, finish): (&str, &str),
+        version: &VersionId,
+        looks: Looks,
+    ) -> Result<()> {
+        let [next_at, deadline, followup, attempts, followup_next, verify] = looks.columns();
+        let (actor, tested_detail) = on_behalf(claim, None);
+        let (_, promote_detail) = on_behalf(claim, Some("ACSPending promoted to ACSCurrent"));
+        let (_, finish_detail) = on_behalf(claim, Some("rotation complete"));
+        sqlx::query_scalar::<_, String>(
+            "SELECT rotor_promote_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                                           $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(claim.secret_id)
+        .bind(&claim.token)
+        .bind(claim.name.as_str())
+        .bind(tested)
+        .bind(finish)
+        .bind(version.as_str())
+        .bind(KEEP_UNSTAGED as i64)
+        .bind(self.clock.now_ms())
+        .bind(next_at)
+        .bind(deadline)
+        .bind(followup)
+        .bind(attempts)
+        .bind(followup_next)
+        .bind(verify)
+        .bind(actor)
+        .bind(tested_detail)
+        .bind(promote_detail)
+        .bind(finish_detail)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            refusal(e, &claim.name, || {
+                format!(
+                    "secret '{}': the rotation job is no longer at step {tested} under this claim",
+                    claim.name
+                )
+            })
+        })?;
+        Ok(())
+    }
+
+    /// [`advance_job`](Store::advance_job) on PostgreSQL: the move and its record in one
+    /// statement (atomic on its own: no transaction to open and commit around it).
+    pub(super) async fn advance_job_statement(
+        &self,
+        claim: &Lease,
+        from: &str,
+        to: &str,
+    ) -> Result<()> {
+        let (actor, detail) = on_behalf(claim, None);
+        let moved = sqlx::query(
+            "WITH moved AS ( \
+                 UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
+                 WHERE secret_id = $3 AND step = $4 \
+                   AND EXISTS (SELECT 1 FROM secrets WHERE id = $3 AND lease_token = $5) \
+                 RETURNING version_id) \
+             INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) \
+             SELECT $2, $6, $7, $8, version_id, 'ok', $9 FROM moved",
+        )
+        .bind(to)
+        .bind(self.clock.now_ms())
+        .bind(claim.secret_id)
+        .bind(from)
+        .bind(&claim.token)
+        .bind(&actor)
+        .bind(format!("rotation.{from}"))
+        .bind(claim.name.as_str())
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::Lease(format!(
+                "secret '{}': the rotation job is no longer at step {from} under this claim",
+                claim.name
+            )));
+        }
+        Ok(())
+    }
+}
