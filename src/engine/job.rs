@@ -153,6 +153,8 @@ pub(crate) struct RotationState {
     pub current: Option<Arc<VersionValue>>,
     pub previous: Option<Arc<VersionValue>>,
     pub pending: Option<Arc<VersionValue>>,
+    /// What the store seals the new version with (from the load).
+    pub sealing: crate::store::Sealing,
 }
 
 impl RotationState {
@@ -169,6 +171,7 @@ impl RotationState {
             current,
             previous,
             pending,
+            sealing,
         } = record;
         Ok(RotationState {
             claim,
@@ -184,6 +187,7 @@ impl RotationState {
             current: current.map(Arc::new),
             previous: previous.map(Arc::new),
             pending: pending.map(Arc::new),
+            sealing,
         })
     }
 

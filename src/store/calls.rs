@@ -1,14 +1,15 @@
 //! The PostgreSQL store's one-round-trip writes of a rotation: the step record (one statement),
-//! the new version stored as `ACSPending` and the promotion with the end of the job (the server
+//! the new version stored as `ACSPending` — sealed here from what the rotation's load read
+//! ([`Sealing`]), no row read again — and the promotion with the end of the job (the server
 //! functions of migration `0015_rotation_calls`). Each does what the statement-by-statement
 //! path in [`super::rotation`] does on SQLite — the same rows, records and refusals, in one
 //! transaction — so a crash still leaves all of it or none; a round trip to the store's server
 //! costs more than the statement it carries (a rotation sent 23 statements, now 8).
 
-use rotators::SecretValue;
+use rotators::{SecretKind, SecretValue};
 
 use super::jobs::Lease;
-use super::leases::{check_lease, lease_lost};
+use super::leases::lease_lost;
 use super::looks::Looks;
 use super::rotation::on_behalf;
 use super::rows::{data_type, not_found};
@@ -16,6 +17,42 @@ use super::{Store, KEEP_UNSTAGED};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::model::{SecretName, VersionId};
+
+/// What sealing a secret's next version needs from its row, as the rotation's load read it
+/// ([`RotationRecord::sealing`](super::RotationRecord)): handed back to
+/// [`store_pending`](Store::store_pending), which on PostgreSQL then reads no row — the server
+/// function checks the counter and name it was sealed for still hold.
+#[derive(Clone)]
+pub struct Sealing {
+    pub(super) uid: String,
+    pub(super) name: SecretName,
+    pub(super) kind: SecretKind,
+    pub(super) version_seq: i64,
+    pub(super) key_id: i64,
+    pub(super) wrapped_data_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing")
+            .field("name", &self.name.as_str())
+            .field("version_seq", &self.version_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealing {
+    pub(super) fn of(row: &super::rows::SecretRow) -> Sealing {
+        Sealing {
+            uid: row.uid.clone(),
+            name: row.name.clone(),
+            kind: row.kind,
+            version_seq: row.version_seq,
+            key_id: row.key_id,
+            wrapped_data_key: row.wrapped_data_key.clone(),
+        }
+    }
+}
 
 /// A refusal the server functions raise (SQLSTATE `RT001`): `lease` or `step`.
 fn refusal(e: sqlx::Error, name: &SecretName, step: impl FnOnce() -> String) -> Error {
@@ -39,20 +76,20 @@ impl Store {
     pub(super) async fn store_pending_call(
         &self,
         claim: &Lease,
+        row: &Sealing,
         value: &SecretValue,
         from: &str,
         to: &str,
     ) -> Result<Option<VersionId>> {
-        let mut conn = self.pool.acquire().await?;
-        let row = self.claimed_row(&mut conn, claim, false).await?;
-        check_lease(&row, claim)?;
         rotators::value::validate(row.kind, value.expose()).map_err(|e| {
             Error::invalid(format!(
                 "secret '{}': the rotator's new value is malformed: {e}",
                 row.name
             ))
         })?;
-        let data_key = self.data_key(&row).await?;
+        let data_key = self
+            .unwrap_data_key(row.key_id, &row.wrapped_data_key, &row.uid, &row.name)
+            .await?;
         let seq = row.version_seq + 1;
         let version_id = VersionId::numbered(seq);
         let sealed = data_key.seal(
@@ -63,7 +100,7 @@ impl Store {
         let answer: String = sqlx::query_scalar(
             "SELECT rotor_store_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
-        .bind(row.id)
+        .bind(claim.secret_id)
         .bind(&claim.token)
         .bind(row.name.as_str())
         .bind(seq)
@@ -75,7 +112,7 @@ impl Store {
         .bind(to)
         .bind(actor)
         .bind(detail)
-        .fetch_one(&mut *conn)
+        .fetch_one(&self.pool)
         .await
         .map_err(|e| {
             refusal(e, &row.name, || {

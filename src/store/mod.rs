@@ -53,6 +53,7 @@ pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;
 use open::{connect, describe_location, initialise, load_master_key, resolve_url};
 pub use paging::PageQuery;
+pub use calls::Sealing;
 pub use rotation::{CreateMark, RotationRecord};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,

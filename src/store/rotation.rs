@@ -13,10 +13,11 @@ use rotators::{SecretKind, SecretValue, VersionValue};
 use sqlx::{AnyConnection, Row};
 
 use super::audit::Entry;
+use super::calls::Sealing;
 use super::jobs::{JobRecord, Lease};
 use super::leases::check_lease;
 use super::looks::Looks;
-use super::rows::{move_current, prune, set_stage};
+use super::rows::{move_current, not_found, prune, set_stage, SecretRow, SECRET_COLS, SECRET_FROM};
 use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::model::{Planned, RotationSchedule, Stage, VersionId};
@@ -47,6 +48,8 @@ pub struct RotationRecord {
     pub previous: Option<VersionValue>,
     /// The `ACSPending` version with its value.
     pub pending: Option<VersionValue>,
+    /// What [`Store::store_pending`] seals the next version with.
+    pub sealing: Sealing,
 }
 
 impl Store {
@@ -61,30 +64,37 @@ impl Store {
     }
 
     async fn load_state(&self, leased: bool, claim: &Lease) -> Result<RotationRecord> {
-        let mut conn = self.pool.acquire().await?;
-        let row = self.claimed_row(&mut conn, claim, false).await?;
+        // One statement: the secret's row (with its job) once per staged version, up to three.
+        let rows = sqlx::query(&format!(
+            "SELECT {SECRET_COLS}, st.stage AS staged_as, v.version_id AS staged_version, \
+                    v.ciphertext AS staged_ciphertext \
+             FROM {SECRET_FROM} \
+             LEFT JOIN version_stages st ON st.secret_id = s.id \
+                  AND st.stage IN ('ACSCurrent', 'ACSPrevious', 'ACSPending') \
+             LEFT JOIN versions v ON v.secret_id = st.secret_id AND v.version_id = st.version_id \
+             WHERE s.id = $1"
+        ))
+        .bind(claim.secret_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let row = SecretRow::from_row(rows.first().ok_or_else(|| not_found(&claim.name))?)?;
         if leased {
             check_lease(&row, claim)?;
         }
-        let staged = sqlx::query(
-            "SELECT st.stage, v.version_id, v.ciphertext FROM version_stages st \
-             JOIN versions v ON v.secret_id = st.secret_id AND v.version_id = st.version_id \
-             WHERE st.secret_id = $1 AND st.stage IN ('ACSCurrent', 'ACSPrevious', 'ACSPending')",
-        )
-        .bind(row.id)
-        .fetch_all(&mut *conn)
-        .await?;
         let data_key = self.data_key(&row).await?;
         let (mut current, mut previous, mut pending) = (None, None, None);
-        for r in staged {
-            let version_id = VersionId::parse(&r.try_get::<String, _>("version_id")?)?;
+        for r in &rows {
+            let Some(version_id) = r.try_get::<Option<String>, _>("staged_version")? else {
+                continue;
+            };
+            let version_id = VersionId::parse(&version_id)?;
             let value = self.open_value(
                 &row,
                 &data_key,
                 &version_id,
-                &r.try_get::<Vec<u8>, _>("ciphertext")?,
+                &r.try_get::<Vec<u8>, _>("staged_ciphertext")?,
             )?;
-            let slot = match r.try_get::<String, _>("stage")?.parse()? {
+            let slot = match r.try_get::<String, _>("staged_as")?.parse()? {
                 Stage::Current => &mut current,
                 Stage::Previous => &mut previous,
                 _ => &mut pending,
@@ -95,7 +105,9 @@ impl Store {
             });
         }
         let looks = Looks::of(&row);
+        let sealing = Sealing::of(&row);
         Ok(RotationRecord {
+            sealing,
             kind: row.kind,
             schedule: row.rotation,
             jitter: row.jitter,
@@ -117,16 +129,20 @@ impl Store {
 
     /// Stores a rotator's new credential as the `ACSPending` version and moves the job from
     /// step `from` to `to` (creating its row at `to`), in one transaction — before anything on
-    /// the target changes.
+    /// the target changes. `sealing` is the rotation's load's ([`RotationRecord::sealing`]).
     pub async fn store_pending(
         &self,
         claim: &Lease,
+        sealing: &Sealing,
         value: &SecretValue,
         from: &str,
         to: &str,
     ) -> Result<VersionId> {
         if self.backend == Backend::Postgres {
-            if let Some(id) = self.store_pending_call(claim, value, from, to).await? {
+            if let Some(id) = self
+                .store_pending_call(claim, sealing, value, from, to)
+                .await?
+            {
                 return Ok(id);
             }
         }

@@ -36,9 +36,9 @@ pub(super) struct SecretRow {
     pub(super) name: SecretName,
     pub(super) kind: SecretKind,
     description: String,
-    key_id: i64,
+    pub(super) key_id: i64,
     key_name: String,
-    wrapped_data_key: Vec<u8>,
+    pub(super) wrapped_data_key: Vec<u8>,
     pub(super) version_seq: i64,
     created_at: i64,
     updated_at: i64,
@@ -317,13 +317,24 @@ impl Store {
 
     /// Unwraps a secret's data key with its CMK.
     pub(super) async fn data_key(&self, row: &SecretRow) -> Result<KeyMaterial> {
-        let cmk = self.cmk(row.key_id).await?;
+        self.unwrap_data_key(row.key_id, &row.wrapped_data_key, &row.uid, &row.name)
+            .await
+    }
+
+    /// Unwraps the data key `wrapped` of the secret `uid`/`name` with CMK `key_id`.
+    pub(super) async fn unwrap_data_key(
+        &self,
+        key_id: i64,
+        wrapped: &[u8],
+        uid: &str,
+        name: &SecretName,
+    ) -> Result<KeyMaterial> {
+        let cmk = self.cmk(key_id).await?;
         cmk.material
-            .unwrap_key(&row.wrapped_data_key, &crypto::aad_data_key(&row.uid, row.name.as_str()))
+            .unwrap_key(wrapped, &crypto::aad_data_key(uid, name.as_str()))
             .ok_or_else(|| {
                 Error::Crypto(format!(
-                    "the data key of secret '{}' does not decrypt: it belongs to another secret or was altered",
-                    row.name
+                    "the data key of secret '{name}' does not decrypt: it belongs to another secret or was altered"
                 ))
             })
     }
