@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use super::jobs::Lease;
 use super::rows::SecretRow;
-use super::Store;
+use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::model::SecretName;
 
@@ -71,9 +71,15 @@ impl Store {
         for target in busy {
             query = query.bind(target);
         }
-        let mut tx = self.begin_write().await?;
-        let rows = query.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        let rows = if self.backend == Backend::Postgres {
+            // One statement is atomic on its own there: no BEGIN and COMMIT round trips.
+            query.fetch_all(&self.pool).await?
+        } else {
+            let mut tx = self.begin_write().await?;
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows
+        };
         rows.iter()
             .map(|r| {
                 let claim = Lease {
