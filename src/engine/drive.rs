@@ -189,13 +189,7 @@ impl Engine {
                 (Step::Create, Some(value)) => {
                     let version_id = self
                         .store
-                        .store_pending(
-                            claim,
-                            &state.sealing,
-                            &value,
-                            step.as_str(),
-                            next.as_str(),
-                        )
+                        .store_pending(claim, &state.sealing, &value, step.as_str(), next.as_str())
                         .await?;
                     state.pending = Some(Arc::new(VersionValue {
                         version_id: version_id.to_string(),

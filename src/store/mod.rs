@@ -45,6 +45,7 @@ use crate::files;
 
 pub use access_keys::{AccessKeyAuth, AccessKeyInfo};
 pub use audit::{AuditQuery, AuditRecord, MAX_RECORDS as MAX_AUDIT_RECORDS};
+pub use calls::Sealing;
 pub use console_users::{ConsoleLogin, ConsoleUserInfo};
 pub use drift::{Drift, DriftChange, Refusal};
 pub use jobs::{owner_is_dead_here, owner_name, JobRecord, Lease};
@@ -53,7 +54,6 @@ pub use nonces::{NonceKey, MAX_NONCE_BATCH};
 pub(crate) use open::create_data_dir;
 use open::{connect, describe_location, initialise, load_master_key, resolve_url};
 pub use paging::PageQuery;
-pub use calls::Sealing;
 pub use rotation::{CreateMark, RotationRecord};
 pub use secrets::{
     rotation_in_flight, NewSecret, PutValue, Selector, DEFAULT_RECOVERY_DAYS, KEEP_UNSTAGED,

@@ -586,3 +586,51 @@ both_backends!(keys_pick_the_protection, |t: TestEnv| async move {
         Some("4111")
     );
 });
+
+// A rotation's new version: `v<seq>` when free, else the next free id, on both backends — on
+// PostgreSQL the one-call path seals for `v<seq>` from the rotation's load, and takes the
+// statement path when a user took that id or the counter moved since the load.
+both_backends!(
+    a_rotations_version_skips_ids_users_took,
+    |t: TestEnv| async move {
+        let store = t.store().await;
+        let n = name("app");
+        store.create_secret(generic("app", "one")).await.unwrap();
+        // A user's own id, where the counter's next would go (the counter is now 2).
+        let mut taken = put("two");
+        taken.version_id = Some(vid("v3"));
+        store.put_value(&n, taken).await.unwrap();
+        let claim = store
+            .claim_now("test", &n, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let loaded = store.load_rotation(&claim).await.unwrap();
+        let made = store
+            .store_pending(
+                &claim,
+                &loaded.sealing,
+                &SecretValue::from("three"),
+                "create",
+                "set",
+            )
+            .await
+            .unwrap();
+        assert_eq!(made.as_str(), "v4", "v3 is the user's: the next free id");
+        // Sealed from a load before that version: the counter moved since.
+        let again = store
+            .store_pending(
+                &claim,
+                &loaded.sealing,
+                &SecretValue::from("four"),
+                "set",
+                "set",
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.as_str(), "v5");
+        let now = store.load_rotation(&claim).await.unwrap();
+        let pending = now.pending.expect("ACSPending");
+        assert_eq!(pending.version_id, "v5");
+        assert_eq!(pending.value.expose(), b"four", "sealed for the id it got");
+    }
+);
