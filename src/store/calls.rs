@@ -151,7 +151,7 @@ impl Store {
         .bind(tested)
         .bind(finish)
         .bind(version.as_str())
-        .bind(KEEP_UNSTAGED as i64)
+        .bind(KEEP_UNSTAGED)
         .bind(self.clock.now_ms())
         .bind(next_at)
         .bind(deadline)
