@@ -11,7 +11,7 @@ use rotators::{SecretKind, SecretValue};
 use super::jobs::Lease;
 use super::leases::lease_lost;
 use super::looks::Looks;
-use super::rotation::on_behalf;
+use super::rotation::{check_new_value, job_moved_on, not_at_step, on_behalf};
 use super::rows::{data_type, not_found};
 use super::{Store, KEEP_UNSTAGED};
 use crate::crypto;
@@ -55,11 +55,11 @@ impl Sealing {
 }
 
 /// A refusal the server functions raise (SQLSTATE `RT001`): `lease` or `step`.
-fn refusal(e: sqlx::Error, name: &SecretName, step: impl FnOnce() -> String) -> Error {
+fn refusal(e: sqlx::Error, name: &SecretName, step: impl FnOnce() -> Error) -> Error {
     if let sqlx::Error::Database(db) = &e {
         if db.code().as_deref() == Some("RT001") {
             return match db.message() {
-                "step" => Error::Lease(step()),
+                "step" => step(),
                 _ => lease_lost(name),
             };
         }
@@ -81,12 +81,7 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<Option<VersionId>> {
-        rotators::value::validate(row.kind, value.expose()).map_err(|e| {
-            Error::invalid(format!(
-                "secret '{}': the rotator's new value is malformed: {e}",
-                row.name
-            ))
-        })?;
+        check_new_value(row.kind, &row.name, value)?;
         let data_key = self
             .unwrap_data_key(row.key_id, &row.wrapped_data_key, &row.uid, &row.name)
             .await?;
@@ -114,14 +109,7 @@ impl Store {
         .bind(detail)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| {
-            refusal(e, &row.name, || {
-                format!(
-                    "the rotation job of secret '{}' moved on without this worker",
-                    row.name
-                )
-            })
-        })?;
+        .map_err(|e| refusal(e, &row.name, || job_moved_on(&row.name)))?;
         match answer.as_str() {
             "ok" => Ok(Some(version_id)),
             "gone" => Err(not_found(&claim.name)),
@@ -165,14 +153,7 @@ impl Store {
         .bind(finish_detail)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| {
-            refusal(e, &claim.name, || {
-                format!(
-                    "secret '{}': the rotation job is no longer at step {tested} under this claim",
-                    claim.name
-                )
-            })
-        })?;
+        .map_err(|e| refusal(e, &claim.name, || not_at_step(&claim.name, tested)))?;
         Ok(())
     }
 
@@ -206,10 +187,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if moved.rows_affected() != 1 {
-            return Err(Error::Lease(format!(
-                "secret '{}': the rotation job is no longer at step {from} under this claim",
-                claim.name
-            )));
+            return Err(not_at_step(&claim.name, from));
         }
         Ok(())
     }

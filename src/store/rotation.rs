@@ -20,7 +20,7 @@ use super::looks::Looks;
 use super::rows::{move_current, not_found, prune, set_stage, SecretRow, SECRET_COLS, SECRET_FROM};
 use super::{Backend, Store};
 use crate::error::{Error, Result};
-use crate::model::{Planned, RotationSchedule, Stage, VersionId};
+use crate::model::{Planned, RotationSchedule, SecretName, Stage, VersionId};
 
 /// What the store holds of a secret's rotation, values decrypted: the engine builds its
 /// rotation state from it.
@@ -149,12 +149,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = self.claimed_row(&mut tx, claim, true).await?;
         check_lease(&row, claim)?;
-        rotators::value::validate(row.kind, value.expose()).map_err(|e| {
-            Error::invalid(format!(
-                "secret '{}': the rotator's new value is malformed: {e}",
-                row.name
-            ))
-        })?;
+        check_new_value(row.kind, &row.name, value)?;
         let data_key = self.data_key(&row).await?;
         let now = self.clock.now_ms();
         let version_id = self
@@ -176,10 +171,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 {
-            return Err(Error::Lease(format!(
-                "the rotation job of secret '{}' moved on without this worker",
-                row.name
-            )));
+            return Err(job_moved_on(&row.name));
         }
         let entry = Entry::new("rotation.create", Some(row.name.as_str()))
             .version(version_id.as_str())
@@ -313,10 +305,7 @@ impl Store {
         .fetch_optional(&mut *conn)
         .await?;
         let Some(moved) = moved else {
-            return Err(Error::Lease(format!(
-                "secret '{}': the rotation job is no longer at step {from} under this claim",
-                claim.name
-            )));
+            return Err(not_at_step(&claim.name, from));
         };
         Ok(moved.try_get("version_id")?)
     }
@@ -547,6 +536,33 @@ impl Store {
             .collect();
         self.audit_many(conn, &records).await
     }
+}
+
+/// A rotator's new value that is not what the secret's kind holds.
+pub(super) fn check_new_value(
+    kind: SecretKind,
+    name: &SecretName,
+    value: &SecretValue,
+) -> Result<()> {
+    rotators::value::validate(kind, value.expose()).map_err(|e| {
+        Error::invalid(format!(
+            "secret '{name}': the rotator's new value is malformed: {e}"
+        ))
+    })
+}
+
+/// `store_pending` found the job at another step than the one it left.
+pub(super) fn job_moved_on(name: &SecretName) -> Error {
+    Error::Lease(format!(
+        "the rotation job of secret '{name}' moved on without this worker"
+    ))
+}
+
+/// A step record found the job no longer at `from` under this claim.
+pub(super) fn not_at_step(name: &SecretName, from: &str) -> Error {
+    Error::Lease(format!(
+        "secret '{name}': the rotation job is no longer at step {from} under this claim"
+    ))
 }
 
 /// Who a rotation's record names and its detail: a worker's rotation is `worker:OWNER` with

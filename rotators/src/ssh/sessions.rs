@@ -128,12 +128,10 @@ const FILES_KEPT: usize = 1024;
 /// `user`'s authorized_keys on `host` as rotor last saw it (`Some(None)`: there was none).
 pub fn known_file(host: &str, user: &str) -> Option<Option<Vec<u8>>> {
     let mut files = FILES.lock().expect("file cache");
-    let key = user_key(host, user);
-    let known = files.take(&key, |_| true);
-    if let Some(content) = &known {
-        files.give(key, content.clone());
-    }
-    known
+    files.sweep();
+    // Looked at, not refreshed: its age stays that of the read or write that saw it.
+    let list = files.kept.get(&user_key(host, user))?;
+    list.last().map(|(_, content)| content.clone())
 }
 
 /// Remembers `user`'s authorized_keys on `host` as rotor just read or wrote it; `None`
