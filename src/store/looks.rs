@@ -12,6 +12,16 @@ use super::Store;
 use crate::error::Result;
 use crate::model::Planned;
 
+/// The looks of a rotation that just promoted its version ([`Looks::columns`] as `$1`–`$6`),
+/// the lease given up (secret `$7`, token `$8`), the rotation time `$9` set, a failure cleared.
+pub(super) const LOOKS_PROMOTED_SQL: &str =
+    "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
+            followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
+            lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, \
+            last_rotation_at = $9, updated_at = $9, failure_reason = NULL, \
+            failure_attempts = NULL, failure_at = NULL \
+     WHERE id = $7 AND lease_token = $8";
+
 impl Store {
     /// Writes what is planned next (after a follow-up or a check ran) and gives up the lease,
     /// with an audit record of what ran (`action`, `outcome`, `detail`); with `failure`, the
@@ -70,39 +80,18 @@ impl Store {
 
     /// Writes the planned looks: `next_rotation_at` is the earliest, the rotation waits in
     /// `followup_next_at` while an earlier look is pending; the lease is released.
-    async fn write_looks(
+    pub(super) async fn write_looks(
         &self,
         conn: &mut AnyConnection,
         claim: &Lease,
         looks: &Looks,
     ) -> Result<()> {
-        self.write_looks_then(conn, claim, looks, false).await
-    }
-
-    /// [`write_looks`](Self::write_looks); `promoted`: a rotation just promoted its version,
-    /// so the rotation time is set and a failure cleared in the same update.
-    pub(super) async fn write_looks_then(
-        &self,
-        conn: &mut AnyConnection,
-        claim: &Lease,
-        looks: &Looks,
-        promoted: bool,
-    ) -> Result<()> {
-        let sql = if promoted {
-            "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
-                    followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
-                    lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, \
-                    last_rotation_at = $9, updated_at = $9, failure_reason = NULL, \
-                    failure_attempts = NULL, failure_at = NULL \
-             WHERE id = $7 AND lease_token = $8"
-        } else {
-            "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
+        let sql = "UPDATE secrets SET next_rotation_at = $1, rotation_deadline_at = $2, \
                     followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL \
-             WHERE id = $7 AND lease_token = $8"
-        };
+             WHERE id = $7 AND lease_token = $8";
         let [next, deadline, followup, attempts, followup_next, verify] = looks.columns();
-        let mut query = sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(next)
             .bind(deadline)
             .bind(followup)
@@ -111,9 +100,6 @@ impl Store {
             .bind(verify)
             .bind(claim.secret_id)
             .bind(&claim.token);
-        if promoted {
-            query = query.bind(self.clock.now_ms());
-        }
         let done = query.execute(&mut *conn).await?;
         if done.rows_affected() != 1 {
             return Err(lease_lost(&claim.name));

@@ -10,6 +10,7 @@
 
 mod access_keys;
 mod audit;
+mod batches;
 mod calls;
 mod console_users;
 mod deletion;

@@ -155,21 +155,26 @@ impl Store {
         let version_id = self
             .add_version(&mut tx, &row, &data_key, None, value, now)
             .await?;
+        if self.backend == Backend::Sqlite {
+            let claimed = (row.id, &row.name);
+            if !self
+                .pending_batch(&mut tx, claim, claimed, &version_id, (from, to), now)
+                .await?
+            {
+                return Err(job_moved_on(&row.name));
+            }
+            tx.commit().await?;
+            return Ok(version_id);
+        }
         set_stage(&mut tx, row.id, &Stage::Pending, &version_id).await?;
-        let moved = sqlx::query(
-            "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
-             VALUES ($3, $4, $1, 0, $2, $2) \
-             ON CONFLICT (secret_id) DO UPDATE SET step = excluded.step, version_id = excluded.version_id, \
-                                                   updated_at = excluded.updated_at, create_mark = NULL \
-             WHERE rotation_jobs.step = $5",
-        )
-        .bind(version_id.as_str())
-        .bind(now)
-        .bind(row.id)
-        .bind(to)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?;
+        let moved = sqlx::query(PENDING_JOB_SQL)
+            .bind(version_id.as_str())
+            .bind(now)
+            .bind(row.id)
+            .bind(to)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
         if moved.rows_affected() != 1 {
             return Err(job_moved_on(&row.name));
         }
@@ -261,13 +266,10 @@ impl Store {
     /// Records that step `from` is done and the job goes on with `to` (the engine's order);
     /// refused unless the job is at `from` under this claim's lease.
     pub async fn advance_job(&self, claim: &Lease, from: &str, to: &str) -> Result<()> {
-        if self.backend == Backend::Postgres {
-            return self.advance_job_statement(claim, from, to).await;
+        match self.backend {
+            Backend::Postgres => self.advance_job_statement(claim, from, to).await,
+            Backend::Sqlite => self.advance_job_batch(claim, from, to).await,
         }
-        let mut tx = self.begin_write().await?;
-        self.advance_in(&mut tx, claim, from, to).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn advance_in(
@@ -284,7 +286,7 @@ impl Store {
     }
 
     /// Moves the job from `from` to `to` under this claim's lease; the job's version, if any.
-    async fn advance_row(
+    pub(super) async fn advance_row(
         &self,
         conn: &mut AnyConnection,
         claim: &Lease,
@@ -411,28 +413,20 @@ impl Store {
         followup: Option<i64>,
         verify: Option<i64>,
     ) -> Result<()> {
-        if self.backend == Backend::Postgres {
-            let looks = ended_looks(next, followup, verify);
-            return self
-                .promote_complete_call(claim, (tested, finish), version, looks)
-                .await;
-        }
         // The same writes as the three apart, with the secret's row updated once and the
         // three records in one statement.
-        let mut tx = self.begin_write().await?;
-        let tested_version = self.advance_row(&mut tx, claim, tested, finish).await?;
-        self.promote_stages(&mut tx, claim, version).await?;
-        self.end_job(&mut tx, claim, next, followup, verify, true)
-            .await?;
-        let action = format!("rotation.{tested}");
-        let entries = vec![
-            step_entry(&action, claim, tested_version.as_deref()),
-            promote_entry(claim, version),
-            finish_entry(claim),
-        ];
-        self.audit_rotation_many(&mut tx, claim, entries).await?;
-        tx.commit().await?;
-        Ok(())
+        let looks = ended_looks(next, followup, verify);
+        let steps = (tested, finish);
+        match self.backend {
+            Backend::Postgres => {
+                self.promote_complete_call(claim, steps, version, looks)
+                    .await
+            }
+            Backend::Sqlite => {
+                self.promote_complete_batch(claim, steps, version, looks)
+                    .await
+            }
+        }
     }
 
     async fn complete_in(
@@ -443,29 +437,13 @@ impl Store {
         followup: Option<i64>,
         verify: Option<i64>,
     ) -> Result<()> {
-        self.end_job(&mut *conn, claim, next, followup, verify, false)
-            .await?;
-        self.audit_rotation(conn, claim, finish_entry(claim)).await
-    }
-
-    /// Deletes the job, plans the next looks and gives up the lease (`promoted`: and records
-    /// the rotation time, clearing a failure, in the same update of the secret's row).
-    async fn end_job(
-        &self,
-        conn: &mut AnyConnection,
-        claim: &Lease,
-        next: Option<Planned>,
-        followup: Option<i64>,
-        verify: Option<i64>,
-        promoted: bool,
-    ) -> Result<()> {
         sqlx::query("DELETE FROM rotation_jobs WHERE secret_id = $1")
             .bind(claim.secret_id)
             .execute(&mut *conn)
             .await?;
         let looks = ended_looks(next, followup, verify);
-        self.write_looks_then(&mut *conn, claim, &looks, promoted)
-            .await
+        self.write_looks(&mut *conn, claim, &looks).await?;
+        self.audit_rotation(conn, claim, finish_entry(claim)).await
     }
 }
 
@@ -485,6 +463,15 @@ pub(super) fn ended_looks(
         verify,
     }
 }
+
+/// The job moved from step `$5` to `$4` with its pending version `$1` at `$2` (secret `$3`),
+/// or made at `$4`; no row changed when it is at another step.
+pub(super) const PENDING_JOB_SQL: &str =
+    "INSERT INTO rotation_jobs (secret_id, step, version_id, attempts, started_at, updated_at) \
+     VALUES ($3, $4, $1, 0, $2, $2) \
+     ON CONFLICT (secret_id) DO UPDATE SET step = excluded.step, version_id = excluded.version_id, \
+                                           updated_at = excluded.updated_at, create_mark = NULL \
+     WHERE rotation_jobs.step = $5";
 
 /// When an attempt at a credential its target makes began (see [`Store::mark_create`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -509,32 +496,12 @@ impl Store {
         claim: &Lease,
         entry: Entry<'_>,
     ) -> Result<()> {
-        self.audit_rotation_many(conn, claim, vec![entry]).await
-    }
-
-    /// [`audit_rotation`](Self::audit_rotation) for several records, in one statement.
-    async fn audit_rotation_many(
-        &self,
-        conn: &mut AnyConnection,
-        claim: &Lease,
-        entries: Vec<Entry<'_>>,
-    ) -> Result<()> {
-        let named: Vec<(String, Option<String>)> =
-            entries.iter().map(|e| on_behalf(claim, e.detail)).collect();
-        let records: Vec<(&str, Entry<'_>)> = entries
-            .into_iter()
-            .zip(&named)
-            .map(|(e, (actor, detail))| {
-                (
-                    actor.as_str(),
-                    Entry {
-                        detail: detail.as_deref(),
-                        ..e
-                    },
-                )
-            })
-            .collect();
-        self.audit_many(conn, &records).await
+        let (actor, detail) = on_behalf(claim, entry.detail);
+        let entry = Entry {
+            detail: detail.as_deref(),
+            ..entry
+        };
+        self.audit_many(conn, &[(actor.as_str(), entry)]).await
     }
 }
 

@@ -523,20 +523,25 @@ pub(super) async fn touch(conn: &mut AnyConnection, secret_id: i64, now: i64) ->
 
 /// Deletes unstaged versions beyond the newest [`KEEP_UNSTAGED`].
 pub(super) async fn prune(conn: &mut AnyConnection, secret_id: i64) -> Result<()> {
-    sqlx::query(&format!(
-        "DELETE FROM versions WHERE secret_id = $1 \
+    sqlx::query(&prune_sql("$1"))
+        .bind(secret_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`prune`]'s statement, for the secret whose id is parameter `secret` (`$1`, say).
+pub(super) fn prune_sql(secret: &str) -> String {
+    format!(
+        "DELETE FROM versions WHERE secret_id = {secret} \
            AND NOT EXISTS (SELECT 1 FROM version_stages st \
                            WHERE st.secret_id = versions.secret_id AND st.version_id = versions.version_id) \
            AND seq <= (SELECT v.seq FROM versions v \
-                       WHERE v.secret_id = $1 \
+                       WHERE v.secret_id = {secret} \
                          AND NOT EXISTS (SELECT 1 FROM version_stages st \
                                          WHERE st.secret_id = v.secret_id AND st.version_id = v.version_id) \
                        ORDER BY v.seq DESC LIMIT 1 OFFSET {KEEP_UNSTAGED})"
-    ))
-    .bind(secret_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    )
 }
 
 impl Store {

@@ -3,6 +3,7 @@
 //! single-account gap on PostgreSQL (from the password change to the promotion of the new
 //! version); where one rotation's time goes (each rotator call, then the engine and the
 //! store); PostgreSQL's floor, measured on the target alone (verifier, `ALTER ROLE`, login);
+//! the store's floor on SQLite (a statement, a durable commit) and its statements a rotation;
 //! and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets with its
 //! store on SQLite, then on PostgreSQL (with the store's transactions per rotation, read from
 //! `pg_stat_database`). Not a test: it asserts nothing about speed.
@@ -132,6 +133,7 @@ async fn main() {
             .and_then(|i| args.get(i + 1))
             .map_or(default, |v| v.parse().unwrap())
     };
+    tracing::subscriber::set_global_default(StatementCounter).unwrap();
     let rotations = arg("--rotations", 50);
     let batch = arg("--batch", 1000);
     let suffix = rotor::crypto::random_id()[..6].to_owned();
@@ -196,6 +198,7 @@ async fn main() {
     }
     let engine = new_engine(&store, timed);
     let mut breakdowns = vec![];
+    let mut statements = None;
     for (label, secret, timer) in [
         ("PostgreSQL", "pg/app", &timers[0]),
         ("MariaDB", "my/app", &timers[0]),
@@ -208,6 +211,11 @@ async fn main() {
             samples.push(rotate_once(&engine, secret).await);
         }
         breakdowns.push(breakdown(label, timer.take(), &samples));
+        if label == "Redis" {
+            // One more, its statements counted (apart: counting costs a little). Redis is
+            // not reached through sqlx, so every statement counted is the store's.
+            statements = Some(counted_statements(rotate_once(&engine, secret)).await);
+        }
         let (median, p95) = percentiles(samples);
         println!("{label:<11} dual-account rotation: median {median:6.1} ms  p95 {p95:6.1} ms  ({rotations} rotations)");
     }
@@ -215,6 +223,11 @@ async fn main() {
         println!("{line}");
     }
     println!("{}", pg_floor(&pg_url, &suffix, rotations).await);
+    println!(
+        "{}; the store's statements in one Redis rotation (sqlx's statement log, BEGIN and COMMIT not in it): {}",
+        sqlite_floor(rotations * 10).await,
+        statements.unwrap_or_default()
+    );
 
     // The single-account gap on PostgreSQL.
     let solo = format!("bs_{suffix}");
@@ -367,6 +380,99 @@ async fn pg_floor(pg_url: &str, suffix: &str, rounds: usize) -> String {
          fresh SCRAM login {login:.2} ms; together {:.1} ms",
         verify + alter + login
     )
+}
+
+/// What a rotation's store on SQLite cannot go below, measured on a file of its own through an
+/// sqlx connection set up as the store's (WAL, `synchronous = FULL`): one statement's round
+/// trip, and one durable write transaction (`BEGIN IMMEDIATE`, one `UPDATE`, `COMMIT`); a
+/// rotation commits four (the claim, the pending version, the step after `set`, the promotion
+/// with the job's end). Medians of `rounds`; the line to print.
+async fn sqlite_floor(rounds: usize) -> String {
+    use sqlx::{Connection, Executor};
+
+    let ms = |samples: Vec<Duration>| percentiles(samples).0;
+    let dir = tempfile::tempdir().unwrap();
+    sqlx::any::install_default_drivers();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("floor.db").display()
+    );
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for statement in [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = FULL",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+        "INSERT INTO t VALUES (1, 0)",
+    ] {
+        conn.execute(statement).await.unwrap();
+    }
+    let (mut trip, mut write) = (vec![], vec![]);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+        trip.push(t.elapsed());
+        let t = Instant::now();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("UPDATE t SET n = n + 1 WHERE id = $1")
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        write.push(t.elapsed());
+    }
+    conn.close().await.unwrap();
+    let (trip, write) = (ms(trip), ms(write));
+    format!(
+        "SQLite      store floor (median of {rounds}, a file of its own, WAL, synchronous FULL): \
+         a statement {trip:.3} ms, a durable write transaction {write:.3} ms; a rotation's four {:.2} ms",
+        4.0 * write
+    )
+}
+
+/// Runs `rotation`, counting the statements sqlx logs meanwhile (its `sqlx::query` events).
+async fn counted_statements(rotation: impl std::future::Future<Output = Duration>) -> usize {
+    use std::sync::atomic::Ordering;
+    COUNTING.store(true, Ordering::SeqCst);
+    let before = STATEMENTS.load(Ordering::SeqCst);
+    rotation.await;
+    COUNTING.store(false, Ordering::SeqCst);
+    STATEMENTS.load(Ordering::SeqCst) - before
+}
+
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STATEMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A subscriber that only counts sqlx's statement events, and only while [`COUNTING`] is set.
+struct StatementCounter;
+
+impl tracing::Subscriber for StatementCounter {
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if meta.target() == "sqlx::query" {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.target() == "sqlx::query" && COUNTING.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// `batch` due PostgreSQL dual-account secrets rotated by one worker with its store on
