@@ -2,9 +2,10 @@
 //! the new version stored as `ACSPending` — sealed here from what the rotation's load read
 //! ([`Sealing`]), no row read again — and the promotion with the end of the job (the server
 //! functions of migration `0015_rotation_calls`). Each does what the statement-by-statement
-//! path in [`super::rotation`] does on SQLite — the same rows, records and refusals, in one
-//! transaction — so a crash still leaves all of it or none; a round trip to the store's server
-//! costs more than the statement it carries (a rotation sent 23 statements, now 8).
+//! path in [`super::rotation`] does — the same rows, records and refusals, in one transaction —
+//! so a crash still leaves all of it or none; a round trip to the store's server costs more
+//! than the statement it carries (a rotation sent 23 statements, now 8). SQLite's
+//! counterparts are in [`super::batches`].
 
 use rotators::{SecretKind, SecretValue};
 
