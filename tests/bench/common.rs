@@ -1,7 +1,8 @@
 //! What the rotation benchmarks share: one timed manual rotation, median and p95, and the gap
 //! probe, which wraps a rotator and notes when `set` changed the credential (the old one stops
 //! working, for single accounts and host passwords) and when the promoted version reached
-//! `finish`.
+//! `finish` — or, for a rotator with nothing to clean up (its promotion is the rotation's last
+//! commit), when the rotation returned ([`GapProbe::rotated`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,10 +61,21 @@ impl GapProbe {
     pub fn take(&self) -> Vec<Duration> {
         std::mem::take(&mut *self.gaps.lock().unwrap())
     }
+
+    /// A rotation returned: the gap ends here unless `finish` ended it (a rotator whose
+    /// `finish` does nothing is promoted in the rotation's last commit, without a call).
+    pub fn rotated(&self) {
+        if let Some(at) = self.set_done.lock().unwrap().take() {
+            self.gaps.lock().unwrap().push(at.elapsed());
+        }
+    }
 }
 
 #[async_trait]
 impl Rotator for GapProbe {
+    fn finish_is_noop(&self) -> bool {
+        self.inner.finish_is_noop()
+    }
     async fn create(&self, cx: &RotationContext) -> Result<SecretValue, RotateError> {
         self.inner.create(cx).await
     }

@@ -253,6 +253,7 @@ async fn main() {
     let mut samples = vec![];
     for _ in 0..rotations {
         samples.push(rotate_once(&gap_engine, "pg/solo").await);
+        probe.rotated();
     }
     let (median, p95) = percentiles(probe.take());
     let (whole, _) = percentiles(samples);

@@ -163,6 +163,7 @@ async fn main() {
         let mut samples = vec![];
         for _ in 0..rotations {
             samples.push(rotate_once(&engine, secret).await);
+            probe.rotated();
         }
         breakdowns.push(breakdown(label, timer.take(), &samples));
         let (median, p95) = percentiles(samples);
