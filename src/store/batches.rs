@@ -10,7 +10,7 @@
 
 use super::jobs::Lease;
 use super::looks::{Looks, LOOKS_PROMOTED_SQL};
-use super::rotation::{not_at_step, on_behalf, PENDING_JOB_SQL};
+use super::rotation::{not_at_step, on_behalf, promotion_records, PENDING_JOB_SQL};
 use super::rows::prune_sql;
 use super::{Store, WriteTx};
 use crate::error::Result;
@@ -28,6 +28,27 @@ pub(super) const ADVANCE_SQL: &str =
      SELECT $2, $6, $7, $8, version_id, 'ok', $9 FROM rotation_jobs \
      WHERE secret_id = $3 AND changes() = 1";
 
+/// The step record's query (`sql`: [`ADVANCE_SQL`], or PostgreSQL's one statement) with its
+/// parameters: the job moves from `from` to `to` at `now` under `claim`'s lease.
+pub(super) fn advance_query<'q>(
+    sql: &'q str,
+    claim: &'q Lease,
+    (from, to): (&'q str, &'q str),
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let (actor, detail) = on_behalf(claim, None);
+    sqlx::query(sql)
+        .bind(to)
+        .bind(now)
+        .bind(claim.secret_id)
+        .bind(from)
+        .bind(claim.token.as_str())
+        .bind(actor)
+        .bind(format!("rotation.{from}"))
+        .bind(claim.name.as_str())
+        .bind(detail)
+}
+
 impl Store {
     /// [`advance_job`](Store::advance_job) on SQLite: the move and its record in one query.
     pub(super) async fn advance_job_batch(
@@ -36,18 +57,8 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<()> {
-        let (actor, detail) = on_behalf(claim, None);
         let mut tx = self.begin_write().await?;
-        let moved = sqlx::query(ADVANCE_SQL)
-            .bind(to)
-            .bind(self.clock.now_ms())
-            .bind(claim.secret_id)
-            .bind(from)
-            .bind(&claim.token)
-            .bind(&actor)
-            .bind(format!("rotation.{from}"))
-            .bind(claim.name.as_str())
-            .bind(detail)
+        let moved = advance_query(ADVANCE_SQL, claim, (from, to), self.clock.now_ms())
             .execute(&mut *tx)
             .await?;
         if moved.rows_affected() != 2 {
@@ -102,12 +113,9 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let tested_version = self.advance_row(&mut tx, claim, tested, finish).await?;
-        let [next_at, deadline, followup, attempts, followup_next, verify] = looks.columns();
-        let (actor, tested_detail) = on_behalf(claim, None);
-        let (_, promote_detail) = on_behalf(claim, Some("ACSPending promoted to ACSCurrent"));
-        let (_, finish_detail) = on_behalf(claim, Some("rotation complete"));
+        let (actor, [tested_detail, promote_detail, finish_detail]) = promotion_records(claim);
         // $1–$9 as LOOKS_PROMOTED_SQL numbers them ($7 the secret, $9 now), then $10 on.
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO version_stages (secret_id, stage, version_id) \
              SELECT secret_id, 'ACSPrevious', version_id FROM version_stages \
              WHERE secret_id = $7 AND stage = 'ACSCurrent' AND version_id <> $10 \
@@ -123,26 +131,22 @@ impl Store {
                  ($9, $11, 'rotation.promote', $13, $10, 'ok', $16), \
                  ($9, $11, 'rotation.finish', $13, NULL, 'ok', $17)",
             prune_sql("$7")
-        ))
-        .bind(next_at)
-        .bind(deadline)
-        .bind(followup)
-        .bind(attempts)
-        .bind(followup_next)
-        .bind(verify)
-        .bind(claim.secret_id)
-        .bind(&claim.token)
-        .bind(self.clock.now_ms())
-        .bind(version.as_str())
-        .bind(&actor)
-        .bind(format!("rotation.{tested}"))
-        .bind(claim.name.as_str())
-        .bind(tested_version)
-        .bind(tested_detail)
-        .bind(promote_detail)
-        .bind(finish_detail)
-        .execute(&mut *tx)
-        .await?;
+        );
+        looks
+            .bind_columns(sqlx::query(&sql))
+            .bind(claim.secret_id)
+            .bind(&claim.token)
+            .bind(self.clock.now_ms())
+            .bind(version.as_str())
+            .bind(&actor)
+            .bind(format!("rotation.{tested}"))
+            .bind(claim.name.as_str())
+            .bind(tested_version)
+            .bind(tested_detail)
+            .bind(promote_detail)
+            .bind(finish_detail)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 }

@@ -9,10 +9,11 @@
 
 use rotators::{SecretKind, SecretValue};
 
+use super::batches::advance_query;
 use super::jobs::Lease;
 use super::leases::lease_lost;
 use super::looks::Looks;
-use super::rotation::{check_new_value, job_moved_on, not_at_step, on_behalf};
+use super::rotation::{check_new_value, job_moved_on, not_at_step, on_behalf, promotion_records};
 use super::rows::{data_type, not_found};
 use super::{Store, KEEP_UNSTAGED};
 use crate::crypto;
@@ -127,9 +128,7 @@ impl Store {
         looks: Looks,
     ) -> Result<()> {
         let [next_at, deadline, followup, attempts, followup_next, verify] = looks.columns();
-        let (actor, tested_detail) = on_behalf(claim, None);
-        let (_, promote_detail) = on_behalf(claim, Some("ACSPending promoted to ACSCurrent"));
-        let (_, finish_detail) = on_behalf(claim, Some("rotation complete"));
+        let (actor, [tested_detail, promote_detail, finish_detail]) = promotion_records(claim);
         sqlx::query_scalar::<_, String>(
             "SELECT rotor_promote_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                                            $13, $14, $15, $16, $17, $18)",
@@ -166,8 +165,7 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<()> {
-        let (actor, detail) = on_behalf(claim, None);
-        let moved = sqlx::query(
+        let moved = advance_query(
             "WITH moved AS ( \
                  UPDATE rotation_jobs SET step = $1, updated_at = $2, pending_on_target = 0 \
                  WHERE secret_id = $3 AND step = $4 \
@@ -175,16 +173,10 @@ impl Store {
                  RETURNING version_id) \
              INSERT INTO audit_log (at, actor, action, secret, version, outcome, detail) \
              SELECT $2, $6, $7, $8, version_id, 'ok', $9 FROM moved",
+            claim,
+            (from, to),
+            self.clock.now_ms(),
         )
-        .bind(to)
-        .bind(self.clock.now_ms())
-        .bind(claim.secret_id)
-        .bind(from)
-        .bind(&claim.token)
-        .bind(&actor)
-        .bind(format!("rotation.{from}"))
-        .bind(claim.name.as_str())
-        .bind(detail)
         .execute(&self.pool)
         .await?;
         if moved.rows_affected() != 1 {

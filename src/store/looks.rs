@@ -90,14 +90,8 @@ impl Store {
                     followup_at = $3, followup_attempts = $4, followup_next_at = $5, verify_at = $6, \
                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL \
              WHERE id = $7 AND lease_token = $8";
-        let [next, deadline, followup, attempts, followup_next, verify] = looks.columns();
-        let query = sqlx::query(sql)
-            .bind(next)
-            .bind(deadline)
-            .bind(followup)
-            .bind(attempts)
-            .bind(followup_next)
-            .bind(verify)
+        let query = looks
+            .bind_columns(sqlx::query(sql))
             .bind(claim.secret_id)
             .bind(&claim.token);
         let done = query.execute(&mut *conn).await?;
@@ -325,6 +319,17 @@ impl Looks {
             if earlier { self.rotation } else { None },
             self.verify,
         ]
+    }
+
+    /// `query` with [`columns`](Self::columns) bound as its next six parameters.
+    pub(super) fn bind_columns<'q>(
+        &self,
+        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        for column in self.columns() {
+            query = query.bind(column);
+        }
+        query
     }
 
     /// When a worker should next look at the secret: the earliest of the three.

@@ -548,6 +548,15 @@ pub(super) fn on_behalf(claim: &Lease, detail: Option<&str>) -> (String, Option<
     }
 }
 
+/// Who the three records of a promotion that ends the job name, and their details: the
+/// step that passed, the promotion, the end of the rotation.
+pub(super) fn promotion_records(claim: &Lease) -> (String, [Option<String>; 3]) {
+    let (actor, tested) = on_behalf(claim, None);
+    let (_, promoted) = on_behalf(claim, Some("ACSPending promoted to ACSCurrent"));
+    let (_, finished) = on_behalf(claim, Some("rotation complete"));
+    (actor, [tested, promoted, finished])
+}
+
 /// The record of a step that passed (`rotation.STEP`), with the job's version.
 fn step_entry<'a>(action: &'a str, claim: &'a Lease, version: Option<&'a str>) -> Entry<'a> {
     let entry = Entry::new(action, Some(claim.name.as_str()));
