@@ -10,7 +10,7 @@
 
 use super::jobs::Lease;
 use super::looks::{Looks, LOOKS_PROMOTED_SQL};
-use super::rotation::{not_at_step, on_behalf, promotion_records, PENDING_JOB_SQL};
+use super::rotation::{not_at_step, on_behalf, promotion_records, PENDING_DETAIL, PENDING_JOB_SQL};
 use super::rows::prune_sql;
 use super::{Store, WriteTx};
 use crate::error::Result;
@@ -80,7 +80,7 @@ impl Store {
         (from, to): (&str, &str),
         now: i64,
     ) -> Result<bool> {
-        let (actor, detail) = on_behalf(claim, Some("new credential stored as ACSPending"));
+        let (actor, detail) = on_behalf(claim, Some(PENDING_DETAIL));
         let done = sqlx::query(&format!(
             "INSERT INTO version_stages (secret_id, stage, version_id) VALUES ($3, 'ACSPending', $1) \
              ON CONFLICT (secret_id, stage) DO UPDATE SET version_id = excluded.version_id; \

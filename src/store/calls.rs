@@ -13,7 +13,9 @@ use super::batches::advance_query;
 use super::jobs::Lease;
 use super::leases::lease_lost;
 use super::looks::Looks;
-use super::rotation::{check_new_value, job_moved_on, not_at_step, on_behalf, promotion_records};
+use super::rotation::{
+    check_new_value, job_moved_on, not_at_step, on_behalf, promotion_records, PENDING_DETAIL,
+};
 use super::rows::{data_type, not_found};
 use super::{Store, KEEP_UNSTAGED};
 use crate::crypto;
@@ -93,7 +95,7 @@ impl Store {
             value.expose(),
             &crypto::aad_value(&row.uid, row.name.as_str(), version_id.as_str()),
         );
-        let (actor, detail) = on_behalf(claim, Some("new credential stored as ACSPending"));
+        let (actor, detail) = on_behalf(claim, Some(PENDING_DETAIL));
         let answer: String = sqlx::query_scalar(
             "SELECT rotor_store_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )

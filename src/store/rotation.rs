@@ -180,7 +180,7 @@ impl Store {
         }
         let entry = Entry::new("rotation.create", Some(row.name.as_str()))
             .version(version_id.as_str())
-            .detail("new credential stored as ACSPending");
+            .detail(PENDING_DETAIL);
         self.audit_rotation(&mut tx, claim, entry).await?;
         tx.commit().await?;
         Ok(version_id)
@@ -548,12 +548,17 @@ pub(super) fn on_behalf(claim: &Lease, detail: Option<&str>) -> (String, Option<
     }
 }
 
+/// The details of a rotation's records: the new version stored, promoted, the job ended.
+pub(super) const PENDING_DETAIL: &str = "new credential stored as ACSPending";
+const PROMOTED_DETAIL: &str = "ACSPending promoted to ACSCurrent";
+const FINISHED_DETAIL: &str = "rotation complete";
+
 /// Who the three records of a promotion that ends the job name, and their details: the
 /// step that passed, the promotion, the end of the rotation.
 pub(super) fn promotion_records(claim: &Lease) -> (String, [Option<String>; 3]) {
     let (actor, tested) = on_behalf(claim, None);
-    let (_, promoted) = on_behalf(claim, Some("ACSPending promoted to ACSCurrent"));
-    let (_, finished) = on_behalf(claim, Some("rotation complete"));
+    let (_, promoted) = on_behalf(claim, Some(PROMOTED_DETAIL));
+    let (_, finished) = on_behalf(claim, Some(FINISHED_DETAIL));
     (actor, [tested, promoted, finished])
 }
 
@@ -569,9 +574,9 @@ fn step_entry<'a>(action: &'a str, claim: &'a Lease, version: Option<&'a str>) -
 fn promote_entry<'a>(claim: &'a Lease, version: &'a VersionId) -> Entry<'a> {
     Entry::new("rotation.promote", Some(claim.name.as_str()))
         .version(version.as_str())
-        .detail("ACSPending promoted to ACSCurrent")
+        .detail(PROMOTED_DETAIL)
 }
 
 fn finish_entry(claim: &Lease) -> Entry<'_> {
-    Entry::new("rotation.finish", Some(claim.name.as_str())).detail("rotation complete")
+    Entry::new("rotation.finish", Some(claim.name.as_str())).detail(FINISHED_DETAIL)
 }
