@@ -346,8 +346,10 @@ impl AccountServer for Mysql {
         account: &Account,
     ) -> Result<(), RotateError> {
         let mut conn = connect(target, account, database).await?;
-        let who: String = sqlx::query("SELECT CURRENT_USER() AS who")
-            .fetch_one(&mut conn)
+        // The text protocol: one round trip (a prepared statement takes two, and this
+        // connection runs one statement before it closes).
+        let who: String = (&mut conn)
+            .fetch_one("SELECT CURRENT_USER() AS who")
             .await
             .map_err(|e| classify(target, "a trivial query", e))?
             .try_get("who")

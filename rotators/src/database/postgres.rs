@@ -282,8 +282,10 @@ impl AccountServer for Postgres {
         account: &Account,
     ) -> Result<(), RotateError> {
         let mut conn = connect(target, account, database).await?;
-        let row = sqlx::query("SELECT session_user::text AS who")
-            .fetch_one(&mut conn)
+        // The simple query protocol: one round trip (a prepared statement takes two, and this
+        // connection runs one statement before it closes).
+        let row = (&mut conn)
+            .fetch_one("SELECT session_user::text AS who")
             .await
             .map_err(|e| classify(target, "a trivial query", e))?;
         let who: String = row
