@@ -3,10 +3,12 @@
 //!
 //! `create` → the new value is stored as `ACSPending` (with the job recorded at `set`) in one
 //! transaction, before the target changes; `set` and `test` run on the target and are recorded
-//! as done; `finish` promotes the pending version in one transaction, then lets the rotator clean
-//! up, then completes the job and schedules the next rotation. Every step may run twice: on
-//! resume, a pending version that is already `ACSCurrent` is not promoted again. The order of
-//! the steps is [`Step::next`]'s; the store guards each write against the step named here.
+//! as done (`set`'s record is written while `test` runs: it orders nothing, since `set` may
+//! always run again); `finish` promotes the pending version in one transaction, then lets the
+//! rotator clean up, then completes the job and schedules the next rotation. Every step may run
+//! twice: on resume, a pending version that is already `ACSCurrent` is not promoted again. The
+//! order of the steps is [`Step::next`]'s; the store guards each write against the step named
+//! here.
 
 use std::sync::Arc;
 
@@ -17,6 +19,9 @@ use super::{lease, Claim, Engine, Job, Outcome, RotationState, Step};
 use crate::error::{Error, Result};
 use crate::model::VersionId;
 use crate::notify::Event;
+
+/// A step's record on its way to the store.
+type Recording<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
 
 impl Engine {
     pub(super) async fn drive(
@@ -82,11 +87,21 @@ impl Engine {
             state.job = Some(Job::start());
         }
 
+        // `set` done, recorded while `test` runs (see below).
+        let mut recording: Option<Recording<'_>> = None;
         loop {
             let step = state.step();
             if stop.is_cancelled() {
+                if let Some(record) = recording.take() {
+                    record.await?;
+                }
                 tracing::info!(%step, "stopping between steps");
                 return Ok(Outcome::Interrupted { step });
+            }
+            if recording.is_some() {
+                // No store answer has said the lease still holds since `set` ended (one
+                // stopped for longer than the lease, say): no step starts on it.
+                keeper.ensure_time(claim)?;
             }
             let attempt = state.job.as_ref().map_or(0, |j| j.attempts) + 1;
             tracing::info!(%step, attempt, "step starts");
@@ -157,14 +172,23 @@ impl Engine {
                     Err(e) => Err(e),
                 },
                 _ => match state.pending_value() {
-                    Ok(pending) => self
-                        .on_target(
-                            claim,
-                            keeper,
-                            self.test_with_retries(rotator.as_ref(), &cx, pending),
-                        )
-                        .await?
-                        .map(|()| None),
+                    Ok(pending) => {
+                        let (recorded, tested) = tokio::join!(
+                            async {
+                                match recording.take() {
+                                    Some(record) => record.await,
+                                    None => Ok(()),
+                                }
+                            },
+                            self.on_target(
+                                claim,
+                                keeper,
+                                self.test_with_retries(rotator.as_ref(), &cx, pending),
+                            )
+                        );
+                        recorded?;
+                        tested?.map(|()| None)
+                    }
                     Err(e) => Err(e),
                 },
             };
@@ -230,6 +254,18 @@ impl Engine {
                     state.set_job(next, None);
                     state.promote_pending();
                     tracing::info!(version = %version_id, "promoted to ACSCurrent");
+                }
+                // `set` passed: its record and `test` go together. Nothing orders them: a
+                // crash before the record resumes at `set` (which may always run again, as
+                // after a crash during it), one after it at `test`; the promotion waits for
+                // both.
+                (Step::Set, _) => {
+                    recording = Some(Box::pin(self.store.advance_job(
+                        claim,
+                        step.as_str(),
+                        next.as_str(),
+                    )));
+                    state.set_job(next, None);
                 }
                 _ => {
                     self.store

@@ -407,3 +407,102 @@ async fn a_claim_granted_after_its_lease_ran_out_is_renewed_before_it_drives() {
         "one process drove the rotation's set, not the late claim and the one that took it over: {setters:?}"
     );
 }
+
+/// `set`'s record is written while `test` runs (it orders nothing: `set` may always run again).
+/// Here the record is held on a row lock of the job: `test` runs all the same, the worker is
+/// SIGKILLed with the record still waiting (its server backend ended with it), and the next
+/// worker resumes at `set` — the job says so — and the rotation completes once, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_sets_record_waits_resumes_at_set() {
+    use sqlx::{Connection, Executor};
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "held");
+    testkit_ok(
+        &t,
+        h,
+        &[
+            "rotation",
+            "set",
+            "held",
+            "--interval",
+            "1d",
+            "--rotate-now",
+        ],
+    );
+    let mut doomed = slow(&t, h, 1500, &["worker", "--lease", "5s", "--poll", "100ms"]);
+    let doomed_pid = doomed.id().to_string();
+    in_set(&t, "held");
+
+    let mut lock = sqlx::PgConnection::connect(&t.store_url().unwrap())
+        .await
+        .unwrap();
+    lock.execute("BEGIN").await.unwrap();
+    lock.execute(
+        "SELECT 1 FROM rotation_jobs j JOIN secrets s ON s.id = j.secret_id \
+         WHERE s.name = 'held' FOR UPDATE OF j",
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "test to run while set's record waits",
+        Duration::from_secs(20),
+        || runs(h, "held", "test").len() == 1,
+    );
+    let waiting: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_all(&mut lock)
+    .await
+    .unwrap();
+    assert_eq!(waiting.len(), 1, "set's record waits on the job's row");
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    // The killed process's statement would still run once the lock is gone: its backend goes.
+    for pid in waiting {
+        lock.execute(format!("SELECT pg_terminate_backend({pid})").as_str())
+            .await
+            .unwrap();
+    }
+    lock.execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        describe(&t, "held")["RotationStep"],
+        "set",
+        "set's record never landed"
+    );
+
+    let mut survivor = t
+        .testkit(h)
+        .args(["worker", "--lease", "1s"])
+        .args(FAST)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the rotation to complete", Duration::from_secs(30), || {
+        describe(&t, "held")["RotationStatus"] == "Idle" && current_version(&t, "held") == "v2"
+    });
+    terminate(&mut survivor);
+    let sets = runs(h, "held", "set");
+    assert_eq!(sets.len(), 2, "set ran again on resume: {sets:?}");
+    assert_eq!(sets[0], doomed_pid);
+    assert_ne!(sets[1], doomed_pid, "the survivor resumed at set");
+    assert_eq!(runs(h, "held", "test").len(), 2);
+    let versions = t.json(&["secret", "versions", "held"]);
+    assert_eq!(
+        versions
+            .as_array()
+            .or_else(|| versions["VersionIds"].as_array())
+            .map(Vec::len),
+        Some(2),
+        "one new version, nothing lost: {versions}"
+    );
+    let data = t.json(&["secret", "get", "held"])["SecretData"].clone();
+    let value: Value = serde_json::from_str(data.as_str().unwrap()).unwrap();
+    assert!(
+        FileRotator::passwords(h, "held").contains(&value["Password"].as_str().unwrap().to_owned()),
+        "the promoted password logs in on the host"
+    );
+}
