@@ -171,26 +171,32 @@ impl Engine {
                         .map(|()| None),
                     Err(e) => Err(e),
                 },
-                _ => match state.pending_value() {
-                    Ok(pending) => {
-                        let (recorded, tested) = tokio::join!(
-                            async {
-                                match recording.take() {
-                                    Some(record) => record.await,
-                                    None => Ok(()),
-                                }
-                            },
-                            self.on_target(
-                                claim,
-                                keeper,
-                                self.test_with_retries(rotator.as_ref(), &cx, pending),
-                            )
-                        );
-                        recorded?;
-                        tested?.map(|()| None)
+                _ => {
+                    let recorded = async {
+                        match recording.take() {
+                            Some(record) => record.await,
+                            None => Ok(()),
+                        }
+                    };
+                    match state.pending_value() {
+                        Ok(pending) => {
+                            let (recorded, tested) = tokio::join!(
+                                recorded,
+                                self.on_target(
+                                    claim,
+                                    keeper,
+                                    self.test_with_retries(rotator.as_ref(), &cx, pending),
+                                )
+                            );
+                            recorded?;
+                            tested?.map(|()| None)
+                        }
+                        Err(e) => {
+                            recorded.await?;
+                            Err(e)
+                        }
                     }
-                    Err(e) => Err(e),
-                },
+                }
             };
             let elapsed = started.elapsed();
             crate::telemetry::step(step.as_str(), self.family_of(&state), elapsed);
