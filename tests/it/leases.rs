@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::support::{assert_refused, Backend, TestEnv};
 use crate::testkit_rotator::FileRotator;
-use crate::workers::{ecs_secret, sample, scrape, terminate, testkit_ok, wait_exit, FAST};
+use crate::workers::{
+    ecs_secret, sample, scrape, spawn_worker, terminate, testkit_ok, wait_exit, FAST,
+};
 
 /// A PostgreSQL store, initialised.
 async fn env() -> TestEnv {
@@ -473,14 +475,7 @@ async fn a_worker_killed_while_sets_record_waits_resumes_at_set() {
         "set's record never landed"
     );
 
-    let mut survivor = t
-        .testkit(h)
-        .args(["worker", "--lease", "1s"])
-        .args(FAST)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut survivor = spawn_worker(&t, h, None, &[]);
     wait_for("the rotation to complete", Duration::from_secs(30), || {
         describe(&t, "held")["RotationStatus"] == "Idle" && current_version(&t, "held") == "v2"
     });
