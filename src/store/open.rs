@@ -151,9 +151,6 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
-/// How long a pooled PostgreSQL connection may sit idle before it is pinged before use.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
-
 /// The pragmas every SQLite connection runs first.
 const SQLITE_PRAGMAS: [&str; 4] = [
     // WAL lets readers run beside the one writer; FULL makes every commit durable; a writer
@@ -218,25 +215,7 @@ pub(super) async fn connect(backend: Backend, url: &str, timeout: Duration) -> R
                 .connect(url)
                 .await
         }
-        Backend::Postgres => {
-            // A restarted server leaves dead connections in the pool: one idle for a while is
-            // pinged before use. One in use a moment ago is not (a round trip per statement
-            // otherwise); if the server went away since, that statement fails as a store
-            // error, like one in flight when it went, and the connection is dropped.
-            options
-                .max_connections(8)
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_IDLE_AFTER {
-                            conn.ping().await?;
-                        }
-                        Ok(true)
-                    })
-                })
-                .connect(url)
-                .await
-        }
+        Backend::Postgres => options.max_connections(8).connect(url).await,
     };
     pool.map_err(|e| Error::config(format!("cannot open {}: {e}", what())))
 }
