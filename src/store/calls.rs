@@ -129,9 +129,8 @@ impl Store {
         version: &VersionId,
         looks: Looks,
     ) -> Result<()> {
-        let [next_at, deadline, followup, attempts, followup_next, verify] = looks.columns();
         let (actor, [tested_detail, promote_detail, finish_detail]) = promotion_records(claim);
-        sqlx::query_scalar::<_, String>(
+        let call = sqlx::query(
             "SELECT rotor_promote_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                                            $13, $14, $15, $16, $17, $18)",
         )
@@ -142,20 +141,16 @@ impl Store {
         .bind(finish)
         .bind(version.as_str())
         .bind(KEEP_UNSTAGED)
-        .bind(self.clock.now_ms())
-        .bind(next_at)
-        .bind(deadline)
-        .bind(followup)
-        .bind(attempts)
-        .bind(followup_next)
-        .bind(verify)
-        .bind(actor)
-        .bind(tested_detail)
-        .bind(promote_detail)
-        .bind(finish_detail)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| refusal(e, &claim.name, || not_at_step(&claim.name, tested)))?;
+        .bind(self.clock.now_ms());
+        looks
+            .bind_columns(call)
+            .bind(actor)
+            .bind(tested_detail)
+            .bind(promote_detail)
+            .bind(finish_detail)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| refusal(e, &claim.name, || not_at_step(&claim.name, tested)))?;
         Ok(())
     }
 
