@@ -138,7 +138,7 @@ impl Engine {
             )));
         }
         let rotator = self.rotator(&state)?;
-        self.attach_target(&mut state).await?;
+        self.attach_target(&mut state, None).await?;
         let cx = state.context(false);
         let current = Verdict::of(self.timed(rotator.check(&cx)).await);
         if matches!(current, Verdict::Unreachable(_)) {

@@ -31,8 +31,15 @@ impl Engine {
         stop: &CancellationToken,
         keeper: &lease::Keeper,
     ) -> Result<Outcome> {
-        let record = self.store.load_rotation(claim).await?;
-        let mut state = RotationState::new(claim.clone(), record)?;
+        // The job's record and its target's context are read at once: the claim names the
+        // target (the record's is used, read again should it differ).
+        let (record, target) = tokio::join!(self.store.load_rotation(claim), async {
+            match claim.target.as_deref() {
+                Some(name) => Some((name, self.store.target_context(name).await)),
+                None => None,
+            }
+        });
+        let mut state = RotationState::new(claim.clone(), record?)?;
         let writing = state
             .job
             .as_ref()
@@ -54,7 +61,7 @@ impl Engine {
                     .await
             }
         };
-        if let Err(e) = self.attach_target(&mut state).await {
+        if let Err(e) = self.attach_target(&mut state, target).await {
             let step = state.step();
             // A store hiccup passes; a target that is gone or unreadable does not.
             let e = match e {

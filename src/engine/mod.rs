@@ -243,7 +243,7 @@ impl Engine {
         let record = self.store.load_rotation_unleased(&claim).await?;
         let mut state = RotationState::new(claim, record)?;
         let rotator = self.rotator(&state)?;
-        self.attach_target(&mut state).await?;
+        self.attach_target(&mut state, None).await?;
         self.timed(rotator.check(&state.context(false)))
             .await
             .map_err(|e| Error::Target(format!("secret '{name}': dry run failed: {e}")))
@@ -258,10 +258,19 @@ impl Engine {
         })
     }
 
-    /// Loads the secret's target (address and admin credential) into its state.
-    async fn attach_target(&self, state: &mut RotationState) -> Result<()> {
+    /// Loads the secret's target (address and admin credential) into its state, unless
+    /// `read` holds it already (read for the target of that name).
+    async fn attach_target(
+        &self,
+        state: &mut RotationState,
+        read: Option<(&str, Result<rotators::TargetContext>)>,
+    ) -> Result<()> {
         if let Some(target) = &state.target {
-            state.target_context = Some(Arc::new(self.store.target_context(target).await?));
+            let context = match read {
+                Some((name, context)) if name == target => context?,
+                _ => self.store.target_context(target).await?,
+            };
+            state.target_context = Some(Arc::new(context));
         }
         Ok(())
     }

@@ -535,6 +535,26 @@ async fn batch_run(backend: &str, batch: usize, pg_url: &str, suffix: &str) -> S
     };
     let worker_engine = Arc::new(new_engine(&batch_store, rotor::builtin_rotators()));
     let shutdown = CancellationToken::new();
+    // Where the batch's CPU goes: the target server's, this process's and (on PostgreSQL) the
+    // store server's, read from /proc where the servers run on this machine.
+    let target_server = server_pid(pg_url).await;
+    let store_server = match &batch_db {
+        Some(_) => {
+            server_pid(&env(
+                "ROTOR_TEST_PG",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ))
+            .await
+        }
+        None => None,
+    };
+    let cpu_before = (
+        target_server.map(server_cpu),
+        own_cpu(),
+        store_server.map(server_cpu),
+    );
+    // On stderr, for a profiler started from outside (`perf record -a` for the batch alone).
+    eprintln!("batch on {batch_backend}: {batch} due, worker starting");
     let started = Instant::now();
     let config = WorkerConfig {
         concurrency: 16,
@@ -542,20 +562,31 @@ async fn batch_run(backend: &str, batch: usize, pg_url: &str, suffix: &str) -> S
         ..WorkerConfig::default()
     };
     let worker = tokio::spawn(rotor::worker::run(worker_engine, config, shutdown.clone()));
+    // Progress: one count (an index range) every 10 ms; a secret stays due until its promotion
+    // moves its next rotation a day ahead. Reading every row instead cost the store's thread a
+    // tenth of the batch.
     loop {
-        let done = batch_store
-            .list(&[], false)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|s| s.name.as_str().starts_with("fleet/") && s.last_rotation_at.is_some())
-            .count();
-        if done == batch {
+        let (due, failed) = batch_store.count_due_and_failed().await.unwrap();
+        assert_eq!(failed, 0, "a batch rotation failed");
+        if due == 0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
+    let cpu_after = (
+        target_server.map(server_cpu),
+        own_cpu(),
+        store_server.map(server_cpu),
+    );
+    let rotated = batch_store
+        .list(&[], false)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.name.as_str().starts_with("fleet/") && s.last_rotation_at.is_some())
+        .count();
+    assert_eq!(rotated, batch, "every due secret rotated");
     shutdown.cancel();
     worker.await.unwrap().unwrap();
     batch_store.close().await;
@@ -565,6 +596,23 @@ async fn batch_run(backend: &str, batch: usize, pg_url: &str, suffix: &str) -> S
         batch as f64 / elapsed.as_secs_f64(),
         setup.as_secs_f64()
     );
+    let per = |before: Option<Duration>, after: Option<Duration>| {
+        before
+            .zip(after)
+            .map(|(b, a)| a.saturating_sub(b).as_secs_f64() * 1000.0 / batch as f64)
+    };
+    let mut cpu = vec![];
+    if let Some(ms) = per(cpu_before.0, cpu_after.0) {
+        cpu.push(format!("target server {ms:.1} ms"));
+    }
+    cpu.push(format!(
+        "worker process {:.1} ms",
+        per(Some(cpu_before.1), Some(cpu_after.1)).unwrap_or_default()
+    ));
+    if let Some(ms) = per(cpu_before.2, cpu_after.2) {
+        cpu.push(format!("store server {ms:.1} ms"));
+    }
+    line.push_str(&format!("  [CPU per rotation: {}]", cpu.join(", ")));
     if let Some((mut admin, db)) = batch_db {
         if let Some(before) = commits_before {
             // The worker's own transactions, with its progress polls (one read each) and
@@ -593,4 +641,66 @@ async fn store_commits(admin: &mut sqlx::PgConnection, db: &str) -> i64 {
         .fetch_one(admin)
         .await
         .unwrap()
+}
+
+/// The process id of the PostgreSQL server behind `url`, when it runs on this machine (the
+/// postmaster: the parent of the backend serving this connection).
+async fn server_pid(url: &str) -> Option<u32> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .ok()?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
+    proc_fields(&stat).get(1)?.parse().ok()
+}
+
+/// A `/proc/PID/stat` line's fields after the command name (`state` is the first).
+fn proc_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect())
+}
+
+/// The CPU time a PostgreSQL server has used: the postmaster's, its ended backends' (counted
+/// in its children's time once reaped) and its running backends'.
+fn server_cpu(postmaster: u32) -> Duration {
+    let tick = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |fields: &[&str], from: usize, to: usize| -> f64 {
+        fields[from..to]
+            .iter()
+            .map(|f| f.parse::<f64>().unwrap_or(0.0))
+            .sum()
+    };
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let fields = proc_fields(&stat);
+        if fields.len() < 15 {
+            continue;
+        }
+        // After the name: state, ppid, …; utime, stime, cutime, cstime are fields 14–17 of
+        // the line, 11–14 here.
+        if entry.file_name().to_str() == Some(&postmaster.to_string()) {
+            total += ticks(&fields, 11, 15);
+        } else if fields[1] == postmaster.to_string() {
+            total += ticks(&fields, 11, 13);
+        }
+    }
+    Duration::from_secs_f64(total * tick)
+}
+
+/// The CPU time this process has used (user and system, every thread).
+fn own_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
