@@ -88,8 +88,53 @@ pub fn owner_is_dead_here(owner: &str) -> bool {
     if host != this_host() || pid == std::process::id() {
         return false;
     }
-    // Linux: a running process has /proc/PID; elsewhere nothing is judged dead.
-    cfg!(target_os = "linux")
-        && std::path::Path::new("/proc/self").exists()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    // Linux: a running process has /proc/PID; elsewhere nothing is judged dead. A zombie (a
+    // process that ended, not yet reaped by its parent: one just SIGKILLed, say) keeps its
+    // /proc entry, and its pid, but runs nothing more.
+    if !cfg!(target_os = "linux") || !std::path::Path::new("/proc/self").exists() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_ended_is_dead_here_even_before_it_is_reaped() {
+        let alive = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        let owner = |pid: u32| format!("{}-{pid}-abcdef", this_host());
+        assert!(!owner_is_dead_here(&owner(alive.id())), "sleep runs");
+        // `true` has exited; not waited for, it stays a zombie with its /proc entry.
+        let zombie = std::time::Instant::now();
+        while !std::fs::read_to_string(format!("/proc/{}/stat", ended.id()))
+            .unwrap()
+            .contains(") Z")
+        {
+            assert!(zombie.elapsed().as_secs() < 10, "true did not end");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            owner_is_dead_here(&owner(ended.id())),
+            "a zombie runs nothing"
+        );
+        let pid = ended.id();
+        ended.wait().unwrap();
+        assert!(owner_is_dead_here(&owner(pid)), "reaped: no /proc entry");
+        assert!(!owner_is_dead_here(&format!("elsewhere-{pid}-abcdef")));
+        let mut alive = alive;
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+    }
 }
