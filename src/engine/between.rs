@@ -11,7 +11,9 @@
 //! cannot stop that holder's last target write, which may land late (a stalled process resumed,
 //! a proxy holding a command). Once the holder's step timeout has passed, the worker checks that
 //! `ACSCurrent` still logs in and, if not, sets it again — the same idempotent `set`, aimed as if
-//! rotating from `ACSPrevious` to it — then tests it.
+//! rotating from `ACSPrevious` to it — then tests it. A check that cannot reach the target is
+//! tried again (as a test is), then planned for later with the retry backoff: only a refusal
+//! is taken for a credential that no longer logs in.
 
 use rotators::{RotateError, Rotator};
 
@@ -132,13 +134,42 @@ impl Engine {
         let claim = &state.claim;
         let mut looks = state.looks;
         looks.verify = None;
-        let checked = self
-            .on_target(
-                claim,
-                keeper,
-                self.timed(rotator.check(&state.context(false))),
-            )
-            .await?;
+        // A check that could not reach the target (a retryable error) proves nothing either
+        // way: tried again as a test is, then planned for later — never answered by setting
+        // ACSCurrent again and calling that a repair. A refusal is fatal (`Rotator::check`).
+        let cx = state.context(false);
+        let mut tries = 0;
+        let checked = loop {
+            match self
+                .on_target(claim, keeper, self.timed(rotator.check(&cx)))
+                .await?
+            {
+                Err(RotateError::Retryable(msg)) if tries < self.config.test_retries => {
+                    tries += 1;
+                    tracing::debug!(tries, error = %msg, "check after the takeover failed; retrying");
+                    tokio::time::sleep(self.config.test_retry_delay).await;
+                }
+                other => break other,
+            }
+        };
+        if let Err(e @ RotateError::Retryable(_)) = &checked {
+            let at = self.store.clock().now_ms() + self.backoff(1).as_millis() as i64;
+            let error = format!("ACSCurrent could not be checked after the takeover: {e}");
+            tracing::warn!(error = %e, retry_at = %crate::clock::format_ms(at), "the check after the takeover could not reach the target; will retry");
+            looks.verify = Some(at);
+            self.store
+                .settle(
+                    claim,
+                    &looks,
+                    ("rotation.verify", "retrying", Some(&error)),
+                    None,
+                )
+                .await?;
+            return Ok(Outcome::Verified {
+                repaired: false,
+                error: Some(error),
+            });
+        }
         let Err(e) = checked else {
             tracing::info!("ACSCurrent logs in after the takeover");
             self.store

@@ -6,7 +6,8 @@
 //! the store's floor on SQLite (a statement, a durable commit) and its statements a rotation;
 //! and the time for a worker to rotate 1,000 due PostgreSQL dual-account secrets with its
 //! store on SQLite, then on PostgreSQL (with the store's transactions per rotation, read from
-//! `pg_stat_database`). Not a test: it asserts nothing about speed.
+//! `pg_stat_database`, and the CPU a rotation cost each process: the target server, this one,
+//! the store server). Not a test: it asserts nothing about speed.
 //!
 //! ```text
 //! tests/run -- --skip .       # starts the services (ROTOR_TEST_PG_SCRAM, ROTOR_TEST_MYSQL, ROTOR_TEST_REDIS)

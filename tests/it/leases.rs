@@ -501,3 +501,74 @@ async fn a_worker_killed_while_sets_record_waits_resumes_at_set() {
         "the promoted password logs in on the host"
     );
 }
+
+/// The check after a takeover could not reach the target (a retryable error, here injected in
+/// the test rotator's `check` four times: the check's three retries, then once more). That
+/// proves nothing: the worker plans the check again (`retrying`) and, when it answers, finds
+/// `ACSCurrent` logging in (`ok`). It never sets `ACSCurrent` again and calls that a repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_after_a_takeover_that_cannot_reach_the_target_is_tried_again_not_repaired() {
+    let t = env().await;
+    let hosts = tempfile::tempdir().unwrap();
+    let h = hosts.path();
+    ecs_secret(&t, h, "checked");
+    // A manual run killed in its `set`: the worker takes it over once its lease runs out.
+    let mut killed = t
+        .testkit(h)
+        .args(["rotate", "checked", "--lease", "1s"])
+        .env("ROTOR_TEST_FAULT", "set:hang")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    in_set(&t, "checked");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let mut worker = t
+        .testkit(h)
+        .args(["worker", "--lease", "1s", "--step-timeout", "2s"])
+        .args(FAST)
+        .env("ROTOR_TEST_FAULT", "check:fail:4")
+        .env("ROTOR_BACKOFF_BASE", "1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let outcomes = || -> Vec<String> {
+        t.json(&[
+            "audit",
+            "--secret",
+            "checked",
+            "--action",
+            "rotation.verify",
+        ])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r["Outcome"].as_str().map(str::to_owned))
+        .collect()
+    };
+    wait_for(
+        "the check after the takeover to end",
+        Duration::from_secs(40),
+        || {
+            outcomes()
+                .iter()
+                .any(|o| ["ok", "repaired", "failed"].contains(&o.as_str()))
+        },
+    );
+    terminate(&mut worker);
+    let seen = outcomes();
+    assert!(!seen.iter().any(|o| o == "repaired"), "no repair: {seen:?}");
+    assert!(seen.iter().any(|o| o == "retrying"), "{seen:?}");
+    assert!(seen.iter().any(|o| o == "ok"), "{seen:?}");
+    assert_eq!(
+        runs(h, "checked", "set").len(),
+        1,
+        "the killed run never logged its hung set; the worker's resumed set ran once, and \
+         no set ran after the check"
+    );
+    assert_eq!(current_version(&t, "checked"), "v2");
+    assert_eq!(describe(&t, "checked")["RotationStatus"], "Idle");
+}

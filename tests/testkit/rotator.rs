@@ -6,6 +6,7 @@
 //! Faults come from [`Fault`] or, in the binary, `ROTOR_TEST_FAULT=step:mode[:times]` with mode
 //! `fail` (retryable), `fatal`, `hang`, `slow` (the step waits `ROTOR_TEST_SLOW_MS`, default
 //! 3000, then runs), `crash-before`, `crash-during` or `crash-after`.
+//! `check` (the dry run, the check after a takeover) takes the modes that act at a step's start.
 //! Every step run is appended to `steps.log` in the target directory: `secret step pid`.
 //! `ROTOR_TEST_FINISH_NOOP=1` makes it a rotator with nothing to clean up after promotion.
 
@@ -263,6 +264,7 @@ impl Rotator for FileRotator {
     }
 
     async fn check(&self, cx: &RotationContext) -> Result<(), RotateError> {
+        self.fault("check", Mode::CrashBefore).await?;
         let current = field(
             &cx.current.as_ref().expect("a current version").value,
             "Password",
