@@ -124,6 +124,23 @@ fn in_set(t: &TestEnv, name: &str) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// Runs `rotor-testkit rotate NAME --lease 1s` with a `set` that hangs and SIGKILLs it once
+/// it is in `set`, its lease left to run out; returns its pid.
+fn killed_in_set(t: &TestEnv, hosts: &Path, name: &str) -> String {
+    let mut killed = t
+        .testkit(hosts)
+        .args(["rotate", name, "--lease", "1s"])
+        .env("ROTOR_TEST_FAULT", "set:hang")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    in_set(t, name);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    killed.id().to_string()
+}
+
 fn describe(t: &TestEnv, name: &str) -> Value {
     t.json(&["secret", "describe", name])
 }
@@ -266,18 +283,7 @@ async fn a_manual_rotation_keeps_its_lease_through_a_slow_set_and_a_killed_one_i
     assert_eq!(runs(h, "manual", "finish"), vec![pid], "one driver");
     assert_eq!(current_version(&t, "manual"), "v2");
     // A second manual run, killed in its `set`: the worker resumes it once the lease expires.
-    let mut killed = t
-        .testkit(h)
-        .args(["rotate", "manual", "--lease", "1s"])
-        .env("ROTOR_TEST_FAULT", "set:hang")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let killed_pid = killed.id().to_string();
-    in_set(&t, "manual");
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    let killed_pid = killed_in_set(&t, h, "manual");
     wait_for("the worker to resume", Duration::from_secs(30), || {
         describe(&t, "manual")["RotationStatus"] == "Idle" && current_version(&t, "manual") == "v3"
     });
@@ -513,17 +519,7 @@ async fn a_check_after_a_takeover_that_cannot_reach_the_target_is_tried_again_no
     let h = hosts.path();
     ecs_secret(&t, h, "checked");
     // A manual run killed in its `set`: the worker takes it over once its lease runs out.
-    let mut killed = t
-        .testkit(h)
-        .args(["rotate", "checked", "--lease", "1s"])
-        .env("ROTOR_TEST_FAULT", "set:hang")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    in_set(&t, "checked");
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    killed_in_set(&t, h, "checked");
     let mut worker = t
         .testkit(h)
         .args(["worker", "--lease", "1s", "--step-timeout", "2s"])
