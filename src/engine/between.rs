@@ -154,7 +154,10 @@ impl Engine {
         };
         if let Err(e @ RotateError::Retryable(_)) = &checked {
             let at = self.store.clock().now_ms() + self.backoff(1).as_millis() as i64;
-            let error = format!("ACSCurrent could not be checked after the takeover: {e}");
+            let error = format!(
+                "ACSCurrent could not be checked after the takeover: {e}; checked again at {}",
+                crate::clock::format_ms(at)
+            );
             tracing::warn!(error = %e, retry_at = %crate::clock::format_ms(at), "the check after the takeover could not reach the target; will retry");
             looks.verify = Some(at);
             self.store
