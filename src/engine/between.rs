@@ -12,8 +12,8 @@
 //! a proxy holding a command). Once the holder's step timeout has passed, the worker checks that
 //! `ACSCurrent` still logs in and, if not, sets it again — the same idempotent `set`, aimed as if
 //! rotating from `ACSPrevious` to it — then tests it. A check that cannot reach the target is
-//! tried again (as a test is), then planned for later with the retry backoff: only a refusal
-//! is taken for a credential that no longer logs in.
+//! tried again (as a test is), then planned again after the retry backoff's first delay: only
+//! a refusal is taken for a credential that no longer logs in.
 
 use rotators::{RotateError, Rotator};
 

@@ -51,7 +51,7 @@ impl Engine {
             // `create` and `test` change nothing on the target a later rotation relies on.
             let at = self.store.clock().now_ms() + self.config.step_timeout.as_millis() as i64;
             self.store.plan_verify(claim, at).await?;
-            state.looks.verify = Some(state.looks.verify.map_or(at, |v| v.min(at)));
+            state.looks.verify = Some(state.looks.verify.map_or(at, |v| v.max(at)));
         }
         let rotator = match self.rotator(&state) {
             Ok(r) => r,

@@ -60,10 +60,11 @@ impl Store {
     }
 
     /// Records when to check that `ACSCurrent` still logs in (after a takeover: once the
-    /// previous holder's step timeout has passed). The earlier of two pending checks stays.
+    /// previous holder's step timeout has passed). The later of two pending checks stays: the
+    /// one check then comes after the write of every holder taken over could have landed.
     pub async fn plan_verify(&self, claim: &Lease, at: i64) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE secrets SET verify_at = CASE WHEN verify_at IS NOT NULL AND verify_at < $1 \
+            "UPDATE secrets SET verify_at = CASE WHEN verify_at IS NOT NULL AND verify_at > $1 \
                                                  THEN verify_at ELSE $1 END \
              WHERE id = $2 AND lease_token = $3",
         )

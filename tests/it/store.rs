@@ -634,3 +634,26 @@ both_backends!(
         assert_eq!(pending.value.expose(), b"four", "sealed for the id it got");
     }
 );
+
+// The check after a takeover is planned once the write of every holder taken over could have
+// landed: a later takeover moves it later, never earlier (a hostile run saw the first
+// takeover's time kept, the check coming before the last holder's step timeout ran out).
+both_backends!(
+    a_later_takeover_moves_the_check_after_it_later,
+    |t: TestEnv| async move {
+        let store = t.store().await;
+        let n = name("app");
+        store.create_secret(generic("app", "one")).await.unwrap();
+        let claim = store
+            .claim_now("test", &n, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store.plan_verify(&claim, 2_000_000).await.unwrap();
+        store.plan_verify(&claim, 3_000_000).await.unwrap();
+        let loaded = store.load_rotation(&claim).await.unwrap();
+        assert_eq!(loaded.looks.verify, Some(3_000_000), "the later takeover's");
+        store.plan_verify(&claim, 2_500_000).await.unwrap();
+        let loaded = store.load_rotation(&claim).await.unwrap();
+        assert_eq!(loaded.looks.verify, Some(3_000_000), "never moved earlier");
+    }
+);
