@@ -30,7 +30,7 @@ impl Claim {
     /// renewing it (or a process on this host that is gone) is logged and counted.
     pub fn granted(lease: Lease) -> Claim {
         if let Some(from) = &lease.taken_from {
-            tracing::warn!(secret = %lease.name, previous = %from, "took over an expired lease: its holder stopped renewing it");
+            tracing::warn!(secret = %lease.name, previous = %from, "took over a lease its holder no longer keeps (it stopped renewing it, or its process on this host is gone)");
             crate::telemetry::lease_takeover();
         }
         Claim(lease)
