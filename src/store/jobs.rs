@@ -90,17 +90,30 @@ pub fn owner_is_dead_here(owner: &str) -> bool {
     }
     // Linux: a running process has /proc/PID; elsewhere nothing is judged dead. A zombie (a
     // process that ended, not yet reaped by its parent: one just SIGKILLed, say) keeps its
-    // /proc entry, and its pid, but runs nothing more.
+    // /proc entry, and its pid, but runs nothing more: every one of its threads is a zombie
+    // (a main thread that ended alone shows `Z` while the others still run).
     if !cfg!(target_os = "linux") || !std::path::Path::new("/proc/self").exists() {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        Ok(stat) => stat
+    let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
+        Ok(tasks) => tasks,
+    };
+    let mut ended = true;
+    for task in tasks {
+        let Ok(task) = task else { return false };
+        let stat = match std::fs::read_to_string(task.path().join("stat")) {
+            Ok(stat) => stat,
+            // A thread that went between the listing and the read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return false,
+        };
+        ended &= stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
+            .is_some_and(|state| state == "Z" || state == "X");
     }
+    ended
 }
 
 #[cfg(test)]
