@@ -138,20 +138,13 @@ impl Engine {
         // way: tried again as a test is, then planned for later — never answered by setting
         // ACSCurrent again and calling that a repair. A refusal is fatal (`Rotator::check`).
         let cx = state.context(false);
-        let mut tries = 0;
-        let checked = loop {
-            match self
-                .on_target(claim, keeper, self.timed(rotator.check(&cx)))
-                .await?
-            {
-                Err(RotateError::Retryable(msg)) if tries < self.config.test_retries => {
-                    tries += 1;
-                    tracing::debug!(tries, error = %msg, "check after the takeover failed; retrying");
-                    tokio::time::sleep(self.config.test_retry_delay).await;
-                }
-                other => break other,
-            }
-        };
+        let checked = self
+            .on_target(
+                claim,
+                keeper,
+                self.with_retries("check after the takeover", || rotator.check(&cx)),
+            )
+            .await?;
         if let Err(e @ RotateError::Retryable(_)) = &checked {
             let at = self.store.clock().now_ms() + self.backoff(1).as_millis() as i64;
             let error = format!(

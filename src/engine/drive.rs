@@ -370,12 +370,23 @@ impl Engine {
         cx: &RotationContext,
         pending: &SecretValue,
     ) -> Result<(), RotateError> {
+        self.with_retries("test", || rotator.test(cx, pending))
+            .await
+    }
+
+    /// Runs `call` (timed) again while it fails retryably, up to `test_retries` more times,
+    /// `test_retry_delay` apart: a target slow to apply a change, or briefly out of reach.
+    pub(super) async fn with_retries<F, Fut>(&self, what: &str, call: F) -> Result<(), RotateError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), RotateError>>,
+    {
         let mut tries = 0;
         loop {
-            match self.timed(rotator.test(cx, pending)).await {
+            match self.timed(call()).await {
                 Err(RotateError::Retryable(msg)) if tries < self.config.test_retries => {
                     tries += 1;
-                    tracing::debug!(tries, error = %msg, "test failed; retrying for propagation");
+                    tracing::debug!(tries, error = %msg, "{what} failed; retrying");
                     tokio::time::sleep(self.config.test_retry_delay).await;
                 }
                 other => return other,
