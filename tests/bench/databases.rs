@@ -546,6 +546,8 @@ async fn batch_run(backend: &str, batch: usize, pg_url: &str, suffix: &str) -> S
                 "postgres://postgres@127.0.0.1:5432/postgres",
             ))
             .await
+            // One server for both (the compose rig): its CPU is the target server's line.
+            .filter(|pid| Some(*pid) != target_server)
         }
         None => None,
     };
